@@ -1,0 +1,3 @@
+//! The builder: IR -> bundle. Native only (feature `compile`).
+
+pub mod regex;
