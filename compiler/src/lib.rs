@@ -1,2 +1,4 @@
 //! aegis-compiler: YAML agent policies -> IR -> signed bundle, plus the
 //! pieces of the `aegis` command line (eval, test, explain, keys, tokens).
+
+pub mod frontend;

@@ -10,6 +10,9 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod dlp;
+pub mod json;
+pub mod jwt;
 pub mod types;
 
 #[cfg(feature = "compile")]

@@ -1,3 +1,4 @@
 //! The builder: IR -> bundle. Native only (feature `compile`).
 
+pub mod dlp;
 pub mod regex;

@@ -1,0 +1,2 @@
+//! YAML front-end
+pub mod yaml;

@@ -1,0 +1,1 @@
+//! Builds the DLP multi-pattern DFA for one detector set.

@@ -1,0 +1,1 @@
+//! DLP: detect and rewrite sensitive data in request bodies.
