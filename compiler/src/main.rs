@@ -1,1 +1,5 @@
-fn main() {}
+//! The `aegis` binary; everything lives in `aegis_compiler::cli`.
+
+fn main() {
+    std::process::exit(aegis_compiler::cli::main());
+}

@@ -10,9 +10,13 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bundle;
+pub mod dfa;
 pub mod dlp;
+pub mod eval;
 pub mod json;
 pub mod jwt;
+pub mod params;
 pub mod types;
 
 #[cfg(feature = "compile")]

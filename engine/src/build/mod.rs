@@ -1,4 +1,5 @@
 //! The builder: IR -> bundle. Native only (feature `compile`).
 
+pub mod bundle;
 pub mod dlp;
 pub mod regex;

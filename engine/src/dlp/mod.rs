@@ -1,1 +1,544 @@
 //! DLP: detect and rewrite sensitive data in request bodies.
+//!
+//! A [`DlpSpec`] (built by `build::dlp`, carried in the bundle) holds one
+//! leftmost-first multi-pattern regex as a serialized forward and reverse
+//! dense DFA, plus a [`Validator`] per pattern. [`Scanner::load`] turns it
+//! into owned, validated DFAs; [`Scanner::scan`] walks a body (JSON string
+//! values and keys, form keys and values, or the raw bytes), counts the
+//! detections per pattern and, unless the action is `deny`, writes the
+//! rewritten body.
+//!
+//! Per request nothing is allocated while a body is clean: unescaped JSON
+//! strings are searched in place and escaped ones are decoded into a
+//! buffer of the reusable [`Scratch`].
+
+mod codec;
+mod validate;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use hmac::{Hmac, Mac};
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::{Anchored, Input};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::json::{self, Event, JsonErrorKind, Parser};
+use crate::types::{BodyKind, DlpAction};
+
+pub use validate::Validator;
+
+/// Most patterns (built-in detectors + custom regexes) one spec may hold.
+pub const MAX_PATTERNS: usize = 32;
+
+/// One pattern of the multi-pattern DFA; its index is its slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlpPattern {
+    /// Detector name (`ssn`, or a custom name) used in tokens and counts.
+    pub name: String,
+    pub validator: Validator,
+}
+
+/// The compiled DLP rules of one agent, as stored in the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlpSpec {
+    /// Pattern `i` of both DFAs; at most [`MAX_PATTERNS`].
+    pub patterns: Vec<DlpPattern>,
+    /// Unanchored leftmost-first forward dense DFA, little endian.
+    pub forward: Vec<u8>,
+    /// Anchored reverse dense DFA (match kind all), little endian.
+    pub reverse: Vec<u8>,
+    pub action: DlpAction,
+    /// HMAC-SHA256 key of the `hash` action.
+    pub hash_key: [u8; 32],
+    /// No match is shorter than this many bytes; shorter strings are skipped.
+    pub min_match_len: u32,
+    /// No pattern uses `^`, `$`, `\A` or `\z`, so a match inside a string
+    /// is also a match of the same bytes inside the whole body (the only
+    /// other assertion, an ASCII word boundary, sees `"`, `&` or `=` there
+    /// exactly as it sees the end of the text). Then one search over the
+    /// whole body can prove every unescaped string clean.
+    pub context_free: bool,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Clean,
+    /// `rewritten`: the sanitized body is in [`Scratch::out`] (never for
+    /// the `deny` action).
+    Found { rewritten: bool },
+}
+
+/// Why a body could not be scanned. The caller denies the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlpError {
+    pub kind: DlpErrorKind,
+    /// Byte offset in the body where the problem was found.
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlpErrorKind {
+    /// The body is not valid JSON.
+    Json(JsonErrorKind),
+    /// A `%` in a form body not followed by two hex digits.
+    PercentEncoding,
+    /// The DFA search failed (only possible with a corrupt spec).
+    Search,
+}
+
+impl fmt::Display for DlpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self.offset;
+        // Never quote the body: it may be exactly what DLP protects.
+        let what = match self.kind {
+            DlpErrorKind::Json(k) => match k {
+                JsonErrorKind::UnexpectedEnd => "unexpected end",
+                JsonErrorKind::UnexpectedByte(_) => "unexpected byte",
+                JsonErrorKind::TrailingData => "trailing data",
+                JsonErrorKind::DepthLimit => "nesting too deep",
+                JsonErrorKind::BadEscape => "invalid escape",
+                JsonErrorKind::LoneSurrogate => "unpaired surrogate escape",
+                JsonErrorKind::ControlCharInString => "control character in string",
+                JsonErrorKind::InvalidUtf8 => "invalid utf-8",
+                JsonErrorKind::BadNumber => "invalid number",
+            },
+            DlpErrorKind::PercentEncoding => {
+                return write!(f, "malformed form body: invalid percent-encoding at byte {at}")
+            }
+            DlpErrorKind::Search => return write!(f, "dlp scan failed at byte {at}"),
+        };
+        write!(f, "malformed json body: {what} at byte {at}")
+    }
+}
+
+impl core::error::Error for DlpError {}
+
+impl DlpError {
+    fn search(offset: usize) -> DlpError {
+        DlpError {
+            kind: DlpErrorKind::Search,
+            offset,
+        }
+    }
+}
+
+/// Per-worker buffers reused across requests.
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    /// Detections of the last scan, by pattern slot.
+    pub counts: [u32; MAX_PATTERNS],
+    /// The rewritten body when the last scan returned
+    /// `Found { rewritten: true }`.
+    pub out: Vec<u8>,
+    /// Decoded escaped JSON string / form component.
+    dec: Vec<u8>,
+    /// One rewritten string / component.
+    repl: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            counts: [0; MAX_PATTERNS],
+            out: Vec::new(),
+            dec: Vec::new(),
+            repl: Vec::new(),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+type Dfa = dense::DFA<Vec<u32>>;
+
+/// A loaded [`DlpSpec`], ready to scan.
+#[derive(Clone)]
+pub struct Scanner {
+    fwd: Dfa,
+    rev: Dfa,
+    patterns: Vec<DlpPattern>,
+    action: DlpAction,
+    /// Keyed once at load; cloned per hashed value.
+    mac: HmacSha256,
+    min_len: usize,
+    context_free: bool,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("patterns", &self.patterns)
+            .field("action", &self.action)
+            .field("forward_bytes", &self.fwd.memory_usage())
+            .field("reverse_bytes", &self.rev.memory_usage())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deserializes and validates a DFA from possibly unaligned, untrusted
+/// bytes: copy them to a 4-aligned window, check them with `from_bytes`,
+/// then own the tables (`to_owned` copies into a `Vec<u32>`).
+fn load_dfa(bytes: &[u8]) -> Result<Dfa, String> {
+    let mut buf = alloc::vec![0u8; bytes.len() + 3];
+    let off = (4 - buf.as_ptr().addr() % 4) % 4;
+    let window = buf
+        .get_mut(off..off + bytes.len())
+        .ok_or_else(|| String::from("dfa buffer"))?;
+    window.copy_from_slice(bytes);
+    let (dfa, read) = dense::DFA::from_bytes(window).map_err(|e| format!("{e}"))?;
+    if read != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - read));
+    }
+    Ok(dfa.to_owned())
+}
+
+impl Scanner {
+    /// Never panics on any spec (specs come from untrusted bundle bytes).
+    pub fn load(spec: &DlpSpec) -> Result<Scanner, String> {
+        let n = spec.patterns.len();
+        if n > MAX_PATTERNS {
+            return Err(format!(
+                "dlp spec has {n} patterns, more than the limit of {MAX_PATTERNS}"
+            ));
+        }
+        let fwd = load_dfa(&spec.forward).map_err(|e| format!("invalid dlp forward dfa: {e}"))?;
+        let rev = load_dfa(&spec.reverse).map_err(|e| format!("invalid dlp reverse dfa: {e}"))?;
+        if fwd.pattern_len() != n || rev.pattern_len() != n {
+            return Err(format!(
+                "dlp spec names {n} patterns but its dfas hold {} and {}",
+                fwd.pattern_len(),
+                rev.pattern_len()
+            ));
+        }
+        if !matches!(fwd.start_kind(), StartKind::Unanchored | StartKind::Both) {
+            return Err("dlp forward dfa cannot search unanchored".into());
+        }
+        if !matches!(rev.start_kind(), StartKind::Anchored | StartKind::Both) {
+            return Err("dlp reverse dfa cannot search anchored".into());
+        }
+        let mac = HmacSha256::new_from_slice(&spec.hash_key)
+            .map_err(|_| String::from("invalid dlp hash key"))?;
+        Ok(Scanner {
+            fwd,
+            rev,
+            patterns: spec.patterns.clone(),
+            action: spec.action,
+            mac,
+            min_len: usize::try_from(spec.min_match_len).unwrap_or(usize::MAX),
+            context_free: spec.context_free,
+        })
+    }
+
+    pub fn action(&self) -> DlpAction {
+        self.action
+    }
+
+    /// Detector names; the index is the slot in [`Scratch::counts`].
+    pub fn pattern_names(&self) -> impl Iterator<Item = &str> {
+        self.patterns.iter().map(|p| p.name.as_str())
+    }
+
+    /// Memory used by the forward and reverse DFAs, in bytes.
+    pub fn dfa_sizes(&self) -> (usize, usize) {
+        (self.fwd.memory_usage(), self.rev.memory_usage())
+    }
+
+    /// Scans `body` read as `kind`: JSON string values and keys (decoded),
+    /// form keys and values (percent/plus-decoded), or the raw bytes.
+    ///
+    /// Fills `scratch.counts`. When something was found and the action is
+    /// not `deny`, the rewritten body is in `scratch.out`: JSON stays valid
+    /// JSON, a form body stays a valid form body. Malformed input is an
+    /// error, and the caller denies.
+    pub fn scan(
+        &self,
+        kind: BodyKind,
+        body: &[u8],
+        max_json_depth: usize,
+        scratch: &mut Scratch,
+    ) -> Result<Outcome, DlpError> {
+        scratch.counts = [0; MAX_PATTERNS];
+        scratch.out.clear();
+        let found = match kind {
+            BodyKind::Json => self.scan_json(body, max_json_depth, scratch)?,
+            BodyKind::Form => self.scan_form(body, scratch)?,
+            BodyKind::None => {
+                let rewrite = self.rewrites().then_some(&mut scratch.out);
+                self.scan_hay(body, 0, &mut scratch.counts, rewrite)?
+            }
+        };
+        Ok(if found {
+            Outcome::Found {
+                rewritten: self.rewrites(),
+            }
+        } else {
+            Outcome::Clean
+        })
+    }
+
+    fn rewrites(&self) -> bool {
+        self.action != DlpAction::Deny
+    }
+
+    /// Whether any pattern matches anywhere in `body` (validators aside).
+    fn any_match(&self, body: &[u8]) -> Result<bool, DlpError> {
+        self.fwd
+            .try_search_fwd(&Input::new(body).earliest(true))
+            .map(|m| m.is_some())
+            .map_err(|_| DlpError::search(0))
+    }
+
+    /// Can plain (undecoded) strings and components be skipped because a
+    /// search of the whole body found nothing?
+    fn plain_is_clean(&self, body: &[u8]) -> Result<bool, DlpError> {
+        Ok(self.context_free && !self.any_match(body)?)
+    }
+
+    fn scan_json(
+        &self,
+        body: &[u8],
+        max_depth: usize,
+        scratch: &mut Scratch,
+    ) -> Result<bool, DlpError> {
+        let Scratch {
+            counts,
+            out,
+            dec,
+            repl,
+        } = scratch;
+        let rewrite = self.rewrites();
+        let skip_plain = self.plain_is_clean(body)?;
+        let mut parser = Parser::new(body, max_depth);
+        let mut copied = 0usize;
+        let mut found = false;
+        loop {
+            let ev = parser.next().map_err(|e| DlpError {
+                kind: DlpErrorKind::Json(e.kind),
+                offset: e.offset,
+            })?;
+            let s = match ev {
+                None => break,
+                Some(Event::Key(s) | Event::Str(s)) => s,
+                Some(_) => continue,
+            };
+            // Decoding never makes a string longer.
+            if s.raw.len() < self.min_len || (skip_plain && !s.escaped) {
+                continue;
+            }
+            let hay: &[u8] = if s.escaped {
+                codec::decode_json(s.raw, dec).ok_or(DlpError::search(s.start))?;
+                dec
+            } else {
+                s.raw
+            };
+            let hit = self.scan_hay(hay, s.start, counts, rewrite.then_some(&mut *repl))?;
+            if hit {
+                found = true;
+                if rewrite {
+                    let open = s.start.checked_sub(1).ok_or(DlpError::search(s.start))?;
+                    let before = body.get(copied..open).ok_or(DlpError::search(open))?;
+                    if out.is_empty() {
+                        out.reserve(body.len() + 64);
+                    }
+                    out.extend_from_slice(before);
+                    json::write_escaped(out, repl);
+                    copied = s.start + s.raw.len() + 1;
+                }
+            }
+        }
+        if found && rewrite {
+            out.extend_from_slice(body.get(copied..).unwrap_or_default());
+        }
+        Ok(found)
+    }
+
+    fn scan_form(&self, body: &[u8], scratch: &mut Scratch) -> Result<bool, DlpError> {
+        let Scratch {
+            counts,
+            out,
+            dec,
+            repl,
+        } = scratch;
+        let rewrite = self.rewrites();
+        let skip_plain = self.plain_is_clean(body)?;
+        let mut copied = 0usize;
+        let mut found = false;
+        let mut start = 0usize;
+        for pair in body.split(|&b| b == b'&') {
+            let pair_start = start;
+            start += pair.len() + 1;
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (pair.get(..eq), pair.get(eq + 1..).map(|v| (eq + 1, v))),
+                None => (Some(pair), None),
+            };
+            let parts = key
+                .map(|k| (0, k))
+                .into_iter()
+                .chain(value);
+            for (rel, raw) in parts {
+                let at = pair_start + rel;
+                let encoded = raw.iter().any(|&b| b == b'%' || b == b'+');
+                let hay: &[u8] = if encoded {
+                    codec::decode_form(raw, dec).map_err(|i| DlpError {
+                        kind: DlpErrorKind::PercentEncoding,
+                        offset: at + i,
+                    })?;
+                    dec
+                } else {
+                    if skip_plain {
+                        continue;
+                    }
+                    raw
+                };
+                if hay.len() < self.min_len {
+                    continue;
+                }
+                let hit = self.scan_hay(hay, at, counts, rewrite.then_some(&mut *repl))?;
+                if hit {
+                    found = true;
+                    if rewrite {
+                        let before = body.get(copied..at).ok_or(DlpError::search(at))?;
+                        if out.is_empty() {
+                            out.reserve(body.len() + 64);
+                        }
+                        out.extend_from_slice(before);
+                        codec::encode_form(out, repl);
+                        copied = at + raw.len();
+                    }
+                }
+            }
+        }
+        if found && rewrite {
+            out.extend_from_slice(body.get(copied..).unwrap_or_default());
+        }
+        Ok(found)
+    }
+
+    /// Finds, validates and counts every detection in `hay`. With `repl`,
+    /// also writes `hay` with each detection replaced into it (the content
+    /// of `repl` is meaningful only when this returns true). `base` is the
+    /// offset of `hay` in the body, for errors.
+    fn scan_hay(
+        &self,
+        hay: &[u8],
+        base: usize,
+        counts: &mut [u32; MAX_PATTERNS],
+        mut repl: Option<&mut Vec<u8>>,
+    ) -> Result<bool, DlpError> {
+        if hay.len() < self.min_len {
+            return Ok(false);
+        }
+        let mut pos = 0usize;
+        let mut last = 0usize;
+        let mut found = false;
+        while let Some((slot, start, end)) = self.find_at(hay, pos, base)? {
+            let accepted = if end > start {
+                let pattern = self.patterns.get(slot);
+                let m = hay.get(start..end).unwrap_or_default();
+                pattern.and_then(|p| p.validator.accept(m))
+            } else {
+                None
+            };
+            match accepted {
+                Some(len) if len > 0 => {
+                    let end = start + len;
+                    if let Some(c) = counts.get_mut(slot) {
+                        *c = c.saturating_add(1);
+                    }
+                    if let Some(r) = repl.as_deref_mut() {
+                        if !found {
+                            r.clear();
+                        }
+                        r.extend_from_slice(hay.get(last..start).unwrap_or_default());
+                        self.write_token(r, slot, hay.get(start..end).unwrap_or_default());
+                        last = end;
+                    }
+                    found = true;
+                    pos = end;
+                }
+                // Not a detection: go on after the match (after one byte
+                // for an empty match, which only a corrupt spec yields).
+                _ => pos = if end > start { end } else { end + 1 },
+            }
+            if pos > hay.len() {
+                break;
+            }
+        }
+        if found {
+            if let Some(r) = repl {
+                r.extend_from_slice(hay.get(last..).unwrap_or_default());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The leftmost-first match at or after `from`: `(slot, start, end)`.
+    fn find_at(
+        &self,
+        hay: &[u8],
+        from: usize,
+        base: usize,
+    ) -> Result<Option<(usize, usize, usize)>, DlpError> {
+        if from > hay.len() {
+            return Ok(None);
+        }
+        let err = || DlpError::search(base + from);
+        let input = Input::new(hay).range(from..);
+        let Some(end) = self.fwd.try_search_fwd(&input).map_err(|_| err())? else {
+            return Ok(None);
+        };
+        let slot = end.pattern().as_usize();
+        let e = end.offset();
+        if e < from || e > hay.len() {
+            return Err(err());
+        }
+        if e == from {
+            return Ok(Some((slot, e, e)));
+        }
+        // The reverse DFA finds the longest match ending at `e`, which
+        // starts where the leftmost-first match does.
+        let input = Input::new(hay).range(from..e).anchored(Anchored::Yes);
+        let start = self
+            .rev
+            .try_search_rev(&input)
+            .map_err(|_| err())?
+            .ok_or_else(err)?;
+        let s = start.offset();
+        if s < from || s > e {
+            return Err(err());
+        }
+        Ok(Some((slot, s, e)))
+    }
+
+    fn write_token(&self, out: &mut Vec<u8>, slot: usize, value: &[u8]) {
+        let name = self.patterns.get(slot).map_or("", |p| p.name.as_str());
+        match self.action {
+            DlpAction::Redact | DlpAction::Deny => {
+                out.extend_from_slice(b"[REDACTED:");
+                out.extend_from_slice(name.as_bytes());
+                out.push(b']');
+            }
+            DlpAction::Mask => codec::write_mask(out, value),
+            DlpAction::Hash => {
+                let mut mac = self.mac.clone();
+                mac.update(value);
+                let tag = mac.finalize().into_bytes();
+                out.extend_from_slice(b"[HASH:");
+                out.extend_from_slice(name.as_bytes());
+                out.push(b':');
+                codec::write_hex(out, tag.get(..8).unwrap_or_default());
+                out.push(b']');
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `aegis test PATH...`: every `*.cases.yaml` under each PATH is evaluated
+//! against the policies of the directory that holds it.
+
+use super::{exit, print_diagnostics, Format};
+use crate::run::{check, load_policy_set, run_case, LoadFailure};
+use aegis_engine::eval::Scratch;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn is_cases_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".cases.yaml") || n.ends_with(".cases.yml"))
+}
+
+fn find_cases(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_file() {
+        if is_cases_file(p) {
+            out.push(p.to_path_buf());
+        }
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        find_cases(&path, out);
+    }
+}
+
+pub fn run(paths: &[PathBuf], format: Format) -> i32 {
+    let mut files = Vec::new();
+    for p in paths {
+        if !p.exists() {
+            eprintln!("error: `{}` does not exist", p.display());
+            return exit::ERROR;
+        }
+        find_cases(p, &mut files);
+    }
+    files.sort();
+    files.dedup();
+    // Cases are judged by the policies in their own directory.
+    let mut groups: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for f in files {
+        let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+        groups.entry(dir).or_default().push(f);
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let mut scratch = Scratch::new();
+    for (dir, files) in &groups {
+        let set = match load_policy_set(std::slice::from_ref(dir)) {
+            Ok(s) => s,
+            Err(LoadFailure::Diagnostics(d)) => {
+                print_diagnostics(&d, format);
+                eprintln!("error: policies in `{}` do not compile", dir.display());
+                return exit::FAILED;
+            }
+            Err(LoadFailure::Other(e)) => {
+                eprintln!("error: {e}");
+                return exit::FAILED;
+            }
+        };
+        for file in files {
+            let cases = match crate::cases::load_cases(file) {
+                Ok(c) => c,
+                Err(d) => {
+                    print_diagnostics(&[d], format);
+                    return exit::FAILED;
+                }
+            };
+            for case in &cases {
+                let got = run_case(&set.bundle, case, &mut scratch);
+                let problems = check(&case.expect, &got);
+                let (file_name, line) = &case.location;
+                if problems.is_empty() {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+                match format {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "file": file_name, "line": line, "name": case.name,
+                            "passed": problems.is_empty(), "failures": problems, "got": got,
+                        })
+                    ),
+                    Format::Human if !problems.is_empty() => {
+                        println!("FAIL {file_name}:{line}: {}", case.name);
+                        for p in &problems {
+                            println!("  {p}");
+                        }
+                    }
+                    Format::Human => {}
+                }
+            }
+        }
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::json!({"passed": passed, "failed": failed})),
+        Format::Human => println!("{passed} passed, {failed} failed"),
+    }
+    if passed + failed == 0 {
+        eprintln!("error: no `*.cases.yaml` files found");
+        return exit::FAILED;
+    }
+    if failed > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}

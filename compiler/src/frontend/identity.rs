@@ -1,0 +1,287 @@
+//! The `kind: Identity` document: how agents authenticate (JWT issuer,
+//! audience, Ed25519 keys, claim names, token age limits).
+
+use aegis_engine::ir;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::DecodePublicKey as _;
+use ed25519_dalek::VerifyingKey;
+
+use super::read::Cx;
+use super::yaml::{Kind, Node};
+
+const IDENTITY_KEYS: &[&str] = &[
+    "kind",
+    "issuer",
+    "audience",
+    "keys",
+    "claims",
+    "max_token_age",
+    "clock_skew",
+    "insecure_agent_header",
+];
+const KEY_KEYS: &[&str] = &["kid", "public_key", "public_key_file"];
+const CLAIM_KEYS: &[&str] = &["agent", "tenant", "scope"];
+
+/// Default allowed clock difference between token issuer and proxy.
+const DEFAULT_SKEW_SECS: u64 = 60;
+
+pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
+    let f = cx.fields(doc, "Identity", "an identity document", IDENTITY_KEYS)?;
+    let mut ok = true;
+
+    let insecure = match f.get("insecure_agent_header") {
+        Some(n) => match cx.bool(n, "insecure_agent_header") {
+            Some(b) => b,
+            None => {
+                ok = false;
+                false
+            }
+        },
+        None => false,
+    };
+    if insecure {
+        if let Some(k) = f.key("insecure_agent_header") {
+            cx.warn(
+                k,
+                "insecure_agent_header trusts the `x-aegis-agent` header without a token: for local demos only",
+                "remove `insecure_agent_header` and configure `issuer`, `audience` and `keys` before production",
+            );
+        }
+    }
+
+    let text = |cx: &mut Cx<'_>, key: &str, help: &str| -> Option<String> {
+        match f.get(key) {
+            Some(n) => cx.name(n, key).map(str::to_owned),
+            None if insecure => Some(String::new()),
+            None => {
+                cx.missing(&f, key, "an identity document", help);
+                None
+            }
+        }
+    };
+    let issuer = text(cx, "issuer", "give the token issuer (`iss` claim) as `issuer`");
+    let audience = text(cx, "audience", "give the expected token audience (`aud` claim) as `audience`");
+
+    let keys = match f.get("keys") {
+        Some(n) => keys(cx, n, insecure),
+        None if insecure => Some(Vec::new()),
+        None => {
+            cx.missing(
+                &f,
+                "keys",
+                "an identity document",
+                "list the token signing keys: `keys: [{kid: ..., public_key: ...}]`",
+            );
+            None
+        }
+    };
+
+    let (mut agent_claim, mut tenant_claim, mut scope_claim) =
+        ("sub".to_owned(), "tenant".to_owned(), "scope".to_owned());
+    if let Some(n) = f.get("claims") {
+        match cx.fields(n, "claims", "`claims`", CLAIM_KEYS) {
+            Some(cf) => {
+                for (key, slot) in [
+                    ("agent", &mut agent_claim),
+                    ("tenant", &mut tenant_claim),
+                    ("scope", &mut scope_claim),
+                ] {
+                    if let Some(v) = cf.get(key) {
+                        match cx.name(v, key) {
+                            Some(s) => *slot = s.to_owned(),
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+
+    let max_age = match f.get("max_token_age") {
+        Some(n) => match duration(cx, n, "max_token_age") {
+            Some(0) => {
+                cx.error(n, "`max_token_age` must be greater than zero", "use e.g. `1h`");
+                ok = false;
+                None
+            }
+            Some(s) => Some(s),
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    let skew = match f.get("clock_skew") {
+        Some(n) => duration(cx, n, "clock_skew"),
+        None => Some(DEFAULT_SKEW_SECS),
+    };
+
+    if !ok {
+        return None;
+    }
+    Some(ir::Identity {
+        issuer: issuer?,
+        audience: audience?,
+        keys: keys?,
+        agent_claim,
+        tenant_claim,
+        scope_claim,
+        max_age_secs: max_age,
+        skew_secs: skew?,
+        insecure_agent_header: insecure,
+    })
+}
+
+fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8; 32])>> {
+    let items = cx.seq(node, "keys")?;
+    if items.is_empty() && !insecure {
+        cx.error(node, "`keys` must not be empty", "list at least one token signing key");
+        return None;
+    }
+    let mut ok = true;
+    let mut out: Vec<(String, [u8; 32])> = Vec::with_capacity(items.len());
+    for item in items {
+        match key(cx, item) {
+            Some((kid, kid_node, bytes)) => {
+                if out.iter().any(|(k, _)| *k == kid) {
+                    cx.error(
+                        kid_node,
+                        format!("duplicate key id `{kid}`"),
+                        "each key needs its own `kid`",
+                    );
+                    ok = false;
+                } else {
+                    out.push((kid, bytes));
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn key<'n>(cx: &mut Cx<'_>, node: &'n Node) -> Option<(String, &'n Node, [u8; 32])> {
+    let f = cx.fields(node, "keys", "a key", KEY_KEYS)?;
+    let kid_node = cx.required(&f, "kid", "a key", "give the key id (`kid` in the token header)");
+    let kid = kid_node.and_then(|n| cx.name(n, "kid"));
+    let bytes = match (f.get("public_key"), f.get("public_key_file")) {
+        (Some(_), Some(file)) => {
+            cx.error(
+                file,
+                "give either `public_key` or `public_key_file`, not both",
+                "remove one of them",
+            );
+            None
+        }
+        (Some(n), None) => cx.str(n, "public_key").and_then(|s| match decode_key(s) {
+            Ok(b) => Some(b),
+            Err(why) => {
+                cx.error(n, format!("invalid `public_key`: {why}"), KEY_HELP);
+                None
+            }
+        }),
+        (None, Some(n)) => {
+            let rel = cx.name(n, "public_key_file")?;
+            let path = cx.file.dir.join(rel);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match decode_key(&text) {
+                    Ok(b) => Some(b),
+                    Err(why) => {
+                        cx.error(n, format!("invalid key in `{}`: {why}", path.display()), KEY_HELP);
+                        None
+                    }
+                },
+                Err(e) => {
+                    cx.error(
+                        n,
+                        format!("cannot read `{}`: {e}", path.display()),
+                        "`public_key_file` is relative to the directory of this YAML file",
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            cx.missing(&f, "public_key", "a key", "give `public_key` (base64 or PEM) or `public_key_file`");
+            None
+        }
+    };
+    Some((kid?.to_owned(), kid_node?, bytes?))
+}
+
+const KEY_HELP: &str = "give the Ed25519 public key as base64 of its 32 raw bytes, \
+     or as a PEM block starting with `-----BEGIN PUBLIC KEY-----`";
+
+/// Raw 32-byte Ed25519 key from base64 (any common alphabet) or SPKI PEM.
+pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return VerifyingKey::from_public_key_pem(text)
+            .map(|k| k.to_bytes())
+            .map_err(|e| format!("not an Ed25519 public key in PEM form ({e})"));
+    }
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let raw = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(text).ok())
+        .ok_or_else(|| "not valid base64".to_owned())?;
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("decodes to {} bytes, expected 32", raw.len()))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map(|k| k.to_bytes())
+        .map_err(|_| "not a valid Ed25519 public key".to_owned())
+}
+
+/// `30s`, `15m`, `1h`, `2d`, or a whole number of seconds.
+pub fn duration(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<u64> {
+    let parsed = match &node.kind {
+        Kind::Int(i) => u64::try_from(*i).ok(),
+        Kind::Str(s) => parse_duration(s),
+        _ => None,
+    };
+    if parsed.is_none() {
+        let shown = node.scalar_text().unwrap_or_else(|| node.type_name().to_owned());
+        cx.error(
+            node,
+            format!("invalid duration `{shown}` for `{what}`"),
+            "use a whole number of seconds or a number followed by `s`, `m`, `h` or `d`, e.g. `15m`",
+        );
+    }
+    parsed
+}
+
+fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(unit_at);
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(30));
+        assert_eq!(parse_duration("15m"), Some(900));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        assert_eq!(parse_duration("2d"), Some(172_800));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}

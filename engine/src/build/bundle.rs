@@ -1,0 +1,429 @@
+//! IR -> bundle model: parameter slots, route DFAs, host tables, the flat
+//! decision table and deduplicated regex / DLP automata.
+
+use super::dlp::build_dlp;
+use super::regex::{condition_dfa, describe, serialize};
+use crate::bundle::{
+    encode, ActionM, AgentM, BudgetM, HostList, Limits, Lit, Model, OpM, PredM, RuleM, Span,
+    TSeg, TableEntry, ToolM,
+};
+use crate::ir::{self, Op, Predicate, Scalar};
+use crate::jwt::IdentityConfig;
+use crate::params::MAX_PARAMS;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use regex_automata::dfa::{dense, StartKind};
+use regex_automata::nfa::thompson;
+use regex_automata::util::syntax;
+use regex_automata::MatchKind;
+
+/// Version of the compiler that produced a bundle.
+pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Options that are not part of the policy text.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Key for the DLP `hash` action's keyed tokens.
+    pub dlp_hash_key: [u8; 32],
+    pub limits: Limits,
+}
+
+/// Compiles the IR into signed (when `key` is given) bundle bytes.
+pub fn compile(
+    policy: &ir::Policy,
+    opts: &BuildOptions,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<Vec<u8>, String> {
+    let model = build_model(policy, opts)?;
+    encode(&model, key)
+}
+
+/// Parameter path segments for MCP slots 0 and 1.
+const MCP_METHOD: &[&str] = &["method"];
+const MCP_NAME: &[&str] = &["params", "name"];
+
+fn param_path(tool: &ir::Tool, param: &str) -> Vec<String> {
+    let mut segs: Vec<String> = Vec::new();
+    if tool.mcp_path.is_some() {
+        segs.push("params".into());
+        segs.push("arguments".into());
+    }
+    segs.extend(param.split('.').map(String::from));
+    segs
+}
+
+fn template_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, String> {
+    // Parameter slots per tool: template bindings, then every parameter
+    // any rule of any agent looks at.
+    let mut params: Vec<Vec<Vec<String>>> = Vec::with_capacity(policy.tools.len());
+    for t in &policy.tools {
+        let mut p: Vec<Vec<String>> = Vec::new();
+        if t.mcp_path.is_some() {
+            p.push(MCP_METHOD.iter().map(|s| s.to_string()).collect());
+            p.push(MCP_NAME.iter().map(|s| s.to_string()).collect());
+        }
+        for a in &t.actions {
+            for name in a.path.as_deref().into_iter().flat_map(template_params) {
+                let path = alloc::vec![String::from(name)];
+                if !p.contains(&path) {
+                    p.push(path);
+                }
+            }
+        }
+        params.push(p);
+    }
+    for agent in &policy.agents {
+        for r in &agent.rules {
+            let tool = policy
+                .tools
+                .get(r.tool)
+                .ok_or_else(|| format!("rule `{}` refers to a missing tool", r.id))?;
+            let p = params
+                .get_mut(r.tool)
+                .ok_or_else(|| format!("rule `{}` refers to a missing tool", r.id))?;
+            for pred in r.when.iter().chain(r.conditions.iter()) {
+                let path = param_path(tool, &pred.param);
+                if !p.contains(&path) {
+                    p.push(path);
+                }
+            }
+        }
+    }
+
+    let mut tools = Vec::with_capacity(policy.tools.len());
+    for (t, p) in policy.tools.iter().zip(params) {
+        if p.len() > MAX_PARAMS {
+            return Err(format!(
+                "tool `{}`: rules look at {} distinct parameters, the limit is {MAX_PARAMS}",
+                t.name,
+                p.len()
+            ));
+        }
+        tools.push(build_tool(t, p)?);
+    }
+
+    let (exact_hosts, wildcard_hosts) = host_tables(policy)?;
+
+    let mut regex_ids: BTreeMap<String, u32> = BTreeMap::new();
+    let mut regexes: Vec<Vec<u8>> = Vec::new();
+    let mut dlp_ids: Vec<(ir::Dlp, u32)> = Vec::new();
+    let mut dlp = Vec::new();
+    let mut rules: Vec<RuleM> = Vec::new();
+    let mut preds: Vec<PredM> = Vec::new();
+
+    let mut order: Vec<&ir::Agent> = policy.agents.iter().collect();
+    order.sort_by(|a, b| {
+        (a.tenant.as_deref().unwrap_or(""), a.name.as_str())
+            .cmp(&(b.tenant.as_deref().unwrap_or(""), b.name.as_str()))
+    });
+    let mut agents = Vec::with_capacity(order.len());
+    for a in order {
+        // Group rules by (tool, action), keeping policy order within a group.
+        let mut groups: BTreeMap<(usize, usize), Vec<&ir::Rule>> = BTreeMap::new();
+        for r in &a.rules {
+            groups.entry((r.tool, r.action)).or_default().push(r);
+        }
+        let mut table = Vec::with_capacity(groups.len());
+        for ((tool, action), rs) in groups {
+            let tm: &ToolM = tools
+                .get(tool)
+                .ok_or_else(|| format!("agent `{}` refers to a missing tool", a.id))?;
+            let t16 = u16::try_from(tool).map_err(|_| String::from("too many tools"))?;
+            let a16 = u16::try_from(action).map_err(|_| String::from("too many actions"))?;
+            let start = len32(rules.len())?;
+            for r in rs {
+                let tool_ir = policy
+                    .tools
+                    .get(tool)
+                    .ok_or_else(|| String::from("missing tool"))?;
+                let when = push_preds(
+                    &r.when,
+                    tool_ir,
+                    tm,
+                    &mut preds,
+                    &mut regex_ids,
+                    &mut regexes,
+                )?;
+                let conds = push_preds(
+                    &r.conditions,
+                    tool_ir,
+                    tm,
+                    &mut preds,
+                    &mut regex_ids,
+                    &mut regexes,
+                )?;
+                rules.push(RuleM {
+                    id: r.id.clone(),
+                    when,
+                    conds,
+                    approval: r.approval,
+                    cost_usd: r.cost_usd,
+                });
+            }
+            table.push(TableEntry {
+                tool: t16,
+                action: a16,
+                rules: Span {
+                    start,
+                    len: len32(rules.len())? - start,
+                },
+            });
+        }
+        let dlp_set = match &a.dlp {
+            None => None,
+            Some(d) => Some(match dlp_ids.iter().find(|(x, _)| x == d) {
+                Some((_, id)) => *id,
+                None => {
+                    let id = len32(dlp.len())?;
+                    dlp.push(
+                        build_dlp(&d.detectors, &d.custom, d.action, opts.dlp_hash_key)
+                            .map_err(|e| format!("agent `{}` dlp: {e}", a.id))?,
+                    );
+                    dlp_ids.push((d.clone(), id));
+                    id
+                }
+            }),
+        };
+        agents.push(AgentM {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            tenant: a.tenant.clone(),
+            mode: a.mode,
+            allow_hosts: a.allow_hosts.as_ref().map(|hs| host_list(hs)),
+            budget: a.budget.map(|b| BudgetM {
+                daily_usd: b.daily_usd,
+                rps: b.rps,
+            }),
+            dlp: dlp_set,
+            table,
+        });
+    }
+    for w in agents.windows(2) {
+        if let [x, y] = w {
+            if crate::bundle::agent_key(x) == crate::bundle::agent_key(y) {
+                return Err(format!("duplicate agent `{}`", y.id));
+            }
+        }
+    }
+
+    Ok(Model {
+        policy_version: policy.version.clone(),
+        compiler_version: COMPILER_VERSION.into(),
+        identity: policy.identity.as_ref().map(IdentityConfig::from),
+        limits: opts.limits,
+        tools,
+        exact_hosts,
+        wildcard_hosts,
+        agents,
+        rules,
+        preds,
+        regexes,
+        dlp,
+    })
+}
+
+fn len32(n: usize) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| String::from("policy too large"))
+}
+
+fn host_list(hosts: &[String]) -> HostList {
+    let mut exact = Vec::new();
+    let mut suffixes = Vec::new();
+    for h in hosts {
+        let h = h.to_ascii_lowercase();
+        match h.strip_prefix('*') {
+            Some(s) => suffixes.push(String::from(s)),
+            None => exact.push(h),
+        }
+    }
+    exact.sort();
+    exact.dedup();
+    HostList { exact, suffixes }
+}
+
+type HostTable = Vec<(String, Vec<u16>)>;
+
+fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), String> {
+    let mut exact: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    let mut wild: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for (i, t) in policy.tools.iter().enumerate() {
+        let i = u16::try_from(i).map_err(|_| String::from("too many tools"))?;
+        for h in &t.hosts {
+            let h = h.to_ascii_lowercase();
+            let (map, key) = match h.strip_prefix('*') {
+                Some(s) => (&mut wild, String::from(s)),
+                None => (&mut exact, h),
+            };
+            let e = map.entry(key).or_default();
+            if !e.contains(&i) {
+                e.push(i);
+            }
+        }
+    }
+    let mut wild: Vec<_> = wild.into_iter().collect();
+    // Most specific wildcard first.
+    wild.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    Ok((exact.into_iter().collect(), wild))
+}
+
+fn literal_regex(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+}
+
+/// Literal segments count; routes with more literal segments are tried first.
+fn specificity(a: &ir::Action) -> usize {
+    a.path
+        .as_deref()
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.starts_with('{'))
+        .count()
+}
+
+fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
+    let slot_of = |name: &str| -> Result<u16, String> {
+        params
+            .iter()
+            .position(|p| p.len() == 1 && p.first().is_some_and(|s| s == name))
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or_else(|| format!("tool `{}`: no slot for `{name}`", t.name))
+    };
+    let mut actions = Vec::with_capacity(t.actions.len());
+    for a in &t.actions {
+        let mut template = Vec::new();
+        if let Some(path) = &a.path {
+            for seg in path.strip_prefix('/').unwrap_or(path).split('/') {
+                match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => template.push(TSeg::Param(slot_of(name)?)),
+                    None => template.push(TSeg::Lit(seg.into())),
+                }
+            }
+        }
+        actions.push(ActionM {
+            name: a.name.clone(),
+            method: a.method.clone().unwrap_or_default(),
+            template,
+            write: a.write,
+        });
+    }
+    let (routes, route_actions) = if t.mcp_path.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        route_dfa(t)?
+    };
+    Ok(ToolM {
+        name: t.name.clone(),
+        hosts: t.hosts.clone(),
+        body: t.body,
+        mcp_path: t.mcp_path.clone(),
+        actions,
+        params,
+        routes,
+        route_actions,
+    })
+}
+
+fn route_dfa(t: &ir::Tool) -> Result<(Vec<u8>, Vec<u16>), String> {
+    let mut order: Vec<usize> = (0..t.actions.len()).collect();
+    order.sort_by_key(|&i| core::cmp::Reverse(t.actions.get(i).map_or(0, specificity)));
+    let mut patterns = Vec::with_capacity(order.len());
+    let mut route_actions = Vec::with_capacity(order.len());
+    for &i in &order {
+        let Some(a) = t.actions.get(i) else { continue };
+        let mut p = String::from("(?-u)");
+        literal_regex(&mut p, a.method.as_deref().unwrap_or(""));
+        p.push(' ');
+        for seg in a.path.as_deref().unwrap_or("/").split('/').skip(1) {
+            p.push('/');
+            if seg.starts_with('{') {
+                p.push_str("[^/?#]+");
+            } else {
+                literal_regex(&mut p, seg);
+            }
+        }
+        p.push_str("\\z");
+        patterns.push(p);
+        route_actions.push(u16::try_from(i).map_err(|_| String::from("too many actions"))?);
+    }
+    let dfa = dense::Builder::new()
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .thompson(thompson::Config::new().utf8(false))
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .dfa_size_limit(Some(super::regex::DLP_DFA_LIMIT)),
+        )
+        .build_many(&patterns)
+        .map_err(|e| describe(&format!("routes of `{}`", t.name), &e))?;
+    Ok((serialize(&dfa), route_actions))
+}
+
+fn lit(s: &Scalar) -> Lit {
+    match s {
+        Scalar::Str(s) => Lit::Str(s.clone()),
+        Scalar::Num(n) => Lit::Num(*n),
+        Scalar::Bool(b) => Lit::Bool(*b),
+    }
+}
+
+fn push_preds(
+    list: &[Predicate],
+    tool: &ir::Tool,
+    tm: &ToolM,
+    preds: &mut Vec<PredM>,
+    regex_ids: &mut BTreeMap<String, u32>,
+    regexes: &mut Vec<Vec<u8>>,
+) -> Result<Span, String> {
+    let start = len32(preds.len())?;
+    for p in list {
+        let path = param_path(tool, &p.param);
+        let slot = tm
+            .params
+            .iter()
+            .position(|x| *x == path)
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or_else(|| format!("no slot for parameter `{}`", p.param))?;
+        let mut regex = |src: &str| -> Result<u32, String> {
+            if let Some(id) = regex_ids.get(src) {
+                return Ok(*id);
+            }
+            let id = len32(regexes.len())?;
+            regexes.push(condition_dfa(src)?);
+            regex_ids.insert(src.into(), id);
+            Ok(id)
+        };
+        let op = match &p.op {
+            Op::Eq(s) => OpM::Eq(lit(s)),
+            Op::Ne(s) => OpM::Ne(lit(s)),
+            Op::In(v) => OpM::In(v.iter().map(lit).collect()),
+            Op::NotIn(v) => OpM::NotIn(v.iter().map(lit).collect()),
+            Op::Lt(n) => OpM::Lt(*n),
+            Op::Le(n) => OpM::Le(*n),
+            Op::Gt(n) => OpM::Gt(*n),
+            Op::Ge(n) => OpM::Ge(*n),
+            Op::Matches(r) => OpM::Matches(regex(r)?),
+            Op::NotMatches(r) => OpM::NotMatches(regex(r)?),
+            Op::Exists => OpM::Exists,
+            Op::Absent => OpM::Absent,
+        };
+        preds.push(PredM { slot, op });
+    }
+    Ok(Span {
+        start,
+        len: len32(preds.len())? - start,
+    })
+}

@@ -1,0 +1,513 @@
+//! The bundle: the compiled policy, its binary format and its loader.
+//!
+//! Layout (little endian):
+//!
+//! ```text
+//! magic      8  "AEGISBND"
+//! format     2  FORMAT_VERSION
+//! flags      2  0
+//! length     4  payload length
+//! hash      32  sha256(payload)
+//! payload    n  postcard-encoded `Model`
+//! [signature block, optional]
+//! magic      8  "AEGISSIG"
+//! key       32  Ed25519 public key of the signer
+//! sig       64  Ed25519 signature over everything before the block
+//! ```
+//!
+//! Loading validates every index the evaluator will follow, so evaluation
+//! never has to trust the bytes.
+
+use crate::dfa::{load_dense, Dfa};
+use crate::dlp::{DlpSpec, Scanner};
+use crate::jwt::{IdentityConfig, VerifyingKeys};
+use crate::params::MAX_PARAMS;
+use crate::types::{Approval, BodyKind, Mode};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MAGIC: &[u8; 8] = b"AEGISBND";
+pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
+pub const FORMAT_VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 8 + 2 + 2 + 4 + 32;
+pub const SIG_BLOCK_LEN: usize = 8 + 32 + 64;
+
+/// Request limits carried in the bundle (the filter may lower them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_json_depth: u32,
+    /// Most values (JSON values, form pairs) read from one body.
+    pub max_params: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_json_depth: 32,
+            max_params: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub policy_version: String,
+    pub compiler_version: String,
+    pub identity: Option<IdentityConfig>,
+    pub limits: Limits,
+    pub tools: Vec<ToolM>,
+    /// Sorted by host; values are tool indices.
+    pub exact_hosts: Vec<(String, Vec<u16>)>,
+    /// `(".suffix", tools)`, longest suffix first.
+    pub wildcard_hosts: Vec<(String, Vec<u16>)>,
+    /// Sorted by `(tenant or "", name)`.
+    pub agents: Vec<AgentM>,
+    pub rules: Vec<RuleM>,
+    pub preds: Vec<PredM>,
+    /// Condition regex DFAs (serialized, unanchored).
+    pub regexes: Vec<Vec<u8>>,
+    pub dlp: Vec<DlpSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolM {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub body: BodyKind,
+    /// MCP endpoint path; actions are `tools/call` names.
+    pub mcp_path: Option<String>,
+    pub actions: Vec<ActionM>,
+    /// Parameter paths (segments) any rule of this tool looks at; the
+    /// index is the slot.
+    pub params: Vec<Vec<String>>,
+    /// Anchored multi-pattern DFA over `METHOD path`; empty for MCP.
+    pub routes: Vec<u8>,
+    /// Route pattern id -> action index.
+    pub route_actions: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionM {
+    pub name: String,
+    pub method: String,
+    pub template: Vec<TSeg>,
+    pub write: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TSeg {
+    Lit(String),
+    /// Binds the segment to a parameter slot.
+    Param(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostList {
+    /// Sorted, lowercase.
+    pub exact: Vec<String>,
+    /// `.suffix` for each `*.suffix`.
+    pub suffixes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BudgetM {
+    pub daily_usd: Option<f64>,
+    pub rps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentM {
+    pub id: String,
+    pub name: String,
+    pub tenant: Option<String>,
+    pub mode: Mode,
+    pub allow_hosts: Option<HostList>,
+    pub budget: Option<BudgetM>,
+    pub dlp: Option<u32>,
+    /// Sorted by `(tool, action)`.
+    pub table: Vec<TableEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub tool: u16,
+    pub action: u16,
+    pub rules: Span,
+}
+
+/// A range into one of the flat arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub fn range(self) -> core::ops::Range<usize> {
+        let s = self.start as usize;
+        s..s.saturating_add(self.len as usize)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleM {
+    pub id: String,
+    pub when: Span,
+    pub conds: Span,
+    pub approval: Approval,
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredM {
+    pub slot: u16,
+    pub op: OpM,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OpM {
+    Eq(Lit),
+    Ne(Lit),
+    In(Vec<Lit>),
+    NotIn(Vec<Lit>),
+    Lt(f64),
+    Le(f64),
+    Gt(f64),
+    Ge(f64),
+    Matches(u32),
+    NotMatches(u32),
+    Exists,
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Lit {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    TooShort,
+    BadMagic,
+    UnsupportedVersion(u16),
+    BadLength,
+    HashMismatch,
+    BadSignature,
+    Unsigned,
+    UntrustedSigner,
+    Decode(String),
+    Invalid(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::TooShort => f.write_str("bundle is truncated"),
+            LoadError::BadMagic => f.write_str("not an aegis bundle (bad magic)"),
+            LoadError::UnsupportedVersion(v) => write!(
+                f,
+                "bundle format version {v} is not supported (this build reads {FORMAT_VERSION})"
+            ),
+            LoadError::BadLength => f.write_str("bundle length does not match its header"),
+            LoadError::HashMismatch => f.write_str("bundle content hash does not match"),
+            LoadError::BadSignature => f.write_str("bundle signature is invalid"),
+            LoadError::Unsigned => f.write_str("bundle is not signed but trusted keys are configured"),
+            LoadError::UntrustedSigner => f.write_str("bundle is signed by a key that is not trusted"),
+            LoadError::Decode(e) => write!(f, "bundle payload does not decode: {e}"),
+            LoadError::Invalid(e) => write!(f, "bundle is inconsistent: {e}"),
+        }
+    }
+}
+
+/// The parts of a bundle file, checked for integrity (hash, and the
+/// signature against the embedded key) but not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub format: u16,
+    pub hash: [u8; 32],
+    pub payload: &'a [u8],
+    /// Signer's public key when signed.
+    pub signer: Option<[u8; 32]>,
+    /// Bytes covered by the signature (header + payload).
+    pub signed_part: &'a [u8],
+}
+
+fn arr<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N], LoadError> {
+    b.get(at..at + N)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(LoadError::TooShort)
+}
+
+impl<'a> Envelope<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, LoadError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(LoadError::TooShort);
+        }
+        if arr::<8>(bytes, 0)? != *MAGIC {
+            return Err(LoadError::BadMagic);
+        }
+        let format = u16::from_le_bytes(arr(bytes, 8)?);
+        if format != FORMAT_VERSION {
+            return Err(LoadError::UnsupportedVersion(format));
+        }
+        let len = u32::from_le_bytes(arr(bytes, 12)?) as usize;
+        let hash: [u8; 32] = arr(bytes, 16)?;
+        let end = HEADER_LEN.checked_add(len).ok_or(LoadError::BadLength)?;
+        let payload = bytes.get(HEADER_LEN..end).ok_or(LoadError::BadLength)?;
+        if Sha256::digest(payload).as_slice() != hash {
+            return Err(LoadError::HashMismatch);
+        }
+        let signed_part = bytes.get(..end).ok_or(LoadError::BadLength)?;
+        let rest = bytes.get(end..).unwrap_or_default();
+        let signer = match rest.len() {
+            0 => None,
+            SIG_BLOCK_LEN => {
+                if arr::<8>(rest, 0)? != *SIG_MAGIC {
+                    return Err(LoadError::BadLength);
+                }
+                let key: [u8; 32] = arr(rest, 8)?;
+                let sig: [u8; 64] = arr(rest, 40)?;
+                let vk = VerifyingKey::from_bytes(&key).map_err(|_| LoadError::BadSignature)?;
+                vk.verify_strict(signed_part, &Signature::from_bytes(&sig))
+                    .map_err(|_| LoadError::BadSignature)?;
+                Some(key)
+            }
+            _ => return Err(LoadError::BadLength),
+        };
+        Ok(Envelope {
+            format,
+            hash,
+            payload,
+            signer,
+            signed_part,
+        })
+    }
+
+    /// Requires a signature by one of `trusted` (when `trusted` is not empty).
+    pub fn check_trust(&self, trusted: &[[u8; 32]]) -> Result<(), LoadError> {
+        if trusted.is_empty() {
+            return Ok(());
+        }
+        match self.signer {
+            None => Err(LoadError::Unsigned),
+            Some(k) if trusted.contains(&k) => Ok(()),
+            Some(_) => Err(LoadError::UntrustedSigner),
+        }
+    }
+}
+
+/// A loaded, validated bundle, ready to evaluate.
+pub struct Bundle {
+    pub model: Model,
+    pub hash: [u8; 32],
+    pub signer: Option<[u8; 32]>,
+    pub(crate) routes: Vec<Option<Dfa>>,
+    pub(crate) regexes: Vec<Dfa>,
+    pub(crate) scanners: Vec<Scanner>,
+    pub(crate) keys: Option<VerifyingKeys>,
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bundle")
+            .field("policy_version", &self.model.policy_version)
+            .field("agents", &self.model.agents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bundle {
+    /// Loads and validates bundle bytes. With a non-empty `trusted` list the
+    /// bundle must be signed by one of those keys. Never panics.
+    pub fn load(bytes: &[u8], trusted: &[[u8; 32]]) -> Result<Bundle, LoadError> {
+        let env = Envelope::parse(bytes)?;
+        env.check_trust(trusted)?;
+        let model: Model =
+            postcard::from_bytes(env.payload).map_err(|e| LoadError::Decode(format!("{e}")))?;
+        validate(&model).map_err(LoadError::Invalid)?;
+        let mut routes = Vec::with_capacity(model.tools.len());
+        for (i, t) in model.tools.iter().enumerate() {
+            if t.mcp_path.is_some() {
+                routes.push(None);
+            } else {
+                let dfa = load_dense(&t.routes)
+                    .map_err(|e| LoadError::Invalid(format!("tool {i} routes: {e}")))?;
+                routes.push(Some(dfa));
+            }
+        }
+        let mut regexes = Vec::with_capacity(model.regexes.len());
+        for (i, r) in model.regexes.iter().enumerate() {
+            regexes.push(load_dense(r).map_err(|e| LoadError::Invalid(format!("regex {i}: {e}")))?);
+        }
+        let mut scanners = Vec::with_capacity(model.dlp.len());
+        for (i, d) in model.dlp.iter().enumerate() {
+            scanners.push(
+                Scanner::load(d).map_err(|e| LoadError::Invalid(format!("dlp set {i}: {e}")))?,
+            );
+        }
+        let keys = match &model.identity {
+            Some(id) => Some(
+                VerifyingKeys::new(id)
+                    .map_err(|e| LoadError::Invalid(format!("identity keys: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Bundle {
+            hash: env.hash,
+            signer: env.signer,
+            model,
+            routes,
+            regexes,
+            scanners,
+            keys,
+        })
+    }
+
+    pub fn policy_version(&self) -> &str {
+        &self.model.policy_version
+    }
+
+    /// Hex of the content hash.
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+
+    /// Detector names of a DLP set, by slot.
+    pub fn dlp_names(&self, set: u32) -> impl Iterator<Item = &str> {
+        self.scanners
+            .get(set as usize)
+            .into_iter()
+            .flat_map(|s| s.pattern_names())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn span_ok(s: Span, len: usize) -> bool {
+    (s.start as usize)
+        .checked_add(s.len as usize)
+        .is_some_and(|end| end <= len)
+}
+
+/// Checks every cross reference the evaluator follows.
+fn validate(m: &Model) -> Result<(), String> {
+    check(m.tools.len() <= usize::from(u16::MAX), || "too many tools".into())?;
+    for (i, t) in m.tools.iter().enumerate() {
+        check(t.params.len() <= MAX_PARAMS, || format!("tool {i} has too many params"))?;
+        check(t.actions.len() <= usize::from(u16::MAX), || format!("tool {i}: too many actions"))?;
+        for a in &t.actions {
+            for s in &a.template {
+                if let TSeg::Param(p) = s {
+                    check(usize::from(*p) < t.params.len(), || {
+                        format!("tool {i}: template slot out of range")
+                    })?;
+                }
+            }
+        }
+        for a in &t.route_actions {
+            check(usize::from(*a) < t.actions.len(), || {
+                format!("tool {i}: route action out of range")
+            })?;
+        }
+    }
+    for (_, tools) in m.exact_hosts.iter().chain(m.wildcard_hosts.iter()) {
+        for t in tools {
+            check(usize::from(*t) < m.tools.len(), || "host tool out of range".into())?;
+        }
+    }
+    check(
+        m.exact_hosts.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)),
+        || "hosts not sorted".into(),
+    )?;
+    check(
+        m.agents
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if agent_key(a) < agent_key(b))),
+        || "agents not sorted".into(),
+    )?;
+    for (i, a) in m.agents.iter().enumerate() {
+        if let Some(d) = a.dlp {
+            check((d as usize) < m.dlp.len(), || format!("agent {i}: dlp out of range"))?;
+        }
+        check(
+            a.table
+                .windows(2)
+                .all(|w| matches!(w, [x, y] if (x.tool, x.action) < (y.tool, y.action))),
+            || format!("agent {i}: table not sorted"),
+        )?;
+        for e in &a.table {
+            let tool = m
+                .tools
+                .get(usize::from(e.tool))
+                .ok_or_else(|| format!("agent {i}: tool out of range"))?;
+            check(usize::from(e.action) < tool.actions.len(), || {
+                format!("agent {i}: action out of range")
+            })?;
+            check(span_ok(e.rules, m.rules.len()), || format!("agent {i}: rules out of range"))?;
+            for r in m.rules.get(e.rules.range()).unwrap_or_default() {
+                for s in [r.when, r.conds] {
+                    check(span_ok(s, m.preds.len()), || "predicates out of range".into())?;
+                    for p in m.preds.get(s.range()).unwrap_or_default() {
+                        check(usize::from(p.slot) < tool.params.len(), || {
+                            format!("rule `{}`: slot out of range", r.id)
+                        })?;
+                        if let OpM::Matches(x) | OpM::NotMatches(x) = p.op {
+                            check((x as usize) < m.regexes.len(), || {
+                                format!("rule `{}`: regex out of range", r.id)
+                            })?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn agent_key(a: &AgentM) -> (&str, &str) {
+    (a.tenant.as_deref().unwrap_or(""), a.name.as_str())
+}
+
+/// Serializes a model into bundle bytes, optionally signed.
+#[cfg(feature = "compile")]
+pub fn encode(model: &Model, key: Option<&ed25519_dalek::SigningKey>) -> Result<Vec<u8>, String> {
+    use ed25519_dalek::Signer;
+    let payload = postcard::to_allocvec(model).map_err(|e| format!("encode bundle: {e}"))?;
+    let len = u32::try_from(payload.len()).map_err(|_| String::from("bundle too large"))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + SIG_BLOCK_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&Sha256::digest(&payload));
+    out.extend_from_slice(&payload);
+    if let Some(k) = key {
+        let sig = k.sign(&out);
+        out.extend_from_slice(SIG_MAGIC);
+        out.extend_from_slice(k.verifying_key().as_bytes());
+        out.extend_from_slice(&sig.to_bytes());
+    }
+    Ok(out)
+}

@@ -1,0 +1,71 @@
+//! Loading serialized dense DFAs and running them over decoded bytes.
+//!
+//! Bundle bytes are untrusted until validated: `DFA::from_bytes` checks the
+//! whole automaton, so a search on a loaded DFA cannot go wrong. DFAs are
+//! stepped by hand so that values can be fed byte by byte while they are
+//! decoded, with no buffer in between.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use regex_automata::dfa::dense::DFA;
+use regex_automata::dfa::Automaton;
+use regex_automata::util::start;
+use regex_automata::Anchored;
+
+/// An owned, validated DFA.
+pub type Dfa = DFA<Vec<u32>>;
+
+/// Copies `bytes` into 4-byte aligned memory and validates it as a DFA.
+pub fn load_dense(bytes: &[u8]) -> Result<Dfa, String> {
+    let mut words = alloc::vec![0u32; bytes.len().div_ceil(4)];
+    let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    dst.get_mut(..bytes.len())
+        .ok_or_else(|| String::from("dfa buffer too small"))?
+        .copy_from_slice(bytes);
+    let aligned: &[u8] = bytemuck::cast_slice(&words);
+    let (dfa, _) = DFA::from_bytes(aligned.get(..bytes.len()).unwrap_or_default())
+        .map_err(|e| format!("invalid dfa: {e}"))?;
+    Ok(dfa.to_owned())
+}
+
+/// Unanchored search: does the DFA match anywhere in `bytes`?
+pub fn is_match(dfa: &Dfa, bytes: impl Iterator<Item = u8>) -> bool {
+    let Ok(mut s) = dfa.start_state(&start::Config::new().anchored(Anchored::No)) else {
+        return false;
+    };
+    for b in bytes {
+        s = dfa.next_state(s, b);
+        if dfa.is_match_state(s) {
+            return true;
+        }
+        if dfa.is_dead_state(s) || dfa.is_quit_state(s) {
+            return false;
+        }
+    }
+    s = dfa.next_eoi_state(s);
+    dfa.is_match_state(s)
+}
+
+/// Anchored full match over the concatenation of `parts`; returns the
+/// lowest matching pattern id (patterns are ordered most specific first).
+pub fn full_match(dfa: &Dfa, parts: &[&[u8]]) -> Option<usize> {
+    let mut s = dfa
+        .start_state(&start::Config::new().anchored(Anchored::Yes))
+        .ok()?;
+    for part in parts {
+        for &b in *part {
+            s = dfa.next_state(s, b);
+            if dfa.is_dead_state(s) || dfa.is_quit_state(s) {
+                return None;
+            }
+        }
+    }
+    s = dfa.next_eoi_state(s);
+    if !dfa.is_match_state(s) {
+        return None;
+    }
+    (0..dfa.match_len(s))
+        .map(|i| dfa.match_pattern(s, i).as_usize())
+        .min()
+}

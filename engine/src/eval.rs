@@ -1,0 +1,770 @@
+//! The evaluator: one request in, one decision out.
+//!
+//! Pipeline (first verdict wins): identity, egress, tool + action match,
+//! conditions, DLP. Nothing on this path allocates: parameters are borrowed
+//! slices of the request, predicates compare decoded bytes on the fly and
+//! the DLP scratch space is reused across requests.
+
+use crate::bundle::{agent_key, AgentM, Bundle, Lit, OpM, PredM, RuleM, TSeg, ToolM};
+use crate::dfa::{full_match, is_match};
+use crate::dlp;
+use crate::jwt::{self, JwtError};
+use crate::params::{extract_form, extract_json, ExtractError, Text, Value, MAX_PARAMS};
+use crate::types::{Approval, BodyKind, Mode};
+use core::fmt;
+
+/// Request headers, looked up by name (ASCII case-insensitive).
+pub trait Headers {
+    /// The first value of `name` and how many times the header appears.
+    fn get(&self, name: &str) -> (Option<&str>, usize);
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> Headers for [(K, V)] {
+    fn get(&self, name: &str) -> (Option<&str>, usize) {
+        let mut first = None;
+        let mut n = 0;
+        for (k, v) in self {
+            if k.as_ref().eq_ignore_ascii_case(name) {
+                if first.is_none() {
+                    first = Some(v.as_ref());
+                }
+                n += 1;
+            }
+        }
+        (first, n)
+    }
+}
+
+/// One header's value, when it is given exactly once.
+pub enum HeaderValue<'h> {
+    Missing,
+    One(&'h str),
+    Many,
+}
+
+fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &str) -> HeaderValue<'h> {
+    match h.get(name) {
+        (Some(v), 1) => HeaderValue::One(v),
+        (_, 0) | (None, _) => HeaderValue::Missing,
+        _ => HeaderValue::Many,
+    }
+}
+
+/// The parts of an HTTP request the evaluator reads.
+pub struct Request<'r, H: ?Sized> {
+    pub method: &'r str,
+    /// `:authority` / `Host`, possibly with a port.
+    pub authority: &'r str,
+    /// Path with query string.
+    pub path: &'r str,
+    pub headers: &'r H,
+    /// `None`: the body has not arrived yet (headers phase).
+    pub body: Option<&'r [u8]>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'r> {
+    /// Authenticated elsewhere (test cases, trusted callers).
+    Given {
+        agent: &'r str,
+        tenant: Option<&'r str>,
+    },
+    /// Authenticate from the request (token or, in insecure mode, header).
+    FromRequest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Sanitize,
+    ApprovalNeeded,
+    /// The decision needs the request body; call again with it.
+    NeedBody,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Sanitize => "sanitize",
+            Verdict::ApprovalNeeded => "approval_needed",
+            Verdict::NeedBody => "need_body",
+        }
+    }
+}
+
+/// Why; rendered as one human sentence by `Display`.
+#[derive(Debug, Clone, Copy)]
+pub enum Reason<'a> {
+    Allowed { rule: &'a str },
+    NeedBody,
+    NoIdentityConfigured,
+    MissingToken,
+    MultipleTokens,
+    BadAuthScheme,
+    InvalidToken(JwtError),
+    MissingAgentHeader,
+    UnknownAgent,
+    EgressDenied { host: &'a str },
+    UnknownHost { host: &'a str },
+    UnknownRoute { method: &'a str, host: &'a str, path: &'a str },
+    McpNotObject,
+    McpMethodDenied,
+    McpBadName,
+    UnknownMcpTool { tool: &'a str },
+    McpPlumbing { method: &'static str },
+    NotPermitted { tool: &'a str, action: &'a str },
+    NoRuleApplies { tool: &'a str, action: &'a str },
+    ConditionFailed { param: &'a [alloc::string::String], op: &'a OpM, missing: bool, mcp: bool },
+    ApprovalRequired { rule: &'a str },
+    BadRequest(ExtractError),
+    DlpDenied { detector: &'a str },
+    DlpError(dlp::DlpError),
+    Sanitized,
+    Internal(&'static str),
+}
+
+struct Dotted<'a>(&'a [alloc::string::String], bool);
+
+impl fmt::Display for Dotted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // MCP parameters live under `params.arguments`; show the name the
+        // policy used.
+        let skip = if self.1 { 2 } else { 0 };
+        for (i, s) in self.0.iter().skip(skip).enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+struct LitFmt<'a>(&'a Lit);
+
+impl fmt::Display for LitFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Lit::Str(s) => f.write_str(s),
+            Lit::Num(n) => write!(f, "{n}"),
+            Lit::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+struct ListFmt<'a>(&'a [Lit]);
+
+impl fmt::Display for ListFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", LitFmt(l))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Allowed { rule } => write!(f, "allowed by rule `{rule}`"),
+            Reason::NeedBody => f.write_str("decision needs the request body"),
+            Reason::NoIdentityConfigured => {
+                f.write_str("no identity configuration in the policy bundle: requests cannot be authenticated")
+            }
+            Reason::MissingToken => f.write_str("missing bearer token in `authorization` header"),
+            Reason::MultipleTokens => f.write_str("more than one `authorization` header"),
+            Reason::BadAuthScheme => f.write_str("`authorization` header is not a bearer token"),
+            Reason::InvalidToken(e) => write!(f, "invalid agent token: {e}"),
+            Reason::MissingAgentHeader => f.write_str("missing or repeated `x-aegis-agent` header"),
+            Reason::UnknownAgent => f.write_str("the authenticated agent has no policy (default deny)"),
+            Reason::EgressDenied { host } => {
+                write!(f, "host `{host}` is not in the agent's egress allowlist")
+            }
+            Reason::UnknownHost { host } => write!(f, "no tool is registered for host `{host}`"),
+            Reason::UnknownRoute { method, host, path } => {
+                write!(f, "`{method} {host}{path}` matches no action of any tool")
+            }
+            Reason::McpNotObject => {
+                f.write_str("mcp request must be a single json-rpc object (batches are not accepted)")
+            }
+            Reason::McpMethodDenied => f.write_str("mcp method is not allowed"),
+            Reason::McpBadName => f.write_str("mcp `tools/call` without a string `params.name`"),
+            Reason::UnknownMcpTool { tool } => {
+                write!(f, "mcp tool name is not an action of `{tool}`")
+            }
+            Reason::McpPlumbing { method } => write!(f, "mcp protocol method `{method}` allowed"),
+            Reason::NotPermitted { tool, action } => {
+                write!(f, "agent may not call `{action}` on `{tool}` (default deny)")
+            }
+            Reason::NoRuleApplies { tool, action } => write!(
+                f,
+                "no rule for `{action}` on `{tool}` applies to this request (`when` did not match)"
+            ),
+            Reason::ConditionFailed {
+                param,
+                op,
+                missing,
+                mcp,
+            } => {
+                let p = Dotted(param, *mcp);
+                if *missing && !matches!(op, OpM::Absent) {
+                    return write!(f, "condition failed: `{p}` is missing");
+                }
+                match op {
+                    OpM::Eq(l) => write!(f, "condition failed: `{p}` must equal `{}`", LitFmt(l)),
+                    OpM::Ne(l) => write!(f, "condition failed: `{p}` must not equal `{}`", LitFmt(l)),
+                    OpM::In(l) => write!(f, "condition failed: `{p}` must be one of [{}]", ListFmt(l)),
+                    OpM::NotIn(l) => {
+                        write!(f, "condition failed: `{p}` must not be one of [{}]", ListFmt(l))
+                    }
+                    OpM::Lt(n) => write!(f, "condition failed: `{p}` must be a number < {n}"),
+                    OpM::Le(n) => write!(f, "condition failed: `{p}` must be a number <= {n}"),
+                    OpM::Gt(n) => write!(f, "condition failed: `{p}` must be a number > {n}"),
+                    OpM::Ge(n) => write!(f, "condition failed: `{p}` must be a number >= {n}"),
+                    OpM::Matches(_) => write!(f, "condition failed: `{p}` does not match the required pattern"),
+                    OpM::NotMatches(_) => write!(f, "condition failed: `{p}` matches a forbidden pattern"),
+                    OpM::Exists => write!(f, "condition failed: `{p}` is missing"),
+                    OpM::Absent => write!(f, "condition failed: `{p}` must be absent"),
+                }
+            }
+            Reason::ApprovalRequired { rule } => {
+                write!(f, "rule `{rule}` requires human approval")
+            }
+            Reason::BadRequest(e) => write!(f, "{e}"),
+            Reason::DlpDenied { detector } => {
+                write!(f, "request body contains sensitive data ({detector})")
+            }
+            Reason::DlpError(e) => write!(f, "{e}"),
+            Reason::Sanitized => f.write_str("sensitive data in the request body was sanitized"),
+            Reason::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
+/// The verdict and everything a decision log needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub verdict: Verdict,
+    pub reason: Reason<'a>,
+    pub agent: Option<&'a str>,
+    pub tool: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub mode: Mode,
+    /// DLP set whose counts are in the scratch (sanitize and DLP deny).
+    pub dlp_set: Option<u32>,
+    pub cost_usd: Option<f64>,
+    /// The action writes (POST/PUT/PATCH/DELETE or marked `write: true`).
+    pub write: bool,
+}
+
+impl<'a> Decision<'a> {
+    fn new(verdict: Verdict, reason: Reason<'a>) -> Self {
+        Decision {
+            verdict,
+            reason,
+            agent: None,
+            tool: None,
+            action: None,
+            rule: None,
+            mode: Mode::Enforce,
+            dlp_set: None,
+            cost_usd: None,
+            write: false,
+        }
+    }
+}
+
+/// Reusable per-worker memory for decisions (DLP buffers).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub dlp: dlp::Scratch,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dlp: dlp::Scratch::new(),
+        }
+    }
+}
+
+/// MCP methods that carry no tool call and that any agent allowed to use the
+/// server needs for the protocol to work.
+const MCP_PLUMBING: [&str; 5] = [
+    "initialize",
+    "notifications/initialized",
+    "ping",
+    "tools/list",
+    "notifications/cancelled",
+];
+
+fn host_of(authority: &str) -> &str {
+    // `[v6]:port`, `host:port`, `host`
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn cmp_ignore_case(a: &str, b: &str) -> core::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
+fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
+    host.len() > suffix.len()
+        && host
+            .get(host.len() - suffix.len()..)
+            .is_some_and(|t| t.eq_ignore_ascii_case(suffix))
+}
+
+impl Bundle {
+    /// The rules of `agent` for (tool, action), in policy order.
+    fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
+        let i = agent
+            .table
+            .binary_search_by(|e| (usize::from(e.tool), usize::from(e.action)).cmp(&(tool, action)))
+            .ok()?;
+        let e = agent.table.get(i)?;
+        self.model.rules.get(e.rules.range())
+    }
+
+    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<&AgentM> {
+        let key = (tenant.unwrap_or(""), name);
+        self.model
+            .agents
+            .binary_search_by(|a| agent_key(a).cmp(&key))
+            .ok()
+            .and_then(|i| self.model.agents.get(i))
+    }
+
+    /// Tools registered for `host`.
+    fn tools_for_host(&self, host: &str) -> &[u16] {
+        if let Ok(i) = self
+            .model
+            .exact_hosts
+            .binary_search_by(|(h, _)| cmp_ignore_case(h, host))
+        {
+            return self.model.exact_hosts.get(i).map_or(&[], |(_, t)| t.as_slice());
+        }
+        self.model
+            .wildcard_hosts
+            .iter()
+            .find(|(s, _)| ends_with_ignore_case(host, s))
+            .map_or(&[], |(_, t)| t.as_slice())
+    }
+
+    fn egress_allowed(agent: &AgentM, host: &str) -> bool {
+        let Some(list) = &agent.allow_hosts else {
+            return true;
+        };
+        list.exact
+            .binary_search_by(|h| cmp_ignore_case(h, host))
+            .is_ok()
+            || list.suffixes.iter().any(|s| ends_with_ignore_case(host, s))
+    }
+
+    fn authenticate<'a, H: Headers + ?Sized>(
+        &'a self,
+        req: &Request<'a, H>,
+        now: i64,
+    ) -> Result<&'a AgentM, Reason<'a>> {
+        let Some(idc) = &self.model.identity else {
+            return Err(Reason::NoIdentityConfigured);
+        };
+        if idc.insecure_agent_header {
+            let HeaderValue::One(agent) = header(req.headers, "x-aegis-agent") else {
+                return Err(Reason::MissingAgentHeader);
+            };
+            let tenant = match header(req.headers, "x-aegis-tenant") {
+                HeaderValue::One(t) => Some(t),
+                HeaderValue::Missing => None,
+                HeaderValue::Many => return Err(Reason::MissingAgentHeader),
+            };
+            return self.find_agent(tenant, agent).ok_or(Reason::UnknownAgent);
+        }
+        let value = match header(req.headers, "authorization") {
+            HeaderValue::Missing => return Err(Reason::MissingToken),
+            HeaderValue::Many => return Err(Reason::MultipleTokens),
+            HeaderValue::One(v) => v,
+        };
+        let token = match value.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => return Err(Reason::BadAuthScheme),
+        };
+        let Some(keys) = &self.keys else {
+            return Err(Reason::NoIdentityConfigured);
+        };
+        let p = jwt::verify(token.as_bytes(), idc, keys, now).map_err(Reason::InvalidToken)?;
+        self.find_agent(p.tenant.as_ref().map(|t| t.as_str()), p.agent.as_str())
+            .ok_or(Reason::UnknownAgent)
+    }
+
+    /// Judges one request. With `req.body == None` the result may be
+    /// `NeedBody`; call again once the whole body is there.
+    pub fn decide<'a, H: Headers + ?Sized>(
+        &'a self,
+        req: &Request<'a, H>,
+        caller: Caller<'a>,
+        now: i64,
+        scratch: &mut Scratch,
+    ) -> Decision<'a> {
+        // 1. identity
+        let agent = match caller {
+            Caller::Given { agent, tenant } => {
+                let (tenant, name) = match (tenant, agent.split_once('/')) {
+                    (None, Some((t, a))) => (Some(t), a),
+                    _ => (tenant, agent),
+                };
+                self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
+            }
+            Caller::FromRequest => self.authenticate(req, now),
+        };
+        let agent = match agent {
+            Ok(a) => a,
+            Err(r) => return Decision::new(Verdict::Deny, r),
+        };
+        let mut d = Decision::new(Verdict::Deny, Reason::Internal("unset"));
+        d.agent = Some(&agent.id);
+        d.mode = agent.mode;
+
+        // 2. egress
+        let host = host_of(req.authority);
+        if !Self::egress_allowed(agent, host) {
+            d.reason = Reason::EgressDenied { host };
+            return d;
+        }
+
+        // 3. tool + action
+        let (path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path, None),
+        };
+        let mut found: Option<(usize, &ToolM, Option<usize>)> = None;
+        for &ti in self.tools_for_host(host) {
+            let ti = usize::from(ti);
+            let Some(tool) = self.model.tools.get(ti) else {
+                continue;
+            };
+            if let Some(mcp) = &tool.mcp_path {
+                if req.method == "POST" && path == mcp {
+                    found = Some((ti, tool, None));
+                    break;
+                }
+            } else if let Some(Some(dfa)) = self.routes.get(ti) {
+                if let Some(pid) = full_match(dfa, &[req.method.as_bytes(), b" ", path.as_bytes()])
+                {
+                    let action = tool.route_actions.get(pid).map(|a| usize::from(*a));
+                    found = Some((ti, tool, action));
+                    break;
+                }
+            }
+        }
+        let Some((ti, tool, action)) = found else {
+            d.reason = if self.tools_for_host(host).is_empty() {
+                Reason::UnknownHost { host }
+            } else {
+                Reason::UnknownRoute {
+                    method: req.method,
+                    host,
+                    path,
+                }
+            };
+            return d;
+        };
+        d.tool = Some(&tool.name);
+        let is_mcp = tool.mcp_path.is_some();
+
+        // For an HTTP tool the action is known from the route; see whether
+        // the agent may call it before looking at any body.
+        if let Some(ai) = action {
+            let Some(a) = tool.actions.get(ai) else {
+                d.reason = Reason::Internal("route action");
+                return d;
+            };
+            d.action = Some(&a.name);
+            d.write = a.write || matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE");
+            if self.rules_for(agent, ti, ai).is_none() {
+                d.reason = Reason::NotPermitted {
+                    tool: &tool.name,
+                    action: &a.name,
+                };
+                return d;
+            }
+        } else if !agent.table.iter().any(|e| usize::from(e.tool) == ti) {
+            // MCP server this agent has no rule for at all.
+            d.reason = Reason::NotPermitted {
+                tool: &tool.name,
+                action: "*",
+            };
+            return d;
+        }
+
+        let needs_body = is_mcp
+            || agent.dlp.is_some()
+            || action
+                .and_then(|ai| self.rules_for(agent, ti, ai))
+                .is_some_and(|rules| {
+                    rules
+                        .iter()
+                        .any(|r| r.when.len > 0 || r.conds.len > 0)
+                });
+        let body = match req.body {
+            Some(b) => b,
+            None if needs_body && tool.body != BodyKind::None || is_mcp => {
+                d.verdict = Verdict::NeedBody;
+                d.reason = Reason::NeedBody;
+                return d;
+            }
+            None => &[],
+        };
+
+        // Parameters: path template, query string, body.
+        let mut slots = [Value::Absent; MAX_PARAMS];
+        let limits = self.model.limits;
+        if let Some(ai) = action {
+            if let Some(a) = tool.actions.get(ai) {
+                bind_template(&a.template, path, &mut slots);
+            }
+        }
+        let extracted = (|| {
+            if let Some(q) = query {
+                extract_form(q.as_bytes(), &tool.params, &mut slots, limits.max_params as usize)?;
+            }
+            if !body.is_empty() {
+                match tool.body {
+                    BodyKind::Json => extract_json(
+                        body,
+                        &tool.params,
+                        &mut slots,
+                        limits.max_json_depth as usize,
+                        limits.max_params as usize,
+                    )?,
+                    BodyKind::Form => {
+                        extract_form(body, &tool.params, &mut slots, limits.max_params as usize)?
+                    }
+                    BodyKind::None => {}
+                }
+            }
+            Ok::<(), ExtractError>(())
+        })();
+        if let Err(e) = extracted {
+            d.reason = Reason::BadRequest(e);
+            return d;
+        }
+
+        // MCP: the action is the JSON-RPC tool name.
+        let ai = match action {
+            Some(ai) => ai,
+            None => match mcp_action(tool, body, &slots) {
+                Ok(McpCall::Tool(ai)) => ai,
+                Ok(McpCall::Plumbing(method)) => {
+                    d.verdict = Verdict::Allow;
+                    d.reason = Reason::McpPlumbing { method };
+                    return d;
+                }
+                Err(r) => {
+                    d.reason = r;
+                    return d;
+                }
+            },
+        };
+        let Some(a) = tool.actions.get(ai) else {
+            d.reason = Reason::Internal("action");
+            return d;
+        };
+        d.action = Some(&a.name);
+        if is_mcp {
+            d.write = a.write || req.method == "POST";
+        }
+        let Some(rules) = self.rules_for(agent, ti, ai) else {
+            d.reason = Reason::NotPermitted {
+                tool: &tool.name,
+                action: &a.name,
+            };
+            return d;
+        };
+
+        // 4. conditions
+        let mut chosen = None;
+        for r in rules {
+            let preds = self.model.preds.get(r.when.range()).unwrap_or_default();
+            if preds.iter().all(|p| self.holds(p, &slots)) {
+                chosen = Some(r);
+                break;
+            }
+        }
+        let Some(rule) = chosen else {
+            d.reason = Reason::NoRuleApplies {
+                tool: &tool.name,
+                action: &a.name,
+            };
+            return d;
+        };
+        d.rule = Some(&rule.id);
+        d.cost_usd = rule.cost_usd;
+        let conds = self.model.preds.get(rule.conds.range()).unwrap_or_default();
+        if let Some(p) = conds.iter().find(|p| !self.holds(p, &slots)) {
+            let param = tool
+                .params
+                .get(usize::from(p.slot))
+                .map_or(&[][..], |v| v.as_slice());
+            d.reason = Reason::ConditionFailed {
+                param,
+                op: &p.op,
+                missing: slots
+                    .get(usize::from(p.slot))
+                    .is_none_or(Value::is_absent),
+                mcp: is_mcp,
+            };
+            if rule.approval == Approval::OnFailure {
+                d.verdict = Verdict::ApprovalNeeded;
+            }
+            return d;
+        }
+        if rule.approval == Approval::Always {
+            d.verdict = Verdict::ApprovalNeeded;
+            d.reason = Reason::ApprovalRequired { rule: &rule.id };
+            return d;
+        }
+
+        // 5. DLP
+        if let Some(set) = agent.dlp {
+            if !body.is_empty() {
+                let Some(scanner) = self.scanners.get(set as usize) else {
+                    d.reason = Reason::Internal("dlp set");
+                    return d;
+                };
+                d.dlp_set = Some(set);
+                match scanner.scan(
+                    tool.body,
+                    body,
+                    limits.max_json_depth as usize,
+                    &mut scratch.dlp,
+                ) {
+                    Ok(dlp::Outcome::Clean) => {}
+                    Ok(dlp::Outcome::Found { rewritten: true }) => {
+                        d.verdict = Verdict::Sanitize;
+                        d.reason = Reason::Sanitized;
+                        return d;
+                    }
+                    Ok(dlp::Outcome::Found { rewritten: false }) => {
+                        let detector = scanner
+                            .pattern_names()
+                            .zip(scratch.dlp.counts.iter())
+                            .find(|(_, c)| **c > 0)
+                            .map_or("dlp", |(n, _)| n);
+                        d.reason = Reason::DlpDenied { detector };
+                        return d;
+                    }
+                    Err(e) => {
+                        d.reason = Reason::DlpError(e);
+                        return d;
+                    }
+                }
+            }
+        }
+        d.verdict = Verdict::Allow;
+        d.reason = Reason::Allowed { rule: &rule.id };
+        d
+    }
+
+    fn holds(&self, p: &PredM, slots: &[Value<'_>]) -> bool {
+        let v = slots.get(usize::from(p.slot)).copied().unwrap_or_default();
+        if v.is_absent() {
+            return matches!(p.op, OpM::Absent);
+        }
+        match &p.op {
+            OpM::Absent => false,
+            OpM::Exists => true,
+            OpM::Eq(l) => lit_eq(l, &v),
+            OpM::Ne(l) => !lit_eq(l, &v),
+            OpM::In(ls) => ls.iter().any(|l| lit_eq(l, &v)),
+            OpM::NotIn(ls) => !ls.iter().any(|l| lit_eq(l, &v)),
+            OpM::Lt(n) => v.number().is_some_and(|x| x < *n),
+            OpM::Le(n) => v.number().is_some_and(|x| x <= *n),
+            OpM::Gt(n) => v.number().is_some_and(|x| x > *n),
+            OpM::Ge(n) => v.number().is_some_and(|x| x >= *n),
+            OpM::Matches(r) => self.regex_match(*r, &v) == Some(true),
+            OpM::NotMatches(r) => self.regex_match(*r, &v) == Some(false),
+        }
+    }
+
+    /// `None` when the value has no text form (objects, arrays, null).
+    fn regex_match(&self, r: u32, v: &Value<'_>) -> Option<bool> {
+        let dfa = self.regexes.get(r as usize)?;
+        match v {
+            Value::Text(t) => Some(is_match(dfa, t.bytes())),
+            Value::Num(n) => Some(is_match(dfa, n.bytes())),
+            Value::Bool(b) => Some(is_match(
+                dfa,
+                if *b { "true" } else { "false" }.bytes(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn lit_eq(l: &Lit, v: &Value<'_>) -> bool {
+    match (l, v) {
+        (Lit::Str(s), Value::Text(t)) => t.eq_bytes(s.as_bytes()),
+        (Lit::Str(s), Value::Num(n)) => *n == s.as_str(),
+        (Lit::Num(n), _) => v.number() == Some(*n),
+        (Lit::Bool(b), Value::Bool(x)) => b == x,
+        (Lit::Bool(b), Value::Text(t)) => t.eq_bytes(if *b { b"true" } else { b"false" }),
+        _ => false,
+    }
+}
+
+fn bind_template<'a>(template: &[TSeg], path: &'a str, slots: &mut [Value<'a>]) {
+    let segs = path.strip_prefix('/').unwrap_or(path).split('/');
+    for (t, s) in template.iter().zip(segs) {
+        if let TSeg::Param(p) = t {
+            if let Some(slot) = slots.get_mut(usize::from(*p)) {
+                *slot = Value::Text(Text {
+                    raw: s.as_bytes(),
+                    enc: crate::params::Enc::Percent,
+                });
+            }
+        }
+    }
+}
+
+enum McpCall {
+    Tool(usize),
+    Plumbing(&'static str),
+}
+
+/// Slot 0 of an MCP tool is `method`, slot 1 `params.name`.
+fn mcp_action<'a>(tool: &'a ToolM, body: &[u8], slots: &[Value<'_>]) -> Result<McpCall, Reason<'a>> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Reason::McpNotObject);
+    }
+    let Some(Value::Text(method)) = slots.first() else {
+        return Err(Reason::McpMethodDenied);
+    };
+    if !method.eq_bytes(b"tools/call") {
+        return MCP_PLUMBING
+            .iter()
+            .find(|m| method.eq_bytes(m.as_bytes()))
+            .map(|m| McpCall::Plumbing(m))
+            .ok_or(Reason::McpMethodDenied);
+    }
+    let Some(Value::Text(name)) = slots.get(1) else {
+        return Err(Reason::McpBadName);
+    };
+    tool.actions
+        .iter()
+        .position(|a| name.eq_bytes(a.name.as_bytes()))
+        .map(McpCall::Tool)
+        .ok_or(Reason::UnknownMcpTool { tool: &tool.name })
+}
