@@ -71,7 +71,10 @@ pub fn load_cases(path: &Path) -> Result<Vec<Case>, Diagnostic> {
 
 /// Reads cases from text; `name` is the file name shown in diagnostics.
 pub fn parse_cases(name: &str, text: &str) -> Result<Vec<Case>, Diagnostic> {
-    let dir = Path::new(name).parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = Path::new(name)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let file = SourceFile::new(name, dir, text.to_owned());
     let docs = yaml::parse_documents(&file)?;
     let mut diags = Vec::new();
@@ -122,10 +125,20 @@ fn case(cx: &mut Cx<'_>, file: &Arc<SourceFile>, node: &Node) -> Option<Case> {
         None => Some(None),
     };
     let request = cx
-        .required(&f, "request", "a test case", "give the `request` with `method`, `url`, `headers` and `body`")
+        .required(
+            &f,
+            "request",
+            "a test case",
+            "give the `request` with `method`, `url`, `headers` and `body`",
+        )
         .and_then(|n| request(cx, n));
     let expect = cx
-        .required(&f, "expect", "a test case", "give the expected outcome, e.g. `expect: {decision: allow}`")
+        .required(
+            &f,
+            "expect",
+            "a test case",
+            "give the expected outcome, e.g. `expect: {decision: allow}`",
+        )
         .and_then(|n| expect(cx, n));
     let (line, _) = file.line_col(node.offset);
     Some(Case {
@@ -154,7 +167,12 @@ fn request(cx: &mut Cx<'_>, node: &Node) -> Option<CaseRequest> {
         None => Some("GET".to_owned()),
     };
     let url = cx
-        .required(&f, "url", "`request`", "give the full URL, e.g. `https://api.stripe.com/v1/charges`")
+        .required(
+            &f,
+            "url",
+            "`request`",
+            "give the full URL, e.g. `https://api.stripe.com/v1/charges`",
+        )
         .and_then(|n| cx.name(n, "url"));
     let headers = match f.get("headers") {
         Some(n) => headers(cx, n),
@@ -182,7 +200,10 @@ fn headers(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<(String, String)>> {
             None => {
                 cx.error(
                     value,
-                    format!("header `{name}` must be a string, found {}", value.type_name()),
+                    format!(
+                        "header `{name}` must be a string, found {}",
+                        value.type_name()
+                    ),
                     "quote the header value",
                 );
                 ok = false;
@@ -201,7 +222,11 @@ fn body(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<Option<String>> {
         Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) => match node.scalar_text() {
             Some(s) => Some(Some(s)),
             None => {
-                cx.error(node, format!("invalid `{what}`"), "give the body as a string or a mapping");
+                cx.error(
+                    node,
+                    format!("invalid `{what}`"),
+                    "give the body as a string or a mapping",
+                );
                 None
             }
         },
@@ -211,7 +236,12 @@ fn body(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<Option<String>> {
 fn expect(cx: &mut Cx<'_>, node: &Node) -> Option<Expect> {
     let f = cx.fields(node, "expect", "`expect`", EXPECT_KEYS)?;
     let decision = cx
-        .required(&f, "decision", "`expect`", "give the expected `decision`: allow, deny, sanitize or approval_needed")
+        .required(
+            &f,
+            "decision",
+            "`expect`",
+            "give the expected `decision`: allow, deny, sanitize or approval_needed",
+        )
         .and_then(|n| cx.choice(n, "decision", DECISIONS));
     let reason = optional_str(cx, f.get("reason_contains"), "reason_contains");
     let rule = optional_str(cx, f.get("rule"), "rule");
@@ -328,9 +358,18 @@ mod tests {
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2026-11-25T12:00:00Z"), Some(1_795_608_000));
-        assert_eq!(parse_rfc3339("2026-11-25T13:30:00+01:30"), Some(1_795_608_000));
-        assert_eq!(parse_rfc3339("2026-11-25T10:00:00-02:00"), Some(1_795_608_000));
-        assert_eq!(parse_rfc3339("2026-11-25T12:00:00.250Z"), Some(1_795_608_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T13:30:00+01:30"),
+            Some(1_795_608_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-25T10:00:00-02:00"),
+            Some(1_795_608_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-25T12:00:00.250Z"),
+            Some(1_795_608_000)
+        );
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(-1));
         assert_eq!(parse_rfc3339("2026-02-29T00:00:00Z"), None);
@@ -380,7 +419,10 @@ mod tests {
         assert_eq!(
             a.request.headers,
             vec![
-                ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+                (
+                    "content-type".to_owned(),
+                    "application/x-www-form-urlencoded".to_owned()
+                ),
                 ("x-count".to_owned(), "3".to_owned())
             ]
         );
@@ -395,13 +437,21 @@ mod tests {
         assert_eq!(b.request.method, "GET");
         assert_eq!(
             b.request.body.as_deref(),
-            Some(r#"{"jsonrpc":"2.0","id":1,"params":{"name":"read_file","arguments":{"path":"/etc/passwd","n":1.5,"ok":true}}}"#)
+            Some(
+                r#"{"jsonrpc":"2.0","id":1,"params":{"name":"read_file","arguments":{"path":"/etc/passwd","n":1.5,"ok":true}}}"#
+            )
         );
         assert_eq!(b.expect.decision, "sanitize");
         assert_eq!(b.expect.reason_contains.as_deref(), Some("ssn"));
-        assert_eq!(b.expect.rule.as_deref(), Some("finance-agent/files/read_file#0"));
+        assert_eq!(
+            b.expect.rule.as_deref(),
+            Some("finance-agent/files/read_file#0")
+        );
         assert_eq!(b.expect.body_contains, vec!["[REDACTED:ssn]".to_owned()]);
-        assert_eq!(b.expect.body_not_contains, vec!["123-45-6789".to_owned(), "987".to_owned()]);
+        assert_eq!(
+            b.expect.body_not_contains,
+            vec!["123-45-6789".to_owned(), "987".to_owned()]
+        );
         assert_eq!(b.location.1, 11);
     }
 
@@ -411,7 +461,10 @@ mod tests {
         let e = parse_cases("c.cases.yaml", src).unwrap_err();
         assert_eq!(e.message(), "unknown key `decison` in `expect`");
         assert_eq!(e.location(), Some(("c.cases.yaml".to_owned(), 3, 12)));
-        assert!(e.help_text().unwrap().starts_with("did you mean `decision`?"));
+        assert!(e
+            .help_text()
+            .unwrap()
+            .starts_with("did you mean `decision`?"));
     }
 
     #[test]
@@ -427,16 +480,22 @@ mod tests {
         assert_eq!(e.location().unwrap().1, 2);
 
         let src = "- name: x\n  now: 1700000000\n  request: {url: http://a/}\n  expect: {decision: deny}\n";
-        assert_eq!(parse_cases("c.cases.yaml", src).unwrap()[0].now, Some(1_700_000_000));
+        assert_eq!(
+            parse_cases("c.cases.yaml", src).unwrap()[0].now,
+            Some(1_700_000_000)
+        );
     }
 
     #[test]
     fn missing_keys_and_not_a_list() {
-        let e = parse_cases("c.cases.yaml", "- name: x\n  expect: {decision: allow}\n").unwrap_err();
+        let e =
+            parse_cases("c.cases.yaml", "- name: x\n  expect: {decision: allow}\n").unwrap_err();
         assert_eq!(e.message(), "missing key `request` in a test case");
         let e = parse_cases("c.cases.yaml", "name: x\n").unwrap_err();
         assert_eq!(e.message(), "`cases` must be a list, found a mapping");
-        assert!(parse_cases("c.cases.yaml", "# nothing yet\n").unwrap().is_empty());
+        assert!(parse_cases("c.cases.yaml", "# nothing yet\n")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

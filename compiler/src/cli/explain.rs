@@ -82,7 +82,8 @@ fn route(p: &Policy, r: &Rule) -> String {
 
 fn outcome(r: &Rule) -> &'static str {
     match (r.approval, r.conditions.is_empty()) {
-        (Approval::Always, _) => "approval_needed",
+        (Approval::Always, true) => "approval_needed",
+        (Approval::Always, false) => "approval_needed; if a condition fails: deny",
         (Approval::OnFailure, false) => "allow; if a condition fails: approval_needed",
         (_, true) => "allow",
         (Approval::Never, false) => "allow; if a condition fails: deny",

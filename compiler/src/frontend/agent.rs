@@ -75,7 +75,10 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut [ToolDef]) -> Option<Agent
             let key = f.key("agent").unwrap_or(name_node);
             cx.warn(
                 key,
-                format!("agent `{}` has no `egress`: its calls are not restricted by host", name.unwrap_or("?")),
+                format!(
+                    "agent `{}` has no `egress`: its calls are not restricted by host",
+                    name.unwrap_or("?")
+                ),
                 "add `egress: {allow_hosts: [...]}` listing the hosts this agent may call",
             );
             Some(None)
@@ -89,7 +92,8 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut [ToolDef]) -> Option<Agent
         Some(n) => dlp(cx, n).map(Some),
         None => Some(None),
     };
-    let (Some(name), Some(mode), Some(allow_hosts), Some(budget), Some(dlp)) = (name, mode, allow_hosts, budget, dlp)
+    let (Some(name), Some(mode), Some(allow_hosts), Some(budget), Some(dlp)) =
+        (name, mode, allow_hosts, budget, dlp)
     else {
         // Still check the entries, so one run reports everything.
         if let Some(n) = f.get("allowed_tools") {
@@ -215,7 +219,10 @@ fn dlp(cx: &mut Cx<'_>, node: &Node) -> Option<ir::Dlp> {
         cx.error(
             node,
             "`dlp` enables no detector",
-            format!("list built-in detectors under `detectors` ({}) or add `custom` ones", list(&builtin)),
+            format!(
+                "list built-in detectors under `detectors` ({}) or add `custom` ones",
+                list(&builtin)
+            ),
         );
         ok = false;
     }
@@ -236,8 +243,18 @@ fn custom_detector(
     earlier: &[(String, String)],
 ) -> Option<(String, String)> {
     let f = cx.fields(node, "custom", "a custom detector", CUSTOM_KEYS)?;
-    let name_node = cx.required(&f, "name", "a custom detector", "give the detector a `name`");
-    let regex_node = cx.required(&f, "regex", "a custom detector", "give the pattern to detect as `regex`");
+    let name_node = cx.required(
+        &f,
+        "name",
+        "a custom detector",
+        "give the detector a `name`",
+    );
+    let regex_node = cx.required(
+        &f,
+        "regex",
+        "a custom detector",
+        "give the pattern to detect as `regex`",
+    );
     let name = name_node.and_then(|n| {
         let s = cx.str(n, "name")?;
         let mut chars = s.chars();
@@ -266,13 +283,7 @@ fn custom_detector(
     });
     let regex = regex_node.and_then(|n| {
         let s = cx.str(n, "regex")?;
-        match aegis_engine::build::regex::validate_regex(s) {
-            Ok(()) => Some(s),
-            Err(msg) => {
-                cx.error(n, msg, "use Rust regex syntax (no look-around, no backreferences) and keep it small");
-                None
-            }
-        }
+        conditions::check_regex(cx, n, s).then_some(s)
     });
     Some((name?.to_owned(), regex?.to_owned()))
 }
@@ -301,11 +312,21 @@ fn rules(
     let mut counters: HashMap<(usize, usize), usize> = HashMap::new();
     let mut egress_checked: Vec<usize> = Vec::new();
     for entry in entries {
-        let Some(f) = cx.fields(entry, "allowed_tools", "an `allowed_tools` entry", ENTRY_KEYS) else {
+        let Some(f) = cx.fields(
+            entry,
+            "allowed_tools",
+            "an `allowed_tools` entry",
+            ENTRY_KEYS,
+        ) else {
             ok = false;
             continue;
         };
-        let tool_node = cx.required(&f, "name", "an `allowed_tools` entry", "give the tool's `name` from the catalog");
+        let tool_node = cx.required(
+            &f,
+            "name",
+            "an `allowed_tools` entry",
+            "give the tool's `name` from the catalog",
+        );
         let tool = tool_node.and_then(|n| resolve_tool(cx, n, tools));
         let actions_node = cx.required(
             &f,
@@ -324,9 +345,12 @@ fn rules(
         };
 
         let when = f.get("when").map(|n| conditions::parse(cx, n, "when"));
-        let conds = f.get("conditions").map(|n| conditions::parse(cx, n, "conditions"));
+        let conds = f
+            .get("conditions")
+            .map(|n| conditions::parse(cx, n, "conditions"));
         let mut approval = Approval::Never;
-        let mut entry_ok = when.as_ref().is_none_or(|w| w.ok) && conds.as_ref().is_none_or(|c| c.ok);
+        let mut entry_ok =
+            when.as_ref().is_none_or(|w| w.ok) && conds.as_ref().is_none_or(|c| c.ok);
         let inner_approval = conds.as_ref().and_then(|c| c.approval);
         match (f.get("approval_needed"), inner_approval) {
             (Some(outer), Some((_, inner_key))) => {
@@ -358,14 +382,19 @@ fn rules(
             None => None,
         };
 
-        let (Some(tool), Some(targets), Some(tool_node), true) = (tool, targets, tool_node, entry_ok) else {
+        let (Some(tool), Some(targets), Some(tool_node), true) =
+            (tool, targets, tool_node, entry_ok)
+        else {
             ok = false;
             continue;
         };
         let when_preds = when.map(|w| w.predicates).unwrap_or_default();
         let cond_preds = conds.map(|c| c.predicates).unwrap_or_default();
         let has_when = !when_preds.is_empty();
-        let tool_name = tools.get(tool).map(|t| t.tool.name.clone()).unwrap_or_default();
+        let tool_name = tools
+            .get(tool)
+            .map(|t| t.tool.name.clone())
+            .unwrap_or_default();
 
         let mut emitted = 0usize;
         let mut star_node = None;
@@ -397,7 +426,10 @@ fn rules(
                 continue;
             }
             let counter = counters.entry(key).or_insert(0);
-            let id = format!("{agent_id}/{tool_name}/{}#{counter}", action_name(tools, tool, t.action));
+            let id = format!(
+                "{agent_id}/{tool_name}/{}#{counter}",
+                action_name(tools, tool, t.action)
+            );
             *counter += 1;
             rules.push(ir::Rule {
                 id,
@@ -471,21 +503,32 @@ fn resolve_tool(cx: &mut Cx<'_>, node: &Node, tools: &[ToolDef]) -> Option<usize
         );
     } else {
         let names: Vec<&str> = tools.iter().map(|t| t.tool.name.as_str()).collect();
-        cx.error(node, format!("unknown tool `{name}`"), suggest(name, "known tools", &names));
+        cx.error(
+            node,
+            format!("unknown tool `{name}`"),
+            suggest(name, "known tools", &names),
+        );
     }
     None
 }
 
-fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut [ToolDef]) -> Option<Vec<Target<'n>>> {
+fn resolve_actions<'n>(
+    cx: &mut Cx<'_>,
+    node: &'n Node,
+    tool: usize,
+    tools: &mut [ToolDef],
+) -> Option<Vec<Target<'n>>> {
     let items = cx.str_list(node, "actions")?;
-    let Some(def) = tools.get_mut(tool) else {
-        return None;
-    };
+    let def = tools.get_mut(tool)?;
     if items.is_empty() {
         cx.error(
             node,
             "`actions` must not be empty",
-            format!("list actions of `{}`: {}", def.tool.name, catalog::action_names(&def.tool)),
+            format!(
+                "list actions of `{}`: {}",
+                def.tool.name,
+                catalog::action_names(&def.tool)
+            ),
         );
         return None;
     }
@@ -496,7 +539,7 @@ fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut
         if *name == "*" {
             if items.len() > 1 {
                 cx.error(
-                    *item,
+                    item,
                     "`*` cannot be combined with other actions",
                     "`*` already stands for every action of the tool; list either `*` or the actions",
                 );
@@ -505,7 +548,7 @@ fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut
             }
             if def.open_mcp {
                 cx.error(
-                    *item,
+                    item,
                     format!("`*` needs the actions of `{}`, but its catalog entry lists none", def.tool.name),
                     "list the MCP tool names under `actions` in the catalog, or name the actions here",
                 );
@@ -531,7 +574,7 @@ fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut
             }
             None if def.open_mcp => {
                 cx.error(
-                    *item,
+                    item,
                     format!("invalid MCP tool name `{name}`"),
                     "MCP tool names use letters, digits, `_`, `-` and `.`",
                 );
@@ -541,7 +584,7 @@ fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut
             None => {
                 let names: Vec<&str> = def.tool.actions.iter().map(|a| a.name.as_str()).collect();
                 cx.error(
-                    *item,
+                    item,
                     format!("unknown action `{name}` for tool `{}`", def.tool.name),
                     suggest(name, &format!("actions of `{}`", def.tool.name), &names),
                 );
@@ -550,7 +593,11 @@ fn resolve_actions<'n>(cx: &mut Cx<'_>, node: &'n Node, tool: usize, tools: &mut
             }
         };
         if out.iter().any(|t| t.action == action) {
-            cx.error(*item, format!("action `{name}` is listed twice"), "list each action once");
+            cx.error(
+                item,
+                format!("action `{name}` is listed twice"),
+                "list each action once",
+            );
             ok = false;
             continue;
         }

@@ -31,7 +31,12 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut Vec<ToolDef>) {
     let Some(f) = cx.fields(doc, "ToolCatalog", "a tool catalog", CATALOG_KEYS) else {
         return;
     };
-    let Some(list_node) = cx.required(&f, "tools", "a tool catalog", "list the tools under `tools:`") else {
+    let Some(list_node) = cx.required(
+        &f,
+        "tools",
+        "a tool catalog",
+        "list the tools under `tools:`",
+    ) else {
         return;
     };
     let Some(items) = cx.seq(list_node, "tools") else {
@@ -52,13 +57,22 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
     if let (Some(name), Some(name_node)) = (name, name_node) {
         if let Some(first) = existing.iter().find(|t| t.tool.name == name) {
             let d = cx
-                .diag(Severity::Error, name_node, format!("duplicate tool `{name}`"))
+                .diag(
+                    Severity::Error,
+                    name_node,
+                    format!("duplicate tool `{name}`"),
+                )
                 .with_label("defined again here")
                 .with_help(format!(
                     "tool `{name}` is first defined at {}; tool names must be unique",
                     first.loc.describe()
                 ))
-                .with_secondary(&first.loc.file, first.loc.offset, first.loc.len, "first defined here");
+                .with_secondary(
+                    &first.loc.file,
+                    first.loc.offset,
+                    first.loc.len,
+                    "first defined here",
+                );
             cx.push(d);
             ok = false;
         }
@@ -85,10 +99,21 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
     })
 }
 
-type ToolParts = (Vec<String>, ir::BodyKind, Option<String>, Vec<ir::Action>, bool);
+type ToolParts = (
+    Vec<String>,
+    ir::BodyKind,
+    Option<String>,
+    Vec<ir::Action>,
+    bool,
+);
 
 fn http_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>) -> Option<ToolParts> {
-    let hosts = match cx.required(f, "hosts", "a tool", "list the tool's host names under `hosts`") {
+    let hosts = match cx.required(
+        f,
+        "hosts",
+        "a tool",
+        "list the tool's host names under `hosts`",
+    ) {
         Some(h) => host_list(cx, h, "hosts"),
         None => None,
     };
@@ -134,7 +159,12 @@ fn mcp_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>, mcp: &Node) -> Option<
         }
     }
     let mf = cx.fields(mcp, "mcp", "`mcp`", MCP_KEYS)?;
-    let hosts = match cx.required(&mf, "hosts", "`mcp`", "list the MCP server's host names under `hosts`") {
+    let hosts = match cx.required(
+        &mf,
+        "hosts",
+        "`mcp`",
+        "list the MCP server's host names under `hosts`",
+    ) {
         Some(h) => host_list(cx, h, "mcp.hosts"),
         None => None,
     };
@@ -168,7 +198,11 @@ fn mcp_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>, mcp: &Node) -> Option<
 fn host_list(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<Vec<String>> {
     let items = cx.str_list(node, what)?;
     if items.is_empty() {
-        cx.error(node, format!("`{what}` must not be empty"), "list at least one host name");
+        cx.error(
+            node,
+            format!("`{what}` must not be empty"),
+            "list at least one host name",
+        );
         return None;
     }
     let mut out = Vec::with_capacity(items.len());
@@ -199,23 +233,40 @@ pub fn host(cx: &mut Cx<'_>, node: &Node, raw: &str) -> Option<String> {
     }
 }
 
+/// An accepted action, where its name is, and its route shape and path.
+type SeenAction = (ir::Action, Loc, Option<(String, Loc)>);
+
 fn http_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
     let items = cx.seq(node, "actions")?;
     if items.is_empty() {
-        cx.error(node, "`actions` must not be empty", "list at least one action");
+        cx.error(
+            node,
+            "`actions` must not be empty",
+            "list at least one action",
+        );
         return None;
     }
     let mut ok = true;
     // (action, where its name and path are) for the duplicate checks.
-    let mut seen: Vec<(ir::Action, Loc, Option<(String, Loc)>)> = Vec::new();
+    let mut seen: Vec<SeenAction> = Vec::new();
     for item in items {
         let Some(f) = cx.fields(item, "actions", "an action", ACTION_KEYS) else {
             ok = false;
             continue;
         };
         let name_node = cx.required(&f, "name", "an action", "give the action a `name`");
-        let method_node = cx.required(&f, "method", "an action", "give the HTTP method, e.g. `method: POST`");
-        let path_node = cx.required(&f, "path", "an action", "give the path template, e.g. `path: /v1/customers/{id}`");
+        let method_node = cx.required(
+            &f,
+            "method",
+            "an action",
+            "give the HTTP method, e.g. `method: POST`",
+        );
+        let path_node = cx.required(
+            &f,
+            "path",
+            "an action",
+            "give the path template, e.g. `path: /v1/customers/{id}`",
+        );
         let name = name_node.and_then(|n| cx.ident(n, "name"));
         let method = method_node.and_then(|n| method(cx, n));
         let path = path_node.and_then(|n| {
@@ -236,8 +287,14 @@ fn http_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
             Some(w) => cx.bool(w, "write").map(Some),
             None => Some(None),
         };
-        let (Some(name), Some(method), Some((path, shape)), Some(write), Some(name_node), Some(path_node)) =
-            (name, method, path, write, name_node, path_node)
+        let (
+            Some(name),
+            Some(method),
+            Some((path, shape)),
+            Some(write),
+            Some(name_node),
+            Some(path_node),
+        ) = (name, method, path, write, name_node, path_node)
         else {
             ok = false;
             continue;
@@ -256,13 +313,17 @@ fn http_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
             continue;
         }
         if let Some((other, _, Some((_, first)))) = seen.iter().find(|(a, _, s)| {
-            a.method.as_deref() == Some(method.as_str()) && s.as_ref().is_some_and(|(sh, _)| *sh == shape)
+            a.method.as_deref() == Some(method.as_str())
+                && s.as_ref().is_some_and(|(sh, _)| *sh == shape)
         }) {
             let d = cx
                 .diag(
                     Severity::Error,
                     path_node,
-                    format!("actions `{}` and `{name}` both match `{method} {path}`", other.name),
+                    format!(
+                        "actions `{}` and `{name}` both match `{method} {path}`",
+                        other.name
+                    ),
                 )
                 .with_label("same method and path")
                 .with_help(format!(
@@ -276,7 +337,10 @@ fn http_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
             ok = false;
             continue;
         }
-        let write = write.unwrap_or(matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"));
+        let write = write.unwrap_or(matches!(
+            method.as_str(),
+            "POST" | "PUT" | "PATCH" | "DELETE"
+        ));
         let name_loc = cx.loc(name_node);
         let path_loc = cx.loc(path_node);
         seen.push((
@@ -313,8 +377,14 @@ pub fn check_template(path: &str) -> Result<String, String> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err("it must start with `/`".to_owned());
     };
-    if let Some(c) = path.chars().find(|c| matches!(c, '?' | '#') || c.is_whitespace()) {
-        return Err(format!("`{}` is not allowed in a path template", c.escape_default()));
+    if let Some(c) = path
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || c.is_whitespace())
+    {
+        return Err(format!(
+            "`{}` is not allowed in a path template",
+            c.escape_default()
+        ));
     }
     let segments: Vec<&str> = rest.split('/').collect();
     let last = segments.len().saturating_sub(1);
@@ -336,9 +406,7 @@ pub fn check_template(path: &str) -> Result<String, String> {
             .strip_prefix('{')
             .and_then(|s| s.strip_suffix('}'))
             .filter(|s| is_param_name(s))
-            .ok_or_else(|| {
-                format!("segment `{seg}` must be literal text or exactly `{{name}}`")
-            })?;
+            .ok_or_else(|| format!("segment `{seg}` must be literal text or exactly `{{name}}`"))?;
         if params.contains(&inner) {
             return Err(format!("parameter `{inner}` appears twice"));
         }
@@ -368,7 +436,8 @@ fn mcp_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
                     ok = false;
                     continue;
                 };
-                let Some(n) = cx.required(&f, "name", "an MCP action", "give the MCP tool name") else {
+                let Some(n) = cx.required(&f, "name", "an MCP action", "give the MCP tool name")
+                else {
                     ok = false;
                     continue;
                 };
@@ -387,7 +456,10 @@ fn mcp_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
             _ => {
                 cx.error(
                     item,
-                    format!("an MCP action must be a tool name or `{{name: ...}}`, found {}", item.type_name()),
+                    format!(
+                        "an MCP action must be a tool name or `{{name: ...}}`, found {}",
+                        item.type_name()
+                    ),
                     "list MCP tool names, e.g. `actions: [read_file, write_file]`",
                 );
                 ok = false;
@@ -446,15 +518,22 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert_eq!(check_template("/v1/customers/{id}").unwrap(), "/v1/customers/{}");
+        assert_eq!(
+            check_template("/v1/customers/{id}").unwrap(),
+            "/v1/customers/{}"
+        );
         assert_eq!(check_template("/").unwrap(), "/");
         assert_eq!(check_template("/a/").unwrap(), "/a/");
         assert!(check_template("v1").unwrap_err().contains("start with"));
-        assert!(check_template("/a//b").unwrap_err().contains("empty segment"));
+        assert!(check_template("/a//b")
+            .unwrap_err()
+            .contains("empty segment"));
         assert!(check_template("/a/x{id}").unwrap_err().contains("exactly"));
         assert!(check_template("/a/{id").unwrap_err().contains("exactly"));
         assert!(check_template("/a/{1x}").unwrap_err().contains("exactly"));
         assert!(check_template("/a/{x}/{x}").unwrap_err().contains("twice"));
-        assert!(check_template("/a?b=1").unwrap_err().contains("not allowed"));
+        assert!(check_template("/a?b=1")
+            .unwrap_err()
+            .contains("not allowed"));
     }
 }

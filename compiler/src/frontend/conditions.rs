@@ -9,7 +9,18 @@ use super::read::Cx;
 use super::yaml::{Kind, Node};
 
 const OPERATORS: &[&str] = &[
-    "eq", "ne", "in", "not_in", "lt", "le", "gt", "ge", "matches", "not_matches", "exists", "absent",
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "matches",
+    "not_matches",
+    "exists",
+    "absent",
 ];
 
 /// The parsed content of one condition map.
@@ -62,7 +73,9 @@ pub fn approval(cx: &mut Cx<'_>, node: &Node) -> Option<Approval> {
         Kind::Bool(false) => Some(Approval::Never),
         Kind::Str(s) if s == "always" => Some(Approval::Always),
         _ => {
-            let shown = node.scalar_text().unwrap_or_else(|| node.type_name().to_owned());
+            let shown = node
+                .scalar_text()
+                .unwrap_or_else(|| node.type_name().to_owned());
             cx.error(
                 node,
                 format!("invalid `approval_needed` `{shown}`"),
@@ -73,7 +86,13 @@ pub fn approval(cx: &mut Cx<'_>, node: &Node) -> Option<Approval> {
     }
 }
 
-fn condition(cx: &mut Cx<'_>, key: &str, key_node: &Node, value: &Node, out: &mut Vec<Predicate>) -> bool {
+fn condition(
+    cx: &mut Cx<'_>,
+    key: &str,
+    key_node: &Node,
+    value: &Node,
+    out: &mut Vec<Predicate>,
+) -> bool {
     // `max_x: 5` / `min_x: 5` are sugar for `x <= 5` / `x >= 5`. An operator
     // map keeps the key as a literal parameter name, so a parameter really
     // called `max_retries` can still be tested.
@@ -85,7 +104,9 @@ fn condition(cx: &mut Cx<'_>, key: &str, key_node: &Node, value: &Node, out: &mu
             break;
         }
         let Some(n) = value.as_f64() else {
-            let shown = value.scalar_text().map_or_else(|| value.type_name().to_owned(), |s| format!("`{s}`"));
+            let shown = value
+                .scalar_text()
+                .map_or_else(|| value.type_name().to_owned(), |s| format!("`{s}`"));
             cx.error(
                 value,
                 format!("`{key}` needs a number, found {shown}"),
@@ -99,7 +120,11 @@ fn condition(cx: &mut Cx<'_>, key: &str, key_node: &Node, value: &Node, out: &mu
         if !check_param(cx, key_node, param) {
             return false;
         }
-        let op = if prefix == "max_" { Op::Le(n) } else { Op::Ge(n) };
+        let op = if prefix == "max_" {
+            Op::Le(n)
+        } else {
+            Op::Ge(n)
+        };
         out.push(Predicate {
             param: param.to_owned(),
             op,
@@ -123,7 +148,9 @@ fn condition(cx: &mut Cx<'_>, key: &str, key_node: &Node, value: &Node, out: &mu
             cx.error(
                 value,
                 format!("condition on `{key}` has no value"),
-                format!("give a value (`{key}: usd`) or an operator map (`{key}: {{exists: true}}`)"),
+                format!(
+                    "give a value (`{key}: usd`) or an operator map (`{key}: {{exists: true}}`)"
+                ),
             );
             false
         }
@@ -176,7 +203,11 @@ fn operators(cx: &mut Cx<'_>, param: &str, node: &Node, out: &mut Vec<Predicate>
             "absent" => only_true(cx, v, op_name).map(|()| Op::Absent),
             _ => {
                 // `fields` already rejected anything else.
-                cx.error(op_node, format!("unknown operator `{op_name}`"), suggest(op_name, "operators", OPERATORS));
+                cx.error(
+                    op_node,
+                    format!("unknown operator `{op_name}`"),
+                    suggest(op_name, "operators", OPERATORS),
+                );
                 None
             }
         };
@@ -190,8 +221,12 @@ fn operators(cx: &mut Cx<'_>, param: &str, node: &Node, out: &mut Vec<Predicate>
     }
     if node.as_map().is_some_and(<[_]>::is_empty) {
         cx.push(
-            cx.diag(Severity::Error, node, format!("the condition on `{param}` has no operator"))
-                .with_help(format!("operators: {}", super::diag::list(OPERATORS))),
+            cx.diag(
+                Severity::Error,
+                node,
+                format!("the condition on `{param}` has no operator"),
+            )
+            .with_help(format!("operators: {}", super::diag::list(OPERATORS))),
         );
         ok = false;
     }
@@ -206,7 +241,10 @@ fn scalar(cx: &mut Cx<'_>, node: &Node, param: &str) -> Option<Scalar> {
         _ => {
             cx.error(
                 node,
-                format!("the condition on `{param}` needs a string, number or boolean, found {}", node.type_name()),
+                format!(
+                    "the condition on `{param}` needs a string, number or boolean, found {}",
+                    node.type_name()
+                ),
                 "compare against a single scalar value",
             );
             None
@@ -218,7 +256,10 @@ fn scalar_list(cx: &mut Cx<'_>, node: &Node, param: &str, op: &str) -> Option<Ve
     let Kind::Seq(items) = &node.kind else {
         cx.error(
             node,
-            format!("`{op}` on `{param}` needs a list, found {}", node.type_name()),
+            format!(
+                "`{op}` on `{param}` needs a list, found {}",
+                node.type_name()
+            ),
             format!("write `{op}: [a, b]`"),
         );
         return None;
@@ -239,7 +280,9 @@ fn number(cx: &mut Cx<'_>, node: &Node, param: &str, op: &str) -> Option<f64> {
     match node.as_f64() {
         Some(n) if n.is_finite() => Some(n),
         _ => {
-            let shown = node.scalar_text().map_or_else(|| node.type_name().to_owned(), |s| format!("`{s}`"));
+            let shown = node
+                .scalar_text()
+                .map_or_else(|| node.type_name().to_owned(), |s| format!("`{s}`"));
             cx.error(
                 node,
                 format!("`{op}` on `{param}` needs a number, found {shown}"),
@@ -252,19 +295,59 @@ fn number(cx: &mut Cx<'_>, node: &Node, param: &str, op: &str) -> Option<f64> {
 
 fn regex(cx: &mut Cx<'_>, node: &Node, op: &str) -> Option<String> {
     let pattern = cx.str(node, op)?;
-    match validate_regex(pattern) {
-        Ok(()) => Some(pattern.to_owned()),
-        Err(msg) => {
-            let help = if msg.contains("larger than the limit") {
-                "simplify the pattern (bounded repetitions like `{0,1000}` multiply its size); \
-                 condition regexes must compile to a small DFA"
-            } else {
-                "use Rust regex syntax (no look-around, no backreferences)"
-            };
-            cx.error(node, msg, help);
-            None
+    check_regex(cx, node, pattern).then(|| pattern.to_owned())
+}
+
+/// Validates a policy regex (syntax and DFA size), reporting at `node`.
+pub fn check_regex(cx: &mut Cx<'_>, node: &Node, pattern: &str) -> bool {
+    let Err(msg) = validate_regex(pattern) else {
+        return true;
+    };
+    let (message, help) = if msg.contains("larger than the limit") {
+        (
+            msg,
+            "simplify the pattern (bounded repetitions like `{0,1000}` multiply its size); \
+             policy regexes must compile to a small DFA",
+        )
+    } else {
+        // The DFA builder's message is terse ("error building NFA"); the
+        // parser says what is actually wrong.
+        let reason = syntax_reason(pattern);
+        let message = match reason {
+            Some(r) => format!("invalid regex `{pattern}`: {r}"),
+            None => msg,
+        };
+        (
+            message,
+            "use Rust regex syntax (no look-around, no backreferences)",
+        )
+    };
+    cx.error(node, message, help);
+    false
+}
+
+fn syntax_reason(pattern: &str) -> Option<String> {
+    let err = regex_syntax::ParserBuilder::new()
+        .unicode(true)
+        .utf8(true)
+        .build()
+        .parse(pattern)
+        .err()?;
+    Some(match err {
+        regex_syntax::Error::Parse(e) => {
+            format!("{} (at character {})", e.kind(), e.span().start.column)
         }
-    }
+        regex_syntax::Error::Translate(e) => {
+            format!("{} (at character {})", e.kind(), e.span().start.column)
+        }
+        other => other
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    })
 }
 
 fn only_true(cx: &mut Cx<'_>, node: &Node, op: &str) -> Option<()> {

@@ -80,9 +80,13 @@ impl Severity {
     }
 }
 
-/// An error or warning about a policy source.
+/// An error or warning about a policy source. Boxed: results carrying it
+/// stay small.
 #[derive(Debug, Clone)]
-pub struct Diagnostic {
+pub struct Diagnostic(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     severity: Severity,
     message: String,
     help: Option<String>,
@@ -96,14 +100,14 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic with no source location (e.g. an unreadable path).
     pub fn bare(severity: Severity, message: impl Into<String>) -> Self {
-        Diagnostic {
+        Diagnostic(Box::new(Inner {
             severity,
             message: message.into(),
             help: None,
             source: None,
             span: None,
             secondary: Vec::new(),
-        }
+        }))
     }
 
     /// A diagnostic pointing at `len` bytes from `offset` in `file`.
@@ -114,25 +118,25 @@ impl Diagnostic {
         len: usize,
         message: impl Into<String>,
     ) -> Self {
-        Diagnostic {
+        Diagnostic(Box::new(Inner {
             severity,
             message: message.into(),
             help: None,
             source: Some(Arc::clone(file)),
             span: Some((SourceSpan::from((offset, len)), "here".to_owned())),
             secondary: Vec::new(),
-        }
+        }))
     }
 
     #[must_use]
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.0.help = Some(help.into());
         self
     }
 
     #[must_use]
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
-        if let Some((_, text)) = self.span.as_mut() {
+        if let Some((_, text)) = self.0.span.as_mut() {
             *text = label.into();
         }
         self
@@ -147,33 +151,34 @@ impl Diagnostic {
         len: usize,
         label: impl Into<String>,
     ) -> Self {
-        if self.source.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) {
-            self.secondary
+        if self.0.source.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) {
+            self.0
+                .secondary
                 .push((SourceSpan::from((offset, len)), label.into()));
         }
         self
     }
 
     pub fn severity(&self) -> Severity {
-        self.severity
+        self.0.severity
     }
 
     pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
+        self.0.severity == Severity::Error
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     pub fn help_text(&self) -> Option<&str> {
-        self.help.as_deref()
+        self.0.help.as_deref()
     }
 
     /// `(file, line, column)`, 1-based, of the primary span.
     pub fn location(&self) -> Option<(String, usize, usize)> {
-        let file = self.source.as_ref()?;
-        let (span, _) = self.span.as_ref()?;
+        let file = self.0.source.as_ref()?;
+        let (span, _) = self.0.span.as_ref()?;
         let (line, col) = file.line_col(span.offset());
         Some((file.name.clone(), line, col))
     }
@@ -181,7 +186,7 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
@@ -189,28 +194,31 @@ impl std::error::Error for Diagnostic {}
 
 impl miette::Diagnostic for Diagnostic {
     fn severity(&self) -> Option<miette::Severity> {
-        Some(match self.severity {
+        Some(match self.0.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
         })
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
+        self.0
+            .help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display + 'a>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.source
+        self.0
+            .source
             .as_ref()
             .map(|f| &f.named as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let (span, label) = self.span.as_ref()?;
+        let (span, label) = self.0.span.as_ref()?;
         let primary = LabeledSpan::new_primary_with_span(Some(label.clone()), *span);
         let rest = self
+            .0
             .secondary
             .iter()
             .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
@@ -236,7 +244,7 @@ fn render_with(d: &Diagnostic, theme: GraphicalTheme) -> String {
     let mut out = String::new();
     if handler.render_report(&mut out, d).is_err() {
         // Rendering only fails on a broken span; the message alone still helps.
-        out = format!("{}: {}", d.severity.as_str(), d.message);
+        out = format!("{}: {}", d.0.severity.as_str(), d.0.message);
     }
     out
 }
@@ -246,12 +254,12 @@ fn render_with(d: &Diagnostic, theme: GraphicalTheme) -> String {
 pub fn to_json(d: &Diagnostic) -> serde_json::Value {
     let loc = d.location();
     serde_json::json!({
-        "severity": d.severity.as_str(),
-        "message": d.message,
+        "severity": d.0.severity.as_str(),
+        "message": d.0.message,
         "file": loc.as_ref().map(|(f, _, _)| f.clone()),
         "line": loc.as_ref().map(|(_, l, _)| *l),
         "column": loc.as_ref().map(|(_, _, c)| *c),
-        "help": d.help,
+        "help": d.0.help,
     })
 }
 

@@ -3,6 +3,12 @@
 
 /// Lowercases and validates a host pattern; the error says what is wrong.
 pub fn normalize(raw: &str) -> Result<String, String> {
+    if raw.contains("://") {
+        return Err(format!("`{raw}` includes a scheme"));
+    }
+    if raw.contains('/') {
+        return Err(format!("`{raw}` includes a path"));
+    }
     let host = raw.to_ascii_lowercase();
     let name = host.strip_prefix("*.").unwrap_or(&host);
     let (name, port) = split_port(name);

@@ -59,8 +59,16 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
             }
         }
     };
-    let issuer = text(cx, "issuer", "give the token issuer (`iss` claim) as `issuer`");
-    let audience = text(cx, "audience", "give the expected token audience (`aud` claim) as `audience`");
+    let issuer = text(
+        cx,
+        "issuer",
+        "give the token issuer (`iss` claim) as `issuer`",
+    );
+    let audience = text(
+        cx,
+        "audience",
+        "give the expected token audience (`aud` claim) as `audience`",
+    );
 
     let keys = match f.get("keys") {
         Some(n) => keys(cx, n, insecure),
@@ -101,7 +109,11 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
     let max_age = match f.get("max_token_age") {
         Some(n) => match duration(cx, n, "max_token_age") {
             Some(0) => {
-                cx.error(n, "`max_token_age` must be greater than zero", "use e.g. `1h`");
+                cx.error(
+                    n,
+                    "`max_token_age` must be greater than zero",
+                    "use e.g. `1h`",
+                );
                 ok = false;
                 None
             }
@@ -137,7 +149,11 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
 fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8; 32])>> {
     let items = cx.seq(node, "keys")?;
     if items.is_empty() && !insecure {
-        cx.error(node, "`keys` must not be empty", "list at least one token signing key");
+        cx.error(
+            node,
+            "`keys` must not be empty",
+            "list at least one token signing key",
+        );
         return None;
     }
     let mut ok = true;
@@ -164,7 +180,12 @@ fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8
 
 fn key<'n>(cx: &mut Cx<'_>, node: &'n Node) -> Option<(String, &'n Node, [u8; 32])> {
     let f = cx.fields(node, "keys", "a key", KEY_KEYS)?;
-    let kid_node = cx.required(&f, "kid", "a key", "give the key id (`kid` in the token header)");
+    let kid_node = cx.required(
+        &f,
+        "kid",
+        "a key",
+        "give the key id (`kid` in the token header)",
+    );
     let kid = kid_node.and_then(|n| cx.name(n, "kid"));
     let bytes = match (f.get("public_key"), f.get("public_key_file")) {
         (Some(_), Some(file)) => {
@@ -189,7 +210,11 @@ fn key<'n>(cx: &mut Cx<'_>, node: &'n Node) -> Option<(String, &'n Node, [u8; 32
                 Ok(text) => match decode_key(&text) {
                     Ok(b) => Some(b),
                     Err(why) => {
-                        cx.error(n, format!("invalid key in `{}`: {why}", path.display()), KEY_HELP);
+                        cx.error(
+                            n,
+                            format!("invalid key in `{}`: {why}", path.display()),
+                            KEY_HELP,
+                        );
                         None
                     }
                 },
@@ -204,7 +229,12 @@ fn key<'n>(cx: &mut Cx<'_>, node: &'n Node) -> Option<(String, &'n Node, [u8; 32
             }
         }
         (None, None) => {
-            cx.missing(&f, "public_key", "a key", "give `public_key` (base64 or PEM) or `public_key_file`");
+            cx.missing(
+                &f,
+                "public_key",
+                "a key",
+                "give `public_key` (base64 or PEM) or `public_key_file`",
+            );
             None
         }
     };
@@ -244,7 +274,9 @@ pub fn duration(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<u64> {
         _ => None,
     };
     if parsed.is_none() {
-        let shown = node.scalar_text().unwrap_or_else(|| node.type_name().to_owned());
+        let shown = node
+            .scalar_text()
+            .unwrap_or_else(|| node.type_name().to_owned());
         cx.error(
             node,
             format!("invalid duration `{shown}` for `{what}`"),

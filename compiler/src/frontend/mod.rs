@@ -67,7 +67,10 @@ pub fn load(paths: &[PathBuf], version: Option<&str>) -> Result<Loaded, Vec<Diag
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                sources.push((SourceFile::new(path.display().to_string(), dir, text), hash_name));
+                sources.push((
+                    SourceFile::new(path.display().to_string(), dir, text),
+                    hash_name,
+                ));
             }
             Err(e) => diags.push(Diagnostic::bare(
                 Severity::Error,
@@ -80,12 +83,21 @@ pub fn load(paths: &[PathBuf], version: Option<&str>) -> Result<Loaded, Vec<Diag
 
 /// Like [`load`], from in-memory sources `(name, text)`; `public_key_file`
 /// paths are resolved against the directory part of `name`.
-pub fn load_sources(sources: &[(String, String)], version: Option<&str>) -> Result<Loaded, Vec<Diagnostic>> {
+pub fn load_sources(
+    sources: &[(String, String)],
+    version: Option<&str>,
+) -> Result<Loaded, Vec<Diagnostic>> {
     let files = sources
         .iter()
         .map(|(name, text)| {
-            let dir = Path::new(name).parent().map(Path::to_path_buf).unwrap_or_default();
-            (SourceFile::new(name.clone(), dir, text.clone()), name.clone())
+            let dir = Path::new(name)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            (
+                SourceFile::new(name.clone(), dir, text.clone()),
+                name.clone(),
+            )
         })
         .collect();
     compile(files, version, Vec::new())
@@ -133,9 +145,10 @@ fn collect_files(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<(PathBuf
                 }
             }
             Ok(_) => {
-                let name = root
-                    .file_name()
-                    .map_or_else(|| root.display().to_string(), |n| n.to_string_lossy().into_owned());
+                let name = root.file_name().map_or_else(
+                    || root.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
                 out.push((root.clone(), name));
             }
             Err(e) => diags.push(Diagnostic::bare(
@@ -195,7 +208,10 @@ fn classify(cx: &mut Cx<'_>, doc: &Node) -> Option<DocKind> {
     if doc.as_map().is_none() {
         cx.error(
             doc,
-            format!("a policy document must be a mapping, found {}", doc.type_name()),
+            format!(
+                "a policy document must be a mapping, found {}",
+                doc.type_name()
+            ),
             "start the document with `kind: ToolCatalog`, `kind: Identity` or `agent: <name>`",
         );
         return None;
@@ -217,7 +233,11 @@ fn classify(cx: &mut Cx<'_>, doc: &Node) -> Option<DocKind> {
             }
             _ => {
                 let shown = k.scalar_text().unwrap_or_else(|| k.type_name().to_owned());
-                cx.error(k, format!("unknown document kind `{shown}`"), diag::suggest(&shown, "known kinds", KINDS));
+                cx.error(
+                    k,
+                    format!("unknown document kind `{shown}`"),
+                    diag::suggest(&shown, "known kinds", KINDS),
+                );
                 None
             }
         },
@@ -243,7 +263,10 @@ fn compile(
         match yaml::parse_documents(file) {
             Ok(nodes) => {
                 for node in nodes {
-                    let mut cx = Cx { file, diags: &mut diags };
+                    let mut cx = Cx {
+                        file,
+                        diags: &mut diags,
+                    };
                     if let Some(kind) = classify(&mut cx, &node) {
                         docs.push((Arc::clone(file), node, kind));
                     }
@@ -254,15 +277,27 @@ fn compile(
     }
 
     let mut tools: Vec<catalog::ToolDef> = Vec::new();
-    for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Catalog)) {
-        let mut cx = Cx { file, diags: &mut diags };
+    for (file, node, _) in docs
+        .iter()
+        .filter(|(_, _, k)| matches!(k, DocKind::Catalog))
+    {
+        let mut cx = Cx {
+            file,
+            diags: &mut diags,
+        };
         catalog::parse(&mut cx, node, &mut tools);
     }
 
     let mut identity: Option<(ir::Identity, Loc)> = None;
     let mut identity_seen: Option<Loc> = None;
-    for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Identity)) {
-        let mut cx = Cx { file, diags: &mut diags };
+    for (file, node, _) in docs
+        .iter()
+        .filter(|(_, _, k)| matches!(k, DocKind::Identity))
+    {
+        let mut cx = Cx {
+            file,
+            diags: &mut diags,
+        };
         let at = node.key_node("kind").unwrap_or(node);
         if let Some(first) = &identity_seen {
             let d = cx
@@ -284,7 +319,10 @@ fn compile(
 
     let mut agents: Vec<agent::AgentDef> = Vec::new();
     for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Agent)) {
-        let mut cx = Cx { file, diags: &mut diags };
+        let mut cx = Cx {
+            file,
+            diags: &mut diags,
+        };
         let Some(def) = agent::parse(&mut cx, node, &mut tools) else {
             continue;
         };
@@ -305,7 +343,12 @@ fn compile(
                 def.agent.id,
                 first.loc.describe()
             ))
-            .with_secondary(&first.loc.file, first.loc.offset, first.loc.len, "first defined here");
+            .with_secondary(
+                &first.loc.file,
+                first.loc.offset,
+                first.loc.len,
+                "first defined here",
+            );
             diags.push(d);
             continue;
         }
@@ -318,7 +361,8 @@ fn compile(
     let version = match version {
         Some(v) => v.to_owned(),
         None => {
-            let named: Vec<(String, &str)> = sources.iter().map(|(f, n)| (n.clone(), f.text())).collect();
+            let named: Vec<(String, &str)> =
+                sources.iter().map(|(f, n)| (n.clone(), f.text())).collect();
             content_version(&named)
         }
     };

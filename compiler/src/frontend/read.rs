@@ -137,7 +137,11 @@ impl<'a> Cx<'a> {
     }
 
     /// A mapping with arbitrary string keys (conditions, headers).
-    pub fn open_map<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(String, &'n Node, &'n Node)>> {
+    pub fn open_map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+    ) -> Option<Vec<(String, &'n Node, &'n Node)>> {
         let Some(map) = node.as_map() else {
             self.wrong_type(node, what, "a mapping");
             return None;
@@ -169,7 +173,13 @@ impl<'a> Cx<'a> {
     }
 
     /// A required key's value.
-    pub fn required<'n>(&mut self, fields: &Fields<'n>, key: &str, ctx: &str, help: &str) -> Option<&'n Node> {
+    pub fn required<'n>(
+        &mut self,
+        fields: &Fields<'n>,
+        key: &str,
+        ctx: &str,
+        help: &str,
+    ) -> Option<&'n Node> {
         let v = fields.get(key);
         if v.is_none() {
             self.missing(fields, key, ctx, help);
@@ -189,7 +199,11 @@ impl<'a> Cx<'a> {
     pub fn name<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
         let s = self.str(node, what)?;
         if s.is_empty() {
-            self.error(node, format!("`{what}` must not be empty"), format!("give `{what}` a value"));
+            self.error(
+                node,
+                format!("`{what}` must not be empty"),
+                format!("give `{what}` a value"),
+            );
             return None;
         }
         Some(s)
@@ -232,7 +246,10 @@ impl<'a> Cx<'a> {
                 Some(s) => out.push((s, item)),
                 None => self.error(
                     item,
-                    format!("items of `{what}` must be strings, found {}", item.type_name()),
+                    format!(
+                        "items of `{what}` must be strings, found {}",
+                        item.type_name()
+                    ),
                     "quote the value to make it a string",
                 ),
             }
@@ -262,7 +279,11 @@ impl<'a> Cx<'a> {
         if ok {
             Some(n)
         } else {
-            let bound = if allow_zero { "zero or more" } else { "greater than zero" };
+            let bound = if allow_zero {
+                "zero or more"
+            } else {
+                "greater than zero"
+            };
             self.error(
                 node,
                 format!("`{what}` must be {bound}, found `{n}`"),
@@ -277,8 +298,7 @@ impl<'a> Cx<'a> {
 /// the separators.
 pub fn valid_ident(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 

@@ -151,8 +151,15 @@ fn catalog_compiles_to_ir() {
     assert!(files.actions.is_empty());
     let gh = &tools[3];
     assert_eq!(gh.mcp_path.as_deref(), Some("/mcp"));
-    let names: Vec<_> = gh.actions.iter().map(|a| (a.name.as_str(), a.method.clone(), a.write)).collect();
-    assert_eq!(names, vec![("create_issue", None, true), ("list_issues", None, false)]);
+    let names: Vec<_> = gh
+        .actions
+        .iter()
+        .map(|a| (a.name.as_str(), a.method.clone(), a.write))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("create_issue", None, true), ("list_issues", None, false)]
+    );
     assert!(l.warnings.is_empty());
 }
 
@@ -195,17 +202,31 @@ fn design_example_compiles() {
     assert_eq!(a.mode, Mode::Shadow);
     assert_eq!(
         a.allow_hosts.as_deref(),
-        Some(&["api.stripe.com".to_owned(), "*.acme.internal".to_owned(), "mcp.files.internal".to_owned()][..])
+        Some(
+            &[
+                "api.stripe.com".to_owned(),
+                "*.acme.internal".to_owned(),
+                "mcp.files.internal".to_owned()
+            ][..]
+        )
     );
     let b = a.budget.unwrap();
     assert_eq!((b.daily_usd, b.rps), (Some(20.0), Some(5.0)));
     let dlp = a.dlp.as_ref().unwrap();
     assert_eq!(
         dlp.detectors,
-        vec![Detector::Ssn, Detector::CreditCard, Detector::Dob, Detector::Email]
+        vec![
+            Detector::Ssn,
+            Detector::CreditCard,
+            Detector::Dob,
+            Detector::Email
+        ]
     );
     assert_eq!(dlp.action, DlpAction::Mask);
-    assert_eq!(dlp.custom, vec![("patient_id".to_owned(), "PT-[0-9]{8}".to_owned())]);
+    assert_eq!(
+        dlp.custom,
+        vec![("patient_id".to_owned(), "PT-[0-9]{8}".to_owned())]
+    );
 
     let ids: Vec<&str> = a.rules.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(
@@ -226,12 +247,24 @@ fn design_example_compiles() {
         r0.conditions,
         vec![
             pred("amount", Op::Le(5000.0)),
-            pred("currency", Op::In(vec![Scalar::Str("usd".into()), Scalar::Str("eur".into())])),
-            pred("description", Op::Matches("^[A-Za-z0-9 .,-]{0,140}$".into())),
+            pred(
+                "currency",
+                Op::In(vec![Scalar::Str("usd".into()), Scalar::Str("eur".into())])
+            ),
+            pred(
+                "description",
+                Op::Matches("^[A-Za-z0-9 .,-]{0,140}$".into())
+            ),
         ]
     );
     let r1 = &a.rules[1];
-    assert_eq!(r1.when, vec![pred("environment", Op::Eq(Scalar::Str("production".into())))]);
+    assert_eq!(
+        r1.when,
+        vec![pred(
+            "environment",
+            Op::Eq(Scalar::Str("production".into()))
+        )]
+    );
     assert_eq!(r1.approval, Approval::Always);
     assert!(a.rules[2].when.is_empty());
     assert_eq!(a.rules[2].approval, Approval::Never);
@@ -269,7 +302,13 @@ allowed_tools:
 "#;
     let l = ok(&[("catalog.yaml", CATALOG), ("a.yaml", agent)]);
     let r = &l.policy.agents[0].rules[0];
-    assert_eq!(r.when, vec![pred("metadata.order_id", Op::Exists), pred("amount", Op::Ge(10.0))]);
+    assert_eq!(
+        r.when,
+        vec![
+            pred("metadata.order_id", Op::Exists),
+            pred("amount", Op::Ge(10.0))
+        ]
+    );
     assert_eq!(
         r.conditions,
         vec![
@@ -281,7 +320,11 @@ allowed_tools:
             pred("customer", Op::Ne(Scalar::Str("cus_2".into()))),
             pred(
                 "card.last4",
-                Op::In(vec![Scalar::Str("4242".into()), Scalar::Num(1234.0), Scalar::Bool(true)])
+                Op::In(vec![
+                    Scalar::Str("4242".into()),
+                    Scalar::Num(1234.0),
+                    Scalar::Bool(true)
+                ])
             ),
             pred("card.last4", Op::NotIn(vec![Scalar::Str("x".into())])),
             pred("items.0.qty", Op::Lt(10.0)),
@@ -308,8 +351,15 @@ allowed_tools:
   - {name: stripe-payments, actions: [get_customer], conditions: {approval_needed: always}}
 ";
     let l = ok(&[("catalog.yaml", CATALOG), ("a.yaml", agent)]);
-    let ap: Vec<Approval> = l.policy.agents[0].rules.iter().map(|r| r.approval).collect();
-    assert_eq!(ap, vec![Approval::OnFailure, Approval::Never, Approval::Always]);
+    let ap: Vec<Approval> = l.policy.agents[0]
+        .rules
+        .iter()
+        .map(|r| r.approval)
+        .collect();
+    assert_eq!(
+        ap,
+        vec![Approval::OnFailure, Approval::Never, Approval::Always]
+    );
 
     let e = one_error(
         "agent: a
@@ -345,7 +395,8 @@ allowed_tools:
 
 #[test]
 fn multi_document_file() {
-    let text = format!("{CATALOG}---\n{SEED}---\nagent: other\ntenant: t1\nmode: enforce\n---\n# empty\n");
+    let text =
+        format!("{CATALOG}---\n{SEED}---\nagent: other\ntenant: t1\nmode: enforce\n---\n# empty\n");
     let l = ok(&[("all.yaml", &text)]);
     let ids: Vec<&str> = l.policy.agents.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, vec!["finance-agent", "t1/other"]);
@@ -366,15 +417,25 @@ fn agent_before_catalog_and_kind_agent_policy() {
 fn yaml_syntax_error() {
     let es = errors_of(&[("bad.yaml", "agent: a\nallowed_tools: [x\nmode: shadow\n")]);
     assert_eq!(es.len(), 1);
-    assert!(es[0].message().starts_with("invalid yaml: "), "{}", es[0].message());
+    assert!(
+        es[0].message().starts_with("invalid yaml: "),
+        "{}",
+        es[0].message()
+    );
     assert_eq!(es[0].location().unwrap().0, "bad.yaml");
     assert!(es[0].help_text().is_some());
 
     let es = errors_of(&[("dup.yaml", "agent: a\nagent: b\n")]);
-    assert_eq!(es[0].message(), "invalid yaml: duplicate mapping key: agent");
+    assert_eq!(
+        es[0].message(),
+        "invalid yaml: duplicate mapping key: agent"
+    );
     assert_eq!(at(&es[0]), (2, 1));
 
-    let es = errors_of(&[("alias.yaml", "agent: a\negress: {allow_hosts: [*.acme.internal]}\n")]);
+    let es = errors_of(&[(
+        "alias.yaml",
+        "agent: a\negress: {allow_hosts: [*.acme.internal]}\n",
+    )]);
     assert_eq!(es.len(), 1);
     assert!(es[0].message().starts_with("invalid yaml"));
 }
@@ -385,7 +446,10 @@ fn unknown_keys_with_suggestions() {
     assert_eq!(e.message(), "unknown key `allowed_tool` in an agent policy");
     assert_eq!(at(&e), (3, 1));
     let help = e.help_text().unwrap();
-    assert!(help.starts_with("did you mean `allowed_tools`? known keys: `kind`, `agent`"), "{help}");
+    assert!(
+        help.starts_with("did you mean `allowed_tools`? known keys: `kind`, `agent`"),
+        "{help}"
+    );
 
     let e = one_error(
         "agent: a
@@ -396,9 +460,15 @@ allowed_tools:
     condition: {max_amount: 5}
 ",
     );
-    assert_eq!(e.message(), "unknown key `condition` in an `allowed_tools` entry");
+    assert_eq!(
+        e.message(),
+        "unknown key `condition` in an `allowed_tools` entry"
+    );
     assert_eq!(at(&e), (6, 5));
-    assert!(e.help_text().unwrap().starts_with("did you mean `conditions`?"));
+    assert!(e
+        .help_text()
+        .unwrap()
+        .starts_with("did you mean `conditions`?"));
 
     let e = one_error(
         "agent: a
@@ -409,8 +479,14 @@ allowed_tools:
     conditions: {currency: {inn: [usd]}}
 ",
     );
-    assert_eq!(e.message(), "unknown operator `inn` in the condition on `currency`");
-    assert!(e.help_text().unwrap().starts_with("did you mean `in`? known operators: `eq`"));
+    assert_eq!(
+        e.message(),
+        "unknown operator `inn` in the condition on `currency`"
+    );
+    assert!(e
+        .help_text()
+        .unwrap()
+        .starts_with("did you mean `in`? known operators: `eq`"));
 
     let e = one_error("agent: a\negress: {allow_hosts: [api.stripe.com], deny_hosts: []}\n");
     assert_eq!(e.message(), "unknown key `deny_hosts` in `egress`");
@@ -430,7 +506,8 @@ allowed_tools:
     assert_eq!(e.message(), "`actions` must be a list, found a string");
     assert_eq!(at(&e), (5, 14));
 
-    let e = one_error("agent: a\negress: {allow_hosts: [api.stripe.com]}\nbudget: {daily_usd: lots}\n");
+    let e =
+        one_error("agent: a\negress: {allow_hosts: [api.stripe.com]}\nbudget: {daily_usd: lots}\n");
     assert_eq!(e.message(), "`daily_usd` must be a number, found a string");
     let e = one_error("agent: a\negress: {allow_hosts: [api.stripe.com]}\nbudget: {rps: 0}\n");
     assert_eq!(e.message(), "`rps` must be greater than zero, found `0`");
@@ -474,7 +551,10 @@ allowed_tools:
     actions: [create_payment, create_paymnt]
 ",
     );
-    assert_eq!(e.message(), "unknown action `create_paymnt` for tool `stripe-payments`");
+    assert_eq!(
+        e.message(),
+        "unknown action `create_paymnt` for tool `stripe-payments`"
+    );
     assert_eq!(at(&e), (5, 31));
     assert_eq!(
         e.help_text(),
@@ -491,14 +571,20 @@ egress: {allow_hosts: [mcp.github.internal]}
 allowed_tools: [{name: github, actions: [delete_repo]}]
 ",
     );
-    assert_eq!(e.message(), "unknown action `delete_repo` for tool `github`");
+    assert_eq!(
+        e.message(),
+        "unknown action `delete_repo` for tool `github`"
+    );
 }
 
 #[test]
 fn tool_without_catalog() {
     let es = errors_of(&[("seed.yaml", SEED)]);
     assert_eq!(es.len(), 1);
-    assert_eq!(es[0].message(), "unknown tool `stripe-payments`: no tool catalog is loaded");
+    assert_eq!(
+        es[0].message(),
+        "unknown tool `stripe-payments`: no tool catalog is loaded"
+    );
     assert_eq!(at(&es[0]), (3, 11));
     assert!(es[0].help_text().unwrap().contains("kind: ToolCatalog"));
 }
@@ -515,7 +601,11 @@ allowed_tools:
       description: {matches: \"(unclosed\"}
 ",
     );
-    assert!(e.message().starts_with("invalid regex `(unclosed`"), "{}", e.message());
+    assert!(
+        e.message().starts_with("invalid regex `(unclosed`"),
+        "{}",
+        e.message()
+    );
     assert_eq!(at(&e), (7, 30));
 
     let e = one_error(
@@ -528,7 +618,11 @@ allowed_tools:
       description: {not_matches: \"[a-z]{1000}[0-9]{1000}\\\\w{500}\"}
 ",
     );
-    assert!(e.message().contains("larger than the limit"), "{}", e.message());
+    assert!(
+        e.message().contains("larger than the limit"),
+        "{}",
+        e.message()
+    );
 
     let e = one_error(
         "agent: a
@@ -571,7 +665,10 @@ tools:
     assert_eq!(es.len(), 1);
     assert_eq!(es[0].message(), "duplicate tool `t`");
     assert_eq!(at(&es[0]), (4, 12));
-    assert!(es[0].help_text().unwrap().contains("first defined at c.yaml:3:12"));
+    assert!(es[0]
+        .help_text()
+        .unwrap()
+        .contains("first defined at c.yaml:3:12"));
 
     let dup_action = "kind: ToolCatalog
 tools:
@@ -597,7 +694,10 @@ tools:
 ";
     let es = errors_of(&[("c.yaml", same_route)]);
     assert_eq!(es.len(), 1);
-    assert_eq!(es[0].message(), "actions `x` and `y` both match `GET /c/{cid}`");
+    assert_eq!(
+        es[0].message(),
+        "actions `x` and `y` both match `GET /c/{cid}`"
+    );
     assert_eq!(at(&es[0]), (7, 38));
 
     let templates = "kind: ToolCatalog
@@ -635,7 +735,7 @@ tools:
     assert_eq!(
         msgs,
         vec![
-            "invalid host pattern: invalid character `/` in host `https://a.com`",
+            "invalid host pattern: `https://a.com` includes a scheme",
             "invalid host pattern: empty label in host `a..b`",
             "`hosts` must not be empty",
             "`actions` must not be empty",
@@ -653,25 +753,40 @@ tools:
 
 #[test]
 fn unknown_detector_and_dlp_errors() {
-    let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {detectors: [ssn, credit_cards]}\n");
+    let e =
+        one_error("agent: a\negress: {allow_hosts: []}\ndlp: {detectors: [ssn, credit_cards]}\n");
     assert_eq!(e.message(), "unknown detector `credit_cards`");
     assert_eq!(at(&e), (3, 24));
-    assert!(e.help_text().unwrap().starts_with("did you mean `credit_card`? built-in detectors: `ssn`"));
+    assert!(e
+        .help_text()
+        .unwrap()
+        .starts_with("did you mean `credit_card`? built-in detectors: `ssn`"));
 
-    let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: email, regex: x}]}\n");
-    assert_eq!(e.message(), "custom detector `email` has the name of a built-in detector");
-    let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: Patient-ID, regex: x}]}\n");
+    let e = one_error(
+        "agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: email, regex: x}]}\n",
+    );
+    assert_eq!(
+        e.message(),
+        "custom detector `email` has the name of a built-in detector"
+    );
+    let e = one_error(
+        "agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: Patient-ID, regex: x}]}\n",
+    );
     assert_eq!(e.message(), "invalid detector name `Patient-ID`");
     let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {action: redact}\n");
     assert_eq!(e.message(), "`dlp` enables no detector");
-    let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {detectors: [ssn], action: drop}\n");
+    let e =
+        one_error("agent: a\negress: {allow_hosts: []}\ndlp: {detectors: [ssn], action: drop}\n");
     assert_eq!(e.message(), "invalid `action` `drop`");
 }
 
 #[test]
 fn invalid_egress_host() {
     let e = one_error("agent: a\negress: {allow_hosts: [\"*\"]}\n");
-    assert_eq!(e.message(), "invalid host pattern: invalid character `*` in host `*`");
+    assert_eq!(
+        e.message(),
+        "invalid host pattern: invalid character `*` in host `*`"
+    );
     assert_eq!(at(&e), (2, 24));
 }
 
@@ -689,7 +804,10 @@ allowed_tools:
     );
     assert_eq!(e.message(), "`max_amount` needs a number, found `lots`");
     assert_eq!(at(&e), (7, 19));
-    assert!(e.help_text().unwrap().contains("`max_amount: <number>` means `amount <= <number>`"));
+    assert!(e
+        .help_text()
+        .unwrap()
+        .contains("`max_amount: <number>` means `amount <= <number>`"));
 
     let e = one_error(
         "agent: a
@@ -733,7 +851,10 @@ allowed_tools:
             ("`in` on `e` has an empty list", 11),
             ("`exists` only takes `true`", 12),
             ("invalid parameter path `g..h`", 13),
-            ("the condition on `i` needs a string, number or boolean, found a list", 14),
+            (
+                "the condition on `i` needs a string, number or boolean, found a list",
+                14
+            ),
         ]
     );
 }
@@ -775,8 +896,18 @@ allowed_tools:
 ",
         ),
     ]);
-    let ids: Vec<&str> = l.policy.agents[0].rules.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, vec!["a/stripe-payments/create_payment#0", "a/stripe-payments/create_payment#1"]);
+    let ids: Vec<&str> = l.policy.agents[0]
+        .rules
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "a/stripe-payments/create_payment#0",
+            "a/stripe-payments/create_payment#1"
+        ]
+    );
 
     // `*` after a catch-all for one action covers the remaining ones.
     let l = ok(&[
@@ -791,7 +922,11 @@ allowed_tools:
 ",
         ),
     ]);
-    let ids: Vec<&str> = l.policy.agents[0].rules.iter().map(|r| r.id.as_str()).collect();
+    let ids: Vec<&str> = l.policy.agents[0]
+        .rules
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
     assert_eq!(
         ids,
         vec![
@@ -867,7 +1002,10 @@ allowed_tools:
          calls to it will be denied"
     );
     assert_eq!(at(w), (4, 12));
-    assert_eq!(w.help_text(), Some("add `api.stripe.com` to `egress.allow_hosts`"));
+    assert_eq!(
+        w.help_text(),
+        Some("add `api.stripe.com` to `egress.allow_hosts`")
+    );
 }
 
 #[test]
@@ -881,7 +1019,11 @@ fn identity_documents() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("k.pem"), &pem).unwrap();
     std::fs::write(dir.path().join("k.b64"), format!("{b64}\n")).unwrap();
-    let pem_yaml = pem.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n");
+    let pem_yaml = pem
+        .lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let id = format!(
         "kind: Identity
 issuer: https://tokens.acme.internal
@@ -915,10 +1057,16 @@ clock_skew: 30s
     assert!(l.warnings.is_empty());
 
     // Demo mode: no keys needed, one loud warning, defaults.
-    let l = ok(&[("id.yaml", "kind: Identity\ninsecure_agent_header: true\nmax_token_age: 90\n")]);
+    let l = ok(&[(
+        "id.yaml",
+        "kind: Identity\ninsecure_agent_header: true\nmax_token_age: 90\n",
+    )]);
     let i = l.policy.identity.unwrap();
     assert!(i.insecure_agent_header);
-    assert_eq!((i.issuer.as_str(), i.audience.as_str(), i.keys.len()), ("", "", 0));
+    assert_eq!(
+        (i.issuer.as_str(), i.audience.as_str(), i.keys.len()),
+        ("", "", 0)
+    );
     assert_eq!(i.skew_secs, 60);
     assert_eq!(i.max_age_secs, Some(90));
     assert_eq!(i.agent_claim, "sub");
@@ -947,7 +1095,10 @@ claims: {agnet: sub}
     )]);
     let msgs: Vec<&str> = es.iter().map(Diagnostic::message).collect();
     assert_eq!(msgs[0], "missing key `audience` in an identity document");
-    assert_eq!(msgs[1], "invalid `public_key`: decodes to 3 bytes, expected 32");
+    assert_eq!(
+        msgs[1],
+        "invalid `public_key`: decodes to 3 bytes, expected 32"
+    );
     assert_eq!(msgs[2], "invalid `public_key`: not valid base64");
     assert!(msgs[3].starts_with("cannot read `nope.pem`"), "{}", msgs[3]);
     assert_eq!(msgs[4], "missing key `public_key` in a key");
@@ -965,7 +1116,10 @@ claims: {agnet: sub}
 
 #[test]
 fn document_kind_errors() {
-    let es = errors_of(&[("x.yaml", "kind: ToolCatalogue\ntools: []\n---\nfoo: 1\n---\n- a\n")]);
+    let es = errors_of(&[(
+        "x.yaml",
+        "kind: ToolCatalogue\ntools: []\n---\nfoo: 1\n---\n- a\n",
+    )]);
     let msgs: Vec<&str> = es.iter().map(Diagnostic::message).collect();
     assert_eq!(
         msgs,
@@ -975,7 +1129,10 @@ fn document_kind_errors() {
             "a policy document must be a mapping, found a list",
         ]
     );
-    assert!(es[0].help_text().unwrap().starts_with("did you mean `ToolCatalog`?"));
+    assert!(es[0]
+        .help_text()
+        .unwrap()
+        .starts_with("did you mean `ToolCatalog`?"));
     assert_eq!(at(&es[1]), (4, 1));
 }
 
@@ -1015,7 +1172,11 @@ fn load_from_directories() {
     std::fs::create_dir_all(root.join(".hidden")).unwrap();
     std::fs::write(root.join("catalog.yml"), CATALOG).unwrap();
     std::fs::write(root.join("agents/finance/seed.yaml"), SEED).unwrap();
-    std::fs::write(root.join("agents/finance/seed.cases.yaml"), "- not: a policy\n").unwrap();
+    std::fs::write(
+        root.join("agents/finance/seed.cases.yaml"),
+        "- not: a policy\n",
+    )
+    .unwrap();
     std::fs::write(root.join("agents/notes.txt"), "ignored").unwrap();
     std::fs::write(root.join(".hidden/x.yaml"), "garbage: [").unwrap();
 
@@ -1035,14 +1196,34 @@ fn load_from_directories() {
     std::fs::create_dir_all(other.path().join("agents/finance")).unwrap();
     std::fs::write(other.path().join("catalog.yml"), CATALOG).unwrap();
     std::fs::write(other.path().join("agents/finance/seed.yaml"), SEED).unwrap();
-    assert_eq!(load(&[other.path().to_path_buf()], None).unwrap().policy.version, l.policy.version);
+    assert_eq!(
+        load(&[other.path().to_path_buf()], None)
+            .unwrap()
+            .policy
+            .version,
+        l.policy.version
+    );
     // Any change changes it.
-    std::fs::write(other.path().join("agents/finance/seed.yaml"), format!("{SEED}\n")).unwrap();
-    assert_ne!(load(&[other.path().to_path_buf()], None).unwrap().policy.version, l.policy.version);
+    std::fs::write(
+        other.path().join("agents/finance/seed.yaml"),
+        format!("{SEED}\n"),
+    )
+    .unwrap();
+    assert_ne!(
+        load(&[other.path().to_path_buf()], None)
+            .unwrap()
+            .policy
+            .version,
+        l.policy.version
+    );
 
     // Files given directly, the override, and a file named twice.
     let l = load(
-        &[root.join("catalog.yml"), root.join("agents/finance/seed.yaml"), root.to_path_buf()],
+        &[
+            root.join("catalog.yml"),
+            root.join("agents/finance/seed.yaml"),
+            root.to_path_buf(),
+        ],
         Some("v42"),
     )
     .unwrap();
@@ -1070,7 +1251,10 @@ fn json_form() {
     let e = one_error("agent: a\negress: {allow_hosts: [api.stripe.com]}\nallowed_tool: []\n");
     let j = to_json(&e);
     assert_eq!(j["severity"], "error");
-    assert_eq!(j["message"], "unknown key `allowed_tool` in an agent policy");
+    assert_eq!(
+        j["message"],
+        "unknown key `allowed_tool` in an agent policy"
+    );
     assert_eq!(j["file"], "agent.yaml");
     assert_eq!(j["line"], 3);
     assert_eq!(j["column"], 1);
@@ -1088,7 +1272,10 @@ fn is_a_miette_diagnostic() {
     assert!(m.source_code().is_some());
     assert_eq!(m.labels().unwrap().count(), 1);
     let as_error: &dyn std::error::Error = &e;
-    assert_eq!(as_error.to_string(), "unknown key `allowed_tool` in an agent policy");
+    assert_eq!(
+        as_error.to_string(),
+        "unknown key `allowed_tool` in an agent policy"
+    );
 }
 
 #[test]

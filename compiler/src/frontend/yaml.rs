@@ -119,7 +119,8 @@ impl Node {
             Kind::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Kind::Int(i) => out.push_str(&i.to_string()),
             Kind::Float(f) => out.push_str(
-                &serde_json::Number::from_f64(*f).map_or_else(|| "null".to_owned(), |n| n.to_string()),
+                &serde_json::Number::from_f64(*f)
+                    .map_or_else(|| "null".to_owned(), |n| n.to_string()),
             ),
             Kind::Str(s) => out.push_str(&Value::String(s.clone()).to_string()),
             Kind::Seq(items) => {
@@ -304,10 +305,7 @@ fn syntax_error(file: &Arc<SourceFile>, e: &serde_saphyr::Error) -> Diagnostic {
         }
         None => (0, 0),
     };
-    let message = message.replace(
-        ", set DuplicateKeyPolicy in Options if acceptable",
-        "",
-    );
+    let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
     Diagnostic::at(
         Severity::Error,
         file,

@@ -18,6 +18,9 @@ pub enum Validator {
     /// IBAN mod-97 (ISO 13616); a failing match is retried without its
     /// trailing space-separated groups.
     Iban,
+    /// Secret-token prefix followed by enough token characters for that
+    /// prefix (`AIza` keys are cut at 35).
+    ApiKey,
 }
 
 impl Validator {
@@ -29,6 +32,7 @@ impl Validator {
             Validator::Luhn => luhn(m),
             Validator::Date => date(m),
             Validator::Iban => return iban(m),
+            Validator::ApiKey => return api_key(m),
         };
         ok.then_some(m.len())
     }
@@ -138,6 +142,32 @@ fn iban_ok(m: &[u8]) -> bool {
     r == 1
 }
 
+/// `(prefix, shortest tail, longest tail)`; the first matching prefix wins,
+/// so longer prefixes come before their own prefixes.
+const API_KEY_TAILS: [(&[u8], usize, usize); 14] = [
+    (b"github_pat_", 22, usize::MAX),
+    (b"sk_live_", 10, usize::MAX),
+    (b"sk_test_", 10, usize::MAX),
+    (b"rk_live_", 10, usize::MAX),
+    (b"rk_test_", 10, usize::MAX),
+    (b"sk-proj-", 20, usize::MAX),
+    (b"sk-svcacct-", 20, usize::MAX),
+    (b"sk-admin-", 20, usize::MAX),
+    (b"sk-ant-", 20, usize::MAX),
+    (b"sk-", 20, usize::MAX),
+    (b"glpat-", 20, usize::MAX),
+    (b"xox", 12, usize::MAX),
+    (b"gh", 18, usize::MAX),
+    (b"AIza", 35, 35),
+];
+
+fn api_key(m: &[u8]) -> Option<usize> {
+    // `xox?-` and `gh?_` are counted with their two variable bytes.
+    let (prefix, min, max) = API_KEY_TAILS.iter().find(|(p, _, _)| m.starts_with(p))?;
+    let tail = m.len() - prefix.len();
+    (tail >= *min).then(|| prefix.len() + tail.min(*max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +209,18 @@ mod tests {
         assert!(!date(b"02/30/1999"));
         assert!(date(b"31.12.1999"));
         assert!(!date(b"31.11.1999"));
+    }
+
+    #[test]
+    fn api_keys() {
+        assert_eq!(api_key(b"sk_live_4eC39HqLyjWDarjtT1zdp7dc"), Some(32));
+        assert_eq!(api_key(b"sk_live_short"), None);
+        assert_eq!(api_key(b"ghp_0123456789abcdef"), Some(20));
+        assert_eq!(api_key(b"ghp_0123456789abcde"), None);
+        assert_eq!(api_key(b"sk-learn"), None);
+        let google = b"AIzaSyA0123456789abcdefghijklmnopqrstuvwxyz";
+        assert_eq!(api_key(google), Some(39));
+        assert_eq!(api_key(&google[..38]), None);
     }
 
     #[test]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, lints (native and
+# the engine for wasm32-wasip1), the Rust test suites and the policy cases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain (from rust-toolchain.toml)"
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup component add rustfmt clippy >/dev/null
+rustup target add wasm32-wasip1 >/dev/null
+rustc --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (native, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo clippy (engine for wasm32-wasip1, no builder)"
+cargo clippy -p aegis-engine --target wasm32-wasip1 --locked -- -D warnings
+
+step "cargo build (engine for wasm32-wasip1)"
+cargo build -p aegis-engine --target wasm32-wasip1 --release --locked
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "aegis test policies/"
+cargo run --quiet --locked -p aegis-compiler --bin aegis -- test policies/
