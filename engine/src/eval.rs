@@ -123,8 +123,43 @@ pub enum Reason<'a> {
     BadRequest(ExtractError),
     DlpDenied { detector: &'a str },
     DlpError(dlp::DlpError),
-    Sanitized,
+    Sanitized(Redactions<'a>),
     Internal(&'static str),
+}
+
+/// Per-detector counts of what DLP rewrote.
+#[derive(Clone, Copy)]
+pub struct Redactions<'a> {
+    scanner: &'a dlp::Scanner,
+    counts: [u32; dlp::MAX_PATTERNS],
+}
+
+impl<'a> Redactions<'a> {
+    /// `(detector, count)` for every detector that fired.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, u32)> + '_ {
+        self.scanner
+            .pattern_names()
+            .zip(self.counts.iter().copied())
+            .filter(|(_, c)| *c > 0)
+    }
+}
+
+impl fmt::Debug for Redactions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for Redactions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, n)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name}: {n}")?;
+        }
+        Ok(())
+    }
 }
 
 struct Dotted<'a>(&'a [alloc::string::String], bool);
@@ -242,7 +277,9 @@ impl fmt::Display for Reason<'_> {
                 write!(f, "request body contains sensitive data ({detector})")
             }
             Reason::DlpError(e) => write!(f, "{e}"),
-            Reason::Sanitized => f.write_str("sensitive data in the request body was sanitized"),
+            Reason::Sanitized(r) => {
+                write!(f, "sensitive data in the request body was sanitized ({r})")
+            }
             Reason::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
@@ -654,7 +691,10 @@ impl Bundle {
                     Ok(dlp::Outcome::Clean) => {}
                     Ok(dlp::Outcome::Found { rewritten: true }) => {
                         d.verdict = Verdict::Sanitize;
-                        d.reason = Reason::Sanitized;
+                        d.reason = Reason::Sanitized(Redactions {
+                            scanner,
+                            counts: scratch.dlp.counts,
+                        });
                         return d;
                     }
                     Ok(dlp::Outcome::Found { rewritten: false }) => {
