@@ -143,7 +143,11 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
 pub fn parse_verifying_key(text: &str) -> Result<VerifyingKey, KeyError> {
     let text = text.trim();
     let vk = if text.starts_with("-----BEGIN") {
-        if text.starts_with("-----BEGIN PRIVATE KEY-----") {
+        if text
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("PRIVATE KEY"))
+        {
             return Err(KeyError::BadPublicKey(
                 "this is a private key; give the `.pub` file".into(),
             ));

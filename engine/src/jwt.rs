@@ -696,7 +696,10 @@ fn check_claims(c: &Claims<'_>, cfg: &IdentityConfig, now: i64) -> Result<Princi
 /// Verifies a compact JWS (the caller strips `Bearer `) at unix time `now`.
 ///
 /// Order: size and shape, header, signature, then claims: nothing in the
-/// payload is looked at before the signature holds. Allocates nothing.
+/// payload is looked at before the signature holds. Allocates nothing
+/// (one caveat: with ed25519-dalek's `std` feature, as in native builds with
+/// `compile`, a failed signature check boxes that library's error source;
+/// the filter builds the engine without `std`).
 pub fn verify(
     token: &[u8],
     cfg: &IdentityConfig,
