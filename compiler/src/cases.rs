@@ -78,11 +78,13 @@ pub fn parse_cases(name: &str, text: &str) -> Result<Vec<Case>, Diagnostic> {
     let file = SourceFile::new(name, dir, text.to_owned());
     let docs = yaml::parse_documents(&file)?;
     let mut diags = Vec::new();
+    let mut regexes = std::collections::HashSet::new();
     let mut cases = Vec::new();
     {
         let mut cx = Cx {
             file: &file,
             diags: &mut diags,
+            regexes: &mut regexes,
         };
         for doc in &docs {
             let Some(items) = cx.seq(doc, "cases") else {

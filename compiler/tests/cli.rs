@@ -1,5 +1,10 @@
 //! The `aegis` binary as scripts use it: exit codes, outputs, files.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,7 +18,10 @@ fn aegis(args: &[&str]) -> Output {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn stdout(o: &Output) -> String {
@@ -36,7 +44,13 @@ fn check_accepts_every_example_policy_folder() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             let o = aegis(&["check", path.to_str().unwrap()]);
-            assert_eq!(o.status.code(), Some(0), "{}: {}", path.display(), stderr(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                stderr(&o)
+            );
         }
     }
 }
@@ -76,11 +90,19 @@ fn keygen_compile_verify_round_trip() {
 
     let bundle = dir.path().join("b.bundle").display().to_string();
     let key = format!("{prefix}.key");
-    let o = aegis(&["compile", "policies/finance", "-o", &bundle, "--key", &key, "--format", "json"]);
+    let o = aegis(&[
+        "compile",
+        "policies/finance",
+        "-o",
+        &bundle,
+        "--key",
+        &key,
+        "--format",
+        "json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // Warnings come first as JSON lines; the summary is the last line.
-    let info: serde_json::Value =
-        serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
     assert_eq!(info["agents"], 2);
     assert!(info["signer"].is_string());
 
@@ -106,7 +128,12 @@ fn keygen_compile_verify_round_trip() {
     // An unsigned bundle does not verify.
     let unsigned = dir.path().join("u.bundle").display().to_string();
     aegis(&["compile", "policies/finance", "-o", &unsigned]);
-    assert_eq!(aegis(&["verify", &unsigned, "--pubkey", &public]).status.code(), Some(1));
+    assert_eq!(
+        aegis(&["verify", &unsigned, "--pubkey", &public])
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -114,7 +141,12 @@ fn eval_prints_one_json_object_per_case_from_sources_and_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let cases = "policies/healthcare/healthcare.cases.yaml";
     let from_sources = aegis(&["eval", "policies/healthcare", "--cases", cases]);
-    assert_eq!(from_sources.status.code(), Some(0), "{}", stderr(&from_sources));
+    assert_eq!(
+        from_sources.status.code(),
+        Some(0),
+        "{}",
+        stderr(&from_sources)
+    );
     let bundle = dir.path().join("h.bundle").display().to_string();
     aegis(&["compile", "policies/healthcare", "-o", &bundle]);
     let from_bundle = aegis(&["eval", &bundle, "--cases", cases]);
@@ -149,7 +181,11 @@ fn test_reports_failures_and_exits_1() {
         dir.path().join("catalog.yaml"),
     )
     .unwrap();
-    std::fs::copy(root().join("policies/finance/seed.yaml"), dir.path().join("seed.yaml")).unwrap();
+    std::fs::copy(
+        root().join("policies/finance/seed.yaml"),
+        dir.path().join("seed.yaml"),
+    )
+    .unwrap();
     write(
         dir.path(),
         "x.cases.yaml",
@@ -159,7 +195,10 @@ fn test_reports_failures_and_exits_1() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(out.contains("wrong on purpose"), "{out}");
-    assert!(out.contains("expected `allow`, got `approval_needed`"), "{out}");
+    assert!(
+        out.contains("expected `allow`, got `approval_needed`"),
+        "{out}"
+    );
     assert_eq!(out.lines().last(), Some("1 passed, 1 failed"));
 }
 
@@ -176,8 +215,20 @@ fn token_issue_is_accepted_by_a_policy_trusting_the_key() {
     let prefix = dir.path().join("issuer").display().to_string();
     aegis(&["keygen", "--out", &prefix]);
     let o = aegis(&[
-        "token", "issue", "--key", &format!("{prefix}.key"), "--kid", "k1", "--issuer", "iss",
-        "--audience", "aud", "--agent", "bot", "--ttl", "5m",
+        "token",
+        "issue",
+        "--key",
+        &format!("{prefix}.key"),
+        "--kid",
+        "k1",
+        "--issuer",
+        "iss",
+        "--audience",
+        "aud",
+        "--agent",
+        "bot",
+        "--ttl",
+        "5m",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let token = stdout(&o).trim().to_string();
@@ -196,9 +247,17 @@ fn token_issue_is_accepted_by_a_policy_trusting_the_key() {
             "- name: ok\n  request: {{method: GET, url: 'https://t.example/x', headers: {{authorization: 'Bearer {token}'}}}}\n  expect: {{decision: allow}}\n- name: no token\n  request: {{method: GET, url: 'https://t.example/x'}}\n  expect: {{decision: deny}}\n"
         ),
     );
-    let o = aegis(&["eval", dir.path().join("p.yaml").to_str().unwrap(), "--cases", &cases]);
+    let o = aegis(&[
+        "eval",
+        dir.path().join("p.yaml").to_str().unwrap(),
+        "--cases",
+        &cases,
+    ]);
     let out = stdout(&o);
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines[0]["decision"], "allow", "{out}");
     assert_eq!(lines[1]["decision"], "deny");
 }
@@ -214,10 +273,15 @@ fn explain_output_snapshot() {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(aegis(&["compile", "policies/finance"]).status.code(), Some(2));
+    assert_eq!(
+        aegis(&["compile", "policies/finance"]).status.code(),
+        Some(2)
+    );
     assert_eq!(aegis(&["nonsense"]).status.code(), Some(2));
     assert_eq!(
-        aegis(&["eval", "policies/finance", "--cases", "/nonexistent.yaml"]).status.code(),
+        aegis(&["eval", "policies/finance", "--cases", "/nonexistent.yaml"])
+            .status
+            .code(),
         Some(2)
     );
 }

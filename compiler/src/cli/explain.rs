@@ -95,10 +95,10 @@ pub fn explain_text(p: &Policy, agents: &[&Agent]) -> String {
     let _ = writeln!(s, "policy version {}", p.version);
     for a in agents {
         let _ = writeln!(s, "\nagent {} (mode {})", a.id, a.mode.as_str());
-        let egress = a
-            .allow_hosts
-            .as_ref()
-            .map_or_else(|| "any host (no egress restriction)".to_string(), |h| h.join(", "));
+        let egress = a.allow_hosts.as_ref().map_or_else(
+            || "any host (no egress restriction)".to_string(),
+            |h| h.join(", "),
+        );
         let _ = writeln!(s, "  egress: {egress}");
         if let Some(b) = &a.budget {
             let mut parts = Vec::new();

@@ -147,7 +147,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::ERROR } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -161,7 +165,13 @@ pub fn main() -> i32 {
             key,
             policy_version,
             format,
-        } => compile::run(&paths, &out, key.as_deref(), policy_version.as_deref(), format),
+        } => compile::run(
+            &paths,
+            &out,
+            key.as_deref(),
+            policy_version.as_deref(),
+            format,
+        ),
         Cmd::Verify {
             file,
             pubkey,

@@ -101,7 +101,10 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
         }
     }
     match format {
-        Format::Json => println!("{}", serde_json::json!({"passed": passed, "failed": failed})),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"passed": passed, "failed": failed})
+        ),
         Format::Human => println!("{passed} passed, {failed} failed"),
     }
     if passed + failed == 0 {

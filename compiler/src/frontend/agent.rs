@@ -38,15 +38,22 @@ const ENTRY_KEYS: &[&str] = &[
 const MODES: &[&str] = &["enforce", "shadow"];
 const DLP_ACTIONS: &[&str] = &["redact", "mask", "hash", "deny"];
 
-/// A compiled agent and where its name was given (for duplicate checks).
-pub struct AgentDef {
-    pub agent: ir::Agent,
-    pub loc: Loc,
+/// An agent seen so far and where its name was given (for duplicate checks).
+pub struct AgentKey {
+    tenant: Option<String>,
+    name: String,
+    loc: Loc,
 }
 
 /// Reads one agent policy document. `tools` may grow: open MCP tools learn
-/// the action names agents use.
-pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut [ToolDef]) -> Option<AgentDef> {
+/// the action names agents use. `seen` holds the agents of earlier
+/// documents, even those with errors, so duplicates are always reported.
+pub fn parse(
+    cx: &mut Cx<'_>,
+    doc: &Node,
+    tools: &mut [ToolDef],
+    seen: &mut Vec<AgentKey>,
+) -> Option<ir::Agent> {
     let f = cx.fields(doc, "agent", "an agent policy", AGENT_KEYS)?;
     let mut ok = true;
     let name_node = f.get("agent")?;
@@ -61,6 +68,11 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut [ToolDef]) -> Option<Agent
         },
         None => None,
     };
+    if let (Some(name), true) = (name, ok) {
+        if !check_duplicate(cx, name_node, name, tenant.as_deref(), seen) {
+            ok = false;
+        }
+    }
     let mode = match f.get("mode") {
         Some(n) => match cx.choice(n, "mode", MODES) {
             Some("shadow") => Some(ir::Mode::Shadow),
@@ -113,19 +125,56 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node, tools: &mut [ToolDef]) -> Option<Agent
     if !ok {
         return None;
     }
-    Some(AgentDef {
-        agent: ir::Agent {
-            id,
-            name: name.to_owned(),
-            tenant,
-            mode,
-            allow_hosts,
-            budget,
-            dlp,
-            rules,
-        },
-        loc: cx.loc(name_node),
+    Some(ir::Agent {
+        id,
+        name: name.to_owned(),
+        tenant,
+        mode,
+        allow_hosts,
+        budget,
+        dlp,
+        rules,
     })
+}
+
+/// Records the agent in `seen`; false (with an error) if it is already there.
+fn check_duplicate(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    name: &str,
+    tenant: Option<&str>,
+    seen: &mut Vec<AgentKey>,
+) -> bool {
+    let id = match tenant {
+        Some(t) => format!("{t}/{name}"),
+        None => name.to_owned(),
+    };
+    if let Some(first) = seen
+        .iter()
+        .find(|k| k.name == name && k.tenant.as_deref() == tenant)
+    {
+        let d = cx
+            .diag(Severity::Error, node, format!("duplicate agent `{id}`"))
+            .with_label("defined again here")
+            .with_help(format!(
+                "agent `{id}` is first defined at {}; merge the two policies",
+                first.loc.describe()
+            ))
+            .with_secondary(
+                &first.loc.file,
+                first.loc.offset,
+                first.loc.len,
+                "first defined here",
+            );
+        cx.push(d);
+        return false;
+    }
+    seen.push(AgentKey {
+        tenant: tenant.map(str::to_owned),
+        name: name.to_owned(),
+        loc: cx.loc(node),
+    });
+    true
 }
 
 fn egress(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<String>> {
@@ -202,12 +251,17 @@ fn dlp(cx: &mut Cx<'_>, node: &Node) -> Option<ir::Dlp> {
         None => Some(ir::DlpAction::Redact),
     };
     let mut custom: Vec<(String, String)> = Vec::new();
+    // Where each custom regex is, to point at it if the DLP build fails.
+    let mut custom_nodes: Vec<&Node> = Vec::new();
     if let Some(n) = f.get("custom") {
         match cx.seq(n, "custom") {
             Some(items) => {
                 for item in items {
                     match custom_detector(cx, item, &builtin, &custom) {
-                        Some(c) => custom.push(c),
+                        Some(c) => {
+                            custom.push(c);
+                            custom_nodes.push(item.get("regex").unwrap_or(item));
+                        }
                         None => ok = false,
                     }
                 }
@@ -229,10 +283,30 @@ fn dlp(cx: &mut Cx<'_>, node: &Node) -> Option<ir::Dlp> {
     if !ok {
         return None;
     }
+    let action = action?;
+    if !custom.is_empty() {
+        // Custom patterns have limits only the DLP builder knows (empty
+        // matches, combined DFA size, pattern count): ask it now, so the
+        // error points at the policy instead of failing the bundle build.
+        let built = aegis_engine::build::dlp::build_dlp(&detectors, &custom, action, [0; 32]);
+        if let Err(msg) = built {
+            let at = custom
+                .iter()
+                .zip(&custom_nodes)
+                .find(|((name, _), _)| msg.contains(&format!("`{name}`")))
+                .map_or(node, |(_, n)| *n);
+            cx.error(
+                at,
+                msg,
+                "make the custom regexes more specific (each must match at least one character) and keep them small",
+            );
+            return None;
+        }
+    }
     Some(ir::Dlp {
         detectors,
         custom,
-        action: action?,
+        action,
     })
 }
 

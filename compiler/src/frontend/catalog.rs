@@ -225,8 +225,8 @@ pub fn host(cx: &mut Cx<'_>, node: &Node, raw: &str) -> Option<String> {
             cx.error(
                 node,
                 format!("invalid host pattern: {why}"),
-                "use a host name such as `api.stripe.com`, optionally with a port \
-                 (`localhost:8080`) or a leading wildcard (`*.acme.internal`)",
+                "use a host name such as `api.stripe.com`, or a leading wildcard \
+                 such as `*.acme.internal`",
             );
             None
         }

@@ -103,7 +103,7 @@ fn condition(
         if matches!(value.kind, Kind::Map(_)) {
             break;
         }
-        let Some(n) = value.as_f64() else {
+        let Some(n) = value.as_f64().filter(|n| n.is_finite()) else {
             let shown = value
                 .scalar_text()
                 .map_or_else(|| value.type_name().to_owned(), |s| format!("`{s}`"));
@@ -237,7 +237,17 @@ fn scalar(cx: &mut Cx<'_>, node: &Node, param: &str) -> Option<Scalar> {
     match &node.kind {
         Kind::Str(s) => Some(Scalar::Str(s.clone())),
         Kind::Bool(b) => Some(Scalar::Bool(*b)),
-        Kind::Int(_) | Kind::Float(_) => node.as_f64().map(Scalar::Num),
+        Kind::Int(_) | Kind::Float(_) => match node.as_f64().filter(|n| n.is_finite()) {
+            Some(n) => Some(Scalar::Num(n)),
+            None => {
+                cx.error(
+                    node,
+                    format!("the condition on `{param}` compares with a number that is not finite"),
+                    "use a finite number",
+                );
+                None
+            }
+        },
         _ => {
             cx.error(
                 node,
@@ -300,7 +310,11 @@ fn regex(cx: &mut Cx<'_>, node: &Node, op: &str) -> Option<String> {
 
 /// Validates a policy regex (syntax and DFA size), reporting at `node`.
 pub fn check_regex(cx: &mut Cx<'_>, node: &Node, pattern: &str) -> bool {
+    if cx.regexes.contains(pattern) {
+        return true;
+    }
     let Err(msg) = validate_regex(pattern) else {
+        cx.regexes.insert(pattern.to_owned());
         return true;
     };
     let (message, help) = if msg.contains("larger than the limit") {

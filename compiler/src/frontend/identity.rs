@@ -2,9 +2,6 @@
 //! audience, Ed25519 keys, claim names, token age limits).
 
 use aegis_engine::ir;
-use base64::Engine as _;
-use ed25519_dalek::pkcs8::DecodePublicKey as _;
-use ed25519_dalek::VerifyingKey;
 
 use super::read::Cx;
 use super::yaml::{Kind, Node};
@@ -246,24 +243,11 @@ const KEY_HELP: &str = "give the Ed25519 public key as base64 of its 32 raw byte
 
 /// Raw 32-byte Ed25519 key from base64 (any common alphabet) or SPKI PEM.
 pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    if text.starts_with("-----BEGIN") {
-        return VerifyingKey::from_public_key_pem(text)
-            .map(|k| k.to_bytes())
-            .map_err(|e| format!("not an Ed25519 public key in PEM form ({e})"));
-    }
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let raw = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|e| e.decode(text).ok())
-        .ok_or_else(|| "not valid base64".to_owned())?;
-    let bytes: [u8; 32] = raw
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("decodes to {} bytes, expected 32", raw.len()))?;
-    VerifyingKey::from_bytes(&bytes)
+    // One parser for every public key the project reads: it also refuses
+    // weak (small-order) keys, which would otherwise fail only at load time.
+    crate::keys::parse_verifying_key(text)
         .map(|k| k.to_bytes())
-        .map_err(|_| "not a valid Ed25519 public key".to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `30s`, `15m`, `1h`, `2d`, or a whole number of seconds.

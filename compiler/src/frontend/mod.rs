@@ -41,7 +41,7 @@ pub struct Loaded {
 ///
 /// `paths`: files or directories (recursive, `*.yaml` / `*.yml`, skipping
 /// `*.cases.yaml` / `*.cases.yml` and hidden entries). Files named
-/// explicitly are always read.
+/// explicitly are read whatever their extension, except test-case files.
 /// `version`: policy version override; when `None`, the first 12 hex chars
 /// of a SHA-256 over all sources (sorted by path; each path and content
 /// hashed). A directory's files are hashed by their path relative to it, a
@@ -144,6 +144,9 @@ fn collect_files(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<(PathBuf
                     out.push((p, rel));
                 }
             }
+            // A shell glob such as `policies/*.yaml` also matches the test
+            // cases; they are never policy.
+            Ok(_) if is_cases_file(&root.file_name().unwrap_or_default().to_string_lossy()) => {}
             Ok(_) => {
                 let name = root.file_name().map_or_else(
                     || root.display().to_string(),
@@ -190,9 +193,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
 }
 
 fn is_policy_file(name: &str) -> bool {
-    (name.ends_with(".yaml") || name.ends_with(".yml"))
-        && !name.ends_with(".cases.yaml")
-        && !name.ends_with(".cases.yml")
+    (name.ends_with(".yaml") || name.ends_with(".yml")) && !is_cases_file(name)
+}
+
+fn is_cases_file(name: &str) -> bool {
+    name.ends_with(".cases.yaml") || name.ends_with(".cases.yml")
 }
 
 /// What a document is, decided by `kind` or the `agent` key.
@@ -259,6 +264,7 @@ fn compile(
     mut diags: Vec<Diagnostic>,
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut docs: Vec<(Arc<SourceFile>, Node, DocKind)> = Vec::new();
+    let mut regexes = std::collections::HashSet::new();
     for (file, _) in &sources {
         match yaml::parse_documents(file) {
             Ok(nodes) => {
@@ -266,6 +272,7 @@ fn compile(
                     let mut cx = Cx {
                         file,
                         diags: &mut diags,
+                        regexes: &mut regexes,
                     };
                     if let Some(kind) = classify(&mut cx, &node) {
                         docs.push((Arc::clone(file), node, kind));
@@ -284,11 +291,12 @@ fn compile(
         let mut cx = Cx {
             file,
             diags: &mut diags,
+            regexes: &mut regexes,
         };
         catalog::parse(&mut cx, node, &mut tools);
     }
 
-    let mut identity: Option<(ir::Identity, Loc)> = None;
+    let mut identity: Option<ir::Identity> = None;
     let mut identity_seen: Option<Loc> = None;
     for (file, node, _) in docs
         .iter()
@@ -297,6 +305,7 @@ fn compile(
         let mut cx = Cx {
             file,
             diags: &mut diags,
+            regexes: &mut regexes,
         };
         let at = node.key_node("kind").unwrap_or(node);
         if let Some(first) = &identity_seen {
@@ -312,47 +321,20 @@ fn compile(
             continue;
         }
         identity_seen = Some(cx.loc(at));
-        if let Some(id) = identity::parse(&mut cx, node) {
-            identity = Some((id, cx.loc(at)));
-        }
+        identity = identity::parse(&mut cx, node);
     }
 
-    let mut agents: Vec<agent::AgentDef> = Vec::new();
+    let mut agents: Vec<ir::Agent> = Vec::new();
+    let mut seen_agents = Vec::new();
     for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Agent)) {
         let mut cx = Cx {
             file,
             diags: &mut diags,
+            regexes: &mut regexes,
         };
-        let Some(def) = agent::parse(&mut cx, node, &mut tools) else {
-            continue;
-        };
-        if let Some(first) = agents
-            .iter()
-            .find(|a| a.agent.tenant == def.agent.tenant && a.agent.name == def.agent.name)
-        {
-            let d = Diagnostic::at(
-                Severity::Error,
-                &def.loc.file,
-                def.loc.offset,
-                def.loc.len,
-                format!("duplicate agent `{}`", def.agent.id),
-            )
-            .with_label("defined again here")
-            .with_help(format!(
-                "agent `{}` is first defined at {}; merge the two policies",
-                def.agent.id,
-                first.loc.describe()
-            ))
-            .with_secondary(
-                &first.loc.file,
-                first.loc.offset,
-                first.loc.len,
-                "first defined here",
-            );
-            diags.push(d);
-            continue;
+        if let Some(a) = agent::parse(&mut cx, node, &mut tools, &mut seen_agents) {
+            agents.push(a);
         }
-        agents.push(def);
     }
 
     if diags.iter().any(Diagnostic::is_error) {
@@ -369,9 +351,9 @@ fn compile(
     Ok(Loaded {
         policy: ir::Policy {
             version,
-            identity: identity.map(|(i, _)| i),
+            identity,
             tools: tools.into_iter().map(|t| t.tool).collect(),
-            agents: agents.into_iter().map(|a| a.agent).collect(),
+            agents,
         },
         warnings: diags,
     })

@@ -426,10 +426,7 @@ fn yaml_syntax_error() {
     assert!(es[0].help_text().is_some());
 
     let es = errors_of(&[("dup.yaml", "agent: a\nagent: b\n")]);
-    assert_eq!(
-        es[0].message(),
-        "invalid yaml: duplicate mapping key: agent"
-    );
+    assert_eq!(es[0].message(), "duplicate key `agent`");
     assert_eq!(at(&es[0]), (2, 1));
 
     let es = errors_of(&[(
@@ -650,8 +647,14 @@ fn duplicate_agents() {
     let t = "agent: finance-agent\ntenant: acme\negress: {allow_hosts: []}\n";
     ok(&[("one.yaml", a), ("two.yaml", t)]);
     let es = errors_of(&[("x.yaml", &format!("{t}---\n{t}"))]);
+    assert_eq!(es.len(), 1);
     assert_eq!(es[0].message(), "duplicate agent `acme/finance-agent`");
     assert_eq!(at(&es[0]), (5, 8));
+
+    // Reported even when the first definition has other errors.
+    let es = errors_of(&[("x.yaml", "agent: a\nmode: loud\n---\nagent: a\n")]);
+    let msgs: Vec<&str> = es.iter().map(Diagnostic::message).collect();
+    assert_eq!(msgs, vec!["invalid `mode` `loud`", "duplicate agent `a`"]);
 }
 
 #[test]
@@ -773,6 +776,12 @@ fn unknown_detector_and_dlp_errors() {
         "agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: Patient-ID, regex: x}]}\n",
     );
     assert_eq!(e.message(), "invalid detector name `Patient-ID`");
+    let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {custom: [{name: ok, regex: x}, {name: opt, regex: \"y*\"}]}\n");
+    assert_eq!(
+        e.message(),
+        "regex `y*` for custom detector `opt` can match the empty string"
+    );
+    assert_eq!(at(&e), (3, 57));
     let e = one_error("agent: a\negress: {allow_hosts: []}\ndlp: {action: redact}\n");
     assert_eq!(e.message(), "`dlp` enables no detector");
     let e =
@@ -819,6 +828,20 @@ allowed_tools:
 ",
     );
     assert_eq!(e.message(), "`min_amount` needs a number, found a list");
+
+    let e = one_error(
+        "agent: a
+egress: {allow_hosts: [api.stripe.com]}
+allowed_tools:
+  - {name: stripe-payments, actions: [create_payment], conditions: {max_amount: .nan}}
+",
+    );
+    // The YAML reader already refuses non-finite numbers.
+    assert!(
+        e.message().starts_with("invalid yaml: non-finite float"),
+        "{}",
+        e.message()
+    );
 }
 
 #[test]
@@ -1097,9 +1120,12 @@ claims: {agnet: sub}
     assert_eq!(msgs[0], "missing key `audience` in an identity document");
     assert_eq!(
         msgs[1],
-        "invalid `public_key`: decodes to 3 bytes, expected 32"
+        "invalid `public_key`: not an Ed25519 public key: decodes to 3 bytes, expected 32"
     );
-    assert_eq!(msgs[2], "invalid `public_key`: not valid base64");
+    assert_eq!(
+        msgs[2],
+        "invalid `public_key`: not an Ed25519 public key: neither PEM nor base64"
+    );
     assert!(msgs[3].starts_with("cannot read `nope.pem`"), "{}", msgs[3]);
     assert_eq!(msgs[4], "missing key `public_key` in a key");
     assert_eq!(msgs[5], "unknown key `agnet` in `claims`");
@@ -1217,11 +1243,13 @@ fn load_from_directories() {
         l.policy.version
     );
 
-    // Files given directly, the override, and a file named twice.
+    // Files given directly (a cases file among them, as a shell glob would
+    // pass it), the override, and a file named twice.
     let l = load(
         &[
             root.join("catalog.yml"),
             root.join("agents/finance/seed.yaml"),
+            root.join("agents/finance/seed.cases.yaml"),
             root.to_path_buf(),
         ],
         Some("v42"),
@@ -1262,6 +1290,8 @@ fn json_form() {
     let bare = Diagnostic::bare(Severity::Error, "cannot read `x`");
     let j = to_json(&bare);
     assert!(j["file"].is_null() && j["line"].is_null() && j["help"].is_null());
+    assert!(render(&bare).contains("cannot read `x`"));
+    assert_eq!(bare.location(), None);
 }
 
 #[test]
@@ -1341,4 +1371,37 @@ allowed_tools:
 fn snapshot_warning() {
     let l = ok(&[("catalog.yaml", CATALOG), ("seed.yaml", SEED)]);
     insta::assert_snapshot!(render(&l.warnings[0]));
+}
+
+#[test]
+fn compiled_ir_builds_a_bundle() {
+    // The IR the front-end emits must be accepted by the engine's builder.
+    let l = ok(&[
+        ("catalog.yaml", CATALOG),
+        ("full.yaml", FULL),
+        ("seed.yaml", SEED),
+    ]);
+    let opts = aegis_engine::build::bundle::BuildOptions::default();
+    let bytes = aegis_engine::build::bundle::compile(&l.policy, &opts, None);
+    assert!(bytes.is_ok(), "{:?}", bytes.err());
+}
+
+#[test]
+#[ignore = "timing probe, run by hand"]
+fn thousand_agents_timing() {
+    let mut text = String::new();
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "---\nagent: agent-{i}\ntenant: t{}\negress: {{allow_hosts: [api.stripe.com]}}\ndlp: {{detectors: [ssn, email]}}\nallowed_tools:\n  - name: stripe-payments\n    actions: [create_payment]\n    conditions:\n      max_amount: {i}\n      currency: {{in: [usd, eur]}}\n      description: {{matches: \"^[A-Za-z0-9 .,-]{{0,140}}$\"}}\n      memo: {{not_matches: \"secret-{}\"}}\n  - name: stripe-payments\n    actions: [\"*\"]\n    when: {{customer: cus_{i}}}\n",
+            i % 7,
+            i % 10
+        ));
+    }
+    let t = std::time::Instant::now();
+    let l = ok(&[("catalog.yaml", CATALOG), ("many.yaml", &text)]);
+    eprintln!(
+        "1000 agents: {:?}, {} rules",
+        t.elapsed(),
+        l.policy.agents.iter().map(|a| a.rules.len()).sum::<usize>()
+    );
 }

@@ -306,6 +306,16 @@ fn syntax_error(file: &Arc<SourceFile>, e: &serde_saphyr::Error) -> Diagnostic {
         None => (0, 0),
     };
     let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        return Diagnostic::at(
+            Severity::Error,
+            file,
+            offset,
+            len,
+            format!("duplicate key `{key}`"),
+        )
+        .with_help("each key may appear only once in a mapping; merge the two values");
+    }
     Diagnostic::at(
         Severity::Error,
         file,
