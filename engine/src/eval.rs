@@ -9,7 +9,9 @@ use crate::bundle::{agent_key, AgentM, Bundle, Lit, OpM, PredM, RuleM, TSeg, Too
 use crate::dfa::{full_match, is_match};
 use crate::dlp;
 use crate::jwt::{self, JwtError};
-use crate::params::{extract_form, extract_json, ExtractError, Text, Value, MAX_PARAMS};
+use crate::params::{
+    extract_form, extract_json, parse_number, ExtractError, Text, Value, MAX_PARAMS,
+};
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
 
@@ -574,7 +576,9 @@ impl Bundle {
             }
         }
         let extracted = (|| {
-            if let Some(q) = query {
+            // An MCP server reads its arguments from the JSON-RPC body only;
+            // a query string must not fill in what the body leaves out.
+            if let Some(q) = query.filter(|_| !is_mcp) {
                 extract_form(q.as_bytes(), &tool.params, &mut slots, limits.max_params as usize)?;
             }
             if !body.is_empty() {
@@ -757,7 +761,12 @@ impl Bundle {
 fn lit_eq(l: &Lit, v: &Value<'_>) -> bool {
     match (l, v) {
         (Lit::Str(s), Value::Text(t)) => t.eq_bytes(s.as_bytes()),
-        (Lit::Str(s), Value::Num(n)) => *n == s.as_str(),
+        // A string literal that spells a number equals that number.
+        (Lit::Str(s), Value::Num(_)) => match (parse_number(s.bytes()), v.number()) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        },
+        (Lit::Str(s), Value::Bool(b)) => s == if *b { "true" } else { "false" },
         (Lit::Num(n), _) => v.number() == Some(*n),
         (Lit::Bool(b), Value::Bool(x)) => b == x,
         (Lit::Bool(b), Value::Text(t)) => t.eq_bytes(if *b { b"true" } else { b"false" }),
