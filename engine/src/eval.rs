@@ -378,7 +378,7 @@ impl Bundle {
     }
 
     fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<&AgentM> {
-        let key = (tenant.unwrap_or(""), name);
+        let key = (tenant, name);
         self.model
             .agents
             .binary_search_by(|a| agent_key(a).cmp(&key))

@@ -120,8 +120,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
 
     let mut order: Vec<&ir::Agent> = policy.agents.iter().collect();
     order.sort_by(|a, b| {
-        (a.tenant.as_deref().unwrap_or(""), a.name.as_str())
-            .cmp(&(b.tenant.as_deref().unwrap_or(""), b.name.as_str()))
+        (a.tenant.as_deref(), a.name.as_str()).cmp(&(b.tenant.as_deref(), b.name.as_str()))
     });
     let mut agents = Vec::with_capacity(order.len());
     for a in order {

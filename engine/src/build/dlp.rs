@@ -7,13 +7,15 @@
 //! a regex cannot express (Luhn, mod-97, calendar dates) are recorded as a
 //! [`Validator`] per pattern and run by the scanner.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use regex_automata::dfa::{dense, StartKind};
+use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::nfa::thompson;
-use regex_automata::util::syntax;
-use regex_automata::MatchKind;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::{start, syntax};
+use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
 use crate::dlp::{DlpPattern, DlpSpec, Validator, MAX_PATTERNS};
@@ -25,31 +27,58 @@ const MAX_NAME_LEN: usize = 64;
 /// Priority order of the built-in detectors in the leftmost-first DFA.
 /// Priority only matters between matches that start at the same byte;
 /// patterns that can cover a longer span come first so that the larger
-/// secret wins (an email whose local part looks like an SSN is redacted
-/// as a whole).
+/// secret wins. A validator that rejects a match does not let a
+/// lower-priority pattern match at the same start, so heads that can start
+/// at the same byte are ordered by hand.
 const PRIORITY: [Detector; 10] = [
     Detector::PrivateKey,
     Detector::Jwt,
     Detector::Email,
     Detector::ApiKey,
-    Detector::AwsAccessKey,
+    // Before `A` + 19: an Austrian IBAN is 20 characters starting with `AT`.
     Detector::Iban,
+    Detector::AwsAccessKey,
     Detector::CreditCard,
     Detector::Ssn,
     Detector::Phone,
     Detector::Dob,
 ];
 
-/// The regex and validator of a built-in detector.
+/// How a built-in detector is searched.
+pub struct Builtin {
+    /// Pattern of the combined DFA.
+    pub regex: &'static str,
+    /// Confirms and delimits a match.
+    pub validator: Validator,
+    /// Length of the shortest possible detection.
+    pub min_len: usize,
+    /// Every match holds one of these bytes (inclusive ranges) a few bytes
+    /// after its start; rare bytes, so that the scanner can skip the text
+    /// between them. Checked against the DFA when a spec is built.
+    pub triggers: &'static [(u8, u8)],
+}
+
+const DIGITS: &[(u8, u8)] = &[(b'0', b'9')];
+
+/// The built-in detector `d`.
 ///
 /// Every pattern is ASCII-only (`(?-u)`) and uses ASCII word boundaries:
-/// a DFA cannot evaluate a Unicode `\b` next to non-ASCII text.
-pub fn detector_regex(d: Detector) -> (&'static str, Validator) {
-    match d {
+/// a DFA cannot evaluate a Unicode `\b` next to non-ASCII text. Where a
+/// precise regex would multiply the states of the combined DFA (literal
+/// alternatives splitting the byte classes, counted or unbounded runs that
+/// cross the separators where other detectors restart) the pattern is a
+/// short distinctive head and the validator does the rest (see
+/// `dlp::validate`). Short heads also keep every match within a few bytes
+/// of a trigger byte, which lets the scanner skip the text in between.
+pub fn builtin(d: Detector) -> Builtin {
+    type Row = (&'static str, Validator, usize, &'static [(u8, u8)]);
+    let (regex, validator, min_len, triggers): Row = match d {
         // Separators must agree: `123-45-6789`, `123 45 6789`, `123.45.6789`.
         Detector::Ssn => (
             r"(?-u)\b[0-9]{3}(?:-[0-9]{2}-|\x20[0-9]{2}\x20|\.[0-9]{2}\.)[0-9]{4}\b",
             Validator::Ssn,
+            11,
+            DIGITS,
         ),
         // 13-19 digits in one run, or grouped 4-4-4-4(-3), 4-4-4-x, 4-6-4/5
         // with one kind of separator.
@@ -63,11 +92,11 @@ pub fn detector_regex(d: Detector) -> (&'static str, Validator) {
                 r")\b"
             ),
             Validator::Luhn,
+            13,
+            DIGITS,
         ),
-        Detector::Email => (
-            r"(?-u)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
-            Validator::None,
-        ),
+        // Head: `@` after a word byte, one domain byte.
+        Detector::Email => (r"(?-u)\b@[A-Za-z0-9]", Validator::Email, 6, &[(b'@', b'@')]),
         // North American forms with an optional +1, then E.164.
         Detector::Phone => (
             concat!(
@@ -76,16 +105,19 @@ pub fn detector_regex(d: Detector) -> (&'static str, Validator) {
                 r"|\+[0-9]{8,15})\b"
             ),
             Validator::None,
+            9,
+            DIGITS,
         ),
-        // YYYY-MM-DD, MM/DD/YYYY, DD.MM.YYYY; days per month checked later.
+        // YYYY-MM-DD, MM/DD/YYYY, DD.MM.YYYY; ranges checked by the validator.
         Detector::Dob => (
             concat!(
-                r"(?-u)\b(?:(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])",
-                r"|(?:0[1-9]|1[0-2])/(?:0[1-9]|[12][0-9]|3[01])/(?:19|20)[0-9]{2}",
-                r"|(?:0[1-9]|[12][0-9]|3[01])\.(?:0[1-9]|1[0-2])\.(?:19|20)[0-9]{2}",
-                r")\b"
+                r"(?-u)\b(?:[0-9]{4}-[0-9]{2}-[0-9]{2}",
+                r"|[0-9]{2}/[0-9]{2}/[0-9]{4}",
+                r"|[0-9]{2}\.[0-9]{2}\.[0-9]{4})\b"
             ),
             Validator::Date,
+            10,
+            DIGITS,
         ),
         // Country, check digits, BBAN; plain or in groups of four.
         Detector::Iban => (
@@ -94,46 +126,47 @@ pub fn detector_regex(d: Detector) -> (&'static str, Validator) {
                 r"|(?:\x20[A-Z0-9]{4}){2,7}(?:\x20[A-Z0-9]{1,3})?)\b"
             ),
             Validator::Iban,
+            15,
+            DIGITS,
         ),
+        // `A` + 19; the validator checks the AKIA/ASIA/... prefix.
         Detector::AwsAccessKey => (
-            concat!(
-                r"(?-u)\b(?:A3T[A-Z0-9]|AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)",
-                r"[A-Z0-9]{16}\b"
-            ),
-            Validator::None,
+            r"(?-u)\bA[A-Z0-9]{19}\b",
+            Validator::AwsKeyId,
+            20,
+            &[(b'A', b'A')],
         ),
-        // Prefix, then the token's run of characters; the minimum length
-        // per prefix is checked by the validator (counted repetitions of
-        // overlapping classes would blow up the DFA). Plain `sk-` needs an
-        // alphanumeric run so that prose such as
-        // `sk-learn-tutorial-for-beginners` is not a key.
+        // Token prefixes with their variable letters as classes; the
+        // validator checks the exact prefix and the token length.
         Detector::ApiKey => (
             concat!(
-                r"(?-u)\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]+",
-                r"|gh[opusr]_[A-Za-z0-9]+",
-                r"|github_pat_[A-Za-z0-9_]+",
-                r"|glpat-[A-Za-z0-9_\-]+",
-                r"|xox[bpoars]-[A-Za-z0-9\-]+",
-                r"|sk-(?:proj|svcacct|admin|ant)-[A-Za-z0-9_\-]+",
-                r"|sk-[A-Za-z0-9]+",
-                r"|AIza[A-Za-z0-9_\-]+)"
+                r"(?-u)\b(?:[sr]k_[a-z]{4}_|gh[a-z]_|g[a-z]{5}_[a-z]{3}_|gl[a-z]{3}-",
+                r"|xox[a-z]-|sk-[a-z]{3,7}-|sk-|AIza)[A-Za-z0-9]"
             ),
             Validator::ApiKey,
+            15,
+            &[(b'-', b'-'), (b'A', b'A'), (b'_', b'_')],
         ),
-        // A whole PEM block; a block cut short (no END line) is still a
-        // secret: then the header and the base64 that follows it match.
+        // Head: the start of a PEM header line.
         Detector::PrivateKey => (
-            concat!(
-                r"(?-u)-----BEGIN[\x20A-Z0-9]*PRIVATE\x20KEY(?:\x20BLOCK)?-----",
-                r"(?:[\x20-\x7E\t\r\n]*?-----END[\x20A-Z0-9]*PRIVATE\x20KEY(?:\x20BLOCK)?-----",
-                r"|[A-Za-z0-9+/=\t\r\n\x20]*)"
-            ),
-            Validator::None,
+            r"(?-u)-----BEGIN\x20",
+            Validator::PrivateKey,
+            27,
+            &[(b'-', b'-')],
         ),
+        // Head: the start of a base64url JSON header.
         Detector::Jwt => (
-            r"(?-u)\beyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*",
-            Validator::None,
+            r"(?-u)\beyJ[A-Za-z0-9_\-]",
+            Validator::Jwt,
+            10,
+            &[(b'J', b'J')],
         ),
+    };
+    Builtin {
+        regex,
+        validator,
+        min_len,
+        triggers,
     }
 }
 
@@ -146,27 +179,37 @@ pub fn build_dlp(
     action: DlpAction,
     hash_key: [u8; 32],
 ) -> Result<DlpSpec, String> {
-    let mut names: Vec<String> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     let mut patterns: Vec<DlpPattern> = Vec::new();
+    let mut singles: Vec<dense::DFA<Vec<u32>>> = Vec::new();
     let mut min_len = usize::MAX;
-    let mut context_free = true;
+    let mut triggers = [false; 256];
 
     for d in PRIORITY.into_iter().filter(|d| detectors.contains(d)) {
-        let (re, validator) = detector_regex(d);
-        let facts = analyze(re).map_err(|e| format!("built-in detector `{}`: {e}", d.name()))?;
-        min_len = min_len.min(facts.min_len);
-        names.push(d.name().to_string());
-        sources.push(re.to_string());
+        let b = builtin(d);
+        let internal =
+            |e: &dyn core::fmt::Display| format!("built-in detector `{}`: {e}", d.name());
+        let facts = analyze(b.regex).map_err(|e| internal(&e))?;
+        let single = build_single(b.regex).map_err(|e| internal(&e))?;
+        for &(lo, hi) in b.triggers {
+            for byte in lo..=hi {
+                if let Some(slot) = triggers.get_mut(usize::from(byte)) {
+                    *slot = true;
+                }
+            }
+        }
+        min_len = min_len.min(facts.min_len.max(b.min_len));
+        singles.push(single);
+        sources.push(b.regex.to_string());
         patterns.push(DlpPattern {
             name: d.name().to_string(),
-            validator,
+            validator: b.validator,
         });
     }
 
     for (name, regex) in custom {
         check_name(name)?;
-        if names.iter().any(|n| n == name) {
+        if patterns.iter().any(|p| &p.name == name) {
             return Err(format!("dlp detector name `{name}` is used twice"));
         }
         let source = ascii_word_boundaries(regex);
@@ -177,12 +220,16 @@ pub fn build_dlp(
                 "regex `{regex}` for custom detector `{name}` can match the empty string"
             ));
         }
-        min_len = min_len.min(facts.min_len);
-        context_free &= !facts.anchored;
         // Alone first, so that a regex that blows up is named.
-        build_forward(&[source.as_str()], DLP_DFA_LIMIT / 2)
-            .map_err(|e| format!("{} (custom detector `{name}`)", describe(regex, &e)))?;
-        names.push(name.clone());
+        let named = |e: Box<dense::BuildError>| {
+            format!("{} (custom detector `{name}`)", describe(regex, &e))
+        };
+        build_forward(&[source.as_str()], DLP_DFA_LIMIT / 2).map_err(named)?;
+        let single = build_single(&source).map_err(named)?;
+        // Any byte a match can start with triggers it.
+        union(&mut triggers, &first_bytes(&single));
+        min_len = min_len.min(facts.min_len);
+        singles.push(single);
         sources.push(source);
         patterns.push(DlpPattern {
             name: name.clone(),
@@ -195,6 +242,16 @@ pub fn build_dlp(
             "dlp has {} detectors, more than the limit of {MAX_PATTERNS}",
             patterns.len()
         ));
+    }
+
+    // How far before each trigger byte a match can start, over all patterns.
+    let mut leads = [0u8; 256];
+    for (single, p) in singles.iter().zip(&patterns) {
+        let own = trigger_leads(single, &triggers)
+            .ok_or_else(|| format!("dlp detector `{}`: a match can lack a trigger byte", p.name))?;
+        for (l, o) in leads.iter_mut().zip(own) {
+            *l = (*l).max(o);
+        }
     }
 
     let fwd = build_forward(&sources, DLP_DFA_LIMIT).map_err(|e| too_large(&e))?;
@@ -213,8 +270,88 @@ pub fn build_dlp(
         hash_key,
         min_match_len: u32::try_from(if min_len == usize::MAX { 0 } else { min_len })
             .unwrap_or(u32::MAX),
-        context_free,
+        triggers: (0..=255u8)
+            .zip(triggers.iter().zip(leads))
+            .filter(|(_, (t, _))| **t)
+            .map(|(byte, (_, lead))| (byte, lead))
+            .collect(),
     })
+}
+
+fn union(into: &mut [bool; 256], set: &[bool; 256]) {
+    for (a, b) in into.iter_mut().zip(set) {
+        *a |= *b;
+    }
+}
+
+/// One byte of each look-behind context a start state can depend on.
+const CONTEXTS: [Option<u8>; 5] = [None, Some(b'a'), Some(b' '), Some(b'\n'), Some(b'\r')];
+
+fn anchored_starts(dfa: &dense::DFA<Vec<u32>>) -> Vec<StateID> {
+    CONTEXTS
+        .iter()
+        .filter_map(|&lb| {
+            dfa.start_state(&start::Config::new().anchored(Anchored::Yes).look_behind(lb))
+                .ok()
+        })
+        .collect()
+}
+
+/// The bytes a match of the single-pattern anchored `dfa` can start with.
+fn first_bytes(dfa: &dense::DFA<Vec<u32>>) -> [bool; 256] {
+    let mut set = [false; 256];
+    for s in anchored_starts(dfa) {
+        for (byte, slot) in (0..=255u8).zip(set.iter_mut()) {
+            *slot |= !dfa.is_dead_state(dfa.next_state(s, byte));
+        }
+    }
+    set
+}
+
+/// Longest walk [`trigger_leads`] takes before giving up.
+const MAX_LEAD: u8 = 64;
+
+/// For the single-pattern anchored `dfa` and the trigger bytes `set`: for
+/// each trigger byte, the largest offset at which it can be the first
+/// trigger byte of a match; `None` if a match can go without a trigger
+/// byte for [`MAX_LEAD`] bytes, or entirely.
+///
+/// Walks all paths of non-trigger bytes from the start states. Matches are
+/// reported one byte late, so a match state entered on any byte (or at the
+/// end of the input) means a match made of non-trigger bytes only.
+fn trigger_leads(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<[u8; 256]> {
+    let mut leads = [0u8; 256];
+    let mut frontier = anchored_starts(dfa);
+    if frontier.is_empty() {
+        return None;
+    }
+    for depth in 0..MAX_LEAD {
+        let mut next: Vec<StateID> = Vec::new();
+        for &s in &frontier {
+            if dfa.is_match_state(s) || dfa.is_match_state(dfa.next_eoi_state(s)) {
+                return None;
+            }
+            for ((byte, trigger), lead) in (0..=255u8).zip(set.iter()).zip(leads.iter_mut()) {
+                let t = dfa.next_state(s, byte);
+                if dfa.is_match_state(t) || dfa.is_quit_state(t) {
+                    return None;
+                }
+                if dfa.is_dead_state(t) {
+                    continue;
+                }
+                if *trigger {
+                    *lead = (*lead).max(depth);
+                } else if !next.contains(&t) {
+                    next.push(t);
+                }
+            }
+        }
+        if next.is_empty() {
+            return Some(leads);
+        }
+        frontier = next;
+    }
+    None
 }
 
 fn too_large(e: &dense::BuildError) -> String {
@@ -243,19 +380,25 @@ fn syntax_config() -> syntax::Config {
 struct Facts {
     /// Shortest match in bytes.
     min_len: usize,
-    /// Uses `^`, `$`, `\A` or `\z`: a match depends on where the haystack
-    /// ends, not only on the neighbouring bytes.
-    anchored: bool,
 }
 
 fn analyze(pattern: &str) -> Result<Facts, String> {
-    let hir = syntax::parse_with(pattern, &syntax_config()).map_err(|e| format!("{e}"))?;
+    let hir = syntax::parse_with(pattern, &syntax_config()).map_err(|e| one_line(&e))?;
     let props = hir.properties();
     Ok(Facts {
         // `None`: the regex can never match; it constrains nothing.
         min_len: props.minimum_len().unwrap_or(usize::MAX),
-        anchored: props.look_set().contains_anchor(),
     })
+}
+
+/// The message of a regex-syntax error without the pattern and caret
+/// lines it draws (the caller names the regex).
+fn one_line(e: &dyn core::fmt::Display) -> String {
+    let msg = format!("{e}");
+    match msg.rsplit_once("error: ") {
+        Some((_, last)) => last.trim().to_string(),
+        None => msg.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// Rewrites every `\b` / `\B` (also `\b{start}` and friends) outside of
@@ -304,25 +447,43 @@ fn base_config(limit: usize) -> dense::Config {
         .determinize_size_limit(Some(limit.saturating_mul(4)))
 }
 
+/// The anchored DFA of one pattern, to reason about its matches.
+fn build_single(source: &str) -> Result<dense::DFA<Vec<u32>>, Box<dense::BuildError>> {
+    dense::Builder::new()
+        .syntax(syntax_config())
+        .thompson(thompson::Config::new().utf8(true))
+        .configure(
+            base_config(DLP_DFA_LIMIT)
+                .match_kind(MatchKind::LeftmostFirst)
+                .start_kind(StartKind::Anchored),
+        )
+        .build(source)
+        .map_err(Box::new)
+}
+
 fn build_forward<P: AsRef<str>>(
     sources: &[P],
     limit: usize,
-) -> Result<dense::DFA<Vec<u32>>, dense::BuildError> {
+) -> Result<dense::DFA<Vec<u32>>, Box<dense::BuildError>> {
     dense::Builder::new()
         .syntax(syntax_config())
         .thompson(thompson::Config::new().utf8(true))
         .configure(
             base_config(limit)
                 .match_kind(MatchKind::LeftmostFirst)
-                .start_kind(StartKind::Unanchored),
+                .start_kind(StartKind::Unanchored)
+                // Start states are recognisable: there the scanner may skip
+                // ahead to the next trigger byte.
+                .specialize_start_states(true),
         )
         .build_many(sources)
+        .map_err(Box::new)
 }
 
 fn build_reverse<P: AsRef<str>>(
     sources: &[P],
     limit: usize,
-) -> Result<dense::DFA<Vec<u32>>, dense::BuildError> {
+) -> Result<dense::DFA<Vec<u32>>, Box<dense::BuildError>> {
     dense::Builder::new()
         .syntax(syntax_config())
         .thompson(thompson::Config::new().utf8(true).reverse(true))
@@ -332,27 +493,91 @@ fn build_reverse<P: AsRef<str>>(
                 .start_kind(StartKind::Anchored),
         )
         .build_many(sources)
+        .map_err(Box::new)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn single(re: &str) -> dense::DFA<Vec<u32>> {
+        build_single(re).unwrap()
+    }
+
+    fn set(bytes: &[u8]) -> [bool; 256] {
+        let mut s = [false; 256];
+        for &b in bytes {
+            s[usize::from(b)] = true;
+        }
+        s
+    }
+
+    fn lead(re: &str, triggers: &[u8], byte: u8) -> Option<u8> {
+        trigger_leads(&single(re), &set(triggers)).map(|l| l[usize::from(byte)])
+    }
+
+    #[test]
+    fn trigger_leads_are_computed_and_checked() {
+        assert_eq!(lead("ab", b"a", b'a'), Some(0));
+        assert_eq!(lead("ab", b"b", b'b'), Some(1));
+        assert_eq!(lead("ab|cdb", b"b", b'b'), Some(2));
+        // `a` comes first whenever it is there.
+        assert_eq!(lead("ab|cdb", b"ab", b'b'), Some(2));
+        assert_eq!(lead("ab|cdb", b"ab", b'a'), Some(0));
+        assert_eq!(lead("a+b", b"b", b'b'), None);
+        assert_eq!(lead("x|ab", b"b", b'b'), None);
+        // The match `x` is only reported at the next byte, whatever it is.
+        assert_eq!(lead(r"x(?-u:\b)", b"y", b'y'), None);
+        assert_eq!(lead(r"(?-u:\b)PT-[0-9]{8}", b"P", b'P'), Some(0));
+        assert_eq!(lead(r"(?-u:\b)PT-[0-9]{8}", b"-", b'-'), Some(2));
+        let f = first_bytes(&single(r"(?-u:\b)PT-[0-9]{8}|[0-9]x"));
+        assert_eq!(
+            (0..=255u8)
+                .filter(|&b| f[usize::from(b)])
+                .collect::<Vec<_>>(),
+            b"0123456789P".to_vec()
+        );
+    }
+
+    #[test]
+    fn builtin_leads() {
+        let sp = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
+        let lead = |b: u8| sp.triggers.iter().find(|(t, _)| *t == b).map(|(_, l)| *l);
+        assert_eq!(lead(b'0'), Some(2));
+        assert_eq!(lead(b'@'), Some(0));
+        // `A` and `J` as the second letter of an IBAN's country code.
+        assert_eq!(lead(b'A'), Some(1));
+        assert_eq!(lead(b'J'), Some(2));
+        assert_eq!(lead(b'-'), Some(5));
+        assert_eq!(lead(b'_'), Some(6));
+        assert_eq!(lead(b'a'), None);
+        assert_eq!(sp.triggers.len(), 15);
+    }
+
     #[test]
     fn rewrites_word_boundaries() {
-        assert_eq!(ascii_word_boundaries(r"\bPT-\d{8}\b"), r"(?-u:\b)PT-\d{8}(?-u:\b)");
+        assert_eq!(
+            ascii_word_boundaries(r"\bPT-\d{8}\b"),
+            r"(?-u:\b)PT-\d{8}(?-u:\b)"
+        );
         assert_eq!(ascii_word_boundaries(r"a\\b"), r"a\\b");
-        assert_eq!(ascii_word_boundaries(r"\b{start}x\B"), r"(?-u:\b{start})x(?-u:\B)");
+        assert_eq!(
+            ascii_word_boundaries(r"\b{start}x\B"),
+            r"(?-u:\b{start})x(?-u:\B)"
+        );
         assert_eq!(ascii_word_boundaries("x\\"), "x\\");
     }
 
     #[test]
     fn every_builtin_regex_is_valid() {
         for d in Detector::ALL {
-            let (re, _) = detector_regex(d);
-            let facts = analyze(re).unwrap();
-            assert!(facts.min_len >= 6, "{d:?}");
-            assert!(!facts.anchored, "{d:?}");
+            let b = builtin(d);
+            let facts = analyze(b.regex).unwrap();
+            assert!(facts.min_len <= b.min_len, "{d:?}");
+            assert!(
+                build_dlp(&[d], &[], DlpAction::Redact, [0; 32]).is_ok(),
+                "{d:?}"
+            );
         }
         assert_eq!(PRIORITY.len(), Detector::ALL.len());
         for d in Detector::ALL {

@@ -13,6 +13,7 @@
 //! buffer of the reusable [`Scratch`].
 
 mod codec;
+mod trigger;
 mod validate;
 
 use alloc::format;
@@ -21,11 +22,14 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use hmac::{Hmac, Mac};
-use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::dfa::{Automaton, StartKind};
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
 use regex_automata::{Anchored, Input};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::dfa::{load_dense, Dfa};
 use crate::json::{self, Event, JsonErrorKind, Parser};
 use crate::types::{BodyKind, DlpAction};
 
@@ -56,12 +60,10 @@ pub struct DlpSpec {
     pub hash_key: [u8; 32],
     /// No match is shorter than this many bytes; shorter strings are skipped.
     pub min_match_len: u32,
-    /// No pattern uses `^`, `$`, `\A` or `\z`, so a match inside a string
-    /// is also a match of the same bytes inside the whole body (the only
-    /// other assertion, an ASCII word boundary, sees `"`, `&` or `=` there
-    /// exactly as it sees the end of the text). Then one search over the
-    /// whole body can prove every unescaped string clean.
-    pub context_free: bool,
+    /// `(byte, lead)`: every match holds a trigger byte; the first one in
+    /// a match is at most `lead` bytes after the match's start. The
+    /// scanner skips text with no trigger byte.
+    pub triggers: Vec<(u8, u8)>,
 }
 
 /// What a scan found.
@@ -70,7 +72,9 @@ pub enum Outcome {
     Clean,
     /// `rewritten`: the sanitized body is in [`Scratch::out`] (never for
     /// the `deny` action).
-    Found { rewritten: bool },
+    Found {
+        rewritten: bool,
+    },
 }
 
 /// Why a body could not be scanned. The caller denies the request.
@@ -108,7 +112,10 @@ impl fmt::Display for DlpError {
                 JsonErrorKind::BadNumber => "invalid number",
             },
             DlpErrorKind::PercentEncoding => {
-                return write!(f, "malformed form body: invalid percent-encoding at byte {at}")
+                return write!(
+                    f,
+                    "malformed form body: invalid percent-encoding at byte {at}"
+                )
             }
             DlpErrorKind::Search => return write!(f, "dlp scan failed at byte {at}"),
         };
@@ -159,7 +166,6 @@ impl Default for Scratch {
 }
 
 type HmacSha256 = Hmac<Sha256>;
-type Dfa = dense::DFA<Vec<u32>>;
 
 /// A loaded [`DlpSpec`], ready to scan.
 #[derive(Clone)]
@@ -171,7 +177,13 @@ pub struct Scanner {
     /// Keyed once at load; cloned per hashed value.
     mac: HmacSha256,
     min_len: usize,
-    context_free: bool,
+    triggers: trigger::Triggers,
+    /// Start state of a search at the start of a haystack.
+    text_start: StateID,
+    /// False when every byte is a trigger.
+    skips: bool,
+    /// By byte: how far before a trigger byte a match can start.
+    leads: [u8; 256],
 }
 
 impl fmt::Debug for Scanner {
@@ -185,23 +197,6 @@ impl fmt::Debug for Scanner {
     }
 }
 
-/// Deserializes and validates a DFA from possibly unaligned, untrusted
-/// bytes: copy them to a 4-aligned window, check them with `from_bytes`,
-/// then own the tables (`to_owned` copies into a `Vec<u32>`).
-fn load_dfa(bytes: &[u8]) -> Result<Dfa, String> {
-    let mut buf = alloc::vec![0u8; bytes.len() + 3];
-    let off = (4 - buf.as_ptr().addr() % 4) % 4;
-    let window = buf
-        .get_mut(off..off + bytes.len())
-        .ok_or_else(|| String::from("dfa buffer"))?;
-    window.copy_from_slice(bytes);
-    let (dfa, read) = dense::DFA::from_bytes(window).map_err(|e| format!("{e}"))?;
-    if read != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - read));
-    }
-    Ok(dfa.to_owned())
-}
-
 impl Scanner {
     /// Never panics on any spec (specs come from untrusted bundle bytes).
     pub fn load(spec: &DlpSpec) -> Result<Scanner, String> {
@@ -211,8 +206,9 @@ impl Scanner {
                 "dlp spec has {n} patterns, more than the limit of {MAX_PATTERNS}"
             ));
         }
-        let fwd = load_dfa(&spec.forward).map_err(|e| format!("invalid dlp forward dfa: {e}"))?;
-        let rev = load_dfa(&spec.reverse).map_err(|e| format!("invalid dlp reverse dfa: {e}"))?;
+        // `load_dense` copies into aligned words and validates them.
+        let fwd = load_dense(&spec.forward).map_err(|e| format!("dlp forward dfa: {e}"))?;
+        let rev = load_dense(&spec.reverse).map_err(|e| format!("dlp reverse dfa: {e}"))?;
         if fwd.pattern_len() != n || rev.pattern_len() != n {
             return Err(format!(
                 "dlp spec names {n} patterns but its dfas hold {} and {}",
@@ -228,6 +224,20 @@ impl Scanner {
         }
         let mac = HmacSha256::new_from_slice(&spec.hash_key)
             .map_err(|_| String::from("invalid dlp hash key"))?;
+        let mut bitmap = [0u8; 32];
+        let mut leads = [0u8; 256];
+        for &(byte, lead) in &spec.triggers {
+            if let Some(w) = bitmap.get_mut(usize::from(byte / 8)) {
+                *w |= 1 << (byte % 8);
+            }
+            if let Some(l) = leads.get_mut(usize::from(byte)) {
+                *l = (*l).max(lead);
+            }
+        }
+        let triggers = trigger::Triggers::from_bitmap(&bitmap);
+        let text_start = fwd
+            .start_state(&start::Config::new().anchored(Anchored::No))
+            .map_err(|_| String::from("dlp forward dfa cannot search unanchored"))?;
         Ok(Scanner {
             fwd,
             rev,
@@ -235,7 +245,10 @@ impl Scanner {
             action: spec.action,
             mac,
             min_len: usize::try_from(spec.min_match_len).unwrap_or(usize::MAX),
-            context_free: spec.context_free,
+            skips: !triggers.is_all(),
+            triggers,
+            text_start,
+            leads,
         })
     }
 
@@ -290,20 +303,6 @@ impl Scanner {
         self.action != DlpAction::Deny
     }
 
-    /// Whether any pattern matches anywhere in `body` (validators aside).
-    fn any_match(&self, body: &[u8]) -> Result<bool, DlpError> {
-        self.fwd
-            .try_search_fwd(&Input::new(body).earliest(true))
-            .map(|m| m.is_some())
-            .map_err(|_| DlpError::search(0))
-    }
-
-    /// Can plain (undecoded) strings and components be skipped because a
-    /// search of the whole body found nothing?
-    fn plain_is_clean(&self, body: &[u8]) -> Result<bool, DlpError> {
-        Ok(self.context_free && !self.any_match(body)?)
-    }
-
     fn scan_json(
         &self,
         body: &[u8],
@@ -317,7 +316,6 @@ impl Scanner {
             repl,
         } = scratch;
         let rewrite = self.rewrites();
-        let skip_plain = self.plain_is_clean(body)?;
         let mut parser = Parser::new(body, max_depth);
         let mut copied = 0usize;
         let mut found = false;
@@ -332,7 +330,7 @@ impl Scanner {
                 Some(_) => continue,
             };
             // Decoding never makes a string longer.
-            if s.raw.len() < self.min_len || (skip_plain && !s.escaped) {
+            if s.raw.len() < self.min_len {
                 continue;
             }
             let hay: &[u8] = if s.escaped {
@@ -370,7 +368,6 @@ impl Scanner {
             repl,
         } = scratch;
         let rewrite = self.rewrites();
-        let skip_plain = self.plain_is_clean(body)?;
         let mut copied = 0usize;
         let mut found = false;
         let mut start = 0usize;
@@ -381,10 +378,7 @@ impl Scanner {
                 Some(eq) => (pair.get(..eq), pair.get(eq + 1..).map(|v| (eq + 1, v))),
                 None => (Some(pair), None),
             };
-            let parts = key
-                .map(|k| (0, k))
-                .into_iter()
-                .chain(value);
+            let parts = key.map(|k| (0, k)).into_iter().chain(value);
             for (rel, raw) in parts {
                 let at = pair_start + rel;
                 let encoded = raw.iter().any(|&b| b == b'%' || b == b'+');
@@ -395,9 +389,6 @@ impl Scanner {
                     })?;
                     dec
                 } else {
-                    if skip_plain {
-                        continue;
-                    }
                     raw
                 };
                 if hay.len() < self.min_len {
@@ -441,17 +432,14 @@ impl Scanner {
         let mut pos = 0usize;
         let mut last = 0usize;
         let mut found = false;
+        let mut memo = validate::Memo::default();
         while let Some((slot, start, end)) = self.find_at(hay, pos, base)? {
-            let accepted = if end > start {
-                let pattern = self.patterns.get(slot);
-                let m = hay.get(start..end).unwrap_or_default();
-                pattern.and_then(|p| p.validator.accept(m))
-            } else {
-                None
+            let detection = match self.patterns.get(slot) {
+                Some(p) if end > start => p.validator.accept(hay, start, end, pos, &mut memo),
+                _ => None,
             };
-            match accepted {
-                Some(len) if len > 0 => {
-                    let end = start + len;
+            match detection {
+                Some((start, end)) => {
                     if let Some(c) = counts.get_mut(slot) {
                         *c = c.saturating_add(1);
                     }
@@ -468,7 +456,7 @@ impl Scanner {
                 }
                 // Not a detection: go on after the match (after one byte
                 // for an empty match, which only a corrupt spec yields).
-                _ => pos = if end > start { end } else { end + 1 },
+                None => pos = if end > start { end } else { end + 1 },
             }
             if pos > hay.len() {
                 break;
@@ -489,16 +477,10 @@ impl Scanner {
         from: usize,
         base: usize,
     ) -> Result<Option<(usize, usize, usize)>, DlpError> {
-        if from > hay.len() {
-            return Ok(None);
-        }
         let err = || DlpError::search(base + from);
-        let input = Input::new(hay).range(from..);
-        let Some(end) = self.fwd.try_search_fwd(&input).map_err(|_| err())? else {
+        let Some((slot, e)) = self.search_fwd(hay, from).map_err(|_| err())? else {
             return Ok(None);
         };
-        let slot = end.pattern().as_usize();
-        let e = end.offset();
         if e < from || e > hay.len() {
             return Err(err());
         }
@@ -518,6 +500,77 @@ impl Scanner {
             return Err(err());
         }
         Ok(Some((slot, s, e)))
+    }
+
+    /// Unanchored leftmost-first forward search of `hay[from..]`: the slot
+    /// and end of the leftmost match.
+    ///
+    /// The DFA is stepped here rather than by `try_search_fwd` so that,
+    /// whenever it is back in a start state (no match under way), it can
+    /// jump to the next trigger byte, less that byte's lead: a match that
+    /// starts before the trigger byte has it as its first trigger byte, so
+    /// starts at most `lead` bytes before it. The start state of the new
+    /// position accounts for the byte before it.
+    #[inline(never)]
+    fn search_fwd(&self, hay: &[u8], from: usize) -> Result<Option<(usize, usize)>, DlpError> {
+        let dfa = &self.fwd;
+        let start_at = |at: usize| match at.checked_sub(1).and_then(|i| hay.get(i)) {
+            None => Ok(self.text_start),
+            before => {
+                let config = start::Config::new()
+                    .anchored(Anchored::No)
+                    .look_behind(before.copied());
+                dfa.start_state(&config).map_err(|_| DlpError::search(at))
+            }
+        };
+        let mut at = from;
+        let mut sid = start_at(at)?;
+        let mut next_trigger: Option<usize> = None;
+        let mut cursor = trigger::Cursor::default();
+        let mut mat = None;
+        loop {
+            if self.skips && mat.is_none() && dfa.is_start_state(sid) {
+                let trigger = match next_trigger {
+                    Some(t) if t >= at => t,
+                    _ => match self.triggers.next(hay, at, &mut cursor) {
+                        Some(t) => t,
+                        // No trigger byte left: no match can start.
+                        None => return Ok(None),
+                    },
+                };
+                next_trigger = Some(trigger);
+                let lead = hay
+                    .get(trigger)
+                    .and_then(|&b| self.leads.get(usize::from(b)))
+                    .copied()
+                    .unwrap_or(0);
+                let to = trigger.saturating_sub(usize::from(lead));
+                if to > at {
+                    at = to;
+                    sid = start_at(at)?;
+                }
+            }
+            let Some(&byte) = hay.get(at) else {
+                break;
+            };
+            sid = dfa.next_state(sid, byte);
+            if dfa.is_special_state(sid) {
+                if dfa.is_match_state(sid) {
+                    // Matches are reported one byte late: it ended at `at`.
+                    mat = Some((dfa.match_pattern(sid, 0).as_usize(), at));
+                } else if dfa.is_dead_state(sid) {
+                    return Ok(mat);
+                } else if dfa.is_quit_state(sid) {
+                    return Err(DlpError::search(at));
+                }
+            }
+            at += 1;
+        }
+        sid = dfa.next_eoi_state(sid);
+        if dfa.is_match_state(sid) {
+            mat = Some((dfa.match_pattern(sid, 0).as_usize(), hay.len()));
+        }
+        Ok(mat)
     }
 
     fn write_token(&self, out: &mut Vec<u8>, slot: usize, value: &[u8]) {

@@ -1,41 +1,121 @@
-//! Checks a regex cannot express: SSN number ranges, Luhn, calendar dates,
-//! IBAN mod-97. Each takes the matched bytes and returns how many of them
-//! are accepted as a detection (`None`: not a detection).
+//! What a DFA match must also satisfy to be a detection, and where the
+//! detection really starts and ends.
+//!
+//! The built-in detectors keep their DFAs small by matching a distinctive
+//! head only (`eyJ`, `@d`, `-----BEGIN `, a secret-token prefix, `A` + 19
+//! uppercase alphanumerics) and leaving the rest here:
+//! exact prefixes, checksums, calendar dates, and the extension of the head
+//! to the whole token. Counted repetitions of classes that overlap other
+//! detectors (`[A-Za-z0-9_-]{20,}`) or that run across separators where
+//! other detectors restart would multiply the DFA's states; a short loop
+//! over the bytes after the match costs nothing.
+//!
+//! Every check is total on arbitrary input: specs come from bundle bytes,
+//! so any validator may be attached to any pattern.
 
 use serde::{Deserialize, Serialize};
 
-/// Which check confirms a match of a pattern.
+/// Which check confirms (and delimits) a match of a pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Validator {
-    /// Every match is a detection.
+    /// Every match is a detection, as matched.
     None,
     /// US SSN: area not 000/666/900-999, group not 00, serial not 0000.
     Ssn,
-    /// Luhn checksum over the digits (separators ignored).
+    /// Luhn checksum over 13-19 digits (spaces and dashes ignored).
     Luhn,
-    /// `YYYY-MM-DD`, `MM/DD/YYYY` or `DD.MM.YYYY` naming a real day.
+    /// `YYYY-MM-DD`, `MM/DD/YYYY` or `DD.MM.YYYY` naming a real day in
+    /// 1900-2099.
     Date,
     /// IBAN mod-97 (ISO 13616); a failing match is retried without its
     /// trailing space-separated groups.
     Iban,
-    /// Secret-token prefix followed by enough token characters for that
-    /// prefix (`AIza` keys are cut at 35).
+    /// `A` + 19: one of the AWS key-id prefixes (`AKIA`, `ASIA`, ...).
+    AwsKeyId,
+    /// A known secret-token prefix, extended over that token's characters,
+    /// long enough for that prefix.
     ApiKey,
+    /// `@d` head: a local part of `[A-Za-z0-9._%+-]` before it, a domain
+    /// after it (labels, an alphabetic TLD of two or more letters, a word
+    /// boundary).
+    Email,
+    /// `eyJ` head: `eyJ…` header, `.`, `eyJ…` payload, `.`, signature
+    /// (possibly empty), all base64url.
+    Jwt,
+    /// `-----BEGIN ` head: a PEM header line naming a PRIVATE KEY, up to the
+    /// matching END line, or over the base64 that follows when the block is
+    /// cut short.
+    PrivateKey,
+}
+
+/// What earlier checks on the same haystack learned, so that a run of
+/// heads that all fail the same way costs one walk, not one walk per head
+/// (`eyJa-eyJa-eyJa-…`, or many PEM headers and no END line).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Memo {
+    /// No JWT starts before this offset: the base64url run holding the
+    /// heads seen so far does not continue as a JWT.
+    jwt_fails_before: usize,
+    /// No PEM END line lies between a header before this offset and this
+    /// offset, where the search for one stopped.
+    pem_no_end_before: usize,
 }
 
 impl Validator {
-    /// Length of the accepted prefix of `m`, `None` when `m` is no detection.
-    pub fn accept(self, m: &[u8]) -> Option<usize> {
-        let ok = match self {
-            Validator::None => true,
-            Validator::Ssn => ssn(m),
-            Validator::Luhn => luhn(m),
-            Validator::Date => date(m),
-            Validator::Iban => return iban(m),
-            Validator::ApiKey => return api_key(m),
-        };
-        ok.then_some(m.len())
+    /// Checks the match `hay[start..end]`. Returns the detection's span,
+    /// which may extend the match, never below `floor` (where this search
+    /// began) on the left; `None` when the match is no detection. `memo`
+    /// belongs to `hay` and grows with the checks made on it.
+    pub(crate) fn accept(
+        self,
+        hay: &[u8],
+        start: usize,
+        end: usize,
+        floor: usize,
+        memo: &mut Memo,
+    ) -> Option<(usize, usize)> {
+        let m = hay.get(start..end)?;
+        let span = match self {
+            Validator::None => Some((start, end)),
+            Validator::Ssn => ssn(m).then_some((start, end)),
+            Validator::Luhn => luhn(m).then_some((start, end)),
+            Validator::Date => date(m).then_some((start, end)),
+            Validator::Iban => iban(m).map(|len| (start, start + len)),
+            Validator::AwsKeyId => aws_key_id(m).then_some((start, end)),
+            Validator::ApiKey => api_key(hay, start),
+            Validator::Email => email(hay, start, end, floor),
+            Validator::Jwt => jwt(hay, start, memo),
+            Validator::PrivateKey => private_key(hay, start, memo),
+        }?;
+        // Whatever the spec says, a detection is a non-empty slice of the
+        // haystack that does not reach back before `floor`.
+        (span.0 >= floor.min(start) && span.0 < span.1 && span.1 <= hay.len()).then_some(span)
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn base64url(b: u8) -> bool {
+    is_word(b) || b == b'-'
+}
+
+/// End of the run of bytes satisfying `f` starting at `from`.
+fn run_end(hay: &[u8], from: usize, f: impl Fn(u8) -> bool) -> usize {
+    let tail = hay.get(from..).unwrap_or_default();
+    from + tail.iter().position(|&b| !f(b)).unwrap_or(tail.len())
+}
+
+/// [`run_end`], looking at no more than `max` bytes.
+fn run_end_max(hay: &[u8], from: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
+    let tail = hay.get(from..).unwrap_or_default();
+    let tail = tail.get(..max).unwrap_or(tail);
+    from + tail.iter().position(|&b| !f(b)).unwrap_or(tail.len())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The number formed by `len` ASCII digits of `m` from `at`; `None` if
@@ -43,8 +123,7 @@ impl Validator {
 fn num(m: &[u8], at: usize, len: usize) -> Option<u32> {
     let digits = m.get(at..at.checked_add(len)?)?;
     digits.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit()
-            .then(|| acc * 10 + u32::from(b - b'0'))
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
     })
 }
 
@@ -52,8 +131,7 @@ fn ssn(m: &[u8]) -> bool {
     if m.len() != 11 {
         return false;
     }
-    let (Some(area), Some(group), Some(serial)) = (num(m, 0, 3), num(m, 4, 2), num(m, 7, 4))
-    else {
+    let (Some(area), Some(group), Some(serial)) = (num(m, 0, 3), num(m, 4, 2), num(m, 7, 4)) else {
         return false;
     };
     area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
@@ -63,33 +141,30 @@ fn luhn(m: &[u8]) -> bool {
     let mut sum = 0u32;
     let mut n = 0usize;
     for &b in m.iter().rev() {
-        if !b.is_ascii_digit() {
-            if matches!(b, b' ' | b'-') {
-                continue;
-            }
+        if matches!(b, b' ' | b'-') {
+            continue;
+        }
+        if !b.is_ascii_digit() || n == 19 {
             return false;
         }
         let d = u32::from(b - b'0');
-        sum += if n % 2 == 1 {
-            let x = d * 2;
-            if x > 9 {
-                x - 9
-            } else {
-                x
-            }
-        } else {
-            d
+        sum += match (n % 2 == 1, d * 2) {
+            (true, x) if x > 9 => x - 9,
+            (true, x) => x,
+            (false, _) => d,
         };
         n += 1;
     }
-    (13..=19).contains(&n) && sum % 10 == 0
+    (13..=19).contains(&n) && sum.is_multiple_of(10)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -99,10 +174,10 @@ fn date(m: &[u8]) -> bool {
     if m.len() != 10 {
         return false;
     }
-    let parts = match (m.get(4), m.get(2)) {
-        (Some(b'-'), _) => (num(m, 0, 4), num(m, 5, 2), num(m, 8, 2)),
-        (_, Some(b'/')) => (num(m, 6, 4), num(m, 0, 2), num(m, 3, 2)),
-        (_, Some(b'.')) => (num(m, 6, 4), num(m, 3, 2), num(m, 0, 2)),
+    let parts = match (m.get(4), m.get(7), m.get(2), m.get(5)) {
+        (Some(b'-'), Some(b'-'), _, _) => (num(m, 0, 4), num(m, 5, 2), num(m, 8, 2)),
+        (_, _, Some(b'/'), Some(b'/')) => (num(m, 6, 4), num(m, 0, 2), num(m, 3, 2)),
+        (_, _, Some(b'.'), Some(b'.')) => (num(m, 6, 4), num(m, 3, 2), num(m, 0, 2)),
         _ => return false,
     };
     let (Some(year), Some(month), Some(day)) = parts else {
@@ -130,7 +205,13 @@ fn iban_ok(m: &[u8]) -> bool {
     if !(15..=34).contains(&n) {
         return false;
     }
-    // Move country code and check digits to the end, letters count 10..35.
+    let mut head = chars();
+    let country_ok = head.next().is_some_and(|b| b.is_ascii_uppercase())
+        && head.next().is_some_and(|b| b.is_ascii_uppercase());
+    if !country_ok {
+        return false;
+    }
+    // Country code and check digits move to the end; letters count 10..35.
     let mut r = 0u32;
     for b in chars().skip(4).chain(chars().take(4)) {
         r = match b {
@@ -142,35 +223,202 @@ fn iban_ok(m: &[u8]) -> bool {
     r == 1
 }
 
-/// `(prefix, shortest tail, longest tail)`; the first matching prefix wins,
-/// so longer prefixes come before their own prefixes.
-const API_KEY_TAILS: [(&[u8], usize, usize); 14] = [
-    (b"github_pat_", 22, usize::MAX),
-    (b"sk_live_", 10, usize::MAX),
-    (b"sk_test_", 10, usize::MAX),
-    (b"rk_live_", 10, usize::MAX),
-    (b"rk_test_", 10, usize::MAX),
-    (b"sk-proj-", 20, usize::MAX),
-    (b"sk-svcacct-", 20, usize::MAX),
-    (b"sk-admin-", 20, usize::MAX),
-    (b"sk-ant-", 20, usize::MAX),
-    (b"sk-", 20, usize::MAX),
-    (b"glpat-", 20, usize::MAX),
-    (b"xox", 12, usize::MAX),
-    (b"gh", 18, usize::MAX),
-    (b"AIza", 35, 35),
+const AWS_PREFIXES: [&[u8]; 11] = [
+    b"AKIA", b"ASIA", b"AGPA", b"AIDA", b"AROA", b"AIPA", b"ANPA", b"ANVA", b"ABIA", b"ACCA",
+    b"A3T",
 ];
 
-fn api_key(m: &[u8]) -> Option<usize> {
-    // `xox?-` and `gh?_` are counted with their two variable bytes.
-    let (prefix, min, max) = API_KEY_TAILS.iter().find(|(p, _, _)| m.starts_with(p))?;
-    let tail = m.len() - prefix.len();
-    (tail >= *min).then(|| prefix.len() + tail.min(*max))
+fn aws_key_id(m: &[u8]) -> bool {
+    m.len() == 20
+        && m.iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && AWS_PREFIXES.iter().any(|p| m.starts_with(p))
+}
+
+#[derive(Clone, Copy)]
+enum Tail {
+    /// `[A-Za-z0-9]`
+    Alnum,
+    /// `[A-Za-z0-9_]`
+    Word,
+    /// `[A-Za-z0-9-]`
+    AlnumDash,
+    /// `[A-Za-z0-9_-]`
+    Base64Url,
+}
+
+impl Tail {
+    fn admits(self, b: u8) -> bool {
+        match self {
+            Tail::Alnum => b.is_ascii_alphanumeric(),
+            Tail::Word => is_word(b),
+            Tail::AlnumDash => b.is_ascii_alphanumeric() || b == b'-',
+            Tail::Base64Url => base64url(b),
+        }
+    }
+}
+
+/// `(prefix, token characters, shortest tail, longest tail)`; the first
+/// prefix that matches wins, so longer prefixes come before theirs.
+const API_KEYS: [(&[u8], Tail, usize, usize); 22] = [
+    (b"github_pat_", Tail::Word, 22, usize::MAX),
+    (b"sk_live_", Tail::Alnum, 10, usize::MAX),
+    (b"sk_test_", Tail::Alnum, 10, usize::MAX),
+    (b"rk_live_", Tail::Alnum, 10, usize::MAX),
+    (b"rk_test_", Tail::Alnum, 10, usize::MAX),
+    (b"sk-proj-", Tail::Base64Url, 20, usize::MAX),
+    (b"sk-svcacct-", Tail::Base64Url, 20, usize::MAX),
+    (b"sk-admin-", Tail::Base64Url, 20, usize::MAX),
+    (b"sk-ant-", Tail::Base64Url, 20, usize::MAX),
+    (b"sk-", Tail::Alnum, 20, usize::MAX),
+    (b"glpat-", Tail::Base64Url, 20, usize::MAX),
+    (b"xoxb-", Tail::AlnumDash, 10, usize::MAX),
+    (b"xoxp-", Tail::AlnumDash, 10, usize::MAX),
+    (b"xoxa-", Tail::AlnumDash, 10, usize::MAX),
+    (b"xoxo-", Tail::AlnumDash, 10, usize::MAX),
+    (b"xoxr-", Tail::AlnumDash, 10, usize::MAX),
+    (b"xoxs-", Tail::AlnumDash, 10, usize::MAX),
+    (b"ghp_", Tail::Alnum, 16, usize::MAX),
+    (b"gho_", Tail::Alnum, 16, usize::MAX),
+    (b"ghu_", Tail::Alnum, 16, usize::MAX),
+    (b"ghs_", Tail::Alnum, 16, usize::MAX),
+    (b"AIza", Tail::Base64Url, 35, 35),
+];
+
+fn api_key(hay: &[u8], start: usize) -> Option<(usize, usize)> {
+    let at = hay.get(start..)?;
+    let (prefix, tail, min, max) = API_KEYS.iter().find(|k| at.starts_with(k.0))?;
+    let from = start + prefix.len();
+    let len = run_end_max(hay, from, *max, |b| tail.admits(b)) - from;
+    (len >= *min).then_some((start, from + len))
+}
+
+fn email(hay: &[u8], at: usize, end: usize, floor: usize) -> Option<(usize, usize)> {
+    if hay.get(at) != Some(&b'@') || end <= at {
+        return None;
+    }
+    let domain = domain_end(hay, at + 1)?;
+    let mut s = at;
+    while s > floor
+        && hay.get(s - 1).is_some_and(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+        })
+    {
+        s -= 1;
+    }
+    (s < at).then_some((s, domain))
+}
+
+/// End of the longest domain at `from`: labels `[A-Za-z0-9-]+` joined by
+/// dots, at least two, the last one `[A-Za-z]{2,}` followed by a word
+/// boundary.
+fn domain_end(hay: &[u8], from: usize) -> Option<usize> {
+    let mut best = None;
+    let mut label = from;
+    let mut labels = 0usize;
+    loop {
+        let stop = run_end(hay, label, |b| b.is_ascii_alphanumeric() || b == b'-');
+        if stop == label {
+            break;
+        }
+        labels += 1;
+        if labels >= 2 {
+            let alpha = run_end(hay, label, |b| b.is_ascii_alphabetic());
+            if alpha - label >= 2 && !hay.get(alpha).is_some_and(|&b| is_word(b)) {
+                best = Some(alpha);
+            }
+        }
+        if hay.get(stop) != Some(&b'.') {
+            break;
+        }
+        label = stop + 1;
+    }
+    best
+}
+
+fn jwt(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usize)> {
+    if start < memo.jwt_fails_before {
+        return None;
+    }
+    // `eyJ` + at least one more base64url byte, then a dot: the offset
+    // after the dot, or where the run that failed ends.
+    let part = |from: usize| {
+        let end = run_end(hay, from, base64url);
+        let ok = hay.get(from..).is_some_and(|t| t.starts_with(b"eyJ"))
+            && end > from + 3
+            && hay.get(end) == Some(&b'.');
+        if ok {
+            Ok(end + 1)
+        } else {
+            Err(end)
+        }
+    };
+    // A head later in the same header run meets the same dot and payload.
+    let fail = |memo: &mut Memo, header_end: usize| {
+        memo.jwt_fails_before = header_end;
+        None
+    };
+    let payload = match part(start) {
+        Ok(p) => p,
+        Err(end) => return fail(memo, end),
+    };
+    let signature = match part(payload) {
+        Ok(s) => s,
+        Err(_) => return fail(memo, payload),
+    };
+    Some((start, run_end(hay, signature, base64url)))
+}
+
+fn private_key(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usize)> {
+    const BEGIN: &[u8] = b"-----BEGIN";
+    const END: &[u8] = b"-----END";
+    const DASHES: &[u8] = b"-----";
+    let pem_label = |b: u8| b == b' ' || b.is_ascii_uppercase() || b.is_ascii_digit();
+    // `-----BEGIN <LABEL>-----` / `-----END <LABEL>-----` with PRIVATE KEY in
+    // the label: the end of the line, if `at` starts one.
+    let line = |at: usize, kind: &[u8]| {
+        let label = at + kind.len();
+        let label_end = run_end(hay, label, pem_label);
+        let ok = hay.get(at..).is_some_and(|t| t.starts_with(kind))
+            && hay.get(label_end..).is_some_and(|t| t.starts_with(DASHES))
+            && contains(
+                hay.get(label..label_end).unwrap_or_default(),
+                b"PRIVATE KEY",
+            );
+        ok.then_some(label_end + DASHES.len())
+    };
+    let header = line(start, BEGIN)?;
+    let mut i = header;
+    if start >= memo.pem_no_end_before {
+        while let Some(&b) = hay.get(i) {
+            if b == b'-' {
+                if let Some(end) = line(i, END) {
+                    return Some((start, end));
+                }
+            }
+            if !(b == b' ' || b.is_ascii_graphic() || matches!(b, b'\t' | b'\r' | b'\n')) {
+                break;
+            }
+            i += 1;
+        }
+        // Any later header before `i` would search the same bytes.
+        memo.pem_no_end_before = i;
+    }
+    // No END line: the block was cut short; take the base64 after it.
+    let body = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
+    };
+    Some((start, run_end(hay, header, body)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn span(v: Validator, hay: &str, start: usize, end: usize) -> Option<&str> {
+        v.accept(hay.as_bytes(), start, end, 0, &mut Memo::default())
+            .map(|(s, e)| &hay[s..e])
+    }
 
     #[test]
     fn ssn_ranges() {
@@ -196,6 +444,7 @@ mod tests {
         assert!(luhn(b"378282246310005"));
         assert!(!luhn(b"4111111111111112"));
         assert!(!luhn(b"411111111111")); // too short
+        assert!(!luhn(b"4111x1111111111111"));
     }
 
     #[test]
@@ -205,22 +454,17 @@ mod tests {
         assert!(!date(b"1900-02-29"));
         assert!(!date(b"2023-02-29"));
         assert!(!date(b"2023-04-31"));
+        assert!(!date(b"2023-13-01"));
+        assert!(!date(b"2023-00-01"));
+        assert!(!date(b"2023-01-00"));
+        assert!(!date(b"1899-01-01"));
+        assert!(!date(b"2100-01-01"));
         assert!(date(b"12/31/1999"));
         assert!(!date(b"02/30/1999"));
+        assert!(!date(b"31/12/1999"));
         assert!(date(b"31.12.1999"));
         assert!(!date(b"31.11.1999"));
-    }
-
-    #[test]
-    fn api_keys() {
-        assert_eq!(api_key(b"sk_live_4eC39HqLyjWDarjtT1zdp7dc"), Some(32));
-        assert_eq!(api_key(b"sk_live_short"), None);
-        assert_eq!(api_key(b"ghp_0123456789abcdef"), Some(20));
-        assert_eq!(api_key(b"ghp_0123456789abcde"), None);
-        assert_eq!(api_key(b"sk-learn"), None);
-        let google = b"AIzaSyA0123456789abcdefghijklmnopqrstuvwxyz";
-        assert_eq!(api_key(google), Some(39));
-        assert_eq!(api_key(&google[..38]), None);
+        assert!(!date(b"1999-1231x"));
     }
 
     #[test]
@@ -231,5 +475,147 @@ mod tests {
         assert_eq!(iban(b"BE68 5390 0754 7034 TEST"), Some(19));
         assert_eq!(iban(b"DE89370400440532013001"), None);
         assert_eq!(iban(b"DE88 3704 0044 0532 0130 00"), None);
+        assert_eq!(iban(b"1289370400440532013000"), None);
+    }
+
+    #[test]
+    fn aws() {
+        assert!(aws_key_id(b"AKIAIOSFODNN7EXAMPLE"));
+        assert!(aws_key_id(b"A3TXIOSFODNN7EXAMPLE"));
+        assert!(!aws_key_id(b"AXIAIOSFODNN7EXAMPLE"));
+        assert!(!aws_key_id(b"AKIAIOSFODNN7EXAMPL"));
+    }
+
+    #[test]
+    fn api_keys() {
+        let v = Validator::ApiKey;
+        let k = "x sk_live_4eC39HqLyjWDarjtT1zdp7dc.";
+        assert_eq!(span(v, k, 2, 11), Some("sk_live_4eC39HqLyjWDarjtT1zdp7dc"));
+        assert_eq!(span(v, "sk_live_short", 0, 9), None);
+        assert_eq!(span(v, "sk_abcd_0123456789", 0, 9), None);
+        assert_eq!(
+            span(v, "ghp_0123456789abcdef", 0, 5),
+            Some("ghp_0123456789abcdef")
+        );
+        assert_eq!(span(v, "ghp_0123456789abcde", 0, 5), None);
+        assert_eq!(span(v, "sk-learn-tutorial-for-beginners", 0, 4), None);
+        let p = "sk-proj-abc_DEF-0123456789xyz-tail more";
+        assert_eq!(span(v, p, 0, 9), Some("sk-proj-abc_DEF-0123456789xyz-tail"));
+        let s = "xoxb-123456789012-1234567890123-AbCd";
+        assert_eq!(span(v, s, 0, 6), Some(s));
+        let g = "AIzaSyA0123456789abcdefghijklmnopqrstuvwxyz";
+        assert_eq!(span(v, g, 0, 5), Some(&g[..39]));
+        assert_eq!(span(v, &g[..38], 0, 5), None);
+    }
+
+    #[test]
+    fn emails() {
+        let v = Validator::Email;
+        let s = "mail john.doe+x@mail.example.com now";
+        let at = s.find('@').unwrap();
+        assert_eq!(span(v, s, at, at + 2), Some("john.doe+x@mail.example.com"));
+        assert_eq!(
+            v.accept(s.as_bytes(), at, at + 2, 10, &mut Memo::default())
+                .map(|(a, b)| &s[a..b]),
+            Some("doe+x@mail.example.com")
+        );
+        assert_eq!(
+            v.accept(s.as_bytes(), at, at + 2, at, &mut Memo::default()),
+            None
+        );
+        assert_eq!(span(v, "a@localhost", 1, 3), None);
+        assert_eq!(span(v, "a@b.c", 1, 3), None);
+        assert_eq!(span(v, "a@b.com_x", 1, 3), None);
+        assert_eq!(span(v, "a@b.com-x", 1, 3), Some("a@b.com"));
+        assert_eq!(span(v, "a@b.com.", 1, 3), Some("a@b.com"));
+        assert_eq!(span(v, "a@b.co1", 1, 3), None);
+        assert_eq!(span(v, "a@b.co1.org", 1, 3), Some("a@b.co1.org"));
+        assert_eq!(span(v, "a@b..org", 1, 3), None);
+        assert_eq!(span(v, "a@x-y.example.de9", 1, 3), Some("a@x-y.example"));
+        assert_eq!(span(v, "ab", 1, 2), None);
+    }
+
+    #[test]
+    fn jwts() {
+        let v = Validator::Jwt;
+        let t = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln-_x rest";
+        assert_eq!(
+            span(v, t, 0, 4),
+            Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln-_x")
+        );
+        assert_eq!(span(v, "eyJa.eyJb.", 0, 4), Some("eyJa.eyJb."));
+        assert_eq!(span(v, "eyJ-a.eyJb.", 0, 4), Some("eyJ-a.eyJb."));
+        assert_eq!(span(v, "eyJa.eyJb", 0, 4), None);
+        assert_eq!(span(v, "eyJa.eyJ.x", 0, 4), None);
+        assert_eq!(span(v, "eyJa.eyxb.x", 0, 4), None);
+    }
+
+    #[test]
+    fn repeated_failing_heads_are_checked_once() {
+        // Every head shares the header run: after the first, the memo
+        // answers.
+        let hay = "eyJa-".repeat(2000);
+        let mut memo = Memo::default();
+        for start in (0..hay.len()).step_by(5) {
+            assert_eq!(
+                Validator::Jwt.accept(hay.as_bytes(), start, start + 4, start, &mut memo),
+                None
+            );
+        }
+        assert_eq!(memo.jwt_fails_before, hay.len());
+        let hay = "-----BEGIN A PRIVATE KEY-----;".repeat(1000);
+        let mut memo = Memo::default();
+        let got = Validator::PrivateKey.accept(hay.as_bytes(), 0, 11, 0, &mut memo);
+        assert_eq!(got, Some((0, 29)));
+        assert_eq!(memo.pem_no_end_before, hay.len());
+        let got = Validator::PrivateKey.accept(hay.as_bytes(), 30, 41, 30, &mut memo);
+        assert_eq!(got, Some((30, 59)));
+        // A header after the searched stretch searches again.
+        let two = "-----BEGIN PRIVATE KEY-----\u{1}-----BEGIN PRIVATE KEY-----\nAB\n-----END PRIVATE KEY-----";
+        let mut memo = Memo::default();
+        assert_eq!(
+            Validator::PrivateKey.accept(two.as_bytes(), 0, 11, 0, &mut memo),
+            Some((0, 27))
+        );
+        assert_eq!(
+            Validator::PrivateKey.accept(two.as_bytes(), 28, 39, 28, &mut memo),
+            Some((28, two.len()))
+        );
+    }
+
+    #[test]
+    fn private_keys() {
+        let v = Validator::PrivateKey;
+        let k = "x -----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY----- y";
+        assert_eq!(span(v, k, 2, 13), Some(&k[2..k.len() - 2]));
+        let cut = "-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n\"";
+        assert_eq!(span(v, cut, 0, 11), Some(&cut[..cut.len() - 1]));
+        let other_end = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END CERTIFICATE-----\nAB";
+        assert_eq!(span(v, other_end, 0, 11), Some(&other_end[..33]));
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB";
+        assert_eq!(span(v, cert, 0, 11), None);
+        assert_eq!(span(v, "-----BEGIN PRIVATE KEY", 0, 11), None);
+    }
+
+    #[test]
+    fn accept_never_escapes_the_haystack() {
+        for v in [
+            Validator::None,
+            Validator::Ssn,
+            Validator::Luhn,
+            Validator::Date,
+            Validator::Iban,
+            Validator::AwsKeyId,
+            Validator::ApiKey,
+            Validator::Email,
+            Validator::Jwt,
+            Validator::PrivateKey,
+        ] {
+            for (s, e) in [(0, 0), (3, 1), (0, 99), (5, 5), (0, 4)] {
+                if let Some((a, b)) = v.accept(b"a@b.cd", s, e, 0, &mut Memo::default()) {
+                    assert!(a < b && b <= 6);
+                }
+            }
+        }
     }
 }

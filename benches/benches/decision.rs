@@ -1,0 +1,186 @@
+//! Decision latency of `Bundle::decide` (native engine, identity given
+//! directly, body present): one-agent policies and a generated 1,000-agent
+//! policy compiled through the real front-end.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use aegis_benches::{
+    allowed_request, compile_sources, generated_policy, load, sorted_agent_ids, FINANCE_CATALOG,
+    FINANCE_PAYMENTS, ORDERS_BODY, ORDERS_POLICY,
+};
+use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::bundle::Bundle;
+use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::time::Duration;
+
+const NOW: i64 = 1_750_000_000;
+
+struct Case {
+    name: String,
+    bundle: Bundle,
+    agent: String,
+    method: String,
+    authority: String,
+    path: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+    expect: Verdict,
+}
+
+impl Case {
+    fn run(&self, scratch: &mut Scratch) -> Verdict {
+        let req = Request {
+            method: self.method.as_str(),
+            authority: self.authority.as_str(),
+            path: self.path.as_str(),
+            headers: self.headers.as_slice(),
+            body: Some(self.body.as_slice()),
+        };
+        let caller = Caller::Given {
+            agent: self.agent.as_str(),
+            tenant: None,
+        };
+        self.bundle.decide(&req, caller, NOW, scratch).verdict
+    }
+
+    /// The verdict and the reason sentence, for the set-up check.
+    fn explain(&self, scratch: &mut Scratch) -> (Verdict, String) {
+        let req = Request {
+            method: self.method.as_str(),
+            authority: self.authority.as_str(),
+            path: self.path.as_str(),
+            headers: self.headers.as_slice(),
+            body: Some(self.body.as_slice()),
+        };
+        let caller = Caller::Given {
+            agent: self.agent.as_str(),
+            tenant: None,
+        };
+        let d = self.bundle.decide(&req, caller, NOW, scratch);
+        (d.verdict, d.reason.to_string())
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+
+    let finance = compile_sources(&[
+        ("catalog.yaml".into(), FINANCE_CATALOG.into()),
+        ("payments.yaml".into(), FINANCE_PAYMENTS.into()),
+    ]);
+    out.push(Case {
+        name: "1_agent/payments_form".into(),
+        bundle: Bundle::load(&finance, &[]).unwrap(),
+        agent: "payments-agent".into(),
+        method: "POST".into(),
+        authority: "api.stripe.com".into(),
+        path: "/v1/payment_intents".into(),
+        headers: vec![("content-type", "application/x-www-form-urlencoded")],
+        body: b"amount=1200&currency=usd&description=Invoice+1042".to_vec(),
+        expect: Verdict::Allow,
+    });
+
+    let orders = compile_sources(&[("orders.yaml".into(), ORDERS_POLICY.into())]);
+    out.push(Case {
+        name: "1_agent/orders_json".into(),
+        bundle: Bundle::load(&orders, &[]).unwrap(),
+        agent: "orders-agent".into(),
+        method: "POST".into(),
+        authority: "api.orders.example.com".into(),
+        path: "/v1/orders".into(),
+        headers: vec![("content-type", "application/json")],
+        body: ORDERS_BODY.as_bytes().to_vec(),
+        expect: Verdict::Allow,
+    });
+
+    let (sources, stats) = generated_policy(1000, true);
+    let loaded = load(&sources);
+    let bytes = compile(&loaded.policy, &BuildOptions::default(), None).unwrap();
+    let ids = sorted_agent_ids(&loaded.policy);
+    eprintln!(
+        "generated policy: {} agents, {} rules, {} conditions, {} bytes of YAML, bundle {} bytes",
+        stats.agents,
+        stats.rules,
+        stats.conditions,
+        stats.yaml_bytes,
+        bytes.len()
+    );
+    // The middle of the sorted agent list; agent i has DLP set i % 4
+    // (0: default detectors / redact, 1: three detectors / deny, else none).
+    let mid = ids.len() / 2;
+    for (label, idx) in [
+        ("mid_default_dlp", mid),
+        ("mid_3_detectors_dlp", mid + 1),
+        ("mid_no_dlp", mid + 2),
+    ] {
+        let agent = ids[idx].clone();
+        let r = allowed_request(&loaded.policy, &agent);
+        eprintln!(
+            "1000_agents/{label}: agent {agent}, {} https://{}{} rule {}, body {} bytes: {}",
+            r.method,
+            r.authority,
+            r.path,
+            r.rule,
+            r.body.len(),
+            String::from_utf8_lossy(&r.body)
+        );
+        out.push(Case {
+            name: format!("1000_agents/{label}"),
+            bundle: Bundle::load(&bytes, &[]).unwrap(),
+            agent,
+            method: r.method,
+            authority: r.authority,
+            path: r.path,
+            headers: vec![("content-type", "application/json")],
+            body: r.body,
+            expect: Verdict::Allow,
+        });
+    }
+
+    // Early exits on the same 1,000-agent bundle: a denied route (no body
+    // parsing) and an unknown agent.
+    let agent = ids[mid + 2].clone();
+    let mut r = allowed_request(&loaded.policy, &agent);
+    r.path.push_str("/not-a-route");
+    out.push(Case {
+        name: "1000_agents/mid_unknown_route_deny".into(),
+        bundle: Bundle::load(&bytes, &[]).unwrap(),
+        agent,
+        method: r.method,
+        authority: r.authority,
+        path: r.path,
+        headers: vec![("content-type", "application/json")],
+        body: r.body,
+        expect: Verdict::Deny,
+    });
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let cases = cases();
+    let mut g = c.benchmark_group("decision");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(50);
+    for case in &cases {
+        let mut scratch = Scratch::new();
+        let (got, reason) = case.explain(&mut scratch);
+        assert_eq!(
+            got, case.expect,
+            "{}: unexpected verdict ({reason})",
+            case.name
+        );
+        g.bench_function(case.name.as_str(), |b| {
+            b.iter(|| black_box(case).run(&mut scratch))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,103 @@
+//! DLP throughput with the default detector set on JSON bodies of 1 KB and
+//! 64 KB, clean and with PII: through `Bundle::decide` (agent whose only
+//! rule allows the call, so the number includes routing and the JSON walk)
+//! and through `dlp::Scanner::scan` directly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use aegis_benches::{compile_sources, dlp_policy, json_body};
+use aegis_engine::build::dlp::build_dlp;
+use aegis_engine::bundle::Bundle;
+use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
+use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
+use aegis_engine::types::{BodyKind, Detector, DlpAction};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::time::Duration;
+
+const HEADERS: [(&str, &str); 1] = [("content-type", "application/json")];
+
+fn decide(bundle: &Bundle, body: &[u8], scratch: &mut Scratch) -> Verdict {
+    let req = Request {
+        method: "POST",
+        authority: "api.docs.example.com",
+        path: "/v1/documents",
+        headers: &HEADERS[..],
+        body: Some(body),
+    };
+    let caller = Caller::Given {
+        agent: "dlp-agent",
+        tenant: None,
+    };
+    bundle.decide(&req, caller, 0, scratch).verdict
+}
+
+fn bench(c: &mut Criterion) {
+    let bytes = compile_sources(&[("dlp.yaml".into(), dlp_policy("redact"))]);
+    let bundle = Bundle::load(&bytes, &[]).unwrap();
+    let names: Vec<&str> = bundle.dlp_names(0).collect();
+    let spec = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
+    let scanner = Scanner::load(&spec).unwrap();
+    let (fwd, rev) = scanner.dfa_sizes();
+    eprintln!(
+        "dlp: {} detectors {:?}; forward dfa {} bytes, reverse dfa {} bytes; bundle {} bytes",
+        names.len(),
+        names,
+        fwd,
+        rev,
+        bytes.len()
+    );
+
+    let mut g = c.benchmark_group("dlp");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30);
+    for (size, label) in [(1024usize, "1KB"), (65536, "64KB")] {
+        for pii in [false, true] {
+            let body = json_body(size, pii);
+            let kind = if pii { "pii" } else { "clean" };
+
+            let mut ds = DlpScratch::new();
+            let outcome = scanner.scan(BodyKind::Json, &body, 32, &mut ds).unwrap();
+            let hits: Vec<(&str, u32)> = names
+                .iter()
+                .copied()
+                .zip(ds.counts.iter().copied())
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            let total: u32 = hits.iter().map(|(_, n)| n).sum();
+            eprintln!(
+                "dlp {label} {kind}: {outcome:?}, {total} detections {hits:?}, rewritten {} bytes",
+                ds.out.len()
+            );
+            assert_eq!(matches!(outcome, Outcome::Clean), !pii, "{label} {kind}");
+
+            let mut scratch = Scratch::new();
+            let expect = if pii {
+                Verdict::Sanitize
+            } else {
+                Verdict::Allow
+            };
+            assert_eq!(decide(&bundle, &body, &mut scratch), expect);
+
+            g.throughput(Throughput::Bytes(body.len() as u64));
+            g.bench_function(format!("decide/{label}/{kind}"), |b| {
+                b.iter(|| decide(black_box(&bundle), black_box(&body), &mut scratch))
+            });
+            g.bench_function(format!("scanner/{label}/{kind}"), |b| {
+                b.iter(|| {
+                    scanner
+                        .scan(BodyKind::Json, black_box(&body), 32, &mut ds)
+                        .unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

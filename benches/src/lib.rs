@@ -1,0 +1,523 @@
+//! Fixtures shared by the criterion benches: the one-agent policies, a
+//! generated 1,000-agent policy (YAML text, compiled through the real
+//! front-end), requests that those policies allow, and JSON bodies for DLP.
+//!
+//! Everything is deterministic (a fixed-seed PRNG), so two runs measure the
+//! same policy and the same bytes.
+
+use aegis_compiler::frontend;
+use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::ir::{self, Op, Scalar};
+use std::fmt::Write as _;
+
+/// The finance example catalog and the `payments-agent` policy, unchanged.
+pub const FINANCE_CATALOG: &str = include_str!("../../policies/finance/catalog.yaml");
+pub const FINANCE_PAYMENTS: &str = include_str!("../../policies/finance/payments.yaml");
+
+/// A `payments-agent`-like policy for a JSON tool.
+pub const ORDERS_POLICY: &str = r#"kind: ToolCatalog
+tools:
+  - name: orders
+    hosts: [api.orders.example.com]
+    body: json
+    actions:
+      - name: create_order
+        method: POST
+        path: /v1/orders
+      - name: get_order
+        method: GET
+        path: /v1/orders/{id}
+---
+agent: orders-agent
+egress:
+  allow_hosts: [api.orders.example.com]
+budget: {daily_usd: 50, rps: 10}
+dlp:
+  detectors: [credit_card]
+  action: deny
+allowed_tools:
+  - name: orders
+    actions: [create_order]
+    cost_usd: 0.01
+    when:
+      currency: {in: [usd, eur]}
+      description: {matches: "^[A-Za-z0-9 .,-]{0,140}$"}
+    conditions:
+      max_amount: 5000
+      min_amount: 50
+      customer.id: {matches: "^cus_[A-Za-z0-9]{3,24}$"}
+      approval_needed: true
+  - name: orders
+    actions: [get_order]
+"#;
+
+/// The JSON tool call `orders-agent` is allowed to make.
+pub const ORDERS_BODY: &str = r#"{"amount":1200,"currency":"usd","description":"Invoice 1042","customer":{"id":"cus_123","email_opt_in":false},"items":[{"sku":"SKU-1","qty":2},{"sku":"SKU-7","qty":1}],"metadata":{"order_ref":"A-1042","channel":"agent"}}"#;
+
+/// The default detector set of the DLP bench (DESIGN.md section 9).
+pub const DEFAULT_DETECTORS: &str =
+    "[ssn, credit_card, email, phone, dob, iban, aws_access_key, api_key, private_key, jwt]";
+
+/// One agent whose only rule allows the call, with the default detectors;
+/// the DLP bench calls `Bundle::decide` on it.
+pub fn dlp_policy(action: &str) -> String {
+    format!(
+        r#"kind: ToolCatalog
+tools:
+  - name: docs
+    hosts: [api.docs.example.com]
+    body: json
+    actions:
+      - name: ingest
+        method: POST
+        path: /v1/documents
+---
+agent: dlp-agent
+egress:
+  allow_hosts: [api.docs.example.com]
+dlp:
+  detectors: {DEFAULT_DETECTORS}
+  action: {action}
+allowed_tools:
+  - name: docs
+    actions: [ingest]
+"#
+    )
+}
+
+/// Front-end + builder, unsigned, default options. Panics with the
+/// diagnostics on failure (fixtures must compile).
+pub fn compile_sources(sources: &[(String, String)]) -> Vec<u8> {
+    let loaded = load(sources);
+    match compile(&loaded.policy, &BuildOptions::default(), None) {
+        Ok(b) => b,
+        Err(e) => fail(&format!("build failed: {e}")),
+    }
+}
+
+/// Front-end only. Panics with the diagnostics on failure.
+pub fn load(sources: &[(String, String)]) -> frontend::Loaded {
+    match frontend::load_sources(sources, None) {
+        Ok(l) => l,
+        Err(diags) => {
+            let text: Vec<String> = diags.iter().map(|d| format!("{d:?}")).collect();
+            fail(&format!("policy does not compile:\n{}", text.join("\n")))
+        }
+    }
+}
+
+#[allow(clippy::panic)] // fixtures that do not compile make the bench meaningless
+pub fn fail(msg: &str) -> ! {
+    panic!("{msg}")
+}
+
+/// splitmix64: small, deterministic, good enough to vary a policy.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        let i = self.next_u64() as usize % xs.len();
+        match xs.get(i) {
+            Some(x) => x,
+            None => fail("empty pick"),
+        }
+    }
+}
+
+pub const TOOLS: usize = 20;
+/// Resource names, one per tool (distinct hosts `api.<name>.example.com`).
+const RESOURCES: [&str; TOOLS] = [
+    "invoices",
+    "payments",
+    "refunds",
+    "customers",
+    "tickets",
+    "deployments",
+    "builds",
+    "repos",
+    "issues",
+    "messages",
+    "calendars",
+    "documents",
+    "contacts",
+    "orders",
+    "shipments",
+    "accounts",
+    "reports",
+    "alerts",
+    "secrets",
+    "datasets",
+];
+/// (action prefix, method, takes `{id}`)
+const ACTIONS: [(&str, &str, bool); 5] = [
+    ("list", "GET", false),
+    ("get", "GET", true),
+    ("create", "POST", false),
+    ("update", "PATCH", true),
+    ("delete", "DELETE", true),
+];
+
+/// Condition regexes and a value each one matches. A small pool, as in a
+/// real fleet where policies are stamped from a few templates; the builder
+/// deduplicates the DFAs.
+const PATTERNS: [(&str, &str); 4] = [
+    ("^[A-Za-z0-9 .,-]{0,140}$", "Invoice 1042"),
+    ("^[a-z]{2}-[a-z]+-[0-9]$", "eu-west-1"),
+    ("^PRJ-[0-9]{4,8}$", "PRJ-20431"),
+    ("^[a-z0-9_]{1,32}$", "build_42"),
+];
+const CURRENCIES: [&str; 5] = ["usd", "eur", "gbp", "jpy", "chf"];
+const REGIONS: [&str; 4] = ["us", "eu", "apac", "latam"];
+
+/// Number of tools, actions, agents, rules and predicates in a generated policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GenStats {
+    pub agents: usize,
+    pub rules: usize,
+    pub conditions: usize,
+    /// `matches` conditions (the front-end validates each one).
+    pub regex_conditions: usize,
+    pub yaml_bytes: usize,
+}
+
+pub fn host(tool: usize) -> String {
+    format!(
+        "api.{}.example.com",
+        RESOURCES.get(tool).copied().unwrap_or("x")
+    )
+}
+
+/// The generated policy as two sources: `catalog.yaml` (20 tools x 5
+/// actions on distinct hosts) and `agents.yaml` (`n` agents, each with an
+/// egress list, 5-10 rules of 1-3 conditions; a quarter use the default
+/// DLP detectors with `redact`, a quarter `[ssn, credit_card, email]` with
+/// `deny`, the rest no DLP; some rules have a `when`, an approval or a cost).
+/// With `dlp == false` no agent has DLP (everything else is identical).
+pub fn generated_policy(n: usize, dlp: bool) -> (Vec<(String, String)>, GenStats) {
+    let mut cat = String::from("kind: ToolCatalog\ntools:\n");
+    for (t, res) in RESOURCES.iter().enumerate() {
+        let _ = writeln!(cat, "  - name: {res}-api");
+        let _ = writeln!(cat, "    hosts: [{}]", host(t));
+        let _ = writeln!(cat, "    body: json");
+        let _ = writeln!(cat, "    actions:");
+        for (pre, method, id) in ACTIONS {
+            let _ = writeln!(cat, "      - name: {pre}_{res}");
+            let _ = writeln!(cat, "        method: {method}");
+            let tail = if id { "/{id}" } else { "" };
+            let _ = writeln!(cat, "        path: /v2/{res}{tail}");
+        }
+    }
+
+    let mut rng = Rng::new(0xAE61_5000);
+    let mut out = String::with_capacity(n * 900);
+    let mut stats = GenStats {
+        agents: n,
+        ..GenStats::default()
+    };
+    for i in 0..n {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        let _ = writeln!(out, "agent: agent-{i:04}");
+        if i % 10 == 9 {
+            out.push_str("mode: shadow\n");
+        }
+        // 2-4 tools per agent; rules pick actions on them.
+        let ntools = rng.range(2, 4) as usize;
+        let mut tools: Vec<usize> = Vec::new();
+        while tools.len() < ntools {
+            let t = rng.range(0, TOOLS as u64 - 1) as usize;
+            if !tools.contains(&t) {
+                tools.push(t);
+            }
+        }
+        let hosts: Vec<String> = tools.iter().map(|&t| host(t)).collect();
+        let _ = writeln!(out, "egress:\n  allow_hosts: [{}]", hosts.join(", "));
+        if i % 3 == 0 {
+            let _ = writeln!(
+                out,
+                "budget: {{daily_usd: {}, rps: {}}}",
+                10 + i % 90,
+                1 + i % 20
+            );
+        }
+        match i % 4 {
+            _ if !dlp => {}
+            0 => {
+                let _ = writeln!(
+                    out,
+                    "dlp:\n  detectors: {DEFAULT_DETECTORS}\n  action: redact"
+                );
+            }
+            1 => out.push_str("dlp:\n  detectors: [ssn, credit_card, email]\n  action: deny\n"),
+            _ => {}
+        }
+        out.push_str("allowed_tools:\n");
+        let nrules = rng.range(5, 10) as usize;
+        let mut used: Vec<(usize, usize)> = Vec::new();
+        while used.len() < nrules {
+            let t = *rng.pick(&tools);
+            let a = rng.range(0, 4) as usize;
+            if used.contains(&(t, a)) {
+                continue;
+            }
+            used.push((t, a));
+            let res = RESOURCES.get(t).copied().unwrap_or("x");
+            let pre = ACTIONS.get(a).map_or("x", |x| x.0);
+            // One in five: a `when`-selected entry that always asks, before
+            // the general entry for the same action.
+            if rng.range(0, 4) == 0 {
+                let _ = writeln!(out, "  - name: {res}-api\n    actions: [{pre}_{res}]");
+                let _ = writeln!(out, "    when: {{environment: production}}");
+                let _ = writeln!(out, "    approval_needed: always");
+                stats.rules += 1;
+                stats.conditions += 1;
+            }
+            let _ = writeln!(out, "  - name: {res}-api\n    actions: [{pre}_{res}]");
+            if rng.range(0, 2) == 0 {
+                let _ = writeln!(out, "    cost_usd: 0.0{}", rng.range(1, 9));
+            }
+            out.push_str("    conditions:\n");
+            let nconds = rng.range(1, 3) as usize;
+            let mut params: Vec<u64> = Vec::new();
+            while params.len() < nconds {
+                let p = rng.range(0, 7);
+                if !params.contains(&p) {
+                    params.push(p);
+                }
+            }
+            for p in params {
+                let line = match p {
+                    0 => format!("max_amount: {}", rng.range(1, 100) * 100),
+                    1 => format!("max_limit: {}", rng.range(10, 500)),
+                    2 => {
+                        let k = rng.range(1, 3) as usize;
+                        let start = rng.range(0, 4) as usize;
+                        let set: Vec<&str> = (0..k)
+                            .filter_map(|j| CURRENCIES.get((start + j) % CURRENCIES.len()).copied())
+                            .collect();
+                        format!("currency: {{in: [{}]}}", set.join(", "))
+                    }
+                    3 => {
+                        let k = rng.range(1, 3) as usize;
+                        let start = rng.range(0, 3) as usize;
+                        let set: Vec<&str> = (0..k)
+                            .filter_map(|j| REGIONS.get((start + j) % REGIONS.len()).copied())
+                            .collect();
+                        format!("region: {{in: [{}]}}", set.join(", "))
+                    }
+                    4 => {
+                        stats.regex_conditions += 1;
+                        format!("name: {{matches: \"{}\"}}", rng.pick(&PATTERNS).0)
+                    }
+                    5 => {
+                        stats.regex_conditions += 1;
+                        format!("project: {{matches: \"{}\"}}", PATTERNS[2].0)
+                    }
+                    6 => "dry_run: false".to_string(),
+                    _ => format!("priority: {{le: {}}}", rng.range(1, 5)),
+                };
+                let _ = writeln!(out, "      {line}");
+                stats.conditions += 1;
+            }
+            if rng.range(0, 3) == 0 {
+                out.push_str("      approval_needed: true\n");
+            }
+            stats.rules += 1;
+        }
+    }
+    stats.yaml_bytes = cat.len() + out.len();
+    (
+        vec![
+            ("catalog.yaml".to_string(), cat),
+            ("agents.yaml".to_string(), out),
+        ],
+        stats,
+    )
+}
+
+/// A request that `agent` of `policy` is allowed to make: the first
+/// write-ish (POST/PATCH) entry without `approval_needed: always`, with a
+/// JSON body that satisfies its `when` and `conditions`, plus a few
+/// unrelated fields as a real tool call would carry.
+pub struct OwnedRequest {
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub body: Vec<u8>,
+    pub rule: String,
+}
+
+pub fn allowed_request(policy: &ir::Policy, agent_id: &str) -> OwnedRequest {
+    let Some(agent) = policy.agents.iter().find(|a| a.id == agent_id) else {
+        fail(&format!("no agent `{agent_id}`"))
+    };
+    for (k, r) in agent.rules.iter().enumerate() {
+        // The entry is chosen when every earlier entry of its (tool,
+        // action) group has a `when` on `environment`, which the request
+        // leaves out (so the evaluator tries and skips them).
+        let first = agent.rules.iter().take(k).all(|x| {
+            (x.tool, x.action) != (r.tool, r.action)
+                || x.when.iter().any(|p| p.param == "environment")
+        }) && r.when.iter().all(|p| p.param != "environment");
+        let Some(tool) = policy.tools.get(r.tool) else {
+            continue;
+        };
+        let Some(action) = tool.actions.get(r.action) else {
+            continue;
+        };
+        let method = action.method.clone().unwrap_or_default();
+        if !first
+            || r.approval == ir::Approval::Always
+            || !matches!(method.as_str(), "POST" | "PATCH")
+        {
+            continue;
+        }
+        let mut obj = serde_json::Map::new();
+        for p in r.when.iter().chain(r.conditions.iter()) {
+            obj.insert(p.param.clone(), satisfy(&p.op));
+        }
+        obj.insert(
+            "note".into(),
+            "created by the nightly reconciliation job".into(),
+        );
+        obj.insert(
+            "labels".into(),
+            serde_json::json!({"team": "platform", "ticket": "OPS-1234"}),
+        );
+        let path = action
+            .path
+            .clone()
+            .unwrap_or_default()
+            .replace("{id}", "item-42");
+        return OwnedRequest {
+            method,
+            authority: tool.hosts.first().cloned().unwrap_or_default(),
+            path,
+            body: serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default(),
+            rule: r.id.clone(),
+        };
+    }
+    fail(&format!(
+        "agent `{agent_id}` has no POST/PATCH rule the bench can satisfy"
+    ))
+}
+
+fn satisfy(op: &Op) -> serde_json::Value {
+    let scalar = |s: &Scalar| match s {
+        Scalar::Str(s) => serde_json::Value::from(s.as_str()),
+        Scalar::Num(n) => serde_json::Value::from(*n),
+        Scalar::Bool(b) => serde_json::Value::from(*b),
+    };
+    match op {
+        Op::Eq(s) => scalar(s),
+        Op::In(xs) => xs.first().map_or(serde_json::Value::Null, scalar),
+        Op::Le(n) | Op::Ge(n) => serde_json::Value::from((*n as i64).max(1)),
+        Op::Matches(re) => PATTERNS
+            .iter()
+            .find(|(p, _)| p == re)
+            .map_or(serde_json::Value::Null, |(_, ex)| {
+                serde_json::Value::from(*ex)
+            }),
+        other => fail(&format!("generator does not emit {other:?}")),
+    }
+}
+
+/// A JSON body of exactly `len` bytes (for `len` >= 64): an array of
+/// document records (ids, titles, free text with some `\n` escapes,
+/// numbers, tags) closed by a padding string. With `pii`, every second
+/// record's text carries one of: an email, a US SSN, a Luhn-valid card
+/// number, a phone number, an IBAN.
+pub fn json_body(len: usize, pii: bool) -> Vec<u8> {
+    const TEXT: [&str; 4] = [
+        "Quarterly revenue grew in all regions; see the attached breakdown by product line.",
+        "Meeting notes:\\n- migrate the build cache\\n- rotate on-call\\n- review the Q3 roadmap",
+        "The customer asked for an extension of the trial period and a call next week.",
+        "Shipment delayed at the border, new ETA in five business days, tracking unchanged.",
+    ];
+    const SECRETS: [&str; 5] = [
+        "reach me at jane.doe@example.com",
+        "ssn 123-45-6789 on file",
+        "card 4111 1111 1111 1111 exp 09/27",
+        "call +1 415 555 0132 after 5pm",
+        "pay to DE89 3704 0044 0532 0130 00",
+    ];
+    let mut s = String::from("{\"documents\":[");
+    let mut i = 0usize;
+    loop {
+        let text = TEXT.get(i % TEXT.len()).copied().unwrap_or("");
+        let extra = if pii && i % 2 == 1 {
+            format!(
+                " {}",
+                SECRETS.get((i / 2) % SECRETS.len()).copied().unwrap_or("")
+            )
+        } else {
+            String::new()
+        };
+        let rec = format!(
+            "{}{{\"id\":\"doc-{i:06}\",\"title\":\"Report {i}\",\"body\":\"{text}{extra}\",\"tags\":[\"alpha\",\"beta\"],\"score\":0.{},\"pages\":{}}}",
+            if i == 0 { "" } else { "," },
+            (i * 37) % 100,
+            1 + i % 40
+        );
+        // `],"pad":""}` closes the document.
+        if s.len() + rec.len() + 12 > len {
+            break;
+        }
+        s.push_str(&rec);
+        i += 1;
+    }
+    s.push_str("],\"pad\":\"");
+    while s.len() + 2 < len {
+        s.push(char::from(b'a' + (s.len() % 26) as u8));
+    }
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
+/// Agent ids in the order the bundle sorts them, `(tenant or "", name)`.
+pub fn sorted_agent_ids(policy: &ir::Policy) -> Vec<String> {
+    let mut v: Vec<(&str, &str, &str)> = policy
+        .agents
+        .iter()
+        .map(|a| {
+            (
+                a.tenant.as_deref().unwrap_or(""),
+                a.name.as_str(),
+                a.id.as_str(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, _, id)| id.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_requested_length_and_parse() {
+        for len in [1024, 65536] {
+            for pii in [false, true] {
+                let b = json_body(len, pii);
+                assert_eq!(b.len(), len);
+                let _: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            }
+        }
+    }
+}

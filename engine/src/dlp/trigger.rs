@@ -1,0 +1,232 @@
+//! Finding the next trigger byte quickly.
+//!
+//! Every DLP match holds a trigger byte a few bytes after its start (see
+//! `DlpSpec::triggers`), so the scanner only runs its DFA near trigger
+//! bytes. Finding them is the inner loop over clean text: where the target
+//! has vector registers, a set of at most [`RANGES`] byte ranges is tested
+//! 32 bytes at a time with a branch-free loop the compiler vectorizes;
+//! elsewhere a table is read byte by byte. Either way the result is a bit
+//! mask per 32-byte chunk, kept in a [`Cursor`] while the scanner works
+//! inside the chunk.
+
+/// Most ranges the vectorized test handles.
+const RANGES: usize = 8;
+
+/// Whether the target has vector registers the range test compiles to.
+const VECTOR: bool = cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_feature = "simd128"
+));
+
+/// Bytes a chunk mask covers.
+const CHUNK: usize = 32;
+
+/// The ranges, each bound repeated once per lane so that the test is a
+/// plain element-wise loop over arrays (no broadcasts to hoist).
+#[derive(Clone)]
+struct Lanes {
+    lo: [[u8; CHUNK]; RANGES],
+    span: [[u8; CHUNK]; RANGES],
+    /// Ranges in use.
+    n: usize,
+}
+
+#[derive(Clone)]
+pub struct Triggers {
+    table: [bool; 256],
+    lanes: Option<Lanes>,
+}
+
+/// Where the last chunk mask was taken; reused while the scanner stays
+/// inside that chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cursor {
+    base: usize,
+    /// Bit `i`: `hay[base + i]` is a trigger.
+    mask: u32,
+    valid: bool,
+}
+
+impl Triggers {
+    /// From a bitmap: bit `b % 8` of byte `b / 8` set means `b` triggers.
+    pub fn from_bitmap(bits: &[u8; 32]) -> Triggers {
+        let mut table = [false; 256];
+        for (i, t) in table.iter_mut().enumerate() {
+            *t = bits.get(i / 8).is_some_and(|w| (w >> (i % 8)) & 1 == 1);
+        }
+        let lanes = match ranges(&table) {
+            Some((lo, span, n)) if VECTOR => Some(Lanes {
+                lo: lo.map(|b| [b; CHUNK]),
+                span: span.map(|b| [b; CHUNK]),
+                n,
+            }),
+            _ => None,
+        };
+        Triggers { table, lanes }
+    }
+
+    /// Every byte triggers: skipping is pointless.
+    pub fn is_all(&self) -> bool {
+        self.table.iter().all(|&t| t)
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.table.get(usize::from(b)).copied().unwrap_or(true)
+    }
+
+    /// Offset of the first trigger byte at or after `at`.
+    #[inline(always)]
+    pub fn next(&self, hay: &[u8], mut at: usize, cur: &mut Cursor) -> Option<usize> {
+        loop {
+            if cur.valid && at >= cur.base && at - cur.base < CHUNK {
+                let m = cur.mask & (u32::MAX << (at - cur.base));
+                if m != 0 {
+                    return Some(cur.base + m.trailing_zeros() as usize);
+                }
+                at = cur.base + CHUNK;
+            }
+            if at >= hay.len() {
+                return None;
+            }
+            *cur = Cursor {
+                base: at,
+                mask: self.mask_at(hay, at),
+                valid: true,
+            };
+        }
+    }
+
+    #[inline(always)]
+    fn mask_at(&self, hay: &[u8], at: usize) -> u32 {
+        let chunk = hay
+            .get(at..at + CHUNK)
+            .and_then(|c| <&[u8; CHUNK]>::try_from(c).ok());
+        match (chunk, &self.lanes) {
+            (Some(chunk), Some(lanes)) => lanes.mask(chunk),
+            _ => hay
+                .get(at..)
+                .unwrap_or_default()
+                .iter()
+                .take(CHUNK)
+                .enumerate()
+                .fold(0u32, |m, (i, &b)| m | (u32::from(self.contains(b)) << i)),
+        }
+    }
+}
+
+impl Lanes {
+    /// Bit `i` set when `chunk[i]` is in one of the ranges.
+    fn mask(&self, chunk: &[u8; CHUNK]) -> u32 {
+        match self.n {
+            1 => self.mask_n::<1>(chunk),
+            2 => self.mask_n::<2>(chunk),
+            3 => self.mask_n::<3>(chunk),
+            4 => self.mask_n::<4>(chunk),
+            5 => self.mask_n::<5>(chunk),
+            6 => self.mask_n::<6>(chunk),
+            7 => self.mask_n::<7>(chunk),
+            _ => self.mask_n::<RANGES>(chunk),
+        }
+    }
+
+    /// [`Lanes::mask`] over the first `N` ranges. Branch-free and
+    /// element-wise so that it vectorizes: `b - lo <= span` (wrapping) is
+    /// one compare per lane. Not inlined: the bounds are read from memory
+    /// by the compares instead of being hoisted into every caller.
+    #[inline(never)]
+    fn mask_n<const N: usize>(&self, chunk: &[u8; CHUNK]) -> u32 {
+        let mut hits = [0u8; CHUNK];
+        for (lo, span) in self.lo.iter().zip(&self.span).take(N) {
+            for (((h, &b), &l), &s) in hits.iter_mut().zip(chunk).zip(lo).zip(span) {
+                *h |= u8::from(b.wrapping_sub(l) <= s);
+            }
+        }
+        // Eight 0/1 bytes to eight bits: the multiply gathers byte `i`'s
+        // low bit into bit `56 + i`.
+        let (words, _) = hits.as_chunks::<8>();
+        words.iter().enumerate().fold(0u32, |m, (i, w)| {
+            let bits = u64::from_le_bytes(*w).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+            m | ((bits as u32) << (8 * i))
+        })
+    }
+}
+
+/// The set as at most [`RANGES`] ranges `(lo, span)` covering
+/// `lo..=lo + span`, and how many, if it fits; unused slots repeat the
+/// first range.
+fn ranges(table: &[bool; 256]) -> Option<([u8; RANGES], [u8; RANGES], usize)> {
+    let mut found: [(u8, u8); RANGES] = [(0, 0); RANGES];
+    let mut n = 0usize;
+    let mut b = 0usize;
+    while b < 256 {
+        if !table.get(b).copied().unwrap_or(false) {
+            b += 1;
+            continue;
+        }
+        let start = b;
+        while table.get(b).copied().unwrap_or(false) {
+            b += 1;
+        }
+        let slot = found.get_mut(n)?;
+        *slot = (u8::try_from(start).ok()?, u8::try_from(b - 1 - start).ok()?);
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    let first = *found.first()?;
+    let mut lo = [first.0; RANGES];
+    let mut span = [first.1; RANGES];
+    for ((l, s), (fl, fs)) in lo.iter_mut().zip(span.iter_mut()).zip(found.iter().take(n)) {
+        *l = *fl;
+        *s = *fs;
+    }
+    Some((lo, span, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn bitmap(bytes: &[u8]) -> [u8; 32] {
+        let mut m = [0u8; 32];
+        for &b in bytes {
+            m[usize::from(b / 8)] |= 1 << (b % 8);
+        }
+        m
+    }
+
+    #[test]
+    fn finds_like_a_linear_scan() {
+        let sets: [&[u8]; 4] = [b"0123456789-@AJ_", b"", b"\xff", b"acegikmoqsuwy"];
+        let mut hay: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        hay.extend_from_slice(&[b'x'; 100]);
+        hay.push(b'J');
+        for set in sets {
+            let t = Triggers::from_bitmap(&bitmap(set));
+            for from in [0, 1, 31, 32, 33, 200, 399, 400, 401, 402, 500] {
+                let want = hay
+                    .get(from..)
+                    .and_then(|t| t.iter().position(|b| set.contains(b)))
+                    .map(|i| from + i);
+                assert_eq!(
+                    t.next(&hay, from, &mut Cursor::default()),
+                    want,
+                    "{set:?} {from}"
+                );
+                // A cursor left on an earlier chunk is reused or replaced.
+                let mut cur = Cursor::default();
+                let first = t.next(&hay, from.saturating_sub(40), &mut cur);
+                assert!(first.is_none() || first <= want.or(Some(usize::MAX)));
+                assert_eq!(t.next(&hay, from, &mut cur), want, "{set:?} {from} reused");
+            }
+        }
+        assert!(Triggers::from_bitmap(&[0xff; 32]).is_all());
+        // Nine ranges do not fit the vector test; the table still works.
+        let nine = Triggers::from_bitmap(&bitmap(b"acegikmoq"));
+        assert!(nine.lanes.is_none());
+        assert_eq!(nine.next(b"zzzzq", 0, &mut Cursor::default()), Some(4));
+    }
+}
