@@ -412,6 +412,9 @@ impl Bundle {
             || list.suffixes.iter().any(|s| ends_with_ignore_case(host, s))
     }
 
+    // `Reason` is large only for its sanitize variant; boxing it would
+    // allocate on the decision path.
+    #[allow(clippy::result_large_err)]
     fn authenticate<'a, H: Headers + ?Sized>(
         &'a self,
         req: &Request<'a, H>,
@@ -794,6 +797,7 @@ enum McpCall {
 }
 
 /// Slot 0 of an MCP tool is `method`, slot 1 `params.name`.
+#[allow(clippy::result_large_err)]
 fn mcp_action<'a>(tool: &'a ToolM, body: &[u8], slots: &[Value<'_>]) -> Result<McpCall, Reason<'a>> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Reason::McpNotObject);
