@@ -236,9 +236,7 @@ fn token_issue_is_accepted_by_a_policy_trusting_the_key() {
     write(
         dir.path(),
         "p.yaml",
-        &format!(
-            "kind: Identity\nissuer: iss\naudience: aud\nkeys: [{{kid: k1, public_key_file: issuer.pub}}]\n---\nkind: ToolCatalog\ntools:\n  - name: t\n    hosts: [t.example]\n    actions: [{{name: get, method: GET, path: /x}}]\n---\nagent: bot\negress: {{allow_hosts: [t.example]}}\nallowed_tools: [{{name: t, actions: [get]}}]\n"
-        ),
+        "kind: Identity\nissuer: iss\naudience: aud\nkeys: [{kid: k1, public_key_file: issuer.pub}]\n---\nkind: ToolCatalog\ntools:\n  - name: t\n    hosts: [t.example]\n    actions: [{name: get, method: GET, path: /x}]\n---\nagent: bot\negress: {allow_hosts: [t.example]}\nallowed_tools: [{name: t, actions: [get]}]\n",
     );
     let cases = write(
         dir.path(),

@@ -219,8 +219,12 @@ impl fmt::Display for LoadError {
             LoadError::BadLength => f.write_str("bundle length does not match its header"),
             LoadError::HashMismatch => f.write_str("bundle content hash does not match"),
             LoadError::BadSignature => f.write_str("bundle signature is invalid"),
-            LoadError::Unsigned => f.write_str("bundle is not signed but trusted keys are configured"),
-            LoadError::UntrustedSigner => f.write_str("bundle is signed by a key that is not trusted"),
+            LoadError::Unsigned => {
+                f.write_str("bundle is not signed but trusted keys are configured")
+            }
+            LoadError::UntrustedSigner => {
+                f.write_str("bundle is signed by a key that is not trusted")
+            }
             LoadError::Decode(e) => write!(f, "bundle payload does not decode: {e}"),
             LoadError::Invalid(e) => write!(f, "bundle is inconsistent: {e}"),
         }
@@ -413,10 +417,16 @@ fn span_ok(s: Span, len: usize) -> bool {
 
 /// Checks every cross reference the evaluator follows.
 fn validate(m: &Model) -> Result<(), String> {
-    check(m.tools.len() <= usize::from(u16::MAX), || "too many tools".into())?;
+    check(m.tools.len() <= usize::from(u16::MAX), || {
+        "too many tools".into()
+    })?;
     for (i, t) in m.tools.iter().enumerate() {
-        check(t.params.len() <= MAX_PARAMS, || format!("tool {i} has too many params"))?;
-        check(t.actions.len() <= usize::from(u16::MAX), || format!("tool {i}: too many actions"))?;
+        check(t.params.len() <= MAX_PARAMS, || {
+            format!("tool {i} has too many params")
+        })?;
+        check(t.actions.len() <= usize::from(u16::MAX), || {
+            format!("tool {i}: too many actions")
+        })?;
         for a in &t.actions {
             for s in &a.template {
                 if let TSeg::Param(p) = s {
@@ -434,11 +444,15 @@ fn validate(m: &Model) -> Result<(), String> {
     }
     for (_, tools) in m.exact_hosts.iter().chain(m.wildcard_hosts.iter()) {
         for t in tools {
-            check(usize::from(*t) < m.tools.len(), || "host tool out of range".into())?;
+            check(usize::from(*t) < m.tools.len(), || {
+                "host tool out of range".into()
+            })?;
         }
     }
     check(
-        m.exact_hosts.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)),
+        m.exact_hosts
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.0 < b.0)),
         || "hosts not sorted".into(),
     )?;
     check(
@@ -449,7 +463,9 @@ fn validate(m: &Model) -> Result<(), String> {
     )?;
     for (i, a) in m.agents.iter().enumerate() {
         if let Some(d) = a.dlp {
-            check((d as usize) < m.dlp.len(), || format!("agent {i}: dlp out of range"))?;
+            check((d as usize) < m.dlp.len(), || {
+                format!("agent {i}: dlp out of range")
+            })?;
         }
         check(
             a.table
@@ -465,10 +481,14 @@ fn validate(m: &Model) -> Result<(), String> {
             check(usize::from(e.action) < tool.actions.len(), || {
                 format!("agent {i}: action out of range")
             })?;
-            check(span_ok(e.rules, m.rules.len()), || format!("agent {i}: rules out of range"))?;
+            check(span_ok(e.rules, m.rules.len()), || {
+                format!("agent {i}: rules out of range")
+            })?;
             for r in m.rules.get(e.rules.range()).unwrap_or_default() {
                 for s in [r.when, r.conds] {
-                    check(span_ok(s, m.preds.len()), || "predicates out of range".into())?;
+                    check(span_ok(s, m.preds.len()), || {
+                        "predicates out of range".into()
+                    })?;
                     for p in m.preds.get(s.range()).unwrap_or_default() {
                         check(usize::from(p.slot) < tool.params.len(), || {
                             format!("rule `{}`: slot out of range", r.id)

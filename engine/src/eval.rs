@@ -101,7 +101,9 @@ impl Verdict {
 /// Why; rendered as one human sentence by `Display`.
 #[derive(Debug, Clone, Copy)]
 pub enum Reason<'a> {
-    Allowed { rule: &'a str },
+    Allowed {
+        rule: &'a str,
+    },
     NeedBody,
     NoIdentityConfigured,
     MissingToken,
@@ -110,20 +112,47 @@ pub enum Reason<'a> {
     InvalidToken(JwtError),
     MissingAgentHeader,
     UnknownAgent,
-    EgressDenied { host: &'a str },
-    UnknownHost { host: &'a str },
-    UnknownRoute { method: &'a str, host: &'a str, path: &'a str },
+    EgressDenied {
+        host: &'a str,
+    },
+    UnknownHost {
+        host: &'a str,
+    },
+    UnknownRoute {
+        method: &'a str,
+        host: &'a str,
+        path: &'a str,
+    },
     McpNotObject,
     McpMethodDenied,
     McpBadName,
-    UnknownMcpTool { tool: &'a str },
-    McpPlumbing { method: &'static str },
-    NotPermitted { tool: &'a str, action: &'a str },
-    NoRuleApplies { tool: &'a str, action: &'a str },
-    ConditionFailed { param: &'a [alloc::string::String], op: &'a OpM, missing: bool, mcp: bool },
-    ApprovalRequired { rule: &'a str },
+    UnknownMcpTool {
+        tool: &'a str,
+    },
+    McpPlumbing {
+        method: &'static str,
+    },
+    NotPermitted {
+        tool: &'a str,
+        action: &'a str,
+    },
+    NoRuleApplies {
+        tool: &'a str,
+        action: &'a str,
+    },
+    ConditionFailed {
+        param: &'a [alloc::string::String],
+        op: &'a OpM,
+        missing: bool,
+        mcp: bool,
+    },
+    ApprovalRequired {
+        rule: &'a str,
+    },
     BadRequest(ExtractError),
-    DlpDenied { detector: &'a str },
+    DlpDenied {
+        detector: &'a str,
+    },
     DlpError(dlp::DlpError),
     Sanitized(Redactions<'a>),
     Internal(&'static str),
@@ -212,15 +241,17 @@ impl fmt::Display for Reason<'_> {
         match self {
             Reason::Allowed { rule } => write!(f, "allowed by rule `{rule}`"),
             Reason::NeedBody => f.write_str("decision needs the request body"),
-            Reason::NoIdentityConfigured => {
-                f.write_str("no identity configuration in the policy bundle: requests cannot be authenticated")
-            }
+            Reason::NoIdentityConfigured => f.write_str(
+                "no identity configuration in the policy bundle: requests cannot be authenticated",
+            ),
             Reason::MissingToken => f.write_str("missing bearer token in `authorization` header"),
             Reason::MultipleTokens => f.write_str("more than one `authorization` header"),
             Reason::BadAuthScheme => f.write_str("`authorization` header is not a bearer token"),
             Reason::InvalidToken(e) => write!(f, "invalid agent token: {e}"),
             Reason::MissingAgentHeader => f.write_str("missing or repeated `x-aegis-agent` header"),
-            Reason::UnknownAgent => f.write_str("the authenticated agent has no policy (default deny)"),
+            Reason::UnknownAgent => {
+                f.write_str("the authenticated agent has no policy (default deny)")
+            }
             Reason::EgressDenied { host } => {
                 write!(f, "host `{host}` is not in the agent's egress allowlist")
             }
@@ -228,9 +259,9 @@ impl fmt::Display for Reason<'_> {
             Reason::UnknownRoute { method, host, path } => {
                 write!(f, "`{method} {host}{path}` matches no action of any tool")
             }
-            Reason::McpNotObject => {
-                f.write_str("mcp request must be a single json-rpc object (batches are not accepted)")
-            }
+            Reason::McpNotObject => f.write_str(
+                "mcp request must be a single json-rpc object (batches are not accepted)",
+            ),
             Reason::McpMethodDenied => f.write_str("mcp method is not allowed"),
             Reason::McpBadName => f.write_str("mcp `tools/call` without a string `params.name`"),
             Reason::UnknownMcpTool { tool } => {
@@ -238,7 +269,10 @@ impl fmt::Display for Reason<'_> {
             }
             Reason::McpPlumbing { method } => write!(f, "mcp protocol method `{method}` allowed"),
             Reason::NotPermitted { tool, action } => {
-                write!(f, "agent may not call `{action}` on `{tool}` (default deny)")
+                write!(
+                    f,
+                    "agent may not call `{action}` on `{tool}` (default deny)"
+                )
             }
             Reason::NoRuleApplies { tool, action } => write!(
                 f,
@@ -256,17 +290,30 @@ impl fmt::Display for Reason<'_> {
                 }
                 match op {
                     OpM::Eq(l) => write!(f, "condition failed: `{p}` must equal `{}`", LitFmt(l)),
-                    OpM::Ne(l) => write!(f, "condition failed: `{p}` must not equal `{}`", LitFmt(l)),
-                    OpM::In(l) => write!(f, "condition failed: `{p}` must be one of [{}]", ListFmt(l)),
+                    OpM::Ne(l) => {
+                        write!(f, "condition failed: `{p}` must not equal `{}`", LitFmt(l))
+                    }
+                    OpM::In(l) => {
+                        write!(f, "condition failed: `{p}` must be one of [{}]", ListFmt(l))
+                    }
                     OpM::NotIn(l) => {
-                        write!(f, "condition failed: `{p}` must not be one of [{}]", ListFmt(l))
+                        write!(
+                            f,
+                            "condition failed: `{p}` must not be one of [{}]",
+                            ListFmt(l)
+                        )
                     }
                     OpM::Lt(n) => write!(f, "condition failed: `{p}` must be a number < {n}"),
                     OpM::Le(n) => write!(f, "condition failed: `{p}` must be a number <= {n}"),
                     OpM::Gt(n) => write!(f, "condition failed: `{p}` must be a number > {n}"),
                     OpM::Ge(n) => write!(f, "condition failed: `{p}` must be a number >= {n}"),
-                    OpM::Matches(_) => write!(f, "condition failed: `{p}` does not match the required pattern"),
-                    OpM::NotMatches(_) => write!(f, "condition failed: `{p}` matches a forbidden pattern"),
+                    OpM::Matches(_) => write!(
+                        f,
+                        "condition failed: `{p}` does not match the required pattern"
+                    ),
+                    OpM::NotMatches(_) => {
+                        write!(f, "condition failed: `{p}` matches a forbidden pattern")
+                    }
                     OpM::Exists => write!(f, "condition failed: `{p}` is missing"),
                     OpM::Absent => write!(f, "condition failed: `{p}` must be absent"),
                 }
@@ -393,7 +440,11 @@ impl Bundle {
             .exact_hosts
             .binary_search_by(|(h, _)| cmp_ignore_case(h, host))
         {
-            return self.model.exact_hosts.get(i).map_or(&[], |(_, t)| t.as_slice());
+            return self
+                .model
+                .exact_hosts
+                .get(i)
+                .map_or(&[], |(_, t)| t.as_slice());
         }
         self.model
             .wildcard_hosts
@@ -555,11 +606,7 @@ impl Bundle {
             || agent.dlp.is_some()
             || action
                 .and_then(|ai| self.rules_for(agent, ti, ai))
-                .is_some_and(|rules| {
-                    rules
-                        .iter()
-                        .any(|r| r.when.len > 0 || r.conds.len > 0)
-                });
+                .is_some_and(|rules| rules.iter().any(|r| r.when.len > 0 || r.conds.len > 0));
         let body = match req.body {
             Some(b) => b,
             None if needs_body && tool.body != BodyKind::None || is_mcp => {
@@ -582,7 +629,12 @@ impl Bundle {
             // An MCP server reads its arguments from the JSON-RPC body only;
             // a query string must not fill in what the body leaves out.
             if let Some(q) = query.filter(|_| !is_mcp) {
-                extract_form(q.as_bytes(), &tool.params, &mut slots, limits.max_params as usize)?;
+                extract_form(
+                    q.as_bytes(),
+                    &tool.params,
+                    &mut slots,
+                    limits.max_params as usize,
+                )?;
             }
             if !body.is_empty() {
                 match tool.body {
@@ -665,9 +717,7 @@ impl Bundle {
             d.reason = Reason::ConditionFailed {
                 param,
                 op: &p.op,
-                missing: slots
-                    .get(usize::from(p.slot))
-                    .is_none_or(Value::is_absent),
+                missing: slots.get(usize::from(p.slot)).is_none_or(Value::is_absent),
                 mcp: is_mcp,
             };
             if rule.approval == Approval::OnFailure {
@@ -752,10 +802,7 @@ impl Bundle {
         match v {
             Value::Text(t) => Some(is_match(dfa, t.bytes())),
             Value::Num(n) => Some(is_match(dfa, n.bytes())),
-            Value::Bool(b) => Some(is_match(
-                dfa,
-                if *b { "true" } else { "false" }.bytes(),
-            )),
+            Value::Bool(b) => Some(is_match(dfa, if *b { "true" } else { "false" }.bytes())),
             _ => None,
         }
     }
@@ -798,7 +845,11 @@ enum McpCall {
 
 /// Slot 0 of an MCP tool is `method`, slot 1 `params.name`.
 #[allow(clippy::result_large_err)]
-fn mcp_action<'a>(tool: &'a ToolM, body: &[u8], slots: &[Value<'_>]) -> Result<McpCall, Reason<'a>> {
+fn mcp_action<'a>(
+    tool: &'a ToolM,
+    body: &[u8],
+    slots: &[Value<'_>],
+) -> Result<McpCall, Reason<'a>> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Reason::McpNotObject);
     }

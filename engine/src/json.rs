@@ -569,9 +569,29 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "1.", "-", "1e", "{} x",
-            "[1] [2]", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"a\nb\"", "tru", "nul",
-            "{'a':1}", "/*c*/1", "{\"a\":1 // c\n}", "NaN", "Infinity", "+1",
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "{} x",
+            "[1] [2]",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"a\nb\"",
+            "tru",
+            "nul",
+            "{'a':1}",
+            "/*c*/1",
+            "{\"a\":1 // c\n}",
+            "NaN",
+            "Infinity",
+            "+1",
         ] {
             assert!(events(bad).is_err(), "{bad:?} must be rejected");
         }
@@ -592,7 +612,8 @@ mod tests {
 
     #[test]
     fn decodes_escapes_lazily() {
-        let ev = events(r#"["\u0031\u0032\u0033-45-6789", "a\"b\\c\/\n", "\ud83d\ude00é"]"#).unwrap();
+        let ev =
+            events(r#"["\u0031\u0032\u0033-45-6789", "a\"b\\c\/\n", "\ud83d\ude00é"]"#).unwrap();
         let Event::Str(s) = ev[1] else { panic!() };
         assert!(s.escaped);
         assert_eq!(s.bytes().collect::<Vec<_>>(), b"123-45-6789");

@@ -365,7 +365,12 @@ pub fn extract_form<'a, P: AsRef<[S]>, S: AsRef<str>>(
         let mut key = [0u8; MAX_KEY];
         let mut n = 0usize;
         let mut too_long = false;
-        for b in (Text { raw: k, enc: Enc::Form }).bytes() {
+        for b in (Text {
+            raw: k,
+            enc: Enc::Form,
+        })
+        .bytes()
+        {
             match key.get_mut(n) {
                 Some(slot) => *slot = b,
                 None => {
@@ -440,7 +445,8 @@ mod tests {
     fn paths(ps: &[&str]) -> Vec<Vec<&'static str>> {
         ps.iter()
             .map(|p| {
-                let s: &'static str = alloc::boxed::Box::leak(alloc::string::String::from(*p).into_boxed_str());
+                let s: &'static str =
+                    alloc::boxed::Box::leak(alloc::string::String::from(*p).into_boxed_str());
                 s.split('.').collect()
             })
             .collect()
@@ -474,7 +480,13 @@ mod tests {
         let err = extract_json(br#"{"amount":1,"amount":9999}"#, &ps, &mut slots, 32, 100);
         assert_eq!(err, Err(ExtractError::Duplicate(0)));
         let mut slots = [Value::Absent; 1];
-        let err = extract_json(br#"{"amount":1,"\u0061mount":9999}"#, &ps, &mut slots, 32, 100);
+        let err = extract_json(
+            br#"{"amount":1,"\u0061mount":9999}"#,
+            &ps,
+            &mut slots,
+            32,
+            100,
+        );
         assert_eq!(err, Err(ExtractError::Duplicate(0)));
     }
 
@@ -521,7 +533,9 @@ mod tests {
         assert_eq!(n("9000"), Some(9000.0));
         assert_eq!(n("5e3"), Some(5000.0));
         assert_eq!(n("-0"), Some(-0.0));
-        for bad in ["", " 1", "+1", "0x10", "NaN", "inf", "1e999", "01", "1,000", "9000 "] {
+        for bad in [
+            "", " 1", "+1", "0x10", "NaN", "inf", "1e999", "01", "1,000", "9000 ",
+        ] {
             assert_eq!(n(bad), None, "{bad:?}");
         }
         assert_eq!(Value::Num("1e999").number(), None);

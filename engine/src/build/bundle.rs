@@ -4,8 +4,8 @@
 use super::dlp::build_dlp;
 use super::regex::{condition_dfa, describe, serialize};
 use crate::bundle::{
-    encode, ActionM, AgentM, BudgetM, HostList, Limits, Lit, Model, OpM, PredM, RuleM, Span,
-    TSeg, TableEntry, ToolM,
+    encode, ActionM, AgentM, BudgetM, HostList, Limits, Lit, Model, OpM, PredM, RuleM, Span, TSeg,
+    TableEntry, ToolM,
 };
 use crate::ir::{self, Op, Predicate, Scalar};
 use crate::jwt::IdentityConfig;

@@ -3,9 +3,19 @@
 //! All selected detectors and custom regexes become one leftmost-first
 //! multi-pattern regex: an unanchored forward dense DFA (finds where the
 //! leftmost match ends) and an anchored reverse dense DFA (finds where it
-//! starts), both serialized little endian into a [`DlpSpec`]. Checks that
-//! a regex cannot express (Luhn, mod-97, calendar dates) are recorded as a
-//! [`Validator`] per pattern and run by the scanner.
+//! starts), both serialized little endian into a [`DlpSpec`].
+//!
+//! Built-in detectors are short distinctive heads plus a [`Validator`] per
+//! pattern that confirms and delimits the detection (Luhn, mod-97, dates,
+//! token prefixes, the rest of an email, JWT or PEM block): a precise regex
+//! for every detector in one DFA multiplies states (3.4 MB for the ten of
+//! them, against about 210 KB this way).
+//!
+//! The spec also lists trigger bytes: every match holds one, at most a
+//! known number of bytes (its lead) after the match's start. The leads are
+//! computed here by walking each pattern's own anchored DFA, so the claim
+//! is checked, not assumed; custom regexes trigger on the bytes their
+//! matches can start with. The scanner uses them to skip text.
 
 use alloc::boxed::Box;
 use alloc::format;

@@ -8,6 +8,13 @@
 //! detections per pattern and, unless the action is `deny`, writes the
 //! rewritten body.
 //!
+//! Searching a haystack (a decoded string, a form component, a raw body):
+//! the forward DFA is stepped by hand so that, whenever no match is under
+//! way, it jumps ahead to the next trigger byte (see [`DlpSpec::triggers`]);
+//! the reverse DFA then finds where the match starts, and the pattern's
+//! validator confirms it and finds where the detection really starts and
+//! ends. A rejected match is skipped as a whole.
+//!
 //! Per request nothing is allocated while a body is clean: unescaped JSON
 //! strings are searched in place and escaped ones are decoded into a
 //! buffer of the reusable [`Scratch`].
