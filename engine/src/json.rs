@@ -446,6 +446,27 @@ impl<'a> Parser<'a> {
         let mut escaped = false;
         let mut ascii = true;
         loop {
+            // Skip eight ordinary bytes at a time: none is `"`, `\\`, a
+            // control character or non-ASCII. A false alarm only falls
+            // through to the byte-by-byte path below.
+            while let Some(Ok(word)) = self
+                .buf
+                .get(self.pos..self.pos + 8)
+                .map(<[u8; 8]>::try_from)
+            {
+                const ONES: u64 = 0x0101_0101_0101_0101;
+                let w = u64::from_le_bytes(word);
+                let q = w ^ (ONES * u64::from(b'"'));
+                let s = w ^ (ONES * u64::from(b'\\'));
+                let special = (q.wrapping_sub(ONES) & !q)
+                    | (s.wrapping_sub(ONES) & !s)
+                    | (w.wrapping_sub(ONES * 0x20) & !w)
+                    | w;
+                if special & (ONES * 0x80) != 0 {
+                    break;
+                }
+                self.pos += 8;
+            }
             let b = self.peek()?;
             match b {
                 b'"' => break,
@@ -640,6 +661,36 @@ mod tests {
         p.next().unwrap();
         p.next().unwrap();
         assert!(p.skip_container().is_err());
+    }
+
+    #[test]
+    fn long_strings_with_specials_at_every_position() {
+        // The 8-byte skip in `string` must never jump over a quote, an
+        // escape, a control character or a non-ASCII byte.
+        for len in 0..40 {
+            for at in 0..len {
+                for (special, ok, decoded) in [
+                    ("\\\"", true, "\""),
+                    ("\\n", true, "\n"),
+                    ("é", true, "é"),
+                    ("\u{1}", false, ""),
+                    ("\u{1f}", false, ""),
+                ] {
+                    let mut text = "a".repeat(len);
+                    text.replace_range(at..=at, special);
+                    let doc = alloc::format!("[\"{text}\",1]");
+                    let ev = events(&doc);
+                    assert_eq!(ev.is_ok(), ok, "{doc:?}");
+                    if let Ok(ev) = ev {
+                        let Event::Str(j) = ev[1] else { panic!() };
+                        let got = j.bytes().collect::<Vec<_>>();
+                        let want = text.replace(special, decoded);
+                        assert_eq!(got, want.as_bytes(), "{doc:?}");
+                    }
+                }
+            }
+        }
+        assert!(events("[\"aaaaaaaaaaaaaaaaaaaa").is_err());
     }
 
     #[test]
