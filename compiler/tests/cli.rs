@@ -156,7 +156,7 @@ fn eval_prints_one_json_object_per_case_from_sources_and_bundle() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 13);
+    assert_eq!(lines.len(), 14);
     let redacted = lines
         .iter()
         .find(|l| l["name"] == "an SSN in a note is redacted")

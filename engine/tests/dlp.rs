@@ -612,13 +612,8 @@ fn pii_in_keys_is_found() {
 }
 
 #[test]
-fn numbers_and_literals_are_not_strings() {
-    // Only strings are scanned: a number keeps its JSON type.
-    let s = scan(
-        all(),
-        BodyKind::Json,
-        r#"{"card":4111111111111111,"ok":true}"#,
-    );
+fn literals_are_not_scanned() {
+    let s = scan(all(), BodyKind::Json, r#"{"a":true,"b":false,"c":null}"#);
     assert_eq!(s.outcome, Outcome::Clean);
 }
 
@@ -1330,4 +1325,26 @@ proptest! {
             prop_assert_eq!(outcome, Outcome::Clean);
         }
     }
+}
+
+#[test]
+fn json_numbers_are_scanned_and_become_strings_when_rewritten() {
+    let sc = scanner(&[Detector::CreditCard], DlpAction::Mask);
+    let s = scan(
+        &sc,
+        BodyKind::Json,
+        r#"{"card": 4111111111111111, "copay": 25, "n": [4111111111111111]}"#,
+    );
+    assert_eq!(
+        s.out,
+        r#"{"card": "************1111", "copay": 25, "n": ["************1111"]}"#
+    );
+    assert_eq!(s.counts, counts(&[("credit_card", 2)]));
+    // An ordinary number is left alone, and so is a Luhn-invalid one.
+    let s = scan(
+        &sc,
+        BodyKind::Json,
+        r#"{"amount": 4111111111111112, "x": -1.5e3}"#,
+    );
+    assert_eq!(s.outcome, Outcome::Clean);
 }

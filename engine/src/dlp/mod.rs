@@ -331,9 +331,23 @@ impl Scanner {
                 kind: DlpErrorKind::Json(e.kind),
                 offset: e.offset,
             })?;
-            let s = match ev {
+            // Numbers are scanned too: a card number sent as a JSON number
+            // is still a card number. A rewritten number becomes a string.
+            let (s, quoted) = match ev {
                 None => break,
-                Some(Event::Key(s) | Event::Str(s)) => s,
+                Some(Event::Key(s) | Event::Str(s)) => (s, true),
+                Some(Event::Num(n)) => {
+                    let start = parser.offset().saturating_sub(n.len());
+                    let raw = n.as_bytes();
+                    (
+                        json::JStr {
+                            raw,
+                            start,
+                            escaped: false,
+                        },
+                        false,
+                    )
+                }
                 Some(_) => continue,
             };
             // Decoding never makes a string longer.
@@ -350,14 +364,18 @@ impl Scanner {
             if hit {
                 found = true;
                 if rewrite {
-                    let open = s.start.checked_sub(1).ok_or(DlpError::search(s.start))?;
+                    let quote = usize::from(quoted);
+                    let open = s
+                        .start
+                        .checked_sub(quote)
+                        .ok_or(DlpError::search(s.start))?;
                     let before = body.get(copied..open).ok_or(DlpError::search(open))?;
                     if out.is_empty() {
                         out.reserve(body.len() + 64);
                     }
                     out.extend_from_slice(before);
                     json::write_escaped(out, repl);
-                    copied = s.start + s.raw.len() + 1;
+                    copied = s.start + s.raw.len() + quote;
                 }
             }
         }
