@@ -21,8 +21,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (engine for wasm32-wasip1, no builder)"
 cargo clippy -p aegis-engine --target wasm32-wasip1 --locked -- -D warnings
 
-step "cargo build (engine for wasm32-wasip1)"
-cargo build -p aegis-engine --target wasm32-wasip1 --release --locked
+step "cargo clippy (filter for wasm32-wasip1)"
+cargo clippy -p aegis-filter --target wasm32-wasip1 --all-targets --locked -- -D warnings
+
+step "cargo build (engine and filter for wasm32-wasip1, release)"
+cargo build -p aegis-engine -p aegis-filter --target wasm32-wasip1 --release --locked
+ls -l target/wasm32-wasip1/release/aegis_filter.wasm
 
 step "cargo test"
 cargo test --workspace --locked

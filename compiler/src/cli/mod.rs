@@ -1,10 +1,12 @@
 //! The `aegis` command line: argument parsing and dispatch. Each
 //! subcommand lives in its own module and returns an exit code.
 
+mod build;
 mod check;
 mod compile;
 mod eval;
 mod explain;
+mod inspect;
 mod keygen;
 mod test;
 mod token;
@@ -75,7 +77,34 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
-    /// Verify a bundle's signature against a public key.
+    /// Compile policies, embed the bundle in the filter and sign the module:
+    /// one .wasm for Envoy.
+    #[command(after_help = EXIT_CODES)]
+    Build {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Signing key written by `aegis keygen` (PREFIX.key).
+        #[arg(long, value_name = "PREFIX.key")]
+        key: PathBuf,
+        #[arg(short = 'o', long, value_name = "OUT")]
+        out: PathBuf,
+        /// Filter module to embed into (default: the one built into aegis).
+        #[arg(long, value_name = "FILE")]
+        filter: Option<PathBuf>,
+        /// Policy version reported in decisions (default: content hash).
+        #[arg(long)]
+        policy_version: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Show what a filter .wasm carries: bundle version, hash, agents, signer.
+    #[command(after_help = EXIT_CODES)]
+    Inspect {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Verify a bundle's, or a filter .wasm's, signatures against a public key.
     #[command(after_help = EXIT_CODES)]
     Verify {
         file: PathBuf,
@@ -172,6 +201,22 @@ pub fn main() -> i32 {
             policy_version.as_deref(),
             format,
         ),
+        Cmd::Build {
+            paths,
+            key,
+            out,
+            filter,
+            policy_version,
+            format,
+        } => build::run(&build::Args {
+            paths: &paths,
+            key: &key,
+            out: &out,
+            filter: filter.as_deref(),
+            policy_version: policy_version.as_deref(),
+            format,
+        }),
+        Cmd::Inspect { file, format } => inspect::run(&file, format),
         Cmd::Verify {
             file,
             pubkey,

@@ -1,4 +1,7 @@
-//! `aegis verify FILE --pubkey PREFIX.pub`
+//! `aegis verify FILE --pubkey PREFIX.pub`: FILE is a bundle, or a filter
+//! module from `aegis build` (recognised by the `\0asm` magic), for which
+//! both the module signature and the embedded bundle's signature must be
+//! by the key.
 
 use super::{exit, Format};
 use aegis_engine::bundle::Envelope;
@@ -19,6 +22,9 @@ pub fn run(file: &Path, pubkey: &Path, format: Format) -> i32 {
             return exit::ERROR;
         }
     };
+    if bytes.starts_with(b"\0asm") {
+        return report(file, format, verify_blob(&bytes, &vk), &vk);
+    }
     let result = Envelope::parse(&bytes).and_then(|env| env.check_trust(&[vk.to_bytes()]));
     let ok = result.is_ok();
     let message = match &result {
@@ -26,6 +32,44 @@ pub fn run(file: &Path, pubkey: &Path, format: Format) -> i32 {
             "ok: `{}` is signed by key {}",
             file.display(),
             crate::keys::key_id(&vk)
+        ),
+        Err(e) => format!("invalid: `{}`: {e}", file.display()),
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::json!({"valid": ok, "message": message})),
+        Format::Human if ok => println!("{message}"),
+        Format::Human => eprintln!("{message}"),
+    }
+    if ok {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}
+
+/// Both signatures of a blob: the module's and the embedded bundle's.
+fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<(), String> {
+    crate::wasmsig::verify(bytes, vk).map_err(|e| format!("module signature: {e}"))?;
+    let bundle = crate::blob::extract(bytes)
+        .map_err(|e| e.to_string())?
+        .ok_or("no bundle embedded (generic filter)")?;
+    Envelope::parse(&bundle)
+        .and_then(|env| env.check_trust(&[vk.to_bytes()]))
+        .map_err(|e| format!("embedded bundle: {e}"))
+}
+
+fn report(
+    file: &Path,
+    format: Format,
+    result: Result<(), String>,
+    vk: &ed25519_dalek::VerifyingKey,
+) -> i32 {
+    let ok = result.is_ok();
+    let message = match &result {
+        Ok(()) => format!(
+            "ok: `{}`: module and embedded bundle are signed by key {}",
+            file.display(),
+            crate::keys::key_id(vk)
         ),
         Err(e) => format!("invalid: `{}`: {e}", file.display()),
     };

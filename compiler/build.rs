@@ -1,0 +1,171 @@
+//! Builds the generic filter (`filter/`, crate `aegis-filter`) for
+//! wasm32-wasip1 so the `aegis` binary carries it: `aegis build` then needs
+//! no Rust toolchain. The module lands in `$OUT_DIR/aegis_filter.wasm`.
+//!
+//! - `AEGIS_FILTER_WASM=FILE` at build time: use that module instead
+//!   (packaging, or a filter built elsewhere).
+//! - No `filter/Cargo.toml` in the workspace: an empty file is written and
+//!   `aegis build` refuses to run without `--filter`; it never embeds
+//!   anything else.
+//!
+//! The filter is built by a nested cargo in its own target folder under
+//! `OUT_DIR`, so it neither waits on nor disturbs the outer build's locks.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip1";
+
+fn main() {
+    if let Err(e) = run() {
+        // A build script reports failure through its exit status.
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    let dest = out_dir.join("aegis_filter.wasm");
+    let manifest_dir = PathBuf::from(
+        env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?,
+    );
+    let root = manifest_dir
+        .parent()
+        .ok_or("the compiler crate has no parent folder")?
+        .to_path_buf();
+
+    println!("cargo:rerun-if-env-changed=AEGIS_FILTER_WASM");
+    if let Some(file) = env::var_os("AEGIS_FILTER_WASM").filter(|v| !v.is_empty()) {
+        let file = PathBuf::from(file);
+        println!("cargo:rerun-if-changed={}", file.display());
+        // An explicit module must be a generic filter; refuse anything else
+        // now rather than when a policy team runs `aegis build`.
+        return match generic_locators(&file)? {
+            1 => copy_module(&file, &dest),
+            n => Err(format!(
+                "AEGIS_FILTER_WASM={}: expected one generic (zero) `AEGIS-LOCATOR-01` locator, \
+                 found {n}; give the generic filter, not a built blob",
+                file.display()
+            )),
+        };
+    }
+
+    let filter_manifest = root.join("filter").join("Cargo.toml");
+    if !filter_manifest.is_file() {
+        // Adding the filter means adding it to the workspace members, so
+        // the workspace manifest is the one file to watch until then
+        // (watching a missing path would rerun this script, and rebuild
+        // the compiler, on every build).
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("Cargo.toml").display()
+        );
+        println!(
+            "cargo:warning=filter/Cargo.toml not found: this aegis is built without the filter \
+             (`aegis build` needs --filter)"
+        );
+        return write_if_changed(&dest, b"");
+    }
+    for p in [
+        root.join("filter"),
+        root.join("engine").join("src"),
+        root.join("engine").join("Cargo.toml"),
+        root.join("Cargo.lock"),
+        root.join("Cargo.toml"),
+    ] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+
+    let target_dir = out_dir.join("filter-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "-p",
+            "aegis-filter",
+            "--release",
+            "--target",
+            TARGET,
+        ])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    // The outer build's settings are for the host, not for the filter.
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_ENCODED_")
+            || key.starts_with("CARGO_BUILD_")
+            || key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_TARGET_")
+            || matches!(
+                key,
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "CARGO_INCREMENTAL"
+                    | "CARGO_LLVM_COV"
+                    | "CARGO_LLVM_COV_TARGET_DIR"
+                    | "LLVM_PROFILE_FILE"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("CARGO_TARGET_DIR", &target_dir);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo to build the filter: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the filter failed ({status}); fix filter/, or set AEGIS_FILTER_WASM to a \
+             prebuilt module"
+        ));
+    }
+    let built = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("aegis_filter.wasm");
+    copy_module(&built, &dest)?;
+    let n = generic_locators(&dest)?;
+    if n != 1 {
+        println!(
+            "cargo:warning=the built filter has {n} generic `AEGIS-LOCATOR-01` locators \
+             (expected 1): `aegis build` will refuse it"
+        );
+    }
+    Ok(())
+}
+
+/// Counts locators with offset and length zero: the magic, then 16 zero
+/// bytes. A cheap check; `aegis build` does the real one.
+fn generic_locators(path: &Path) -> Result<usize, String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut want = b"AEGIS-LOCATOR-01".to_vec();
+    want.extend_from_slice(&[0; 16]);
+    Ok(bytes
+        .windows(want.len())
+        .filter(|w| *w == want.as_slice())
+        .count())
+}
+
+fn copy_module(from: &Path, to: &Path) -> Result<(), String> {
+    let bytes = fs::read(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(format!("{} is not a WebAssembly module", from.display()));
+    }
+    write_if_changed(to, &bytes)
+}
+
+/// Leaves an identical file alone so its timestamp does not make cargo
+/// rebuild the compiler for nothing.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

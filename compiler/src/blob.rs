@@ -1,0 +1,456 @@
+//! The blob: the generic filter module with a compiled bundle embedded.
+//!
+//! The filter holds one static 32-byte locator in a data segment:
+//!
+//! ```text
+//!  0..16  "AEGIS-LOCATOR-01"
+//! 16..20  bundle offset in linear memory (u32 LE)
+//! 20..24  bundle length (u32 LE)
+//! 24..32  zero
+//! ```
+//!
+//! The generic filter has offset = length = 0. [`embed`] rewrites the module
+//! (parsed with `wasmparser`, written with `wasm-encoder`; sections it does
+//! not change are copied byte for byte): memory 0 grows by as many 64 KiB
+//! pages as the bundle needs, a new active data segment puts the bundle at
+//! the old end of the initial memory, and the locator is patched to point
+//! at it. The filter reads the locator at start.
+//!
+//! Nothing else lives there: the linker's `__heap_end` still marks the old
+//! end, and wasi-libc's malloc (what Rust's `System` allocator is on
+//! wasm32-wasip1) uses `[__heap_base, __heap_end)` plus pages it gets from
+//! `memory.grow`, which start past the bundle. The filter must read the
+//! locator with a volatile (or `black_box`) load, or the optimizer folds
+//! the zeros of the generic filter into the code.
+
+use std::ops::Range;
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasmparser::{DataKind, Encoding, Operator, Parser, Payload, TypeRef};
+
+/// First 16 bytes of the locator.
+pub const LOCATOR_MAGIC: &[u8; 16] = b"AEGIS-LOCATOR-01";
+/// Size of the locator in bytes.
+pub const LOCATOR_LEN: usize = 32;
+const PAGE: u64 = 65_536;
+/// Pages a 32-bit memory can have (4 GiB).
+const MAX_PAGES: u64 = 65_536;
+
+/// The generic filter (`filter/` built for wasm32-wasip1 by the build
+/// script), or empty when this `aegis` was built without it.
+pub const GENERIC_FILTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aegis_filter.wasm"));
+
+/// The built-in generic filter, if this `aegis` carries one.
+pub fn generic_filter() -> Result<&'static [u8], BlobError> {
+    if GENERIC_FILTER.is_empty() {
+        Err(BlobError::NoBuiltinFilter)
+    } else {
+        Ok(GENERIC_FILTER)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    #[error("this aegis was built without the filter; pass `--filter FILE`")]
+    NoBuiltinFilter,
+    #[error("not a valid WebAssembly module: {0}")]
+    Invalid(String),
+    #[error("the filter has no `AEGIS-LOCATOR-01` locator in an active data segment")]
+    NoLocator,
+    #[error("the filter has {0} `AEGIS-LOCATOR-01` locators; exactly one is required")]
+    DuplicateLocator(usize),
+    #[error("the filter already has a bundle embedded ({len} bytes at offset {offset}); start from the generic filter")]
+    AlreadyEmbedded { offset: u32, len: u32 },
+    #[error("memory 0 of the filter: {0}")]
+    Memory(String),
+    #[error("the bundle is empty")]
+    EmptyBundle,
+    #[error("the embedded bundle ({len} bytes at offset {offset}) is not in the data segments")]
+    BundleNotFound { offset: u32, len: u32 },
+    #[error("cannot encode the module: {0}")]
+    Encode(String),
+}
+
+/// Where the locator points: offset and length of the bundle in linear
+/// memory. Both zero in the generic filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locator {
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Returns `filter_wasm` with `bundle` embedded and the locator patched.
+/// Any `signature` section is dropped (the content changed); sign after.
+pub fn embed(filter_wasm: &[u8], bundle: &[u8]) -> Result<Vec<u8>, BlobError> {
+    if bundle.is_empty() {
+        return Err(BlobError::EmptyBundle);
+    }
+    let len = u32::try_from(bundle.len())
+        .map_err(|_| BlobError::Memory("the bundle does not fit in 4 GiB".into()))?;
+    let m = scan(filter_wasm)?;
+    let found = m.locator()?;
+    let current = found.read(&m)?;
+    if current.offset != 0 || current.len != 0 {
+        return Err(BlobError::AlreadyEmbedded {
+            offset: current.offset,
+            len: current.len,
+        });
+    }
+    let mem = m.memory0()?;
+    if found.memory_index != 0 {
+        return Err(BlobError::Memory(
+            "the locator is not in memory 0".to_string(),
+        ));
+    }
+    let pages = u64::from(len).div_ceil(PAGE);
+    let minimum = mem
+        .initial
+        .checked_add(pages)
+        .filter(|p| *p <= MAX_PAGES)
+        .ok_or_else(|| BlobError::Memory("too large with the bundle added".into()))?;
+    let maximum = match mem.maximum {
+        Some(max) => Some(
+            max.checked_add(pages)
+                .filter(|p| *p <= MAX_PAGES)
+                .ok_or_else(|| {
+                    BlobError::Memory("maximum too large with the bundle added".into())
+                })?,
+        ),
+        None => None,
+    };
+    // `minimum <= MAX_PAGES` and `pages >= 1`, so the old end fits in u32.
+    let offset = u32::try_from(mem.initial * PAGE)
+        .map_err(|_| BlobError::Memory("initial size past 4 GiB".into()))?;
+
+    let mut memories = wasm_encoder::MemorySection::new();
+    for (i, mt) in m.memories.iter().enumerate() {
+        let mut t = wasm_encoder::MemoryType {
+            minimum: mt.initial,
+            maximum: mt.maximum,
+            memory64: mt.memory64,
+            shared: mt.shared,
+            page_size_log2: mt.page_size_log2,
+        };
+        if i == 0 {
+            t.minimum = minimum;
+            t.maximum = maximum;
+        }
+        memories.memory(t);
+    }
+
+    let mut data = wasm_encoder::DataSection::new();
+    for (i, seg) in m.segments.iter().enumerate() {
+        let raw = slice(filter_wasm, &seg.range)?;
+        if i != found.segment {
+            data.raw(raw);
+            continue;
+        }
+        let mut bytes = seg.data.to_vec();
+        let at = found.at;
+        let field = bytes
+            .get_mut(at + 16..at + 24)
+            .ok_or(BlobError::NoLocator)?;
+        let mut patch = [0u8; 8];
+        patch[..4].copy_from_slice(&offset.to_le_bytes());
+        patch[4..].copy_from_slice(&len.to_le_bytes());
+        field.copy_from_slice(&patch);
+        match &seg.offset_expr {
+            Some(expr) => {
+                let expr = RoundtripReencoder
+                    .const_expr(expr.clone())
+                    .map_err(|e| BlobError::Encode(e.to_string()))?;
+                data.active(seg.memory_index, &expr, bytes);
+            }
+            None => return Err(BlobError::NoLocator),
+        }
+    }
+    data.active(
+        0,
+        &wasm_encoder::ConstExpr::i32_const(i32::from_le_bytes(offset.to_le_bytes())),
+        bundle.iter().copied(),
+    );
+
+    let mut out = wasm_encoder::Module::new();
+    for s in &m.sections {
+        match s.kind {
+            SectionKind::Memory => {
+                out.section(&memories);
+            }
+            SectionKind::Data => {
+                out.section(&data);
+            }
+            SectionKind::DataCount(n) => {
+                let count = n
+                    .checked_add(1)
+                    .ok_or_else(|| BlobError::Invalid("data count overflows".into()))?;
+                out.section(&wasm_encoder::DataCountSection { count });
+            }
+            SectionKind::Signature => {}
+            SectionKind::Other => {
+                out.section(&wasm_encoder::RawSection {
+                    id: s.id,
+                    data: slice(filter_wasm, &s.range)?,
+                });
+            }
+        }
+    }
+    let bytes = out.finish();
+    validate(&bytes)?;
+    Ok(bytes)
+}
+
+/// The bundle embedded in a blob: `None` for the generic filter.
+pub fn extract(wasm: &[u8]) -> Result<Option<Vec<u8>>, BlobError> {
+    let m = scan(wasm)?;
+    let loc = m.locator()?.read(&m)?;
+    if loc.offset == 0 && loc.len == 0 {
+        return Ok(None);
+    }
+    let not_found = BlobError::BundleNotFound {
+        offset: loc.offset,
+        len: loc.len,
+    };
+    let want_start = u64::from(loc.offset);
+    let want_end = want_start + u64::from(loc.len);
+    // Later segments win at instantiation, so look from the end.
+    for seg in m.segments.iter().rev() {
+        if seg.memory_index != 0 {
+            continue;
+        }
+        let Some(start) = seg.const_offset() else {
+            continue;
+        };
+        let bytes = seg.data;
+        let end = start + bytes.len() as u64;
+        if start <= want_start && want_end <= end {
+            let from = usize::try_from(want_start - start).map_err(|_| not_found.clone())?;
+            let to = from + loc.len as usize;
+            return bytes
+                .get(from..to)
+                .map(|b| Some(b.to_vec()))
+                .ok_or(not_found);
+        }
+    }
+    Err(not_found)
+}
+
+/// The locator of a filter or blob.
+pub fn locator(wasm: &[u8]) -> Result<Locator, BlobError> {
+    let m = scan(wasm)?;
+    m.locator()?.read(&m)
+}
+
+/// Full validation with the default feature set (what Envoy's V8 runs).
+pub fn validate(wasm: &[u8]) -> Result<(), BlobError> {
+    wasmparser::Validator::new()
+        .validate_all(wasm)
+        .map(|_| ())
+        .map_err(|e| BlobError::Invalid(e.to_string()))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SectionKind {
+    Memory,
+    Data,
+    DataCount(u32),
+    /// `signature` / `signature_delimiter`: dropped, the content changes.
+    Signature,
+    Other,
+}
+
+struct Section {
+    id: u8,
+    range: Range<usize>,
+    kind: SectionKind,
+}
+
+struct Segment<'a> {
+    /// The whole encoded segment.
+    range: Range<usize>,
+    /// Its bytes.
+    data: &'a [u8],
+    memory_index: u32,
+    /// Offset expression of an active segment.
+    offset_expr: Option<wasmparser::ConstExpr<'a>>,
+}
+
+impl Segment<'_> {
+    /// The offset of an active segment whose offset is a plain `i32.const`.
+    fn const_offset(&self) -> Option<u64> {
+        let mut ops = self.offset_expr.as_ref()?.get_operators_reader();
+        let value = match ops.read().ok()? {
+            Operator::I32Const { value } => u32::from_le_bytes(value.to_le_bytes()),
+            _ => return None,
+        };
+        match ops.read().ok()? {
+            Operator::End => Some(u64::from(value)),
+            _ => None,
+        }
+    }
+}
+
+struct Scanned<'a> {
+    sections: Vec<Section>,
+    imported_memories: usize,
+    memories: Vec<wasmparser::MemoryType>,
+    segments: Vec<Segment<'a>>,
+}
+
+struct Found {
+    segment: usize,
+    /// Offset of the locator inside the segment's bytes.
+    at: usize,
+    memory_index: u32,
+}
+
+impl Found {
+    fn read(&self, m: &Scanned<'_>) -> Result<Locator, BlobError> {
+        let seg = m.segments.get(self.segment).ok_or(BlobError::NoLocator)?;
+        Ok(Locator {
+            offset: u32_at(seg.data, self.at + 16)?,
+            len: u32_at(seg.data, self.at + 20)?,
+        })
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Result<u32, BlobError> {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes)
+        .ok_or(BlobError::NoLocator)
+}
+
+fn slice<'a>(bytes: &'a [u8], r: &Range<usize>) -> Result<&'a [u8], BlobError> {
+    bytes
+        .get(r.clone())
+        .ok_or_else(|| BlobError::Invalid("range past the end of the module".into()))
+}
+
+fn range(r: Range<u64>) -> Result<Range<usize>, BlobError> {
+    let bad = || BlobError::Invalid("offset out of range".into());
+    Ok(usize::try_from(r.start).map_err(|_| bad())?..usize::try_from(r.end).map_err(|_| bad())?)
+}
+
+impl<'a> Scanned<'a> {
+    /// The one locator in the active data segments.
+    fn locator(&self) -> Result<Found, BlobError> {
+        let mut hits = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.offset_expr.is_none() {
+                continue;
+            }
+            for (at, w) in seg.data.windows(LOCATOR_LEN).enumerate() {
+                if w.starts_with(LOCATOR_MAGIC)
+                    && w.get(24..).is_some_and(|z| z.iter().all(|b| *b == 0))
+                {
+                    hits.push(Found {
+                        segment: i,
+                        at,
+                        memory_index: seg.memory_index,
+                    });
+                }
+            }
+        }
+        match hits.len() {
+            0 => Err(BlobError::NoLocator),
+            1 => hits.pop().ok_or(BlobError::NoLocator),
+            n => Err(BlobError::DuplicateLocator(n)),
+        }
+    }
+
+    /// Memory 0, which must be defined by the module (not imported) and
+    /// 32-bit with 64 KiB pages.
+    fn memory0(&self) -> Result<&wasmparser::MemoryType, BlobError> {
+        if self.imported_memories > 0 {
+            return Err(BlobError::Memory(
+                "it is imported; the filter must define its memory".into(),
+            ));
+        }
+        let mem = self
+            .memories
+            .first()
+            .ok_or_else(|| BlobError::Memory("the module has no memory".into()))?;
+        if mem.memory64 {
+            return Err(BlobError::Memory(
+                "64-bit memories are not supported".into(),
+            ));
+        }
+        if mem.page_size_log2.is_some_and(|p| p != 16) {
+            return Err(BlobError::Memory(
+                "custom page sizes are not supported".into(),
+            ));
+        }
+        Ok(mem)
+    }
+}
+
+/// Reads the sections the rewrite needs; copies nothing.
+fn scan(wasm: &[u8]) -> Result<Scanned<'_>, BlobError> {
+    let invalid = |e: wasmparser::BinaryReaderError| BlobError::Invalid(e.to_string());
+    let mut m = Scanned {
+        sections: Vec::new(),
+        imported_memories: 0,
+        memories: Vec::new(),
+        segments: Vec::new(),
+    };
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(invalid)?;
+        let kind = match &payload {
+            Payload::Version { encoding, .. } => {
+                if *encoding != Encoding::Module {
+                    return Err(BlobError::Invalid("a component, not a core module".into()));
+                }
+                continue;
+            }
+            Payload::ImportSection(r) => {
+                for import in r.clone().into_imports() {
+                    if matches!(import.map_err(invalid)?.ty, TypeRef::Memory(_)) {
+                        m.imported_memories += 1;
+                    }
+                }
+                SectionKind::Other
+            }
+            Payload::MemorySection(r) => {
+                for mem in r.clone() {
+                    m.memories.push(mem.map_err(invalid)?);
+                }
+                SectionKind::Memory
+            }
+            Payload::DataSection(r) => {
+                for seg in r.clone() {
+                    let seg = seg.map_err(invalid)?;
+                    let (memory_index, offset_expr) = match seg.kind {
+                        DataKind::Passive => (0, None),
+                        DataKind::Active {
+                            memory_index,
+                            offset_expr,
+                        } => (memory_index, Some(offset_expr)),
+                    };
+                    m.segments.push(Segment {
+                        range: range(seg.range)?,
+                        data: seg.data,
+                        memory_index,
+                        offset_expr,
+                    });
+                }
+                SectionKind::Data
+            }
+            Payload::DataCountSection { count, .. } => SectionKind::DataCount(*count),
+            Payload::CustomSection(c)
+                if c.name() == crate::wasmsig::SECTION_NAME
+                    || c.name() == crate::wasmsig::DELIMITER_NAME =>
+            {
+                SectionKind::Signature
+            }
+            _ => SectionKind::Other,
+        };
+        if let Some((id, r)) = payload.as_section() {
+            m.sections.push(Section {
+                id,
+                range: range(r)?,
+                kind,
+            });
+        }
+    }
+    Ok(m)
+}

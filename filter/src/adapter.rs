@@ -1,0 +1,268 @@
+//! The proxy-wasm side: root and HTTP contexts, and [`Host`] over the raw
+//! hostcalls. This is the only module (with the entry point in `lib.rs`)
+//! that uses `proxy_wasm`.
+//!
+//! The SDK's convenience methods on the context traits `unwrap()` host
+//! results and would trap the VM on an unexpected answer, so only
+//! `proxy_wasm::hostcalls` are used, and every `Result` is handled. (The
+//! hostcalls themselves still abort on status codes outside the ABI's
+//! documented set for each call; Envoy does not return those.)
+
+use crate::embedded;
+use crate::host::{Host, Level, MetricKind};
+use crate::metrics::Metrics;
+use crate::reply::RequestIds;
+use crate::shared::{fingerprint, Shared};
+use crate::stream::{Flow, Stream};
+use aegis_engine::bundle::Bundle;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// The filter's version, logged at VM start.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// [`Host`] over proxy-wasm hostcalls, acting for the current context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyHost;
+
+fn status<T>(r: Result<T, proxy_wasm::types::Status>) -> Result<T, String> {
+    r.map_err(|s| format!("host status {s:?}"))
+}
+
+impl Host for ProxyHost {
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+            Level::Critical => LogLevel::Critical,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // The byte form: a header value need not be UTF-8, and the string
+        // form of this call unwraps the conversion.
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8(v)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (k, v)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len) {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(_) => Vec::new(),
+        }
+    }
+
+    fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        status(hostcalls::set_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            len,
+            body,
+        ))
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
+        status(hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            name,
+            value,
+        ))
+    }
+
+    fn send_local_response(
+        &self,
+        status_code: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String> {
+        status(hostcalls::send_http_response(
+            status_code,
+            headers.to_vec(),
+            Some(body),
+        ))
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String> {
+        status(hostcalls::set_property(vec![key], Some(value.as_bytes())))
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        status(hostcalls::define_metric(kind, name))
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) -> Result<(), String> {
+        status(hostcalls::increment_metric(id, by))
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
+        status(hostcalls::record_metric(id, value))
+    }
+}
+
+/// Logs a panic through the host before the VM aborts.
+pub fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
+    ProxyHost.log(Level::Critical, &format!("aegis: panic: {info}"));
+}
+
+/// One per plugin configuration.
+pub struct Root {
+    /// The embedded bundle, loaded and integrity-checked at VM start.
+    embedded: Option<Rc<Bundle>>,
+    embedded_checked: bool,
+    shared: Option<Rc<Shared>>,
+    /// Outlives reconfigurations: a metric name is defined once per VM.
+    metrics: Rc<RefCell<Metrics>>,
+    ids: Rc<RequestIds>,
+}
+
+pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
+    // Low bits of the start time tell the VMs of different workers apart
+    // in generated request ids.
+    let started = ProxyHost.now_nanos();
+    Box::new(Root {
+        embedded: None,
+        embedded_checked: false,
+        shared: None,
+        metrics: Rc::new(RefCell::new(Metrics::new())),
+        ids: Rc::new(RequestIds::new((started ^ (started >> 32)) as u32)),
+    })
+}
+
+impl Root {
+    /// Loads the embedded bundle once (integrity always; trust against the
+    /// configured keys happens in `on_configure`).
+    fn load_embedded(&mut self) -> Result<(), String> {
+        if self.embedded_checked {
+            return Ok(());
+        }
+        let bytes = embedded::bundle_bytes().map_err(|e| format!("embedded bundle: {e}"))?;
+        if let Some(bytes) = bytes {
+            let b = Bundle::load(&bytes, &[]).map_err(|e| format!("embedded bundle: {e}"))?;
+            self.embedded = Some(Rc::new(b));
+        }
+        self.embedded_checked = true;
+        Ok(())
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        if let Err(e) = self.load_embedded() {
+            ProxyHost.log(Level::Error, &format!("aegis-filter {VERSION}: {e}"));
+            return false;
+        }
+        let line = match &self.embedded {
+            Some(b) => format!(
+                "aegis-filter {VERSION} started; embedded bundle: policy `{}`, hash {}, {}",
+                b.policy_version(),
+                b.hash_hex(),
+                match &b.signer {
+                    Some(k) => format!("signed by key {}", fingerprint(k)),
+                    None => "unsigned".into(),
+                }
+            ),
+            None => format!(
+                "aegis-filter {VERSION} started; no embedded bundle (the configuration must \
+                 give `bundle`)"
+            ),
+        };
+        ProxyHost.log(Level::Info, &line);
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let result = self.load_embedded().and_then(|()| {
+            let bytes = match hostcalls::get_buffer(
+                BufferType::PluginConfiguration,
+                0,
+                plugin_configuration_size,
+            ) {
+                Ok(b) => b.unwrap_or_default(),
+                Err(s) => return Err(format!("cannot read the plugin configuration: {s:?}")),
+            };
+            Shared::configure(
+                &bytes,
+                self.embedded.as_ref(),
+                Rc::clone(&self.metrics),
+                Rc::clone(&self.ids),
+            )
+        });
+        match result {
+            Ok(shared) => {
+                ProxyHost.log(Level::Info, &format!("aegis: ready: {}", shared.summary()));
+                self.shared = Some(Rc::new(shared));
+                true
+            }
+            Err(e) => {
+                ProxyHost.log(Level::Error, &format!("aegis: configuration rejected: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            stream: Stream::new(ProxyHost, self.shared.clone()),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One per HTTP stream.
+struct Http {
+    stream: Stream<ProxyHost>,
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_headers(end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers())
+    }
+}

@@ -1,0 +1,54 @@
+//! What the filter needs from the proxy, as a small trait.
+//!
+//! The stream logic (`stream.rs`) is written against [`Host`] so that it
+//! runs natively in unit tests against a mock; the real implementation over
+//! proxy-wasm hostcalls lives in `adapter.rs`, the only module that talks to
+//! the proxy. Every method reports failure instead of trapping.
+
+/// Log levels, as the proxy-wasm ABI numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+/// Calls into the proxy, in the context of the current stream (or of the
+/// root context at configure time).
+pub trait Host {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    fn now_nanos(&self) -> u64;
+    fn log(&self, level: Level, message: &str);
+    /// All request headers, pseudo-headers (`:method`, `:path`, ...)
+    /// included, in one call. Values that are not UTF-8 are converted
+    /// lossily.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// The buffered request body, at most `len` bytes; empty if none.
+    fn request_body(&self, len: usize) -> Vec<u8>;
+    /// Replaces the first `len` bytes of the buffered request body (all of
+    /// it) with `body`.
+    fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String>;
+    /// Sets (`Some`) or removes (`None`) a request header.
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String>;
+    /// Answers the downstream with a local reply; the request never goes
+    /// (further) upstream.
+    fn send_local_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String>;
+    /// Writes `wasm.<key>` filter state (readable by access logs as
+    /// `%FILTER_STATE(wasm.<key>:PLAIN)%`).
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String>;
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String>;
+    fn increment_metric(&self, id: u32, by: i64) -> Result<(), String>;
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), String>;
+}

@@ -1,0 +1,34 @@
+//! aegis-filter: the Aegis policy gate as a proxy-wasm HTTP filter.
+//!
+//! A thin adapter around `aegis-engine`: the root context parses the plugin
+//! configuration and loads the policy bundle (embedded by `aegis build`, or
+//! given in the configuration) once; every HTTP stream hands its request to
+//! the engine and applies the verdict. All judging is the engine's.
+//!
+//! - `adapter`: proxy-wasm contexts and the hostcalls (the only user of
+//!   `proxy_wasm`)
+//! - `stream`: one request, from headers to verdict, against the `Host`
+//!   trait so it is unit-tested natively
+//! - `shared`, `config`: what `on_configure` builds
+//! - `embedded`, `locator`: the bundle `aegis build` embeds
+//! - `metrics`, `reply`: metric names and local replies
+//!
+//! See `README.md` for the configuration, filter state and metrics.
+
+mod adapter;
+mod config;
+mod embedded;
+mod host;
+mod locator;
+mod metrics;
+mod reply;
+mod shared;
+mod stream;
+
+#[cfg(test)]
+mod tests;
+
+proxy_wasm::main! {{
+    std::panic::set_hook(Box::new(adapter::panic_hook));
+    proxy_wasm::set_root_context(adapter::new_root);
+}}

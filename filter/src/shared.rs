@@ -1,0 +1,168 @@
+//! What every stream of a configured plugin shares: the loaded bundle, the
+//! limits, the DLP scratch space and the metric ids.
+//!
+//! Built once in `on_configure` and handed to streams through an `Rc`: a
+//! proxy-wasm VM runs on one thread and never re-enters the module, so
+//! `Rc` and `RefCell` are enough (and `try_borrow_mut` keeps even a broken
+//! assumption from trapping).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reply::RequestIds;
+use aegis_engine::bundle::{Bundle, LoadError};
+use aegis_engine::eval::Scratch;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+/// Where the bundle in use came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Embedded,
+    Configuration,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Embedded => "embedded",
+            Source::Configuration => "configuration",
+        }
+    }
+}
+
+pub struct Shared {
+    pub bundle: Rc<Bundle>,
+    pub source: Source,
+    pub max_body_bytes: usize,
+    pub hold_headers: bool,
+    /// Agents whose requests DLP may rewrite.
+    dlp_agents: BTreeSet<String>,
+    scratch: RefCell<Scratch>,
+    pub metrics: Rc<RefCell<Metrics>>,
+    pub ids: Rc<RequestIds>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("bundle", &self.bundle)
+            .field("source", &self.source)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("hold_headers", &self.hold_headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same rule as the engine's loader: with trusted keys configured, the
+/// bundle must be signed by one of them.
+fn check_trust(signer: Option<[u8; 32]>, trusted: &[[u8; 32]]) -> Result<(), LoadError> {
+    if trusted.is_empty() {
+        return Ok(());
+    }
+    match signer {
+        None => Err(LoadError::Unsigned),
+        Some(k) if trusted.contains(&k) => Ok(()),
+        Some(_) => Err(LoadError::UntrustedSigner),
+    }
+}
+
+/// Key id of a signer for logs, as `aegis` prints it: the first 16 hex
+/// digits of SHA-256 of the raw key.
+pub fn fingerprint(key: &[u8; 32]) -> String {
+    Sha256::digest(key)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Shared {
+    /// Parses the plugin configuration and picks the bundle: the one in the
+    /// configuration, else the embedded one (already integrity-checked when
+    /// the VM started), and checks it against the trusted keys. The error is
+    /// one line for the log.
+    pub fn configure(
+        config_bytes: &[u8],
+        embedded: Option<&Rc<Bundle>>,
+        metrics: Rc<RefCell<Metrics>>,
+        ids: Rc<RequestIds>,
+    ) -> Result<Shared, String> {
+        let config = Config::parse(config_bytes)
+            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        let (bundle, source) = match (&config.bundle, embedded) {
+            (Some(bytes), _) => {
+                let b = Bundle::load(bytes, &config.trusted_keys)
+                    .map_err(|e| format!("cannot load the bundle from the configuration: {e}"))?;
+                (Rc::new(b), Source::Configuration)
+            }
+            (None, Some(b)) => {
+                check_trust(b.signer, &config.trusted_keys)
+                    .map_err(|e| format!("cannot use the embedded bundle: {e}"))?;
+                (Rc::clone(b), Source::Embedded)
+            }
+            (None, None) => {
+                return Err(
+                    "no policy bundle: this filter has none embedded (build one with `aegis \
+                     build`) and the configuration has no `bundle`"
+                        .into(),
+                )
+            }
+        };
+        let dlp_agents = bundle
+            .model
+            .agents
+            .iter()
+            .filter(|a| a.dlp.is_some())
+            .map(|a| a.id.clone())
+            .collect();
+        Ok(Shared {
+            bundle,
+            source,
+            max_body_bytes: config.max_body_bytes,
+            hold_headers: config.hold_headers,
+            dlp_agents,
+            scratch: RefCell::new(Scratch::new()),
+            metrics,
+            ids,
+        })
+    }
+
+    /// Whether a decision for `agent` may rewrite the body. Unknown agent:
+    /// assume it may.
+    pub fn may_rewrite(&self, agent: Option<&str>) -> bool {
+        agent.is_none_or(|a| self.dlp_agents.contains(a))
+    }
+
+    /// Runs `f` with the shared DLP scratch space (a fresh one should it be
+    /// in use, which a single-threaded VM never sees).
+    pub fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut s) => f(&mut s),
+            Err(_) => f(&mut Scratch::new()),
+        }
+    }
+
+    /// One line describing what is in force, for the log.
+    pub fn summary(&self) -> String {
+        let b = &self.bundle;
+        format!(
+            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}",
+            b.policy_version(),
+            b.model.agents.len(),
+            b.hash_hex(),
+            self.source.as_str(),
+            match &b.signer {
+                Some(k) => format!("signed by key {}", fingerprint(k)),
+                None => "unsigned".into(),
+            },
+            self.max_body_bytes,
+            if self.hold_headers {
+                "headers held while the body is judged"
+            } else {
+                "headers forwarded before the body is judged"
+            },
+        )
+    }
+}

@@ -1,0 +1,489 @@
+//! One HTTP request through the filter.
+//!
+//! Headers: gather method, authority, path and all headers, and decide.
+//! When the engine answers `NeedBody`, buffer the body (up to
+//! `max_body_bytes`) and decide again at the end of the stream (or at the
+//! trailers). Then apply the verdict:
+//!
+//! | verdict                  | enforce                                  | shadow                         |
+//! |--------------------------|------------------------------------------|--------------------------------|
+//! | allow                    | forward untouched                        | forward, `x-aegis-shadow-decision` |
+//! | sanitize                 | forward the rewritten body               | forward untouched, header      |
+//! | deny, approval_needed    | local reply 403 with a JSON body         | forward, header                |
+//! | body over the limit      | local reply 413 (decision `deny`)        | forward, header                |
+//!
+//! The shadow header is set in the headers phase, or in the body phase
+//! when Envoy still holds the headers (`allow_on_headers_stop_iteration`);
+//! otherwise the headers have already gone upstream and only filter state
+//! and metrics carry the shadow verdict.
+//!
+//! Headers held or not: without Envoy's `allow_on_headers_stop_iteration`
+//! a pause in the headers callback stops the body callbacks too (the host
+//! turns it into "stop all"), so the request would stall. The filter then
+//! lets the headers go upstream and holds only the body; a later deny
+//! answers locally and Envoy resets the upstream request, which never sees
+//! the body.
+//!
+//! `content-length` is dropped in the headers callback whenever the body
+//! may be rewritten (the agent has DLP and is enforced), because the
+//! headers may be on their way upstream before the body is judged.
+
+use crate::host::{Host, Level};
+use crate::metrics::{self, NONE};
+use crate::reply::Reply;
+use crate::shared::Shared;
+use aegis_engine::eval::{Caller, Decision, Request, Verdict};
+use aegis_engine::types::Mode;
+use std::rc::Rc;
+
+/// What the proxy should do after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// Filter state keys. Envoy stores each as `wasm.<key>`.
+pub mod keys {
+    pub const DECISION: &str = "aegis_decision";
+    pub const REASON: &str = "aegis_reason";
+    pub const RULE: &str = "aegis_rule";
+    pub const AGENT: &str = "aegis_agent";
+    pub const TOOL: &str = "aegis_tool";
+    pub const ACTION: &str = "aegis_action";
+    pub const POLICY_VERSION: &str = "aegis_policy_version";
+    pub const REQUEST_ID: &str = "aegis_request_id";
+    pub const MODE: &str = "aegis_mode";
+}
+
+/// Request header added in shadow mode.
+pub const SHADOW_HEADER: &str = "x-aegis-shadow-decision";
+/// Response header of local replies.
+pub const DECISION_HEADER: &str = "x-aegis-decision";
+
+/// A request whose body is being buffered.
+struct Pending {
+    method: String,
+    authority: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    request_id: String,
+    agent: Option<String>,
+    tool: Option<String>,
+    action: Option<String>,
+    shadow: bool,
+    body_size: usize,
+}
+
+enum State {
+    /// Before the request headers.
+    Start,
+    /// Judging needs the body; buffering it.
+    Buffering(Box<Pending>),
+    /// Decided; the rest of the request passes.
+    Forward,
+    /// Answered locally; nothing more goes upstream.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    Body,
+}
+
+/// A final outcome, ready to apply.
+struct Final<'a> {
+    verdict: Verdict,
+    reason: String,
+    agent: Option<&'a str>,
+    tool: Option<&'a str>,
+    action: Option<&'a str>,
+    rule: Option<&'a str>,
+    shadow: bool,
+    /// Status of the local reply if this outcome blocks.
+    status: u32,
+    request_id: &'a str,
+}
+
+impl<'a> Final<'a> {
+    fn from_decision(d: &Decision<'a>, request_id: &'a str) -> Self {
+        Final {
+            verdict: d.verdict,
+            reason: d.reason.to_string(),
+            agent: d.agent,
+            tool: d.tool,
+            action: d.action,
+            rule: d.rule,
+            shadow: d.mode == Mode::Shadow,
+            status: 403,
+            request_id,
+        }
+    }
+
+    /// Turns this outcome into a failure of the filter itself.
+    fn internal(&mut self, reason: String) {
+        self.verdict = Verdict::Deny;
+        self.reason = format!("internal error: {reason}");
+        self.rule = None;
+        self.status = 500;
+    }
+}
+
+fn too_large(max: usize) -> String {
+    format!("request body is larger than the {max} bytes the filter accepts (`max_body_bytes`)")
+}
+
+fn unix_secs(nanos: u64) -> i64 {
+    i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX)
+}
+
+fn find<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The filter's side of one HTTP stream.
+pub struct Stream<H: Host> {
+    host: H,
+    shared: Option<Rc<Shared>>,
+    state: State,
+    /// Time spent inside the filter's callbacks so far.
+    busy_nanos: u64,
+}
+
+impl<H: Host> Stream<H> {
+    /// `shared`: `None` when the plugin is not configured; every request is
+    /// then refused (503).
+    pub fn new(host: H, shared: Option<Rc<Shared>>) -> Self {
+        Stream {
+            host,
+            shared,
+            state: State::Start,
+            busy_nanos: 0,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
+        if !matches!(self.state, State::Start) {
+            return Flow::Continue;
+        }
+        let t0 = self.host.now_nanos();
+        let flow = self.headers(end_of_stream, t0);
+        self.account(t0);
+        flow
+    }
+
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        match self.state {
+            State::Buffering(_) => {}
+            State::Blocked => return Flow::Pause,
+            State::Start | State::Forward => return Flow::Continue,
+        }
+        let t0 = self.host.now_nanos();
+        let flow = self.body(Some(body_size), end_of_stream, t0);
+        self.account(t0);
+        flow
+    }
+
+    /// Trailers end the body: judge what was buffered.
+    pub fn on_request_trailers(&mut self) -> Flow {
+        match self.state {
+            State::Buffering(_) => {}
+            State::Blocked => return Flow::Pause,
+            State::Start | State::Forward => return Flow::Continue,
+        }
+        let t0 = self.host.now_nanos();
+        let flow = self.body(None, true, t0);
+        self.account(t0);
+        flow
+    }
+
+    fn account(&mut self, t0: u64) {
+        let spent = self.host.now_nanos().saturating_sub(t0);
+        self.busy_nanos = self.busy_nanos.saturating_add(spent);
+    }
+
+    fn headers(&mut self, end_of_stream: bool, t0: u64) -> Flow {
+        let headers = self.host.request_headers();
+        let Some(shared) = self.shared.clone() else {
+            let f = Final {
+                verdict: Verdict::Deny,
+                reason: "the aegis filter is not configured".into(),
+                agent: None,
+                tool: None,
+                action: None,
+                rule: None,
+                shadow: false,
+                status: 503,
+                request_id: find(&headers, "x-request-id").unwrap_or(NONE),
+            };
+            return self.conclude(None, &f, Phase::Headers, t0);
+        };
+        let method = find(&headers, ":method").unwrap_or_default();
+        let authority = find(&headers, ":authority")
+            .filter(|a| !a.is_empty())
+            .or_else(|| find(&headers, "host"))
+            .unwrap_or_default();
+        let path = find(&headers, ":path").unwrap_or_default();
+        let request_id = match find(&headers, "x-request-id").filter(|v| !v.is_empty()) {
+            Some(v) => v.to_owned(),
+            None => shared.ids.generate(t0),
+        };
+        let empty: &[u8] = &[];
+        let req = Request {
+            method,
+            authority,
+            path,
+            headers: headers.as_slice(),
+            body: end_of_stream.then_some(empty),
+        };
+        let now = unix_secs(t0);
+        let d = shared.with_scratch(|s| shared.bundle.decide(&req, Caller::FromRequest, now, s));
+
+        if d.verdict != Verdict::NeedBody || end_of_stream {
+            let mut f = Final::from_decision(&d, &request_id);
+            if d.verdict == Verdict::NeedBody {
+                f.internal("the decision needs a body the request does not have".into());
+            }
+            return self.conclude(Some(&shared), &f, Phase::Headers, t0);
+        }
+
+        let shadow = d.mode == Mode::Shadow;
+        let declared = find(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
+            let mut f = Final::from_decision(&d, &request_id);
+            f.verdict = Verdict::Deny;
+            f.reason = too_large(shared.max_body_bytes);
+            f.status = 413;
+            return self.conclude(Some(&shared), &f, Phase::Headers, t0);
+        }
+        if !shadow && shared.may_rewrite(d.agent) {
+            if let Err(e) = self.host.set_request_header("content-length", None) {
+                self.host.log(
+                    Level::Warn,
+                    &format!(
+                        "aegis: cannot drop `content-length` before a possible body rewrite: {e}"
+                    ),
+                );
+            }
+        }
+        let pending = Pending {
+            method: method.to_owned(),
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            agent: d.agent.map(str::to_owned),
+            tool: d.tool.map(str::to_owned),
+            action: d.action.map(str::to_owned),
+            shadow,
+            request_id,
+            headers,
+            body_size: 0,
+        };
+        self.state = State::Buffering(Box::new(pending));
+        if shared.hold_headers {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn take_pending(&mut self) -> Option<Box<Pending>> {
+        match std::mem::replace(&mut self.state, State::Forward) {
+            State::Buffering(p) => Some(p),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// A body chunk (`size`: everything buffered so far) or, with `None`,
+    /// the trailers.
+    fn body(&mut self, size: Option<usize>, end_of_stream: bool, t0: u64) -> Flow {
+        let Some(shared) = self.shared.clone() else {
+            return Flow::Continue;
+        };
+        let State::Buffering(p) = &mut self.state else {
+            return Flow::Continue;
+        };
+        if let Some(n) = size {
+            p.body_size = n;
+        }
+        let over = p.body_size > shared.max_body_bytes;
+        if !over && !end_of_stream {
+            return Flow::Pause;
+        }
+        let Some(p) = self.take_pending() else {
+            return Flow::Continue;
+        };
+        if over {
+            let f = Final {
+                verdict: Verdict::Deny,
+                reason: too_large(shared.max_body_bytes),
+                agent: p.agent.as_deref(),
+                tool: p.tool.as_deref(),
+                action: p.action.as_deref(),
+                rule: None,
+                shadow: p.shadow,
+                status: 413,
+                request_id: &p.request_id,
+            };
+            return self.conclude(Some(&shared), &f, Phase::Body, t0);
+        }
+
+        let body = self.host.request_body(p.body_size);
+        let req = Request {
+            method: &p.method,
+            authority: &p.authority,
+            path: &p.path,
+            headers: p.headers.as_slice(),
+            body: Some(&body),
+        };
+        let now = unix_secs(t0);
+        shared.with_scratch(|scratch| {
+            let d = shared
+                .bundle
+                .decide(&req, Caller::FromRequest, now, scratch);
+            let mut f = Final::from_decision(&d, &p.request_id);
+            match d.verdict {
+                Verdict::NeedBody => f.internal("the decision still needs the body".into()),
+                Verdict::Sanitize if !f.shadow => {
+                    let len = p.body_size.max(body.len());
+                    if let Err(e) = self.host.replace_request_body(len, &scratch.dlp.out) {
+                        self.host.log(
+                            Level::Error,
+                            &format!("aegis: cannot rewrite the request body: {e}"),
+                        );
+                        f.internal(format!("cannot rewrite the request body: {e}"));
+                    }
+                }
+                _ => {}
+            }
+            self.conclude(Some(&shared), &f, Phase::Body, t0)
+        })
+    }
+
+    /// Records the outcome and applies it.
+    fn conclude(&mut self, shared: Option<&Shared>, f: &Final<'_>, phase: Phase, t0: u64) -> Flow {
+        self.record(shared, f, t0);
+        let blocks = matches!(
+            f.verdict,
+            Verdict::Deny | Verdict::ApprovalNeeded | Verdict::NeedBody
+        );
+        if f.shadow {
+            // Headers can still be edited in the headers phase, or later when
+            // Envoy holds them; otherwise they are already upstream.
+            if phase == Phase::Headers || shared.is_some_and(|s| s.hold_headers) {
+                if let Err(e) = self
+                    .host
+                    .set_request_header(SHADOW_HEADER, Some(f.verdict.as_str()))
+                {
+                    self.host.log(
+                        Level::Warn,
+                        &format!("aegis: cannot add `{SHADOW_HEADER}`: {e}"),
+                    );
+                }
+            }
+            self.state = State::Forward;
+            return Flow::Continue;
+        }
+        if !blocks {
+            self.state = State::Forward;
+            return Flow::Continue;
+        }
+        let decision = f.verdict.as_str();
+        let body = Reply {
+            decision,
+            reason: &f.reason,
+            rule: f.rule,
+            policy_version: shared.map(|s| s.bundle.policy_version()),
+            request_id: f.request_id,
+        }
+        .to_json();
+        let headers = [
+            ("content-type", "application/json"),
+            (DECISION_HEADER, decision),
+        ];
+        if let Err(e) = self.host.send_local_response(f.status, &headers, &body) {
+            self.host.log(
+                Level::Error,
+                &format!("aegis: cannot send the local reply ({decision}): {e}"),
+            );
+        }
+        self.state = State::Blocked;
+        Flow::Pause
+    }
+
+    /// Filter state for access logs, and metrics.
+    fn record(&self, shared: Option<&Shared>, f: &Final<'_>, t0: u64) {
+        let decision = f.verdict.as_str();
+        let mode = if f.shadow {
+            Mode::Shadow.as_str()
+        } else {
+            Mode::Enforce.as_str()
+        };
+        let state = [
+            (keys::DECISION, Some(decision)),
+            (keys::REASON, Some(f.reason.as_str())),
+            (keys::RULE, f.rule),
+            (keys::AGENT, f.agent),
+            (keys::TOOL, f.tool),
+            (keys::ACTION, f.action),
+            (
+                keys::POLICY_VERSION,
+                shared.map(|s| s.bundle.policy_version()),
+            ),
+            (keys::REQUEST_ID, Some(f.request_id)),
+            (keys::MODE, Some(mode)),
+        ];
+        for (key, value) in state {
+            let Some(value) = value else { continue };
+            if let Err(e) = self.host.set_filter_state(key, value) {
+                // One line per request at most.
+                self.host.log(
+                    Level::Warn,
+                    &format!("aegis: cannot set filter state `{key}`: {e}"),
+                );
+                break;
+            }
+        }
+
+        let Some(shared) = shared else { return };
+        let Ok(mut m) = shared.metrics.try_borrow_mut() else {
+            return;
+        };
+        let agent = f.agent.unwrap_or(NONE);
+        let tool = f.tool.unwrap_or(NONE);
+        m.count(
+            &self.host,
+            metrics::DECISION_TOTAL,
+            &[
+                ("agent", agent),
+                ("tool", tool),
+                ("decision", decision),
+                ("mode", mode),
+            ],
+        );
+        if matches!(f.verdict, Verdict::Deny | Verdict::ApprovalNeeded) {
+            m.count(
+                &self.host,
+                metrics::POLICY_VIOLATION_TOTAL,
+                &[
+                    ("agent", agent),
+                    ("tool", tool),
+                    ("rule", f.rule.unwrap_or(NONE)),
+                    ("decision", decision),
+                    ("mode", mode),
+                ],
+            );
+        }
+        let spent = self
+            .busy_nanos
+            .saturating_add(self.host.now_nanos().saturating_sub(t0));
+        m.record(&self.host, metrics::LATENCY_MS, spent / 1_000_000);
+        m.record(&self.host, metrics::LATENCY_US, spent / 1_000);
+    }
+}

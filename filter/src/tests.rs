@@ -1,0 +1,916 @@
+//! The stream logic against a mock host, with a bundle compiled from an IR
+//! policy: configuration, verdicts on the wire, buffering, shadow mode,
+//! filter state and metrics.
+
+use crate::host::{Host, Level, MetricKind};
+use crate::metrics::Metrics;
+use crate::reply::RequestIds;
+use crate::shared::Shared;
+use crate::stream::{keys, Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
+use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::bundle::Bundle;
+use aegis_engine::ir::{
+    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Identity, Mode, Op, Policy,
+    Predicate, Rule, Tool,
+};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+fn http(name: &str, method: &str, path: &str) -> Action {
+    Action {
+        name: name.into(),
+        method: Some(method.into()),
+        path: Some(path.into()),
+        write: false,
+    }
+}
+
+fn rule(id: &str, tool: usize, action: usize, conditions: Vec<Predicate>) -> Rule {
+    Rule {
+        id: id.into(),
+        tool,
+        action,
+        when: vec![],
+        conditions,
+        approval: Approval::OnFailure,
+        cost_usd: None,
+    }
+}
+
+fn agent(id: &str, mode: Mode, hosts: &[&str], dlp: bool, rules: Vec<Rule>) -> Agent {
+    Agent {
+        id: id.into(),
+        name: id.into(),
+        tenant: None,
+        mode,
+        allow_hosts: Some(hosts.iter().map(|h| (*h).into()).collect()),
+        budget: None,
+        dlp: dlp.then(|| Dlp {
+            detectors: vec![Detector::Ssn, Detector::Email],
+            custom: vec![],
+            action: DlpAction::Redact,
+        }),
+        rules,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        version: "test-7".into(),
+        identity: Some(Identity {
+            issuer: "https://tokens.test".into(),
+            audience: "aegis".into(),
+            keys: vec![],
+            agent_claim: "sub".into(),
+            tenant_claim: "tenant".into(),
+            scope_claim: "scope".into(),
+            max_age_secs: None,
+            skew_secs: 60,
+            insecure_agent_header: true,
+        }),
+        tools: vec![
+            Tool {
+                name: "stripe-payments".into(),
+                hosts: vec!["api.stripe.com".into()],
+                body: BodyKind::Form,
+                mcp_path: None,
+                actions: vec![
+                    http("create_payment", "POST", "/v1/payment_intents"),
+                    http("get_customer", "GET", "/v1/customers/{id}"),
+                ],
+            },
+            Tool {
+                name: "notes".into(),
+                hosts: vec!["notes.internal".into()],
+                body: BodyKind::Json,
+                mcp_path: None,
+                actions: vec![http("create_note", "POST", "/notes")],
+            },
+        ],
+        agents: vec![
+            agent(
+                "finance-agent",
+                Mode::Enforce,
+                &["api.stripe.com"],
+                false,
+                vec![
+                    rule(
+                        "finance-agent/stripe-payments/create_payment#0",
+                        0,
+                        0,
+                        vec![Predicate {
+                            param: "amount".into(),
+                            op: Op::Le(5000.0),
+                        }],
+                    ),
+                    rule("finance-agent/stripe-payments/get_customer#0", 0, 1, vec![]),
+                ],
+            ),
+            agent(
+                "support-agent",
+                Mode::Enforce,
+                &["notes.internal"],
+                true,
+                vec![rule("support-agent/notes/create_note#0", 1, 0, vec![])],
+            ),
+            agent(
+                "shadow-agent",
+                Mode::Shadow,
+                &["notes.internal"],
+                true,
+                vec![rule("shadow-agent/notes/create_note#0", 1, 0, vec![])],
+            ),
+        ],
+    }
+}
+
+fn bundle_bytes(signed: bool) -> Vec<u8> {
+    let key = signing_key();
+    compile(&policy(), &BuildOptions::default(), signed.then_some(&key)).unwrap()
+}
+
+fn embedded() -> Rc<Bundle> {
+    Rc::new(Bundle::load(&bundle_bytes(true), &[]).unwrap())
+}
+
+fn configure(config: &str, embedded: Option<&Rc<Bundle>>) -> Result<Shared, String> {
+    Shared::configure(
+        config.as_bytes(),
+        embedded,
+        Rc::new(RefCell::new(Metrics::new())),
+        Rc::new(RequestIds::new(0xfeed)),
+    )
+}
+
+fn shared(config: &str) -> Rc<Shared> {
+    Rc::new(configure(config, Some(&embedded())).unwrap())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct LocalReply {
+    status: u32,
+    headers: Vec<(String, String)>,
+    body: serde_json::Value,
+}
+
+/// A proxy that records what the filter does.
+#[derive(Default)]
+struct Mock {
+    time: Cell<u64>,
+    headers: RefCell<Vec<(String, String)>>,
+    body: RefCell<Vec<u8>>,
+    replies: RefCell<Vec<LocalReply>>,
+    state: RefCell<BTreeMap<String, String>>,
+    defined: RefCell<Vec<(MetricKind, String)>>,
+    counts: RefCell<BTreeMap<u32, i64>>,
+    recorded: RefCell<BTreeMap<u32, Vec<u64>>>,
+    logs: RefCell<Vec<(Level, String)>>,
+    refuse_body_rewrite: Cell<bool>,
+}
+
+impl<T: Host + ?Sized> Host for Rc<T> {
+    fn now_nanos(&self) -> u64 {
+        (**self).now_nanos()
+    }
+    fn log(&self, level: Level, message: &str) {
+        (**self).log(level, message)
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        (**self).request_headers()
+    }
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        (**self).request_body(len)
+    }
+    fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        (**self).replace_request_body(len, body)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
+        (**self).set_request_header(name, value)
+    }
+    fn send_local_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String> {
+        (**self).send_local_response(status, headers, body)
+    }
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String> {
+        (**self).set_filter_state(key, value)
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String> {
+        (**self).define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, by: i64) -> Result<(), String> {
+        (**self).increment_metric(id, by)
+    }
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
+        (**self).record_metric(id, value)
+    }
+}
+
+impl Host for Mock {
+    fn now_nanos(&self) -> u64 {
+        // Every look at the clock costs 3 us.
+        let t = self.time.get().max(T0) + 3_000;
+        self.time.set(t);
+        t
+    }
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.borrow().clone()
+    }
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        let b = self.body.borrow();
+        b.get(..len.min(b.len())).unwrap_or_default().to_vec()
+    }
+    fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        if self.refuse_body_rewrite.get() {
+            return Err("refused".into());
+        }
+        assert_eq!(len, self.body.borrow().len());
+        *self.body.borrow_mut() = body.to_vec();
+        Ok(())
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
+        let mut h = self.headers.borrow_mut();
+        h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            h.push((name.to_owned(), v.to_owned()));
+        }
+        Ok(())
+    }
+    fn send_local_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String> {
+        self.replies.borrow_mut().push(LocalReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: serde_json::from_slice(body).unwrap(),
+        });
+        Ok(())
+    }
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String> {
+        self.state
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String> {
+        let mut d = self.defined.borrow_mut();
+        assert!(
+            !d.iter().any(|(_, n)| n == name),
+            "metric `{name}` defined twice"
+        );
+        d.push((kind, name.to_owned()));
+        Ok(u32::try_from(d.len() - 1).unwrap())
+    }
+    fn increment_metric(&self, id: u32, by: i64) -> Result<(), String> {
+        *self.counts.borrow_mut().entry(id).or_default() += by;
+        Ok(())
+    }
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
+        self.recorded
+            .borrow_mut()
+            .entry(id)
+            .or_default()
+            .push(value);
+        Ok(())
+    }
+}
+
+impl Mock {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn state(&self, key: &str) -> Option<String> {
+        self.state.borrow().get(key).cloned()
+    }
+
+    fn reply(&self) -> Option<LocalReply> {
+        let r = self.replies.borrow();
+        assert!(r.len() <= 1, "more than one local reply: {r:?}");
+        r.first().cloned()
+    }
+
+    /// Value of the counter with exactly this full name.
+    fn count(&self, name: &str) -> i64 {
+        let d = self.defined.borrow();
+        let Some(id) = d.iter().position(|(_, n)| n == name) else {
+            return 0;
+        };
+        self.counts
+            .borrow()
+            .get(&u32::try_from(id).unwrap())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn histogram(&self, name: &str) -> Vec<u64> {
+        let d = self.defined.borrow();
+        let Some(id) = d
+            .iter()
+            .position(|(k, n)| n == name && *k == MetricKind::Histogram)
+        else {
+            return vec![];
+        };
+        self.recorded
+            .borrow()
+            .get(&u32::try_from(id).unwrap())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A request as the proxy sees it.
+fn request(
+    agent: &str,
+    method: &str,
+    url_host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Rc<Mock> {
+    let m = Rc::new(Mock::default());
+    let mut h: Vec<(String, String)> = vec![
+        (":method".into(), method.into()),
+        (":authority".into(), url_host.into()),
+        (":path".into(), path.into()),
+        (":scheme".into(), "https".into()),
+        ("x-aegis-agent".into(), agent.into()),
+    ];
+    if !body.is_empty() {
+        h.push(("content-length".into(), body.len().to_string()));
+    }
+    h.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    *m.headers.borrow_mut() = h;
+    *m.body.borrow_mut() = body.to_vec();
+    m
+}
+
+/// Drives a whole request: headers, then the body in `chunks` pieces.
+fn run(shared: &Rc<Shared>, m: &Rc<Mock>, chunks: usize) -> (Stream<Rc<Mock>>, Vec<Flow>) {
+    let mut s = Stream::new(Rc::clone(m), Some(Rc::clone(shared)));
+    let len = m.body.borrow().len();
+    let mut flows = vec![s.on_request_headers(len == 0)];
+    if len > 0 {
+        let chunks = chunks.max(1);
+        for i in 1..=chunks {
+            let upto = if i == chunks { len } else { len * i / chunks };
+            flows.push(s.on_request_body(upto, i == chunks));
+        }
+    }
+    (s, flows)
+}
+
+#[test]
+fn header_only_allow_forwards_untouched() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/cus_1",
+        &[("x-request-id", "req-1")],
+        b"",
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue]);
+    assert_eq!(m.reply(), None);
+    assert_eq!(m.header(SHADOW_HEADER), None);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(
+        m.state(keys::RULE).as_deref(),
+        Some("finance-agent/stripe-payments/get_customer#0")
+    );
+    assert_eq!(m.state(keys::AGENT).as_deref(), Some("finance-agent"));
+    assert_eq!(m.state(keys::TOOL).as_deref(), Some("stripe-payments"));
+    assert_eq!(m.state(keys::ACTION).as_deref(), Some("get_customer"));
+    assert_eq!(m.state(keys::POLICY_VERSION).as_deref(), Some("test-7"));
+    assert_eq!(m.state(keys::REQUEST_ID).as_deref(), Some("req-1"));
+    assert_eq!(m.state(keys::MODE).as_deref(), Some("enforce"));
+    assert_eq!(
+        m.count(
+            "agent=.=finance-agent;.;tool=.=stripe-payments;.;decision=.=allow;.;\
+             mode=.=enforce;.;aegis_decision_total"
+        ),
+        1
+    );
+    // Time inside the filter: two looks at the clock, 3 us apart.
+    assert_eq!(m.histogram("aegis_request_latency_us"), [3]);
+    assert_eq!(m.histogram("aegis_request_latency_ms"), [0]);
+}
+
+#[test]
+fn egress_deny_is_a_local_403_with_the_json_body() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "GET",
+        "notes.internal",
+        "/notes",
+        &[("x-request-id", "req-2")],
+        b"",
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Pause]);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r
+        .headers
+        .contains(&("content-type".into(), "application/json".into())));
+    assert!(r.headers.contains(&(DECISION_HEADER.into(), "deny".into())));
+    assert_eq!(
+        r.body,
+        serde_json::json!({
+            "decision": "deny",
+            "reason": "host `notes.internal` is not in the agent's egress allowlist",
+            "rule": null,
+            "policy_version": "test-7",
+            "request_id": "req-2",
+        })
+    );
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("deny"));
+    assert_eq!(
+        m.state(keys::REASON).as_deref(),
+        Some("host `notes.internal` is not in the agent's egress allowlist")
+    );
+    assert_eq!(m.state(keys::RULE), None);
+    assert_eq!(
+        m.count(
+            "agent=.=finance-agent;.;tool=.=-;.;rule=.=-;.;decision=.=deny;.;\
+             mode=.=enforce;.;aegis_policy_violation_total"
+        ),
+        1
+    );
+}
+
+#[test]
+fn unauthenticated_requests_are_denied_without_agent() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/x",
+        &[],
+        b"",
+    );
+    m.headers.borrow_mut().retain(|(k, _)| k != "x-aegis-agent");
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Pause]);
+    assert_eq!(m.reply().unwrap().status, 403);
+    assert_eq!(m.state(keys::AGENT), None);
+    assert_eq!(
+        m.count("agent=.=-;.;tool=.=-;.;decision=.=deny;.;mode=.=enforce;.;aegis_decision_total"),
+        1
+    );
+    // No x-request-id: one is generated.
+    let id = m.state(keys::REQUEST_ID).unwrap();
+    assert!(
+        id.starts_with("aegis-") && id.ends_with("-0000feed-0"),
+        "{id}"
+    );
+    assert_eq!(m.reply().unwrap().body["request_id"], id.as_str());
+}
+
+#[test]
+fn body_decision_allows_after_buffering() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[],
+        b"amount=1200&currency=usd",
+    );
+    let (_, flows) = run(&sh, &m, 3);
+    // Headers forwarded (Envoy without allow_on_headers_stop_iteration),
+    // body held until the end, then released.
+    assert_eq!(
+        flows,
+        [Flow::Continue, Flow::Pause, Flow::Pause, Flow::Continue]
+    );
+    assert_eq!(m.reply(), None);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    // No DLP for this agent: the body cannot change, content-length stays.
+    assert_eq!(m.header("content-length").as_deref(), Some("24"));
+    assert_eq!(m.body.borrow().as_slice(), b"amount=1200&currency=usd");
+    // Latency is the time inside callbacks: 4 callbacks of 3 us each.
+    assert_eq!(m.histogram("aegis_request_latency_us"), [12]);
+}
+
+#[test]
+fn headers_are_held_when_envoy_allows_it() {
+    let sh = shared(r#"{"allow_on_headers_stop_iteration": true}"#);
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[],
+        b"amount=1200",
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Pause, Flow::Continue]);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+}
+
+#[test]
+fn failed_condition_asks_for_approval() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[("x-request-id", "r-9")],
+        b"amount=9000",
+    );
+    let (mut s, flows) = run(&sh, &m, 2);
+    assert_eq!(flows, [Flow::Continue, Flow::Pause, Flow::Pause]);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r
+        .headers
+        .contains(&(DECISION_HEADER.into(), "approval_needed".into())));
+    assert_eq!(r.body["decision"], "approval_needed");
+    assert_eq!(
+        r.body["rule"],
+        "finance-agent/stripe-payments/create_payment#0"
+    );
+    assert_eq!(
+        r.body["reason"],
+        "condition failed: `amount` must be a number <= 5000"
+    );
+    // The body is never released once the request is answered locally.
+    assert_eq!(s.on_request_body(11, true), Flow::Pause);
+    assert_eq!(s.on_request_trailers(), Flow::Pause);
+    assert_eq!(
+        m.count(
+            "agent=.=finance-agent;.;tool=.=stripe-payments;.;\
+             rule=.=finance-agent/stripe-payments/create_payment#0;.;\
+             decision=.=approval_needed;.;mode=.=enforce;.;aegis_policy_violation_total"
+        ),
+        1
+    );
+}
+
+#[test]
+fn dlp_sanitizes_the_body_and_drops_content_length() {
+    let sh = shared("");
+    let body = br#"{"text":"customer ssn 123-45-6789, mail jo@example.com"}"#;
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+    assert_eq!(s.on_request_headers(false), Flow::Continue);
+    // Dropped in the headers callback: the headers may leave before the
+    // body is judged.
+    assert_eq!(m.header("content-length"), None);
+    assert_eq!(s.on_request_body(body.len(), true), Flow::Continue);
+    assert_eq!(m.reply(), None);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("sanitize"));
+    let out = String::from_utf8(m.body.borrow().clone()).unwrap();
+    assert_eq!(
+        out,
+        r#"{"text":"customer ssn [REDACTED:ssn], mail [REDACTED:email]"}"#
+    );
+    let reason = m.state(keys::REASON).unwrap();
+    assert!(
+        reason.contains("ssn: 1") && reason.contains("email: 1"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn clean_dlp_body_is_forwarded_untouched() {
+    let sh = shared("");
+    let body = br#"{"text":"nothing to see"}"#;
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue, Flow::Continue]);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(m.body.borrow().as_slice(), body);
+}
+
+#[test]
+fn a_body_that_cannot_be_rewritten_is_refused() {
+    let sh = shared("");
+    let body = br#"{"text":"ssn 123-45-6789"}"#;
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    m.refuse_body_rewrite.set(true);
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue, Flow::Pause]);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "internal error: cannot rewrite the request body: refused"
+    );
+    assert!(m.logs.borrow().iter().any(|(l, _)| *l == Level::Error));
+}
+
+#[test]
+fn malformed_json_body_is_denied() {
+    let sh = shared("");
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        br#"{"text": "#,
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue, Flow::Pause]);
+    let r = m.reply().unwrap();
+    assert_eq!((r.status, r.body["decision"].as_str()), (403, Some("deny")));
+}
+
+#[test]
+fn oversized_body_is_413() {
+    let sh = shared(r#"{"max_body_bytes": 16}"#);
+    // Declared too large: refused in the headers callback, nothing buffered.
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[],
+        b"amount=1200&currency=usd",
+    );
+    let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+    assert_eq!(s.on_request_headers(false), Flow::Pause);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "request body is larger than the 16 bytes the filter accepts (`max_body_bytes`)"
+    );
+    assert_eq!(s.on_request_body(24, true), Flow::Pause);
+
+    // No content-length (chunked): refused as soon as the buffer is over.
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[],
+        b"amount=1200&currency=usd",
+    );
+    m.headers
+        .borrow_mut()
+        .retain(|(k, _)| k != "content-length");
+    let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+    assert_eq!(s.on_request_headers(false), Flow::Continue);
+    assert_eq!(s.on_request_body(10, false), Flow::Pause);
+    assert_eq!(m.reply(), None);
+    assert_eq!(s.on_request_body(17, false), Flow::Pause);
+    assert_eq!(m.reply().unwrap().status, 413);
+    assert_eq!(s.on_request_body(24, true), Flow::Pause);
+    assert_eq!(m.state(keys::AGENT).as_deref(), Some("finance-agent"));
+    assert_eq!(m.state(keys::ACTION).as_deref(), Some("create_payment"));
+}
+
+#[test]
+fn trailers_end_the_body() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[],
+        b"amount=9000",
+    );
+    let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+    assert_eq!(s.on_request_headers(false), Flow::Continue);
+    assert_eq!(s.on_request_body(11, false), Flow::Pause);
+    assert_eq!(s.on_request_trailers(), Flow::Pause);
+    assert_eq!(m.reply().unwrap().body["decision"], "approval_needed");
+}
+
+#[test]
+fn shadow_mode_never_blocks() {
+    let sh = shared("");
+    // Decided on headers: the header is added, the request goes on.
+    let m = request(
+        "shadow-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/x",
+        &[],
+        b"",
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue]);
+    assert_eq!(m.reply(), None);
+    assert_eq!(m.header(SHADOW_HEADER).as_deref(), Some("deny"));
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("deny"));
+    assert_eq!(m.state(keys::MODE).as_deref(), Some("shadow"));
+    assert_eq!(
+        m.count(
+            "agent=.=shadow-agent;.;tool=.=-;.;decision=.=deny;.;mode=.=shadow;.;\
+             aegis_decision_total"
+        ),
+        1
+    );
+
+    // Decided on the body with the headers already upstream: nothing is
+    // rewritten, no header can be added, filter state has the verdict.
+    let body = br#"{"text":"ssn 123-45-6789"}"#;
+    let m = request(
+        "shadow-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue, Flow::Continue]);
+    assert_eq!(m.header("content-length").as_deref(), Some("26"));
+    assert_eq!(m.body.borrow().as_slice(), body);
+    assert_eq!(m.header(SHADOW_HEADER), None);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("sanitize"));
+
+    // Headers held: the body-phase verdict reaches the header too.
+    let held = shared(r#"{"allow_on_headers_stop_iteration": true}"#);
+    let m = request(
+        "shadow-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    let (_, flows) = run(&held, &m, 1);
+    assert_eq!(flows, [Flow::Pause, Flow::Continue]);
+    assert_eq!(m.header(SHADOW_HEADER).as_deref(), Some("sanitize"));
+    assert_eq!(m.body.borrow().as_slice(), body);
+
+    // Over the body limit: recorded as a deny, still forwarded.
+    let small = shared(r#"{"max_body_bytes": 8}"#);
+    let m = request(
+        "shadow-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    m.headers
+        .borrow_mut()
+        .retain(|(k, _)| k != "content-length");
+    let (_, flows) = run(&small, &m, 2);
+    assert_eq!(flows, [Flow::Continue, Flow::Continue, Flow::Continue]);
+    assert_eq!(m.reply(), None);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("deny"));
+}
+
+#[test]
+fn unconfigured_filter_refuses_everything() {
+    let m = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/x",
+        &[("x-request-id", "r-0")],
+        b"",
+    );
+    let mut s = Stream::new(Rc::clone(&m), None);
+    assert_eq!(s.on_request_headers(true), Flow::Pause);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(r.body["policy_version"], serde_json::Value::Null);
+    assert_eq!(r.body["request_id"], "r-0");
+}
+
+#[test]
+fn metrics_are_defined_once_per_label_set() {
+    let sh = shared("");
+    for _ in 0..3 {
+        let m = request(
+            "finance-agent",
+            "GET",
+            "api.stripe.com",
+            "/v1/customers/c",
+            &[],
+            b"",
+        );
+        run(&sh, &m, 1);
+    }
+    // decision_total + two latency histograms, whatever the request count.
+    assert_eq!(sh.metrics.borrow().len(), 3);
+}
+
+#[test]
+fn configuration_picks_and_checks_the_bundle() {
+    let emb = embedded();
+    let signer = STANDARD.encode(signing_key().verifying_key().to_bytes());
+    let other = STANDARD.encode(
+        SigningKey::from_bytes(&[8u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+
+    // Embedded, with and without trusted keys.
+    let s = configure("", Some(&emb)).unwrap();
+    assert_eq!(s.source.as_str(), "embedded");
+    assert!(
+        s.summary().contains("policy `test-7` (3 agents"),
+        "{}",
+        s.summary()
+    );
+    let ok = format!(r#"{{"trusted_keys": ["{signer}"]}}"#);
+    assert!(configure(&ok, Some(&emb)).is_ok());
+    let bad = format!(r#"{{"trusted_keys": ["{other}"]}}"#);
+    assert_eq!(
+        configure(&bad, Some(&emb)).unwrap_err(),
+        "cannot use the embedded bundle: bundle is signed by a key that is not trusted"
+    );
+
+    // A bundle in the configuration wins over the embedded one.
+    let unsigned = STANDARD.encode(bundle_bytes(false));
+    let s = configure(&format!(r#"{{"bundle": "{unsigned}"}}"#), Some(&emb)).unwrap();
+    assert_eq!(s.source.as_str(), "configuration");
+    assert!(s.summary().contains("unsigned"));
+    assert_eq!(
+        configure(
+            &format!(r#"{{"bundle": "{unsigned}", "trusted_keys": ["{signer}"]}}"#),
+            None
+        )
+        .unwrap_err(),
+        "cannot load the bundle from the configuration: bundle is not signed but trusted keys \
+         are configured"
+    );
+    let mut tampered = bundle_bytes(true);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let e = configure(
+        &format!(r#"{{"bundle": "{}"}}"#, STANDARD.encode(tampered)),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "cannot load the bundle from the configuration: bundle signature is invalid"
+    );
+
+    // Nothing to load, or a bad key.
+    assert!(configure("", None)
+        .unwrap_err()
+        .starts_with("no policy bundle"));
+    let e = configure(r#"{"trusted": []}"#, Some(&emb)).unwrap_err();
+    assert!(
+        e.starts_with("invalid plugin configuration: unknown field `trusted`"),
+        "{e}"
+    );
+}
