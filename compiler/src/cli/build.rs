@@ -55,7 +55,7 @@ pub fn run(a: &Args<'_>) -> i32 {
         },
     };
     let opts = BuildOptions {
-        dlp_hash_key: super::compile::dlp_hash_key(Some(&key)),
+        dlp_hash_key: crate::keys::dlp_hash_key(Some(&key)),
         ..BuildOptions::default()
     };
     let bundle_bytes = match compile(&loaded.policy, &opts, Some(&key)) {

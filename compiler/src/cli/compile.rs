@@ -6,21 +6,6 @@ use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use std::path::{Path, PathBuf};
 
-/// The DLP `hash` key: derived from the signing key so tokens are keyed
-/// with a secret the policy team holds.
-pub(crate) fn dlp_hash_key(key: Option<&ed25519_dalek::SigningKey>) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    match key {
-        Some(k) => {
-            let mut h = Sha256::new();
-            h.update(b"aegis dlp hash key v1");
-            h.update(k.to_bytes());
-            h.finalize().into()
-        }
-        None => [0; 32],
-    }
-}
-
 pub fn run(
     paths: &[PathBuf],
     out: &Path,
@@ -44,7 +29,7 @@ pub fn run(
         }
     };
     let opts = BuildOptions {
-        dlp_hash_key: dlp_hash_key(signing.as_ref()),
+        dlp_hash_key: crate::keys::dlp_hash_key(signing.as_ref()),
         ..BuildOptions::default()
     };
     let bytes = match compile(&loaded.policy, &opts, signing.as_ref()) {
