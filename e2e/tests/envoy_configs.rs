@@ -1,0 +1,181 @@
+//! The shipped Envoy configs (`envoy/*.yaml`): they validate with the real
+//! Envoy exactly as they are, and they say what DESIGN.md section 6 says.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use aegis_e2e::blob::{self, demo_key, key_b64};
+use aegis_e2e::config::{self, filter_configuration, plugin_holds_headers, wasm_plugin, Mode};
+use aegis_e2e::envoy;
+use aegis_e2e::repo_root;
+use serde_json::Value;
+use std::path::Path;
+
+/// Places a blob where the shipped configs look for it
+/// (`out/envoy/filter.wasm`, relative to Envoy's working folder).
+fn blob_at_config_path(cwd: &Path, key: &ed25519_dalek::SigningKey) {
+    let out = cwd.join("out").join("envoy");
+    std::fs::create_dir_all(&out).unwrap();
+    blob::build(
+        &[repo_root().join("policies").join("finance")],
+        key,
+        &out.join("filter.wasm"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn shipped_configs_validate_as_they_are() {
+    let Some(envoy) = common::envoy_or_skip("shipped_configs_validate_as_they_are") else {
+        return;
+    };
+    let dir = aegis_e2e::workdir("validate").unwrap();
+    // What envoy/demo-blob.sh builds: the finance policies, demo key.
+    blob_at_config_path(dir.path(), &demo_key());
+    let configs = config::shipped_configs().unwrap();
+    assert!(configs.len() >= 2, "{configs:?}");
+    for c in &configs {
+        let out = envoy::validate(&envoy, c, dir.path()).unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{log}",
+            c.display()
+        );
+        assert!(log.contains("' OK"), "{}:\n{log}", c.display());
+        // Validation really ran the filter's configure step.
+        assert!(log.contains("aegis: ready:"), "{}:\n{log}", c.display());
+    }
+}
+
+#[test]
+fn validation_runs_the_filter_and_refuses_an_untrusted_blob() {
+    let Some(envoy) = common::envoy_or_skip("validation_refuses_an_untrusted_blob") else {
+        return;
+    };
+    let dir = aegis_e2e::workdir("validate-untrusted").unwrap();
+    // A missing blob is a validation error.
+    let sidecar = Mode::Sidecar.config_file();
+    let out = envoy::validate(&envoy, &sidecar, dir.path()).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("out/envoy/filter.wasm"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A blob signed by a key the config does not trust fails configure,
+    // and the plugin fails closed.
+    let other = blob::fresh_key(dir.path(), "other").unwrap();
+    blob_at_config_path(dir.path(), &other);
+    for c in config::shipped_configs().unwrap() {
+        let out = envoy::validate(&envoy, &c, dir.path()).unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{} accepted an untrusted blob",
+            c.display()
+        );
+        assert!(log.contains("not trusted"), "{}:\n{log}", c.display());
+        assert!(log.contains("Unable to create Wasm plugin aegis"), "{log}");
+    }
+}
+
+#[test]
+fn shipped_configs_say_what_the_design_says() {
+    let demo = key_b64(&demo_key().verifying_key());
+    // The demo key is the one envoy/demo-blob.sh derives.
+    assert_eq!(demo, "7+V6NitnMhh/86FLWtseen9yZuBStTJZWaQG+HagCcQ=");
+    for mode in Mode::ALL {
+        let path = mode.config_file();
+        let name = path.display().to_string();
+        let b = config::load(&path).unwrap();
+        let listeners = config::listeners(&b).unwrap();
+        assert_eq!(listeners.len(), 1, "{name}");
+        let plugin = wasm_plugin(&listeners[0]).unwrap();
+        let vm = &plugin["vm_config"];
+        assert_eq!(vm["runtime"], "envoy.wasm.runtime.v8", "{name}");
+        assert_eq!(
+            vm["code"]["local"]["filename"], "out/envoy/filter.wasm",
+            "{name}"
+        );
+        assert_eq!(plugin["failure_policy"], "FAIL_CLOSED", "{name}");
+        assert_eq!(plugin["root_id"], "aegis", "{name}");
+
+        // Envoy's field and the filter's own key agree, per mode.
+        let fc = filter_configuration(plugin).unwrap();
+        let filter_holds = fc["allow_on_headers_stop_iteration"]
+            .as_bool()
+            .unwrap_or(false);
+        assert_eq!(plugin_holds_headers(plugin), mode.holds_headers(), "{name}");
+        assert_eq!(filter_holds, mode.holds_headers(), "{name}");
+        assert_eq!(fc["trusted_keys"], serde_json::json!([demo]), "{name}");
+
+        // The wasm filter runs before the router.
+        let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let filters: Vec<&str> = hcm["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(filters, ["aegis", "envoy.filters.http.router"], "{name}");
+        assert_eq!(hcm["preserve_external_request_id"], true, "{name}");
+
+        // The access log shows every decision field from filter state.
+        let fmt = &hcm["access_log"][0]["typed_config"]["log_format"]["json_format"];
+        for (field, key) in [
+            ("decision", "aegis_decision"),
+            ("reason", "aegis_reason"),
+            ("rule", "aegis_rule"),
+            ("agent", "aegis_agent"),
+            ("tool", "aegis_tool"),
+            ("action", "aegis_action"),
+            ("mode", "aegis_mode"),
+            ("policy_version", "aegis_policy_version"),
+            ("request_id", "aegis_request_id"),
+        ] {
+            assert_eq!(
+                fmt[field],
+                Value::String(format!("%FILTER_STATE(wasm.{key}:PLAIN)%")),
+                "{name}: access log field {field}"
+            );
+        }
+        for field in ["status", "x_request_id"] {
+            assert!(fmt.get(field).is_some(), "{name}: access log field {field}");
+        }
+
+        // One stats tag per metric label, in the Istio convention.
+        let tags: Vec<(String, String)> = b["stats_config"]["stats_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["tag_name"].as_str().unwrap().to_string(),
+                    t["regex"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for label in ["agent", "tool", "rule", "decision", "mode"] {
+            let want = format!("({label}=\\.=(.*?);\\.;)");
+            assert!(
+                tags.contains(&(label.to_string(), want.clone())),
+                "{name}: no stats tag {label} = {want}: {tags:?}"
+            );
+        }
+        // Admin on loopback only.
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
+    }
+}
