@@ -178,6 +178,21 @@ pub fn key_id(vk: &VerifyingKey) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The key of the DLP `hash` action's tokens, derived from the bundle
+/// signing key so that tokens are keyed with a secret the policy team
+/// holds. Without a signing key (unsigned test bundles) it is all zeros.
+pub fn dlp_hash_key(key: Option<&SigningKey>) -> [u8; 32] {
+    match key {
+        Some(k) => {
+            let mut h = Sha256::new();
+            h.update(b"aegis dlp hash key v1");
+            h.update(k.to_bytes());
+            h.finalize().into()
+        }
+        None => [0; 32],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,20 +327,5 @@ mod tests {
             id,
             key_id(&SigningKey::from_bytes(&[6; 32]).verifying_key())
         );
-    }
-}
-
-/// The key of the DLP `hash` action's tokens, derived from the bundle
-/// signing key so that tokens are keyed with a secret the policy team
-/// holds. Without a signing key (unsigned test bundles) it is all zeros.
-pub fn dlp_hash_key(key: Option<&SigningKey>) -> [u8; 32] {
-    match key {
-        Some(k) => {
-            let mut h = Sha256::new();
-            h.update(b"aegis dlp hash key v1");
-            h.update(k.to_bytes());
-            h.finalize().into()
-        }
-        None => [0; 32],
     }
 }
