@@ -3,7 +3,7 @@
 //!
 //! A file is a YAML list of cases; see DESIGN.md section 8.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::frontend::yaml::{self, Kind, Node};
@@ -350,6 +350,49 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// Whether `p` names a case file (`*.cases.yaml` / `*.cases.yml`).
+pub fn is_cases_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".cases.yaml") || n.ends_with(".cases.yml"))
+}
+
+/// Case files under each of `roots` (a root may itself be a case file),
+/// grouped by the directory that holds them: the cases of a directory are
+/// judged by the policies of that directory. Hidden entries are skipped;
+/// directories and files come out sorted.
+pub fn case_groups(roots: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if p.is_file() {
+            if is_cases_file(p) {
+                out.push(p.to_path_buf());
+            }
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(p) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for r in roots {
+        walk(r, &mut files);
+    }
+    files.sort();
+    files.dedup();
+    let mut groups: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> =
+        std::collections::BTreeMap::new();
+    for f in files {
+        let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+        groups.entry(dir).or_default().push(f);
+    }
+    groups.into_iter().collect()
 }
 
 #[cfg(test)]

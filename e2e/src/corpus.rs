@@ -40,38 +40,25 @@ pub struct Folder {
     pub case_files: Vec<PathBuf>,
 }
 
-fn is_cases_file(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".cases.yaml") || n.ends_with(".cases.yml"))
-}
-
 /// Every folder under `policies/` that holds a `*.cases.yaml`.
 pub fn folders() -> Result<Vec<Folder>> {
     let root = repo_root().join("policies");
-    let mut files = Vec::new();
-    walk(&root, &mut files)?;
-    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-    for f in files.into_iter().filter(|f| is_cases_file(f)) {
-        if let Some(dir) = f.parent() {
-            by_dir.entry(dir.to_path_buf()).or_default().push(f);
-        }
-    }
-    Ok(by_dir
-        .into_iter()
-        .map(|(dir, mut case_files)| {
-            case_files.sort();
-            let name = dir
-                .strip_prefix(&root)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| dir.display().to_string());
-            Folder {
-                name,
-                dir,
-                case_files,
-            }
-        })
-        .collect())
+    Ok(
+        aegis_compiler::cases::case_groups(std::slice::from_ref(&root))
+            .into_iter()
+            .map(|(dir, case_files)| {
+                let name = dir
+                    .strip_prefix(&root)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| dir.display().to_string());
+                Folder {
+                    name,
+                    dir,
+                    case_files,
+                }
+            })
+            .collect(),
+    )
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -207,7 +194,7 @@ fn add_key_to_identity(dir: &Path, public_b64: &str) -> Result<Option<FoundIdent
     files.sort();
     for f in files {
         let is_yaml = f.extension().is_some_and(|x| x == "yaml" || x == "yml");
-        if !is_yaml || is_cases_file(&f) {
+        if !is_yaml || aegis_compiler::cases::is_cases_file(&f) {
             continue;
         }
         let text = std::fs::read_to_string(&f)

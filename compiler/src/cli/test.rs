@@ -4,51 +4,16 @@
 use super::{exit, print_diagnostics, Format};
 use crate::run::{check, load_policy_set, run_case, LoadFailure};
 use aegis_engine::eval::Scratch;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-fn is_cases_file(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".cases.yaml") || n.ends_with(".cases.yml"))
-}
-
-fn find_cases(p: &Path, out: &mut Vec<PathBuf>) {
-    if p.is_file() {
-        if is_cases_file(p) {
-            out.push(p.to_path_buf());
-        }
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(p) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        find_cases(&path, out);
-    }
-}
+use std::path::PathBuf;
 
 pub fn run(paths: &[PathBuf], format: Format) -> i32 {
-    let mut files = Vec::new();
     for p in paths {
         if !p.exists() {
             eprintln!("error: `{}` does not exist", p.display());
             return exit::ERROR;
         }
-        find_cases(p, &mut files);
     }
-    files.sort();
-    files.dedup();
-    // Cases are judged by the policies in their own directory.
-    let mut groups: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-    for f in files {
-        let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
-        groups.entry(dir).or_default().push(f);
-    }
+    let groups = crate::cases::case_groups(paths);
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut scratch = Scratch::new();
     for (dir, files) in &groups {

@@ -18,46 +18,11 @@ pub fn policies_dir() -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
-fn is_cases_file(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".cases.yaml") || n.ends_with(".cases.yml"))
-}
-
-fn find_cases(p: &Path, out: &mut Vec<PathBuf>) {
-    if p.is_file() {
-        if is_cases_file(p) {
-            out.push(p.to_path_buf());
-        }
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(p) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        find_cases(&e.path(), out);
-    }
-}
-
 /// Every folder under `policies/` that holds case files, with them; the
 /// cases of a folder are judged by the policies of that folder, as in
 /// `aegis test`.
 pub fn case_folders() -> Vec<(PathBuf, Vec<PathBuf>)> {
-    let mut files = Vec::new();
-    find_cases(&policies_dir(), &mut files);
-    files.sort();
-    let mut out: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
-    for f in files {
-        let dir = f.parent().unwrap().to_path_buf();
-        match out.last_mut() {
-            Some((d, fs)) if *d == dir => fs.push(f),
-            _ => out.push((dir, vec![f])),
-        }
-    }
-    out
+    aegis_compiler::cases::case_groups(&[policies_dir()])
 }
 
 /// What the filter decided, read the way an access log reads it.
