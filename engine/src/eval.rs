@@ -607,14 +607,13 @@ impl Bundle {
             return d;
         }
 
-        let needs_body = is_mcp
-            || agent.dlp.is_some()
-            || action
-                .and_then(|ai| self.rules_for(agent, ti, ai))
-                .is_some_and(|rules| rules.iter().any(|r| r.when.len > 0 || r.conds.len > 0));
+        // A JSON or form body is always read, even when no rule looks at
+        // it: a malformed or ambiguous body is denied, never waved through.
+        // DLP scans any body, whatever the tool's body kind.
+        let needs_body = is_mcp || agent.dlp.is_some() || tool.body != BodyKind::None;
         let body = match req.body {
             Some(b) => b,
-            None if needs_body && tool.body != BodyKind::None || is_mcp => {
+            None if needs_body => {
                 d.verdict = Verdict::NeedBody;
                 d.reason = Reason::NeedBody;
                 return d;
