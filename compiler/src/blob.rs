@@ -39,6 +39,74 @@ const MAX_PAGES: u64 = 65_536;
 /// script), or empty when this `aegis` was built without it.
 pub const GENERIC_FILTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aegis_filter.wasm"));
 
+/// What `aegis build` makes of a policy.
+pub struct SignedBlob {
+    /// The signed bundle, as embedded.
+    pub bundle: Vec<u8>,
+    /// The bundle, loaded and verified against the signing key.
+    pub loaded: aegis_engine::bundle::Bundle,
+    /// The filter module with the bundle embedded, signed.
+    pub wasm: Vec<u8>,
+}
+
+/// Why [`build_signed`] failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The policy does not compile into a bundle that loads.
+    Bundle(String),
+    /// The filter module cannot carry the bundle.
+    Embed(BlobError),
+    /// The module cannot be signed.
+    Sign(crate::wasmsig::WasmSigError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Bundle(e) => write!(f, "{e}"),
+            BuildError::Embed(e) => write!(f, "cannot embed the bundle: {e}"),
+            BuildError::Sign(e) => write!(f, "cannot sign the module: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// The bundle `aegis build` embeds: compiled from `policy`, signed by `key`
+/// (DLP hash key derived from it), and loaded back against that key.
+pub fn signed_bundle(
+    policy: &aegis_engine::ir::Policy,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<(Vec<u8>, aegis_engine::bundle::Bundle), String> {
+    use aegis_engine::build::bundle::{compile, BuildOptions};
+    let opts = BuildOptions {
+        dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
+        ..BuildOptions::default()
+    };
+    let bundle = compile(policy, &opts, Some(key))?;
+    let loaded = aegis_engine::bundle::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
+        .map_err(|e| format!("compiled bundle does not load: {e}"))?;
+    Ok((bundle, loaded))
+}
+
+/// `aegis build` as a library call: compiles `policy` into a bundle signed
+/// by `key` (DLP hash key derived from it), checks that it loads, embeds it
+/// into `filter` and signs the module with the same key.
+pub fn build_signed(
+    policy: &aegis_engine::ir::Policy,
+    key: &ed25519_dalek::SigningKey,
+    filter: &[u8],
+) -> Result<SignedBlob, BuildError> {
+    let (bundle, loaded) = signed_bundle(policy, key).map_err(BuildError::Bundle)?;
+    let module = embed(filter, &bundle).map_err(BuildError::Embed)?;
+    let wasm = crate::wasmsig::sign(&module, key).map_err(BuildError::Sign)?;
+    Ok(SignedBlob {
+        bundle,
+        loaded,
+        wasm,
+    })
+}
+
 /// The built-in generic filter, if this `aegis` carries one.
 pub fn generic_filter() -> Result<&'static [u8], BlobError> {
     if GENERIC_FILTER.is_empty() {

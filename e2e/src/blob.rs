@@ -4,7 +4,6 @@
 
 use crate::{err, Result};
 use aegis_compiler::{blob, frontend, keys, wasmsig};
-use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -59,14 +58,10 @@ pub fn build(paths: &[PathBuf], key: &SigningKey, out: &Path) -> Result<Built> {
             .collect();
         err(format!("policies do not compile:\n{}", msgs.join("\n")))
     })?;
-    let opts = BuildOptions {
-        dlp_hash_key: aegis_compiler::keys::dlp_hash_key(Some(key)),
-        ..BuildOptions::default()
-    };
-    let bundle_bytes = compile(&loaded.policy, &opts, Some(key)).map_err(err)?;
     let filter = blob::generic_filter().map_err(|e| err(format!("generic filter: {e}")))?;
-    let module = blob::embed(filter, &bundle_bytes).map_err(|e| err(format!("embed: {e}")))?;
-    let signed = wasmsig::sign(&module, key).map_err(|e| err(format!("sign: {e}")))?;
+    let signed = blob::build_signed(&loaded.policy, key, filter)
+        .map_err(|e| err(e.to_string()))?
+        .wasm;
     std::fs::write(out, &signed)
         .map_err(|e| err(format!("cannot write {}: {e}", out.display())))?;
 

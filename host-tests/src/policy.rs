@@ -7,8 +7,7 @@
 //! generic filter the `aegis` binary carries, sign the module.
 
 use aegis_compiler::cases::Case;
-use aegis_compiler::{blob, frontend, token, wasmsig};
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_compiler::{blob, frontend, token};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir;
 use ed25519_dalek::SigningKey;
@@ -23,11 +22,6 @@ pub fn new_key() -> SigningKey {
 pub fn public_key_b64(key: &SigningKey) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes())
-}
-
-/// The DLP hash key `aegis build` derives from the signing key.
-pub fn dlp_hash_key(key: &SigningKey) -> [u8; 32] {
-    aegis_compiler::keys::dlp_hash_key(Some(key))
 }
 
 /// Policy files or folders to IR; diagnostics rendered as text.
@@ -56,16 +50,9 @@ fn render(diags: &[frontend::Diagnostic]) -> String {
         .join("\n")
 }
 
-/// The bundle `aegis build` / `aegis compile --key` makes from `policy`.
+/// The bundle `aegis build` makes from `policy`.
 pub fn compile_bundle(policy: &ir::Policy, key: &SigningKey) -> Result<Vec<u8>, String> {
-    let opts = BuildOptions {
-        dlp_hash_key: dlp_hash_key(key),
-        ..BuildOptions::default()
-    };
-    let bytes = compile(policy, &opts, Some(key))?;
-    Bundle::load(&bytes, &[key.verifying_key().to_bytes()])
-        .map_err(|e| format!("compiled bundle does not load: {e}"))?;
-    Ok(bytes)
+    blob::signed_bundle(policy, key).map(|(bytes, _)| bytes)
 }
 
 /// A built blob and the bundle inside it.
@@ -85,11 +72,12 @@ impl Built {
 
 /// `aegis build`: bundle, embedded in the generic filter, module signed.
 pub fn build_blob(policy: &ir::Policy, key: &SigningKey) -> Result<Built, String> {
-    let bundle = compile_bundle(policy, key)?;
     let filter = blob::generic_filter().map_err(|e| e.to_string())?;
-    let module = blob::embed(filter, &bundle).map_err(|e| format!("embed: {e}"))?;
-    let wasm = wasmsig::sign(&module, key).map_err(|e| format!("sign: {e}"))?;
-    Ok(Built { wasm, bundle })
+    let built = blob::build_signed(policy, key, filter).map_err(|e| e.to_string())?;
+    Ok(Built {
+        wasm: built.wasm,
+        bundle: built.bundle,
+    })
 }
 
 /// Issues agent tokens that a policy's identity document accepts.

@@ -3,8 +3,6 @@
 
 use super::{exit, print_diagnostics, Format};
 use crate::{blob, frontend, wasmsig};
-use aegis_engine::build::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -54,42 +52,26 @@ pub fn run(a: &Args<'_>) -> i32 {
             }
         },
     };
-    let opts = BuildOptions {
-        dlp_hash_key: crate::keys::dlp_hash_key(Some(&key)),
-        ..BuildOptions::default()
-    };
-    let bundle_bytes = match compile(&loaded.policy, &opts, Some(&key)) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
-    let bundle = match Bundle::load(&bundle_bytes, &[key.verifying_key().to_bytes()]) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: compiled bundle does not load: {e}");
-            return exit::FAILED;
-        }
-    };
     let filter_name = a
         .filter
         .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
-    let module = match blob::embed(filter, &bundle_bytes) {
-        Ok(m) => m,
-        Err(e) => {
+    let built = match blob::build_signed(&loaded.policy, &key, filter) {
+        Ok(b) => b,
+        Err(e @ blob::BuildError::Bundle(_)) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+        Err(e @ blob::BuildError::Embed(_)) => {
             eprintln!("error: filter `{filter_name}`: {e}");
             return exit::ERROR;
         }
-    };
-    let signed = match wasmsig::sign(&module, &key) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: cannot sign the module: {e}");
+        Err(e @ blob::BuildError::Sign(_)) => {
+            eprintln!("error: {e}");
             return exit::ERROR;
         }
     };
-    if let Err(e) = std::fs::write(a.out, &signed) {
+    let (signed, bundle_bytes, bundle) = (&built.wasm, &built.bundle, &built.loaded);
+    if let Err(e) = std::fs::write(a.out, signed) {
         eprintln!("error: cannot write `{}`: {e}", a.out.display());
         return exit::ERROR;
     }
