@@ -117,6 +117,40 @@ fn hex4(raw: &[u8], at: usize) -> Option<u32> {
     Some(v)
 }
 
+/// Decodes the escape whose backslash comes just before `esc`: the
+/// character and how many bytes of `esc` it used. `None` for an invalid
+/// escape or an unpaired surrogate.
+pub fn decode_escape(esc: &[u8]) -> Option<(char, usize)> {
+    let (&e, _) = esc.split_first()?;
+    let simple = match e {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(esc, 1)?;
+            if !(0xD800..0xDC00).contains(&hi) {
+                return Some((char::from_u32(hi)?, 5));
+            }
+            if esc.get(5..7)? != b"\\u" {
+                return None;
+            }
+            let lo = hex4(esc, 7)?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return None;
+            }
+            let c = char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?;
+            return Some((c, 11));
+        }
+        _ => return None,
+    };
+    Some((simple, 1))
+}
+
 impl Iterator for Unescape<'_> {
     type Item = u8;
 
@@ -131,33 +165,11 @@ impl Iterator for Unescape<'_> {
             self.pos += 1;
             return Some(b);
         }
-        let e = *self.raw.get(self.pos + 1)?;
-        self.pos += 2;
-        let simple = match e {
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            b'/' => Some(b'/'),
-            b'b' => Some(0x08),
-            b'f' => Some(0x0c),
-            b'n' => Some(b'\n'),
-            b'r' => Some(b'\r'),
-            b't' => Some(b'\t'),
-            _ => None,
-        };
-        if simple.is_some() {
-            return simple;
+        let (c, used) = decode_escape(self.raw.get(self.pos + 1..)?)?;
+        self.pos += 1 + used;
+        if c.is_ascii() {
+            return u8::try_from(c).ok();
         }
-        // `\uXXXX`, possibly a surrogate pair; validated by the parser.
-        let hi = hex4(self.raw, self.pos)?;
-        self.pos += 4;
-        let cp = if (0xD800..0xDC00).contains(&hi) {
-            let lo = hex4(self.raw, self.pos + 2)?;
-            self.pos += 6;
-            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-        } else {
-            hi
-        };
-        let c = char::from_u32(cp)?;
         let n = c.encode_utf8(&mut self.pending).len();
         self.pending_len = n as u8;
         self.pending_pos = 1;

@@ -99,7 +99,8 @@ fn hexval(b: u8) -> Option<u8> {
     }
 }
 
-fn pct_at(raw: &[u8], i: usize) -> Option<u8> {
+/// The byte `%XX` at `raw[i]` stands for.
+pub(crate) fn pct_at(raw: &[u8], i: usize) -> Option<u8> {
     let h = hexval(*raw.get(i + 1)?)?;
     let l = hexval(*raw.get(i + 2)?)?;
     Some((h << 4) | l)

@@ -9,12 +9,6 @@ use alloc::vec::Vec;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
-fn hex4(raw: &[u8]) -> Option<u32> {
-    raw.get(..4)?
-        .iter()
-        .try_fold(0u32, |v, &d| Some((v << 4) | (d as char).to_digit(16)?))
-}
-
 /// Offset of the first `needle` in `hay`. Tests 32 bytes at a time with a
 /// branch-free loop the compiler vectorizes.
 pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
@@ -41,54 +35,13 @@ pub fn decode_json(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
     while let Some(i) = find_byte(rest, b'\\') {
         out.extend_from_slice(rest.get(..i)?);
         let esc = rest.get(i + 1..)?;
-        let (&e, after) = esc.split_first()?;
-        let simple = match e {
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            b'/' => Some(b'/'),
-            b'b' => Some(0x08),
-            b'f' => Some(0x0c),
-            b'n' => Some(b'\n'),
-            b'r' => Some(b'\r'),
-            b't' => Some(b'\t'),
-            b'u' => None,
-            _ => return None,
-        };
-        if let Some(b) = simple {
-            out.push(b);
-            rest = after;
-            continue;
-        }
-        let hi = hex4(after)?;
-        let (cp, used) = if (0xD800..0xDC00).contains(&hi) {
-            match after.get(4..6) {
-                Some(b"\\u") => {}
-                _ => return None,
-            }
-            let lo = hex4(after.get(6..)?)?;
-            if !(0xDC00..0xE000).contains(&lo) {
-                return None;
-            }
-            (0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00), 10)
-        } else {
-            (hi, 4)
-        };
-        let c = char::from_u32(cp)?;
+        let (c, used) = crate::json::decode_escape(esc)?;
         let mut buf = [0u8; 4];
         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        rest = after.get(used..)?;
+        rest = esc.get(used..)?;
     }
     out.extend_from_slice(rest);
     Some(())
-}
-
-fn unhex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Percent/plus-decodes one key or value of a form body. On bad
@@ -103,9 +56,7 @@ pub fn decode_form(raw: &[u8], out: &mut Vec<u8>) -> Result<(), usize> {
                 i += 1;
             }
             b'%' => {
-                let hi = raw.get(i + 1).copied().and_then(unhex).ok_or(i)?;
-                let lo = raw.get(i + 2).copied().and_then(unhex).ok_or(i)?;
-                out.push((hi << 4) | lo);
+                out.push(crate::params::pct_at(raw, i).ok_or(i)?);
                 i += 3;
             }
             _ => {
