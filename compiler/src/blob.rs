@@ -81,7 +81,6 @@ pub fn signed_bundle(
     use aegis_engine::build::bundle::{compile, BuildOptions};
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
-        ..BuildOptions::default()
     };
     let bundle = compile(policy, &opts, Some(key))?;
     let loaded = aegis_engine::bundle::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])

@@ -1,10 +1,53 @@
 //! Request test cases (`*.cases.yaml`): the one corpus that `aegis test`,
 //! the wasm host tests and the Envoy end-to-end tests all run.
 //!
-//! A file is a YAML list of cases; see DESIGN.md section 8.
+//! A file is a YAML list of cases; see DESIGN.md section 8. Besides the
+//! basic shape, a case can describe requests a gate must survive:
+//!
+//! ```yaml
+//! - name: two credentials, a gzip body, a raw path
+//!   agent: finance-agent
+//!   protocols: [http1]           # Envoy runner: HTTP/1.1 only (default both)
+//!   envoy: reject                # Envoy's codec refuses it before any filter
+//!   request:
+//!     method: POST
+//!     url: https://api.stripe.com/v1//payment_intents;x=1#frag
+//!     headers:                   # a list: a header more than once, in order
+//!       - {authorization: "Bearer a"}
+//!       - {authorization: "Bearer b"}
+//!       - {host: evil.example}
+//!       - {content-encoding: gzip}
+//!     body_base64: H4sIAAAAAAAAA0vMzS/NK7E1BABhiKXoCAAAAA==   # gzip bytes
+//!   expect: {decision: deny}
+//! ```
+//!
+//! - `request.headers`: a mapping, or a list of one-entry mappings to send
+//!   a header several times; names are lowercased, order is kept.
+//! - `request.body` is text (a mapping or list becomes compact JSON);
+//!   `request.body_base64` gives raw bytes instead. The two are exclusive;
+//!   `expect.body` / `expect.body_base64` likewise.
+//! - `request.url` is used exactly as written: its path and query (and a
+//!   `#fragment`) reach the engine, and the wire, byte for byte, with no
+//!   normalization. Only a missing path becomes `/`.
+//! - **The authority is the url's.** A `host` header in a case does not
+//!   change it: the HTTP/1.1 Envoy runner sends such a case in
+//!   absolute-form (`POST https://api.stripe.com/v1/x HTTP/1.1`) with the
+//!   case's `Host:` line, and Envoy, as RFC 9112 section 3.2.2 requires,
+//!   takes the authority from the request-target and replaces `Host` with
+//!   it. So the native and wasm runners give the engine the url's
+//!   authority and drop the case's `host` headers, as Envoy does.
+//! - `envoy: reject`: Envoy's own HTTP codec refuses the request (a 4xx,
+//!   or for HTTP/2 a stream reset) before any filter. The Envoy runner
+//!   checks that, and that the upstream never saw it; the native and wasm
+//!   runners ignore the key and check `expect` as usual.
+//! - `protocols`: the protocols the Envoy runner sends the case over
+//!   (`http1`, `http2`); both by default. For what one protocol cannot
+//!   express (absolute-form, obs-fold, chunked framing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use base64::Engine as _;
 
 use crate::frontend::yaml::{self, Kind, Node};
 use crate::frontend::{Cx, Diagnostic, SourceFile};
@@ -20,18 +63,85 @@ pub struct Case {
     pub now: Option<i64>,
     pub request: CaseRequest,
     pub expect: Expect,
+    /// What Envoy itself does with the request (`envoy:`); `None`: it
+    /// hands it to the filter.
+    pub envoy: Option<EnvoyExpect>,
+    /// The protocols the Envoy runner sends the case over (`protocols:`);
+    /// never empty, both by default.
+    pub protocols: Vec<Protocol>,
     /// `(file, line)` of the case, for reports.
     pub location: (String, usize),
+}
+
+impl Case {
+    /// Whether the Envoy runner sends this case over `p`.
+    pub fn runs_over(&self, p: Protocol) -> bool {
+        self.protocols.contains(&p)
+    }
+}
+
+/// `envoy:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvoyExpect {
+    /// `reject`: Envoy's codec refuses the request before any filter.
+    Reject,
+}
+
+/// A protocol the Envoy runner speaks to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1.1 (`http1`).
+    Http1,
+    /// HTTP/2 with prior knowledge, cleartext (`http2`).
+    Http2,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
+
+    /// The name used in case files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseRequest {
     /// Uppercase; `GET` when not given.
     pub method: String,
+    /// Exactly as written in the case.
     pub url: String,
-    /// Names lowercased, order kept.
+    /// Names lowercased, order kept, repeats kept.
     pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
+    /// `body` (as UTF-8) or `body_base64` (decoded).
+    pub body: Option<Vec<u8>>,
+}
+
+impl CaseRequest {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether header `name` is given at all.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+
+    /// Whether the case asks for a chunked body (`transfer-encoding` with
+    /// `chunked` in it).
+    pub fn chunked(&self) -> bool {
+        self.headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,23 +150,36 @@ pub struct Expect {
     pub decision: String,
     pub reason_contains: Option<String>,
     pub rule: Option<String>,
-    /// The exact body forwarded upstream (after any DLP rewrite).
-    pub body: Option<String>,
+    /// The exact body forwarded upstream (after any DLP rewrite), from
+    /// `body` or `body_base64`.
+    pub body: Option<Vec<u8>>,
     pub body_contains: Vec<String>,
     pub body_not_contains: Vec<String>,
 }
 
-const CASE_KEYS: &[&str] = &["name", "agent", "tenant", "now", "request", "expect"];
-const REQUEST_KEYS: &[&str] = &["method", "url", "headers", "body"];
+const CASE_KEYS: &[&str] = &[
+    "name",
+    "agent",
+    "tenant",
+    "now",
+    "request",
+    "expect",
+    "envoy",
+    "protocols",
+];
+const REQUEST_KEYS: &[&str] = &["method", "url", "headers", "body", "body_base64"];
 const EXPECT_KEYS: &[&str] = &[
     "decision",
     "reason_contains",
     "rule",
     "body",
+    "body_base64",
     "body_contains",
     "body_not_contains",
 ];
 const DECISIONS: &[&str] = &["allow", "deny", "sanitize", "approval_needed"];
+const ENVOY: &[&str] = &["reject"];
+const PROTOCOLS: &[&str] = &["http1", "http2"];
 
 /// Reads a cases file. On failure returns the first error found.
 pub fn load_cases(path: &Path) -> Result<Vec<Case>, Diagnostic> {
@@ -142,6 +265,16 @@ fn case(cx: &mut Cx<'_>, file: &Arc<SourceFile>, node: &Node) -> Option<Case> {
             "give the expected outcome, e.g. `expect: {decision: allow}`",
         )
         .and_then(|n| expect(cx, n));
+    let envoy = match f.get("envoy") {
+        Some(n) => cx
+            .choice(n, "envoy", ENVOY)
+            .map(|_| Some(EnvoyExpect::Reject)),
+        None => Some(None),
+    };
+    let protocols = match f.get("protocols") {
+        Some(n) => protocols(cx, n),
+        None => Some(Protocol::ALL.to_vec()),
+    };
     let (line, _) = file.line_col(node.offset);
     Some(Case {
         name: name?.to_owned(),
@@ -150,8 +283,49 @@ fn case(cx: &mut Cx<'_>, file: &Arc<SourceFile>, node: &Node) -> Option<Case> {
         now: now?,
         request: request?,
         expect: expect?,
+        envoy: envoy?,
+        protocols: protocols?,
         location: (file.name.clone(), line),
     })
+}
+
+/// `protocols: [http1, http2]` (or one name); at least one, no repeats.
+fn protocols(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<Protocol>> {
+    let items: Vec<&Node> = match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    if items.is_empty() {
+        cx.error(
+            node,
+            "`protocols` must name at least one protocol",
+            "give `[http1]`, `[http2]`, or leave `protocols` out for both",
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let p = match cx.choice(item, "protocols", PROTOCOLS) {
+            Some("http1") => Protocol::Http1,
+            Some(_) => Protocol::Http2,
+            None => {
+                ok = false;
+                continue;
+            }
+        };
+        if out.contains(&p) {
+            cx.error(
+                item,
+                format!("`{}` is listed twice in `protocols`", p.as_str()),
+                "list each protocol once",
+            );
+            ok = false;
+        }
+        out.push(p);
+    }
+    out.sort();
+    ok.then_some(out)
 }
 
 /// `Some(None)` when absent, `None` after an error.
@@ -180,10 +354,12 @@ fn request(cx: &mut Cx<'_>, node: &Node) -> Option<CaseRequest> {
         Some(n) => headers(cx, n),
         None => Some(Vec::new()),
     };
-    let body = match f.get("body") {
-        Some(n) => body(cx, n, "body"),
-        None => Some(None),
-    };
+    let body = body_or_base64(
+        cx,
+        f.get("body"),
+        f.get("body_base64"),
+        f.key("body_base64"),
+    );
     Some(CaseRequest {
         method: method?,
         url: url?.to_owned(),
@@ -192,8 +368,48 @@ fn request(cx: &mut Cx<'_>, node: &Node) -> Option<CaseRequest> {
     })
 }
 
+/// `headers`: a mapping, or a list of one-entry mappings (a header given
+/// several times, in order).
 fn headers(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<(String, String)>> {
-    let entries = cx.open_map(node, "headers")?;
+    let entries = match &node.kind {
+        Kind::Seq(items) => {
+            let mut entries = Vec::with_capacity(items.len());
+            let mut ok = true;
+            for item in items {
+                let found = match item.as_map().map(<[_]>::len) {
+                    Some(1) => {
+                        entries.extend(cx.open_map(item, "headers").unwrap_or_default());
+                        continue;
+                    }
+                    Some(n) => format!("a mapping with {n} entries"),
+                    None => item.type_name().to_owned(),
+                };
+                cx.error(
+                    item,
+                    format!("items of a `headers` list must be one-entry mappings, found {found}"),
+                    "write one header per item, e.g. `- {authorization: \"Bearer a\"}`",
+                );
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            entries
+        }
+        Kind::Map(_) => cx.open_map(node, "headers")?,
+        _ => {
+            cx.error(
+                node,
+                format!(
+                    "`headers` must be a mapping or a list, found {}",
+                    node.type_name()
+                ),
+                "give `{name: value, ...}`, or a list `[{name: value}, ...]` \
+                 to send a header more than once",
+            );
+            return None;
+        }
+    };
     let mut out = Vec::with_capacity(entries.len());
     let mut ok = true;
     for (name, _, value) in entries {
@@ -213,6 +429,48 @@ fn headers(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<(String, String)>> {
         }
     }
     ok.then_some(out)
+}
+
+/// `body` or `body_base64` (the key node of the latter for errors) of a
+/// request or an expectation, as bytes.
+fn body_or_base64(
+    cx: &mut Cx<'_>,
+    text: Option<&Node>,
+    b64: Option<&Node>,
+    b64_key: Option<&Node>,
+) -> Option<Option<Vec<u8>>> {
+    match (text, b64) {
+        (Some(_), Some(n)) => {
+            cx.error(
+                b64_key.unwrap_or(n),
+                "`body` and `body_base64` are exclusive",
+                "give the body as text in `body`, or as bytes in `body_base64`",
+            );
+            None
+        }
+        (Some(n), None) => body(cx, n, "body").map(|b| b.map(String::into_bytes)),
+        (None, Some(n)) => base64_body(cx, n).map(Some),
+        (None, None) => Some(None),
+    }
+}
+
+/// `body_base64`: standard base64 (RFC 4648 section 4, padded); ASCII
+/// whitespace is ignored so long bodies can be folded.
+fn base64_body(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<u8>> {
+    let text = cx.str(node, "body_base64")?;
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            cx.error(
+                node,
+                format!("invalid `body_base64`: {e}"),
+                "give standard base64 (`A-Z a-z 0-9 + /`, padded with `=`), \
+                 e.g. the output of `base64 -w0 FILE`",
+            );
+            None
+        }
+    }
 }
 
 /// A body as text; a YAML mapping or list becomes compact JSON.
@@ -247,10 +505,12 @@ fn expect(cx: &mut Cx<'_>, node: &Node) -> Option<Expect> {
         .and_then(|n| cx.choice(n, "decision", DECISIONS));
     let reason = optional_str(cx, f.get("reason_contains"), "reason_contains");
     let rule = optional_str(cx, f.get("rule"), "rule");
-    let body = match f.get("body") {
-        Some(n) => body(cx, n, "body"),
-        None => Some(None),
-    };
+    let body = body_or_base64(
+        cx,
+        f.get("body"),
+        f.get("body_base64"),
+        f.key("body_base64"),
+    );
     let contains = string_or_list(cx, f.get("body_contains"), "body_contains");
     let not_contains = string_or_list(cx, f.get("body_not_contains"), "body_not_contains");
     Some(Expect {
@@ -471,7 +731,12 @@ mod tests {
                 ("x-count".to_owned(), "3".to_owned())
             ]
         );
-        assert_eq!(a.request.body.as_deref(), Some("amount=1200&currency=usd"));
+        assert_eq!(
+            a.request.body.as_deref(),
+            Some(&b"amount=1200&currency=usd"[..])
+        );
+        assert_eq!(a.envoy, None);
+        assert_eq!(a.protocols, vec![Protocol::Http1, Protocol::Http2]);
         assert_eq!(a.expect.decision, "allow");
         assert_eq!(a.location, ("p/x.cases.yaml".to_owned(), 2));
         assert!(a.expect.body_contains.is_empty());
@@ -483,7 +748,7 @@ mod tests {
         assert_eq!(
             b.request.body.as_deref(),
             Some(
-                r#"{"jsonrpc":"2.0","id":1,"params":{"name":"read_file","arguments":{"path":"/etc/passwd","n":1.5,"ok":true}}}"#
+                &br#"{"jsonrpc":"2.0","id":1,"params":{"name":"read_file","arguments":{"path":"/etc/passwd","n":1.5,"ok":true}}}"#[..]
             )
         );
         assert_eq!(b.expect.decision, "sanitize");
@@ -541,6 +806,229 @@ mod tests {
         assert!(parse_cases("c.cases.yaml", "# nothing yet\n")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn headers_as_a_list_keep_repeats_and_order() {
+        let src = r#"
+- name: two credentials
+  request:
+    url: https://api.stripe.com/v1/x
+    headers: [{Authorization: "Bearer a"}, {authorization: "Bearer b"}, {content-type: application/json}, {X-N: 1}]
+  expect: {decision: deny}
+- name: block style
+  request:
+    url: https://api.stripe.com/v1/x
+    headers:
+      - host: evil.example
+      - host: api.stripe.com
+  expect: {decision: deny}
+"#;
+        let cases = parse_cases("c.cases.yaml", src).unwrap();
+        let pairs = |c: &Case| -> Vec<(String, String)> { c.request.headers.clone() };
+        assert_eq!(
+            pairs(&cases[0]),
+            vec![
+                ("authorization".to_owned(), "Bearer a".to_owned()),
+                ("authorization".to_owned(), "Bearer b".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-n".to_owned(), "1".to_owned()),
+            ]
+        );
+        assert_eq!(cases[0].request.header("AUTHORIZATION"), Some("Bearer a"));
+        assert!(!cases[0].request.has_header("host"));
+        assert_eq!(
+            pairs(&cases[1]),
+            vec![
+                ("host".to_owned(), "evil.example".to_owned()),
+                ("host".to_owned(), "api.stripe.com".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_header_lists() {
+        let src = "- name: x\n  request:\n    url: http://a/\n    headers: [{a: 1, b: 2}]\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "items of a `headers` list must be one-entry mappings, found a mapping with 2 entries"
+        );
+        assert_eq!(e.location().unwrap().1, 4);
+        assert!(e.help_text().unwrap().contains("one header per item"));
+
+        let src = "- name: x\n  request:\n    url: http://a/\n    headers:\n      - authorization\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "items of a `headers` list must be one-entry mappings, found a string"
+        );
+        assert_eq!(e.location().unwrap().1, 5);
+
+        let src = "- name: x\n  request:\n    url: http://a/\n    headers: [{a: [1]}]\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(e.message(), "header `a` must be a string, found a list");
+
+        let src = "- name: x\n  request:\n    url: http://a/\n    headers: token\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "`headers` must be a mapping or a list, found a string"
+        );
+    }
+
+    #[test]
+    fn body_base64_gives_bytes() {
+        // gzip of "hello", and bytes that are not UTF-8; whitespace folds.
+        let src = r#"
+- name: gzip
+  request:
+    method: POST
+    url: https://a.example/x
+    body_base64: "H4sIAAAAAAAAA8tIzcnJBwCGphA2BQAAAA=="
+  expect:
+    decision: sanitize
+    body_base64: |
+      //7/
+      AA==
+- name: text expect
+  request: {url: https://a.example/x, body: ""}
+  expect: {decision: allow, body: "é"}
+"#;
+        let cases = parse_cases("c.cases.yaml", src).unwrap();
+        let gz = cases[0].request.body.as_deref().unwrap();
+        assert_eq!(&gz[..3], &[0x1f, 0x8b, 0x08]);
+        assert_eq!(gz.len(), 25);
+        assert_eq!(
+            cases[0].expect.body.as_deref(),
+            Some(&[0xff, 0xfe, 0xff, 0][..])
+        );
+        assert_eq!(cases[1].request.body.as_deref(), Some(&b""[..]));
+        assert_eq!(cases[1].expect.body.as_deref(), Some("é".as_bytes()));
+    }
+
+    #[test]
+    fn bad_body_base64() {
+        let src = "- name: x\n  request:\n    url: http://a/\n    body: hi\n    body_base64: aGk=\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(e.message(), "`body` and `body_base64` are exclusive");
+        assert_eq!(e.location(), Some(("c.cases.yaml".to_owned(), 5, 5)));
+
+        let src = "- name: x\n  request:\n    url: http://a/\n    body_base64: \"a*k=\"\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert!(
+            e.message().starts_with("invalid `body_base64`: "),
+            "{}",
+            e.message()
+        );
+        assert!(e.help_text().unwrap().contains("standard base64"));
+
+        let src = "- name: x\n  request: {url: http://a/}\n  expect: {decision: allow, body: a, body_base64: YQ==}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(e.message(), "`body` and `body_base64` are exclusive");
+
+        let src = "- name: x\n  request:\n    url: http://a/\n    body_base64: 12\n  expect: {decision: allow}\n";
+        let e = parse_cases("c.cases.yaml", src).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "`body_base64` must be a string, found a number"
+        );
+    }
+
+    #[test]
+    fn url_kept_as_written() {
+        let src = "- name: x\n  request: {url: \"https://api.stripe.com/v1//x/./y/%70a;x=1?q=%2F#frag\"}\n  expect: {decision: deny}\n";
+        let c = &parse_cases("c.cases.yaml", src).unwrap()[0];
+        assert_eq!(
+            c.request.url,
+            "https://api.stripe.com/v1//x/./y/%70a;x=1?q=%2F#frag"
+        );
+    }
+
+    #[test]
+    fn envoy_and_protocols() {
+        let src = r#"
+- name: both keys
+  envoy: reject
+  protocols: [http1]
+  request: {url: http://a/}
+  expect: {decision: allow}
+- name: one name, not a list
+  protocols: http2
+  request: {url: http://a/}
+  expect: {decision: allow}
+- name: both, any order
+  protocols: [http2, http1]
+  request: {url: http://a/}
+  expect: {decision: allow}
+"#;
+        let cases = parse_cases("c.cases.yaml", src).unwrap();
+        assert_eq!(cases[0].envoy, Some(EnvoyExpect::Reject));
+        assert_eq!(cases[0].protocols, vec![Protocol::Http1]);
+        assert!(cases[0].runs_over(Protocol::Http1));
+        assert!(!cases[0].runs_over(Protocol::Http2));
+        assert_eq!(cases[1].protocols, vec![Protocol::Http2]);
+        assert_eq!(cases[2].protocols, Protocol::ALL.to_vec());
+
+        let bad = |extra: &str| {
+            let src = format!("- name: x\n{extra}\n  request: {{url: http://a/}}\n  expect: {{decision: allow}}\n");
+            parse_cases("c.cases.yaml", &src).unwrap_err()
+        };
+        let e = bad("  envoy: refuse");
+        assert_eq!(e.message(), "invalid `envoy` `refuse`");
+        assert!(e.help_text().unwrap().contains("`reject`"));
+        let e = bad("  protocols: [http3]");
+        assert_eq!(e.message(), "invalid `protocols` `http3`");
+        assert_eq!(e.location().unwrap().1, 2);
+        let e = bad("  protocols: []");
+        assert_eq!(e.message(), "`protocols` must name at least one protocol");
+        let e = bad("  protocols: [http1, http1]");
+        assert_eq!(e.message(), "`http1` is listed twice in `protocols`");
+    }
+
+    #[test]
+    fn chunked_is_read_from_transfer_encoding() {
+        let src = "- name: x\n  request:\n    url: http://a/\n    headers: {Transfer-Encoding: Chunked}\n  expect: {decision: allow}\n";
+        assert!(parse_cases("c.cases.yaml", src).unwrap()[0]
+            .request
+            .chunked());
+        let src = "- name: x\n  request: {url: http://a/}\n  expect: {decision: allow}\n";
+        assert!(!parse_cases("c.cases.yaml", src).unwrap()[0]
+            .request
+            .chunked());
+    }
+
+    #[test]
+    fn the_module_doc_example_parses() {
+        let src = r#"
+- name: two credentials, a gzip body, a raw path
+  agent: finance-agent
+  protocols: [http1]           # Envoy runner: HTTP/1.1 only (default both)
+  envoy: reject                # Envoy's codec refuses it before any filter
+  request:
+    method: POST
+    url: https://api.stripe.com/v1//payment_intents;x=1#frag
+    headers:                   # a list: a header more than once, in order
+      - {authorization: "Bearer a"}
+      - {authorization: "Bearer b"}
+      - {host: evil.example}
+      - {content-encoding: gzip}
+    body_base64: H4sIAAAAAAAAA0vMzS/NK7E1BABhiKXoCAAAAA==   # gzip bytes
+  expect: {decision: deny}"#;
+        let c = &parse_cases("doc.cases.yaml", src).unwrap()[0];
+        assert_eq!(c.envoy, Some(EnvoyExpect::Reject));
+        assert_eq!(c.protocols, vec![Protocol::Http1]);
+        assert_eq!(c.request.headers.len(), 4);
+        assert_eq!(
+            c.request.url,
+            "https://api.stripe.com/v1//payment_intents;x=1#frag"
+        );
+        assert!(c
+            .request
+            .body
+            .as_deref()
+            .unwrap()
+            .starts_with(&[0x1f, 0x8b]));
     }
 
     #[test]

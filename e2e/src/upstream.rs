@@ -215,29 +215,33 @@ fn serve(conn: TcpStream, store: &Store) {
 
 type Head = (String, String, Vec<(String, String)>);
 
+/// One line (without its line end), bytes that are not UTF-8 replaced.
+fn read_text_line(r: &mut impl BufRead) -> Option<String> {
+    let mut raw = Vec::new();
+    if r.read_until(b'\n', &mut raw).ok()? == 0 {
+        return None;
+    }
+    while raw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        raw.pop();
+    }
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// Request line and headers; `None` at end of stream or on garbage.
 fn read_head(r: &mut impl BufRead) -> Option<Head> {
-    let mut line = String::new();
     // Skip empty lines between requests.
-    loop {
-        line.clear();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
+    let line = loop {
+        let line = read_text_line(r)?;
         if !line.trim().is_empty() {
-            break;
+            break line;
         }
-    }
+    };
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_string();
     let path = parts.next()?.to_string();
     let mut headers = Vec::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
+        let l = read_text_line(r)?;
         if l.is_empty() {
             break;
         }

@@ -129,6 +129,21 @@ fn shipped_configs_say_what_the_design_says() {
             .collect();
         assert_eq!(filters, ["aegis", "envoy.filters.http.router"], "{name}");
         assert_eq!(hcm["preserve_external_request_id"], true, "{name}");
+        // HTTP/1.1 and HTTP/2 with prior knowledge on the same listener.
+        assert!(
+            config::accepts_http1_and_h2c(&listeners[0]).unwrap(),
+            "{name}: codec_type {}",
+            hcm["codec_type"]
+        );
+        // The path reaches the filter (and the upstream) as the agent sent
+        // it: no normalization that would make the two read it apart.
+        for key in [
+            "normalize_path",
+            "merge_slashes",
+            "path_with_escaped_slashes_action",
+        ] {
+            assert!(hcm.get(key).is_none(), "{name}: {key} {}", hcm[key]);
+        }
 
         // The access log shows every decision field from filter state.
         let fmt = &hcm["access_log"][0]["typed_config"]["log_format"]["json_format"];

@@ -33,21 +33,35 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"AEGISBND";
 pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 8 + 2 + 2 + 4 + 32;
 pub const SIG_BLOCK_LEN: usize = 8 + 32 + 64;
 
 /// Request limits carried in the bundle (the filter may lower them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
+    /// Largest request body judged; larger bodies are denied.
+    pub max_body_bytes: u32,
+    /// Deepest JSON nesting read.
     pub max_json_depth: u32,
-    /// Most values (JSON values, form pairs) read from one body.
+    /// Most values (JSON values, form pairs, query pairs) read from one
+    /// request.
     pub max_params: u32,
+}
+
+impl Limits {
+    /// Hard ceilings a policy may not raise the limits past.
+    pub const MAX: Limits = Limits {
+        max_body_bytes: 64 << 20,
+        max_json_depth: crate::json::MAX_DEPTH_LIMIT as u32,
+        max_params: 65_536,
+    };
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_body_bytes: 1 << 20,
             max_json_depth: 32,
             max_params: 4096,
         }
@@ -420,6 +434,13 @@ fn validate(m: &Model) -> Result<(), String> {
     check(m.tools.len() <= usize::from(u16::MAX), || {
         "too many tools".into()
     })?;
+    let (l, max) = (m.limits, Limits::MAX);
+    check(
+        (1..=max.max_body_bytes).contains(&l.max_body_bytes)
+            && (1..=max.max_json_depth).contains(&l.max_json_depth)
+            && (1..=max.max_params).contains(&l.max_params),
+        || "limits out of range".into(),
+    )?;
     for (i, t) in m.tools.iter().enumerate() {
         check(t.params.len() <= MAX_PARAMS, || {
             format!("tool {i} has too many params")

@@ -47,18 +47,16 @@ pub fn is_match(dfa: &Dfa, bytes: impl Iterator<Item = u8>) -> bool {
     dfa.is_match_state(s)
 }
 
-/// Anchored full match over the concatenation of `parts`; returns the
-/// lowest matching pattern id (patterns are ordered most specific first).
-pub fn full_match(dfa: &Dfa, parts: &[&[u8]]) -> Option<usize> {
+/// Anchored full match over `bytes`; returns the lowest matching pattern
+/// id (patterns are ordered most specific first).
+pub fn full_match(dfa: &Dfa, bytes: impl Iterator<Item = u8>) -> Option<usize> {
     let mut s = dfa
         .start_state(&start::Config::new().anchored(Anchored::Yes))
         .ok()?;
-    for part in parts {
-        for &b in *part {
-            s = dfa.next_state(s, b);
-            if dfa.is_dead_state(s) || dfa.is_quit_state(s) {
-                return None;
-            }
+    for b in bytes {
+        s = dfa.next_state(s, b);
+        if dfa.is_dead_state(s) || dfa.is_quit_state(s) {
+            return None;
         }
     }
     s = dfa.next_eoi_state(s);

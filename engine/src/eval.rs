@@ -5,12 +5,13 @@
 //! slices of the request, predicates compare decoded bytes on the fly and
 //! the DLP scratch space is reused across requests.
 
-use crate::bundle::{agent_key, AgentM, Bundle, Lit, OpM, PredM, RuleM, TSeg, ToolM};
+use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, TSeg, ToolM};
 use crate::dfa::{full_match, is_match};
 use crate::dlp;
+use crate::http::{self, HttpError, PathBytes};
 use crate::jwt::{self, JwtError};
 use crate::params::{
-    extract_form, extract_json, parse_number, ExtractError, Text, Value, MAX_PARAMS,
+    extract_form, extract_json, parse_number, ExtractError, KeySet, Text, Value, MAX_PARAMS,
 };
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
@@ -44,7 +45,7 @@ pub enum HeaderValue<'h> {
     Many,
 }
 
-fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &str) -> HeaderValue<'h> {
+pub(crate) fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &str) -> HeaderValue<'h> {
     match h.get(name) {
         (Some(v), 1) => HeaderValue::One(v),
         (_, 0) | (None, _) => HeaderValue::Missing,
@@ -106,7 +107,11 @@ pub enum Reason<'a> {
     },
     NeedBody,
     NoIdentityConfigured,
+    /// The request line or framing headers have no single meaning.
+    Http(HttpError),
     MissingToken,
+    /// No `authorization` header, but a token in the query string.
+    TokenInQuery,
     MultipleTokens,
     BadAuthScheme,
     InvalidToken(JwtError),
@@ -126,6 +131,11 @@ pub enum Reason<'a> {
     McpNotObject,
     McpMethodDenied,
     McpBadName,
+    /// Not `"jsonrpc": "2.0"`, or a `tools/call` without an `id`.
+    McpNotRequest,
+    /// `Mcp-Method` / `Mcp-Name` disagree with the body (the MCP
+    /// `HeaderMismatch` error).
+    McpHeaderMismatch(&'static str),
     UnknownMcpTool {
         tool: &'a str,
     },
@@ -244,7 +254,11 @@ impl fmt::Display for Reason<'_> {
             Reason::NoIdentityConfigured => f.write_str(
                 "no identity configuration in the policy bundle: requests cannot be authenticated",
             ),
+            Reason::Http(e) => write!(f, "{e}"),
             Reason::MissingToken => f.write_str("missing bearer token in `authorization` header"),
+            Reason::TokenInQuery => f.write_str(
+                "agent token in the query string is not accepted; send it in the `authorization` header",
+            ),
             Reason::MultipleTokens => {
                 f.write_str("more than one `authorization` header or credential")
             }
@@ -259,13 +273,24 @@ impl fmt::Display for Reason<'_> {
             }
             Reason::UnknownHost { host } => write!(f, "no tool is registered for host `{host}`"),
             Reason::UnknownRoute { method, host, path } => {
-                write!(f, "`{method} {host}{path}` matches no action of any tool")
+                write!(
+                    f,
+                    "`{} {host}{}` matches no action of any tool",
+                    Shown(method),
+                    Shown(path)
+                )
             }
             Reason::McpNotObject => f.write_str(
                 "mcp request must be a single json-rpc object (batches are not accepted)",
             ),
             Reason::McpMethodDenied => f.write_str("mcp method is not allowed"),
             Reason::McpBadName => f.write_str("mcp `tools/call` without a string `params.name`"),
+            Reason::McpNotRequest => f.write_str(
+                "mcp `tools/call` must be a json-rpc 2.0 request with an `id` (`jsonrpc: \"2.0\"`)",
+            ),
+            Reason::McpHeaderMismatch(h) => {
+                write!(f, "mcp header `{h}` does not match the json-rpc body")
+            }
             Reason::UnknownMcpTool { tool } => {
                 write!(f, "mcp tool name is not an action of `{tool}`")
             }
@@ -370,16 +395,54 @@ impl<'a> Decision<'a> {
     }
 }
 
-/// Reusable per-worker memory for decisions (DLP buffers).
-#[derive(Debug, Default)]
+/// Request text shown in a reason: at most 96 bytes, anything but
+/// printable ASCII as `?`, so a reason never carries a whole payload or a
+/// control character into a log line.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 96;
+        for (i, b) in self.0.bytes().enumerate() {
+            if i == MAX {
+                return f.write_str("...");
+            }
+            let c = if b.is_ascii_graphic() && b != b'`' {
+                b as char
+            } else {
+                '?'
+            };
+            fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reusable per-worker memory for decisions (DLP buffers, the keys of the
+/// JSON objects being read). Allocated once; a decision allocates nothing.
+#[derive(Debug)]
 pub struct Scratch {
     pub dlp: dlp::Scratch,
+    keys: KeySet,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Scratch {
+    /// Sized for the default limits.
     pub fn new() -> Self {
+        Self::with_limits(&Limits::default())
+    }
+
+    /// Sized for a bundle's limits (`Bundle::limits`).
+    pub fn with_limits(limits: &Limits) -> Self {
         Scratch {
             dlp: dlp::Scratch::new(),
+            keys: KeySet::with_capacity(limits.max_params as usize),
         }
     }
 }
@@ -393,14 +456,6 @@ const MCP_PLUMBING: [&str; 5] = [
     "tools/list",
     "notifications/cancelled",
 ];
-
-fn host_of(authority: &str) -> &str {
-    // `[v6]:port`, `host:port`, `host`
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.split(':').next().unwrap_or(authority)
-}
 
 fn cmp_ignore_case(a: &str, b: &str) -> core::cmp::Ordering {
     a.bytes()
@@ -471,6 +526,7 @@ impl Bundle {
     fn authenticate<'a, H: Headers + ?Sized>(
         &'a self,
         req: &Request<'a, H>,
+        query: Option<&str>,
         now: i64,
     ) -> Result<&'a AgentM, Reason<'a>> {
         let Some(idc) = &self.model.identity else {
@@ -488,6 +544,9 @@ impl Bundle {
             return self.find_agent(tenant, agent).ok_or(Reason::UnknownAgent);
         }
         let value = match header(req.headers, "authorization") {
+            HeaderValue::Missing if query.is_some_and(has_query_token) => {
+                return Err(Reason::TokenInQuery)
+            }
             HeaderValue::Missing => return Err(Reason::MissingToken),
             HeaderValue::Many => return Err(Reason::MultipleTokens),
             // HTTP/1 proxies join repeated headers with commas; a JWT never
@@ -516,6 +575,17 @@ impl Bundle {
         now: i64,
         scratch: &mut Scratch,
     ) -> Decision<'a> {
+        // 0. one meaning for the request line, or none at all
+        let shape = http::split_path(req.path).and_then(|(p, q)| {
+            let host = http::host_of(req.authority)?;
+            http::check_host_header(req.headers, host)?;
+            Ok((host, p, q))
+        });
+        let (host, path, query) = match shape {
+            Ok(s) => s,
+            Err(e) => return Decision::new(Verdict::Deny, Reason::Http(e)),
+        };
+
         // 1. identity
         let agent = match caller {
             Caller::Given { agent, tenant } => {
@@ -525,7 +595,7 @@ impl Bundle {
                 };
                 self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
             }
-            Caller::FromRequest => self.authenticate(req, now),
+            Caller::FromRequest => self.authenticate(req, query, now),
         };
         let agent = match agent {
             Ok(a) => a,
@@ -536,17 +606,12 @@ impl Bundle {
         d.mode = agent.mode;
 
         // 2. egress
-        let host = host_of(req.authority);
         if !Self::egress_allowed(agent, host) {
             d.reason = Reason::EgressDenied { host };
             return d;
         }
 
         // 3. tool + action
-        let (path, query) = match req.path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (req.path, None),
-        };
         let mut found: Option<(usize, &ToolM, Option<usize>)> = None;
         for &ti in self.tools_for_host(host) {
             let ti = usize::from(ti);
@@ -559,8 +624,12 @@ impl Bundle {
                     break;
                 }
             } else if let Some(Some(dfa)) = self.routes.get(ti) {
-                if let Some(pid) = full_match(dfa, &[req.method.as_bytes(), b" ", path.as_bytes()])
-                {
+                let line = req
+                    .method
+                    .bytes()
+                    .chain(core::iter::once(b' '))
+                    .chain(PathBytes::new(path));
+                if let Some(pid) = full_match(dfa, line) {
                     let action = tool.route_actions.get(pid).map(|a| usize::from(*a));
                     found = Some((ti, tool, action));
                     break;
@@ -611,6 +680,23 @@ impl Bundle {
         // it: a malformed or ambiguous body is denied, never waved through.
         // DLP scans any body, whatever the tool's body kind.
         let needs_body = is_mcp || agent.dlp.is_some() || tool.body != BodyKind::None;
+        let kind = if is_mcp { BodyKind::Json } else { tool.body };
+        let limits = self.model.limits;
+        let has_body = req.body.is_some_and(|b| !b.is_empty());
+        let mut framing = http::check_body_headers(req.headers, kind, has_body);
+        if framing.is_ok()
+            && req
+                .body
+                .is_some_and(|b| b.len() > limits.max_body_bytes as usize)
+        {
+            framing = Err(HttpError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+        if let Err(e) = framing {
+            d.reason = Reason::Http(e);
+            return d;
+        }
         let body = match req.body {
             Some(b) => b,
             None if needs_body => {
@@ -623,7 +709,7 @@ impl Bundle {
 
         // Parameters: path template, query string, body.
         let mut slots = [Value::Absent; MAX_PARAMS];
-        let limits = self.model.limits;
+        let keys = &mut scratch.keys;
         if let Some(ai) = action {
             if let Some(a) = tool.actions.get(ai) {
                 bind_template(&a.template, path, &mut slots);
@@ -632,26 +718,43 @@ impl Bundle {
         let extracted = (|| {
             // An MCP server reads its arguments from the JSON-RPC body only;
             // a query string must not fill in what the body leaves out.
+            keys.clear();
             if let Some(q) = query.filter(|_| !is_mcp) {
                 extract_form(
                     q.as_bytes(),
                     &tool.params,
                     &mut slots,
                     limits.max_params as usize,
+                    keys,
                 )?;
             }
             if !body.is_empty() {
                 match tool.body {
-                    BodyKind::Json => extract_json(
+                    BodyKind::Json => {
+                        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+                        if !is_mcp && first != Some(&b'{') {
+                            return Err(ExtractError::NotObject);
+                        }
+                        // Query keys and body keys are different names
+                        // (a watched parameter given in both is caught by
+                        // its slot).
+                        keys.clear();
+                        extract_json(
+                            body,
+                            &tool.params,
+                            &mut slots,
+                            limits.max_json_depth as usize,
+                            limits.max_params as usize,
+                            keys,
+                        )?
+                    }
+                    BodyKind::Form => extract_form(
                         body,
                         &tool.params,
                         &mut slots,
-                        limits.max_json_depth as usize,
                         limits.max_params as usize,
+                        keys,
                     )?,
-                    BodyKind::Form => {
-                        extract_form(body, &tool.params, &mut slots, limits.max_params as usize)?
-                    }
                     BodyKind::None => {}
                 }
             }
@@ -665,7 +768,7 @@ impl Bundle {
         // MCP: the action is the JSON-RPC tool name.
         let ai = match action {
             Some(ai) => ai,
-            None => match mcp_action(tool, body, &slots) {
+            None => match mcp_action(tool, body, &slots, req.headers) {
                 Ok(McpCall::Tool(ai)) => ai,
                 Ok(McpCall::Plumbing(method)) => {
                     d.verdict = Verdict::Allow;
@@ -847,19 +950,53 @@ enum McpCall {
     Plumbing(&'static str),
 }
 
-/// Slot 0 of an MCP tool is `method`, slot 1 `params.name`.
+/// Slots of an MCP tool: 0 `method`, 1 `params.name`, 2 `id`, 3 `jsonrpc`.
 #[allow(clippy::result_large_err)]
-fn mcp_action<'a>(
+fn mcp_action<'a, H: Headers + ?Sized>(
     tool: &'a ToolM,
     body: &[u8],
     slots: &[Value<'_>],
+    headers: &H,
 ) -> Result<McpCall, Reason<'a>> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Reason::McpNotObject);
     }
+    let is_20 = matches!(slots.get(3), Some(Value::Text(v)) if v.eq_bytes(b"2.0"));
+    if !is_20 {
+        return Err(Reason::McpNotRequest);
+    }
     let Some(Value::Text(method)) = slots.first() else {
         return Err(Reason::McpMethodDenied);
     };
+    // Headers mirrored from the body (MCP Streamable HTTP, 2026-07-28) must
+    // agree with it: intermediaries route on them, the server reads the body.
+    let name = match slots.get(1) {
+        Some(Value::Text(n)) => Some(n),
+        _ => None,
+    };
+    match header(headers, "mcp-method") {
+        HeaderValue::Missing => {}
+        HeaderValue::Many => return Err(Reason::McpHeaderMismatch("mcp-method")),
+        HeaderValue::One(v) => {
+            if !method.eq_bytes(v.as_bytes()) {
+                return Err(Reason::McpHeaderMismatch("mcp-method"));
+            }
+        }
+    }
+    match header(headers, "mcp-name") {
+        HeaderValue::Missing => {}
+        HeaderValue::Many => return Err(Reason::McpHeaderMismatch("mcp-name")),
+        HeaderValue::One(v) => {
+            let mut buf = [0u8; 256];
+            let same = match (mcp_header_value(v, &mut buf), name) {
+                (Some(h), Some(n)) => n.eq_bytes(h),
+                _ => false,
+            };
+            if !same {
+                return Err(Reason::McpHeaderMismatch("mcp-name"));
+            }
+        }
+    }
     if !method.eq_bytes(b"tools/call") {
         return MCP_PLUMBING
             .iter()
@@ -867,7 +1004,12 @@ fn mcp_action<'a>(
             .map(|m| McpCall::Plumbing(m))
             .ok_or(Reason::McpMethodDenied);
     }
-    let Some(Value::Text(name)) = slots.get(1) else {
+    // A notification gets no answer, so it cannot be a tool call the
+    // client waits on; refuse rather than guess what the server does.
+    if !matches!(slots.get(2), Some(Value::Num(_) | Value::Text(_))) {
+        return Err(Reason::McpNotRequest);
+    }
+    let Some(name) = name else {
         return Err(Reason::McpBadName);
     };
     tool.actions
@@ -875,4 +1017,37 @@ fn mcp_action<'a>(
         .position(|a| name.eq_bytes(a.name.as_bytes()))
         .map(McpCall::Tool)
         .ok_or(Reason::UnknownMcpTool { tool: &tool.name })
+}
+
+/// An MCP header value: plain, or `=?base64?...?=` for names HTTP headers
+/// cannot carry (markers are case-sensitive, as the spec says). `None` for
+/// bad base64 or a name over 256 bytes.
+fn mcp_header_value<'b>(v: &'b str, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    use base64::Engine as _;
+    let v = v.trim();
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let n = base64::engine::general_purpose::STANDARD
+                .decode_slice(b64.as_bytes(), buf)
+                .ok()?;
+            buf.get(..n)
+        }
+        None => Some(v.as_bytes()),
+    }
+}
+
+/// Whether a query string carries an OAuth-style `access_token` (RFC 6750
+/// section 2.3), however its key is percent-encoded.
+fn has_query_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let key = pair.split('=').next().unwrap_or_default();
+        Text {
+            raw: key.as_bytes(),
+            enc: crate::params::Enc::Form,
+        }
+        .eq_bytes(b"access_token")
+    })
 }

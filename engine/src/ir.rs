@@ -21,6 +21,8 @@ pub struct Policy {
     pub identity: Option<Identity>,
     pub tools: Vec<Tool>,
     pub agents: Vec<Agent>,
+    /// Request limits (`kind: Limits`), defaults when not given.
+    pub limits: crate::bundle::Limits,
 }
 
 /// A tool from a `kind: ToolCatalog` document.

@@ -6,6 +6,7 @@
 //! a predicate compares it, and then only byte by byte.
 
 use crate::json::{Event, JStr, JsonError, Parser};
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Upper bound on distinct parameters one tool's rules may look at.
@@ -202,6 +203,12 @@ pub enum ExtractError {
     BadForm,
     /// Slot index: the parameter was given more than once.
     Duplicate(usize),
+    /// A JSON object has the same key twice (at this byte offset).
+    DuplicateKey(usize),
+    /// A form or query key (other than `key[]`) appears twice.
+    DuplicateFormKey,
+    /// A JSON tool's body is not a JSON object.
+    NotObject,
     TooManyParams,
 }
 
@@ -211,7 +218,16 @@ impl fmt::Display for ExtractError {
             ExtractError::Json(e) => write!(f, "malformed json body: {e}"),
             ExtractError::BadForm => f.write_str("malformed form-encoded data"),
             ExtractError::Duplicate(_) => f.write_str("a parameter is given more than once"),
-            ExtractError::TooManyParams => f.write_str("too many parameters in the request"),
+            ExtractError::DuplicateKey(at) => {
+                write!(f, "json object has a duplicate key at byte {at}")
+            }
+            ExtractError::DuplicateFormKey => {
+                f.write_str("form-encoded key given more than once (use `key[]` for lists)")
+            }
+            ExtractError::NotObject => f.write_str("json body must be an object"),
+            ExtractError::TooManyParams => {
+                f.write_str("too many parameters in the request (limit `max_params`)")
+            }
         }
     }
 }
@@ -256,19 +272,114 @@ fn record<'a, P: AsRef<[S]>, S: AsRef<str>>(
     Ok(())
 }
 
+/// Keys seen so far in the open JSON objects, or in a form body and its
+/// query string, so a key given twice is refused whether or not a rule
+/// looks at it: upstreams disagree on which copy wins. Sized once; adding a
+/// key past the capacity is an error, never an allocation.
+#[derive(Debug)]
+pub struct KeySet {
+    entries: Vec<KeyRef>,
+}
+
+/// Where a key is: hash of its decoded bytes, its raw span and encoding,
+/// and which buffer (`src`) holds it.
+#[derive(Debug, Clone, Copy)]
+struct KeyRef {
+    hash: u64,
+    start: u32,
+    len: u32,
+    escaped: bool,
+    src: u8,
+}
+
+impl KeySet {
+    pub fn with_capacity(n: usize) -> Self {
+        KeySet {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn mark(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn truncate(&mut self, mark: usize) {
+        self.entries.truncate(mark);
+    }
+
+    /// Adds `key` unless an entry from `from` on has the same decoded
+    /// bytes; `same` compares the bytes of two entries.
+    fn insert(
+        &mut self,
+        from: usize,
+        key: KeyRef,
+        same: impl Fn(&KeyRef, &KeyRef) -> bool,
+    ) -> Result<bool, ExtractError> {
+        let dup = self
+            .entries
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.hash == key.hash && same(e, &key));
+        if dup {
+            return Ok(false);
+        }
+        if self.entries.len() == self.entries.capacity() {
+            return Err(ExtractError::TooManyParams);
+        }
+        self.entries.push(key);
+        Ok(true)
+    }
+}
+
+/// FNV-1a over ASCII-lowercased bytes: fast on short keys, and only ever
+/// confirmed by a byte compare. Keys that differ only in ASCII case count
+/// as the same key: some upstreams bind them case-insensitively (.NET's
+/// web JSON defaults do), and no honest client sends both.
+fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn same_key(a: impl Iterator<Item = u8>, b: impl Iterator<Item = u8>) -> bool {
+    a.map(|c| c.to_ascii_lowercase())
+        .eq(b.map(|c| c.to_ascii_lowercase()))
+}
+
+fn span(start: usize, len: usize) -> Option<(u32, u32)> {
+    Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?))
+}
+
 /// Walks a whole JSON document (validating it) and fills the slots of the
-/// parameters in `params` (each a list of path segments).
+/// parameters in `params` (each a list of path segments). Every object
+/// key is checked against the object's other keys in `keys`.
 pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
     body: &'a [u8],
     params: &[P],
     slots: &mut [Value<'a>],
     max_depth: usize,
     max_values: usize,
+    keys: &mut KeySet,
 ) -> Result<(), ExtractError> {
     const N: usize = crate::json::MAX_DEPTH_LIMIT;
     let mut path = [Seg::Index(0); N];
     let mut next_index = [0u32; N];
     let mut is_array = [false; N];
+    // Where each open object's keys start in `keys`.
+    let mut key_mark = [0usize; N];
+    let key_of = |e: &KeyRef| {
+        let start = e.start as usize;
+        JStr {
+            raw: body.get(start..start + e.len as usize).unwrap_or_default(),
+            start,
+            escaped: e.escaped,
+        }
+    };
     let mut values = 0usize;
     let mut p = Parser::new(body, max_depth);
     loop {
@@ -278,12 +389,41 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
         };
         let value = match ev {
             Event::Key(k) => {
+                let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
+                let hash = match k.as_plain() {
+                    Some(p) => fnv(p.bytes()),
+                    None => fnv(k.bytes()),
+                };
+                let entry = KeyRef {
+                    hash,
+                    start,
+                    len,
+                    escaped: k.escaped,
+                    src: 0,
+                };
+                let from = d
+                    .checked_sub(1)
+                    .and_then(|i| key_mark.get(i))
+                    .copied()
+                    .unwrap_or(0);
+                if !keys.insert(from, entry, |a, b| {
+                    same_key(key_of(a).bytes(), key_of(b).bytes())
+                })? {
+                    return Err(ExtractError::DuplicateKey(k.start));
+                }
                 if let Some(s) = d.checked_sub(1).and_then(|i| path.get_mut(i)) {
                     *s = Seg::Key(k);
                 }
                 continue;
             }
-            Event::ObjEnd | Event::ArrEnd => continue,
+            Event::ObjEnd => {
+                // `d` is the depth inside the object that just closed.
+                if let Some(m) = d.checked_sub(1).and_then(|i| key_mark.get(i)) {
+                    keys.truncate(*m);
+                }
+                continue;
+            }
+            Event::ArrEnd => continue,
             Event::ObjStart => Value::Object,
             Event::ArrStart => Value::Array,
             Event::Str(s) => Value::Text(Text {
@@ -311,6 +451,9 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
         }
         record(params, path.get(..d).unwrap_or_default(), value, slots)?;
         if matches!(ev, Event::ObjStart | Event::ArrStart) {
+            if let Some(m) = key_mark.get_mut(d) {
+                *m = keys.mark();
+            }
             if let Some(a) = is_array.get_mut(d) {
                 *a = matches!(ev, Event::ArrStart);
             }
@@ -337,13 +480,29 @@ fn form_key_matches(key: &[u8], want: &[impl AsRef<str>]) -> bool {
     segs.next().is_none()
 }
 
-/// Reads an `application/x-www-form-urlencoded` body or query string.
+/// Reads an `application/x-www-form-urlencoded` body or query string. A
+/// key given twice (in this data or in earlier data recorded in `keys`, as
+/// a query string is before its form body) is refused, except list keys
+/// written `key[]`.
 pub fn extract_form<'a, P: AsRef<[S]>, S: AsRef<str>>(
     data: &'a [u8],
     params: &[P],
     slots: &mut [Value<'a>],
     max_values: usize,
+    keys: &mut KeySet,
 ) -> Result<(), ExtractError> {
+    // Which buffer the keys come from: entries from another buffer are
+    // compared by hash and length alone (a crafted collision can only
+    // cause a deny, never let a duplicate through).
+    let src = keys.entries.last().map_or(0, |e| e.src.wrapping_add(1));
+    let decoded = |e: &KeyRef| {
+        let start = e.start as usize;
+        Text {
+            raw: data.get(start..start + e.len as usize).unwrap_or_default(),
+            enc: Enc::Form,
+        }
+        .bytes()
+    };
     let mut count = 0usize;
     for pair in data.split(|&b| b == b'&') {
         if pair.is_empty() {
@@ -385,6 +544,26 @@ pub fn extract_form<'a, P: AsRef<[S]>, S: AsRef<str>>(
             continue;
         }
         let key = key.get(..n).unwrap_or_default();
+        if !key.ends_with(b"[]") {
+            let start = (k.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+            let (start, len) = span(start, k.len()).ok_or(ExtractError::TooManyParams)?;
+            let entry = KeyRef {
+                hash: fnv(key.iter().copied()) ^ n as u64,
+                start,
+                len,
+                escaped: false,
+                src,
+            };
+            let fresh = keys.insert(0, entry, |a, b| {
+                if a.src != b.src {
+                    return true;
+                }
+                same_key(decoded(a), decoded(b))
+            })?;
+            if !fresh {
+                return Err(ExtractError::DuplicateFormKey);
+            }
+        }
         for (i, p) in params.iter().enumerate() {
             if form_key_matches(key, p.as_ref()) {
                 let slot = slots.get_mut(i).ok_or(ExtractError::TooManyParams)?;
@@ -466,7 +645,7 @@ mod tests {
         let ps = paths(&["amount", "card.last4", "items.1.sku", "meta", "esc"]);
         let mut slots = [Value::Absent; 5];
         let body = br#"{"amount": 12.5, "card": {"last4": "4242"}, "items": [{"sku":"a"},{"sku":"b"}], "meta": {}, "\u0065sc": "x\u0079"}"#;
-        extract_json(body, &ps, &mut slots, 32, 1000).unwrap();
+        extract_json(body, &ps, &mut slots, 32, 1000, &mut ks()).unwrap();
         assert_eq!(slots[0], Value::Num("12.5"));
         assert_eq!(text(&slots[1]), b"4242");
         assert_eq!(text(&slots[2]), b"b");
@@ -474,21 +653,110 @@ mod tests {
         assert_eq!(text(&slots[4]), b"xy");
     }
 
+    fn ks() -> KeySet {
+        KeySet::with_capacity(64)
+    }
+
     #[test]
     fn json_duplicates_are_errors() {
         let ps = paths(&["amount"]);
-        let mut slots = [Value::Absent; 1];
-        let err = extract_json(br#"{"amount":1,"amount":9999}"#, &ps, &mut slots, 32, 100);
-        assert_eq!(err, Err(ExtractError::Duplicate(0)));
-        let mut slots = [Value::Absent; 1];
-        let err = extract_json(
-            br#"{"amount":1,"\u0061mount":9999}"#,
-            &ps,
-            &mut slots,
-            32,
-            100,
+        let json = |body: &[u8]| {
+            let mut slots = [Value::Absent; 1];
+            extract_json(body, &ps, &mut slots, 32, 100, &mut ks())
+        };
+        assert_eq!(
+            json(br#"{"amount":1,"amount":9999}"#),
+            Err(ExtractError::DuplicateKey(13))
         );
-        assert_eq!(err, Err(ExtractError::Duplicate(0)));
+        assert_eq!(
+            json(br#"{"amount":1,"\u0061mount":9999}"#),
+            Err(ExtractError::DuplicateKey(13))
+        );
+        // Keys differing only in ASCII case are one key to some upstreams.
+        assert_eq!(
+            json(br#"{"amount":1,"Amount":9999}"#),
+            Err(ExtractError::DuplicateKey(13))
+        );
+        // Keys no rule looks at, at any depth, are checked too.
+        assert_eq!(
+            json(br#"{"a":{"b":[{"c":1,"d":2,"c":3}]}}"#),
+            Err(ExtractError::DuplicateKey(25))
+        );
+        // The same key in sibling objects or at another depth is fine.
+        assert_eq!(
+            json(br#"{"x":{"n":1},"y":{"n":2},"n":{"n":3},"l":[{"n":1},{"n":2}]}"#),
+            Ok(())
+        );
+        // A watched parameter reached twice through different spellings of
+        // its path is still one slot given twice.
+        let ps = paths(&["card.last4"]);
+        let mut slots = [Value::Absent; 1];
+        assert_eq!(
+            extract_json(
+                br#"{"card":{"last4":"1"},"card":{"last4":"2"}}"#,
+                &ps,
+                &mut slots,
+                32,
+                100,
+                &mut ks()
+            ),
+            Err(ExtractError::DuplicateKey(23))
+        );
+    }
+
+    #[test]
+    fn key_set_capacity_is_an_error_not_an_allocation() {
+        let ps = paths(&["amount"]);
+        let mut slots = [Value::Absent; 1];
+        let mut keys = KeySet::with_capacity(2);
+        assert_eq!(
+            extract_json(
+                br#"{"a":1,"b":2,"c":3}"#,
+                &ps,
+                &mut slots,
+                32,
+                100,
+                &mut keys
+            ),
+            Err(ExtractError::TooManyParams)
+        );
+    }
+
+    #[test]
+    fn form_duplicates() {
+        let ps = paths(&["amount"]);
+        let form = |data: &[u8], keys: &mut KeySet| {
+            let mut slots = [Value::Absent; 1];
+            extract_form(data, &ps, &mut slots, 100, keys)
+        };
+        assert_eq!(
+            form(b"a=1&b=2&a=3", &mut ks()),
+            Err(ExtractError::DuplicateFormKey)
+        );
+        assert_eq!(
+            form(b"am%6Funt=1&amount=2", &mut ks()),
+            Err(ExtractError::DuplicateFormKey)
+        );
+        assert_eq!(
+            form(b"a+b=1&a%20b=2", &mut ks()),
+            Err(ExtractError::DuplicateFormKey)
+        );
+        assert_eq!(
+            form(b"Amount=1&amount=2", &mut ks()),
+            Err(ExtractError::DuplicateFormKey)
+        );
+        assert_eq!(form(b"expand[]=a&expand[]=b&amount=1", &mut ks()), Ok(()));
+        assert_eq!(form(b"m[a]=1&m[b]=2", &mut ks()), Ok(()));
+        // A query string then its form body: one namespace.
+        let mut keys = ks();
+        assert_eq!(form(b"x=1", &mut keys), Ok(()));
+        assert_eq!(
+            form(b"y=1&x=2", &mut keys),
+            Err(ExtractError::DuplicateFormKey)
+        );
+        let mut keys = ks();
+        assert_eq!(form(b"x=1", &mut keys), Ok(()));
+        assert_eq!(form(b"y=1&z=2", &mut keys), Ok(()));
     }
 
     #[test]
@@ -500,6 +768,7 @@ mod tests {
             &ps,
             &mut slots,
             100,
+            &mut ks(),
         )
         .unwrap();
         assert_eq!(slots[0].number(), Some(1200.0));
@@ -508,22 +777,28 @@ mod tests {
         assert_eq!(text(&slots[3]), b"4242");
         let mut slots = [Value::Absent; 4];
         assert_eq!(
-            extract_form(b"amount=1&amount=9999", &ps, &mut slots, 100),
-            Err(ExtractError::Duplicate(0))
+            extract_form(b"amount=1&amount=9999", &ps, &mut slots, 100, &mut ks()),
+            Err(ExtractError::DuplicateFormKey)
         );
         let mut slots = [Value::Absent; 4];
         assert_eq!(
-            extract_form(b"card[last4]=1&card.last4=2", &ps, &mut slots, 100),
+            extract_form(
+                b"card[last4]=1&card.last4=2",
+                &ps,
+                &mut slots,
+                100,
+                &mut ks()
+            ),
             Err(ExtractError::Duplicate(3))
         );
         let mut slots = [Value::Absent; 4];
         assert_eq!(
-            extract_form(b"amount=%zz", &ps, &mut slots, 100),
+            extract_form(b"amount=%zz", &ps, &mut slots, 100, &mut ks()),
             Err(ExtractError::BadForm)
         );
         let mut slots = [Value::Absent; 4];
         assert_eq!(
-            extract_form(b"amount=%ff", &ps, &mut slots, 100),
+            extract_form(b"amount=%ff", &ps, &mut slots, 100, &mut ks()),
             Err(ExtractError::BadForm)
         );
     }

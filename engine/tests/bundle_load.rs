@@ -215,6 +215,7 @@ fn policy() -> Policy {
                 ],
             },
         ],
+        limits: Default::default(),
     }
 }
 
@@ -297,7 +298,11 @@ type Case<'a> = (
 fn exercise(b: &Bundle) -> Vec<Verdict> {
     let bearer = format!("Bearer {}", token("fin", "acme"));
     let json: [(&str, &str); 1] = [("content-type", "application/json")];
-    let auth: [(&str, &str); 1] = [("authorization", bearer.as_str())];
+    let form: [(&str, &str); 1] = [("content-type", "application/x-www-form-urlencoded")];
+    let auth: [(&str, &str); 2] = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
     let fin = Caller::Given {
         agent: "acme/fin",
         tenant: None,
@@ -343,7 +348,7 @@ fn exercise(b: &Bundle) -> Vec<Verdict> {
             "POST",
             "forms.test",
             "/submit",
-            &[],
+            &form,
             b"card%5Blast4%5D=4242&email=a%40b.example",
             fin,
         ),
@@ -450,7 +455,7 @@ fn bad_magic() {
 
 #[test]
 fn wrong_version() {
-    for v in [0u16, 2, 0x0100, u16::MAX] {
+    for v in [0u16, 1, 3, 0x0100, u16::MAX] {
         let mut b = unsigned().to_vec();
         b[8..10].copy_from_slice(&v.to_le_bytes());
         assert_eq!(err(&b, &[]), LoadError::UnsupportedVersion(v));

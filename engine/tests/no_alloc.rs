@@ -251,6 +251,7 @@ fn policy() -> Policy {
                 )],
             ),
         ],
+        limits: Default::default(),
     }
 }
 
@@ -569,6 +570,87 @@ fn mcp_tools_call() {
             caller: ops(),
             verdict: Verdict::Deny,
             rule: None,
+        },
+    );
+}
+
+#[test]
+fn mcp_headers_and_request_shape_checks() {
+    let b = bundle();
+    let call: &[u8] = br#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"path": "/src/lib.rs", "max_bytes": 10}}}"#;
+    // `read_file` as an MCP base64 header value.
+    let mut headers = json();
+    headers.push(("mcp-method", "tools/call"));
+    headers.push(("mcp-name", "=?base64?cmVhZF9maWxl?="));
+    assert_no_alloc(
+        &b,
+        &Case {
+            name: "mcp with mirrored headers",
+            method: "POST",
+            authority: "mcp.files.internal",
+            path: "/mcp",
+            headers,
+            body: call,
+            caller: ops(),
+            verdict: Verdict::Allow,
+            rule: Some("ops/files/read_file#0"),
+        },
+    );
+    let mut headers = json();
+    headers.push(("mcp-name", "=?base64?d3JpdGVfZmlsZQ==?="));
+    assert_no_alloc(
+        &b,
+        &Case {
+            name: "mcp header mismatch",
+            method: "POST",
+            authority: "mcp.files.internal",
+            path: "/mcp",
+            headers,
+            body: call,
+            caller: ops(),
+            verdict: Verdict::Deny,
+            rule: None,
+        },
+    );
+    for (name, authority, path) in [
+        ("dot segment", "api.pay.test", "/v1/x/../payment_intents"),
+        ("encoded slash", "api.pay.test", "/v1%2Fpayment_intents"),
+        ("userinfo", "user@api.pay.test", "/v1/payment_intents"),
+        (
+            "joined hosts",
+            "api.pay.test,evil.test",
+            "/v1/payment_intents",
+        ),
+    ] {
+        assert_no_alloc(
+            &b,
+            &Case {
+                name,
+                method: "POST",
+                authority,
+                path,
+                headers: json(),
+                body: PAYMENT,
+                caller: ops(),
+                verdict: Verdict::Deny,
+                rule: None,
+            },
+        );
+    }
+    // Unreserved escapes are decoded for matching, without a buffer.
+    assert_no_alloc(
+        &b,
+        &Case {
+            name: "percent-encoded path",
+            method: "POST",
+            authority: "API.pay.test.:443",
+            path: "/v1/%70ayment_intents",
+            headers: json(),
+            body: PAYMENT,
+            caller: ops(),
+            verdict: Verdict::Allow,
+            rule: Some("ops/payments/create_payment#0"),
         },
     );
 }

@@ -508,6 +508,7 @@ fn build_policy(tools: &[ToolSeed], agents: &[AgentSeed]) -> Policy {
         identity: None,
         tools,
         agents,
+        limits: Default::default(),
     }
 }
 
@@ -694,6 +695,13 @@ fn form_pairs(max: usize) -> impl Strategy<Value = Vec<(&'static str, Option<&'s
     )
 }
 
+fn media_type(kind: BodyKind) -> &'static str {
+    match kind {
+        BodyKind::Form => "application/x-www-form-urlencoded",
+        _ => "application/json",
+    }
+}
+
 fn form_text(pairs: &[(&str, Option<&str>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
@@ -786,6 +794,8 @@ struct Req {
     /// With the query string.
     path: String,
     body: Vec<u8>,
+    /// The media type of the tool the request aims at.
+    content_type: &'static str,
 }
 
 /// The JSON-RPC `tools/call` envelope (or another method) around `args`.
@@ -897,6 +907,7 @@ fn request(p: &Policy, s: &ReqSeed) -> Req {
         authority,
         path,
         body,
+        content_type: media_type(kind),
     }
 }
 
@@ -1100,9 +1111,30 @@ fn parameters(
     let query = query.filter(|_| tool.mcp_path.is_none() || tolerate_known_bugs());
     let mut forms: Vec<&str> = query.into_iter().collect();
     let body_text;
+    // Form keys are one namespace across the query and a form body; a JSON
+    // body's keys are its own. A key given twice is refused unless it is a
+    // `key[]` list.
+    let unique = |texts: &[&str]| -> Option<()> {
+        let mut seen = std::collections::HashSet::new();
+        for t in texts {
+            for pair in t.split('&').filter(|p| !p.is_empty()) {
+                let k = pct_decode(pair.split_once('=').map_or(pair, |(k, _)| k), true)?;
+                if !k.ends_with("[]") && !seen.insert(k.to_ascii_lowercase()) {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    };
     if !body.is_empty() {
         match tool.body {
             BodyKind::Json => {
+                unique(&forms)?;
+                if tool.mcp_path.is_none()
+                    && body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+                {
+                    return None;
+                }
                 let doc: J = serde_json::from_slice(body).ok()?;
                 for k in &known {
                     if let Some(v) = lookup(&doc, k) {
@@ -1116,6 +1148,9 @@ fn parameters(
             }
             BodyKind::None => {}
         }
+    }
+    if body.is_empty() || tool.body != BodyKind::Json {
+        unique(&forms)?;
     }
     for f in forms {
         for (k, v) in form_decode(f)? {
@@ -1236,7 +1271,56 @@ fn deny() -> Outcome {
     }
 }
 
+/// A path the engine reads: origin-form, no fragment, backslash, `;`,
+/// raw space/control/non-ASCII byte, bad or encoded-slash/control escape,
+/// empty inner segment or dot segment; a query with no raw
+/// space/control/non-ASCII byte and valid escapes.
+fn target_ok(target: &str) -> bool {
+    if target.contains('#') {
+        return false;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let raw_ok = |t: &str, in_path: bool| {
+        let b = t.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if c <= 0x20 || c >= 0x7f || (in_path && (c == b'\\' || c == b';')) {
+                return false;
+            }
+            if c == b'%' {
+                let Some(v) = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                else {
+                    return false;
+                };
+                if in_path && (v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f) {
+                    return false;
+                }
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        true
+    };
+    if !path.starts_with('/') || !raw_ok(path, true) || !raw_ok(query, false) {
+        return false;
+    }
+    let segs: Vec<&str> = path[1..].split('/').collect();
+    segs.iter().enumerate().all(|(i, seg)| {
+        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+        (i + 1 == segs.len() || !seg.is_empty()) && decoded != "." && decoded != ".."
+    })
+}
+
 fn reference(p: &Policy, r: &Req) -> Outcome {
+    // 0. request shape
+    if !target_ok(&r.path) {
+        return deny();
+    }
     // 1. identity
     let (tenant, name) = match (r.tenant.as_deref(), r.agent.split_once('/')) {
         (None, Some((t, a))) => (Some(t), a),
@@ -1279,6 +1363,15 @@ fn reference(p: &Policy, r: &Req) -> Outcome {
         .iter()
         .any(|x| x.tool == ti && ai.is_none_or(|ai| x.action == ai))
     {
+        return deny();
+    }
+    // The body must be what the tool reads.
+    let want = media_type(if tool.mcp_path.is_some() {
+        BodyKind::Json
+    } else {
+        tool.body
+    });
+    if !r.body.is_empty() && tool.body != BodyKind::None && r.content_type != want {
         return deny();
     }
     let Some(params) = parameters(p, ti, ai, path, query, &r.body) else {
@@ -1362,7 +1455,7 @@ fn load(p: &Policy) -> Bundle {
 }
 
 fn engine(b: &Bundle, r: &Req) -> Outcome {
-    let headers: [(&str, &str); 0] = [];
+    let headers = [("content-type", r.content_type)];
     let req = Request {
         method: &r.method,
         authority: &r.authority,
@@ -1521,6 +1614,7 @@ fn one_rule(body: BodyKind, conds: Vec<Predicate>, approval: Approval) -> Policy
                 cost_usd: None,
             }],
         }],
+        limits: Default::default(),
     }
 }
 
@@ -1539,6 +1633,7 @@ fn pay(path: &str, body: &str) -> Req {
         authority: "api.alpha.com".into(),
         path: path.into(),
         body: body.as_bytes().to_vec(),
+        content_type: "application/json",
     }
 }
 
@@ -1605,9 +1700,12 @@ fn reference_sanity() {
         ("/v1/pay?amount=1200", "amount=1&meta.kind=a+b", Deny),
         ("/v1/pay", "amount=1200&meta.kind=a+b&meta[kind]=a+b", Deny),
         ("/v1/pay", "amount=1200&meta.kind=a+b&x=%zz", Deny),
-        ("/v1/pay", "amount=1200&meta.kind=a+b&x=1&x=2", Allow),
+        // Any key given twice, watched or not, except `key[]` lists.
+        ("/v1/pay", "amount=1200&meta.kind=a+b&x=1&x=2", Deny),
+        ("/v1/pay", "amount=1200&meta.kind=a+b&x[]=1&x[]=2", Allow),
     ] {
-        let r = pay(path, body);
+        let mut r = pay(path, body);
+        r.content_type = media_type(BodyKind::Form);
         assert_eq!(reference(&p, &r).verdict, want, "reference: {path} {body}");
         assert_eq!(engine(&b, &r).verdict, want, "engine: {path} {body}");
     }

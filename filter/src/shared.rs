@@ -117,13 +117,16 @@ impl Shared {
             .filter(|a| a.dlp.is_some())
             .map(|a| a.id.clone())
             .collect();
+        // The policy's limit and the platform's: the smaller one holds.
+        let limits = bundle.model.limits;
+        let max_body_bytes = config.max_body_bytes.min(limits.max_body_bytes as usize);
         Ok(Shared {
+            scratch: RefCell::new(Scratch::with_limits(&limits)),
             bundle,
             source,
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes,
             hold_headers: config.hold_headers,
             dlp_agents,
-            scratch: RefCell::new(Scratch::new()),
             metrics,
             ids,
         })
@@ -140,7 +143,7 @@ impl Shared {
     pub fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
         match self.scratch.try_borrow_mut() {
             Ok(mut s) => f(&mut s),
-            Err(_) => f(&mut Scratch::new()),
+            Err(_) => f(&mut Scratch::with_limits(&self.bundle.model.limits)),
         }
     }
 

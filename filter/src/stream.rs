@@ -131,7 +131,7 @@ impl<'a> Final<'a> {
 }
 
 fn too_large(max: usize) -> String {
-    format!("request body is larger than the {max} bytes the filter accepts (`max_body_bytes`)")
+    format!("request body is larger than the {max} bytes accepted (`max_body_bytes`)")
 }
 
 fn unix_secs(nanos: u64) -> i64 {
@@ -232,18 +232,23 @@ impl<H: Host> Stream<H> {
             Some(v) => v.to_owned(),
             None => shared.ids.generate(t0),
         };
+        let declared = find(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        // `content-length: 0` announces the whole (empty) body: decide now.
+        // Otherwise, with the headers already upstream (Istio mode), the
+        // upstream would hold a complete request before the verdict.
+        let complete = end_of_stream || declared == Some(0);
         let empty: &[u8] = &[];
         let req = Request {
             method,
             authority,
             path,
             headers: headers.as_slice(),
-            body: end_of_stream.then_some(empty),
+            body: complete.then_some(empty),
         };
         let now = unix_secs(t0);
         let d = shared.with_scratch(|s| shared.bundle.decide(&req, Caller::FromRequest, now, s));
 
-        if d.verdict != Verdict::NeedBody || end_of_stream {
+        if d.verdict != Verdict::NeedBody || complete {
             let mut f = Final::from_decision(&d, &request_id);
             if d.verdict == Verdict::NeedBody {
                 f.internal("the decision needs a body the request does not have".into());
@@ -252,7 +257,6 @@ impl<H: Host> Stream<H> {
         }
 
         let shadow = d.mode == Mode::Shadow;
-        let declared = find(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
             let mut f = Final::from_decision(&d, &request_id);
             f.verdict = Verdict::Deny;

@@ -131,6 +131,7 @@ fn policy() -> Policy {
                 vec![rule("shadow-agent/notes/create_note#0", 1, 0, vec![])],
             ),
         ],
+        limits: Default::default(),
     }
 }
 
@@ -364,6 +365,15 @@ fn request(
     ];
     if !body.is_empty() {
         h.push(("content-length".into(), body.len().to_string()));
+        // As a client sends it, unless the test says otherwise.
+        if !extra.iter().any(|(k, _)| *k == "content-type") {
+            let ct = if body.starts_with(b"{") || body.starts_with(b"[") {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            h.push(("content-type".into(), ct.into()));
+        }
     }
     h.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
     *m.headers.borrow_mut() = h;
@@ -691,7 +701,7 @@ fn oversized_body_is_413() {
     assert_eq!(r.body["decision"], "deny");
     assert_eq!(
         r.body["reason"],
-        "request body is larger than the 16 bytes the filter accepts (`max_body_bytes`)"
+        "request body is larger than the 16 bytes accepted (`max_body_bytes`)"
     );
     assert_eq!(s.on_request_body(24, true), Flow::Pause);
 
@@ -913,4 +923,31 @@ fn configuration_picks_and_checks_the_bundle() {
         e.starts_with("invalid plugin configuration: unknown field `trusted`"),
         "{e}"
     );
+}
+
+/// A body announced as empty is judged at the headers: in Istio mode the
+/// headers go upstream at once, and with `content-length: 0` the upstream
+/// would hold a complete request before a body-phase verdict.
+#[test]
+fn empty_declared_body_is_judged_at_the_headers() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[
+            ("content-length", "0"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        b"",
+    );
+    let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+    // Not the end of the stream: an empty DATA frame follows.
+    assert_eq!(s.on_request_headers(false), Flow::Pause);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["decision"], "approval_needed");
+    assert_eq!(r.body["reason"], "condition failed: `amount` is missing");
+    assert_eq!(s.on_request_body(0, true), Flow::Pause);
 }

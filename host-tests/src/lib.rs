@@ -230,23 +230,19 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
-    /// `url`: `scheme://authority/path?query` (scheme defaults to https).
+    /// `url`: `scheme://authority/path?query#fragment` (scheme defaults to
+    /// https), split the way the native runner splits a case's url: the
+    /// path, query and fragment exactly as written, `/` only for a missing
+    /// path ([`aegis_compiler::run::request_path`]).
     pub fn new(method: &str, url: &str) -> Self {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, "/"),
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_string()
-        };
+        let (authority, _) = aegis_compiler::run::split_url(url);
         HttpRequest {
             method: method.to_ascii_uppercase(),
-            scheme: scheme.to_string(),
+            scheme: aegis_compiler::run::url_scheme(url)
+                .unwrap_or("https")
+                .to_string(),
             authority: authority.to_string(),
-            path,
+            path: aegis_compiler::run::request_path(url).into_owned(),
             headers: Vec::new(),
             trailers: Vec::new(),
         }
@@ -257,8 +253,9 @@ impl HttpRequest {
         self
     }
 
-    /// The header map the proxy shows the filter: pseudo-headers first.
-    fn header_map(&self) -> Vec<(String, Vec<u8>)> {
+    /// The header map the proxy shows the filter: pseudo-headers first,
+    /// then every header in order, a repeated header as repeated pairs.
+    pub fn header_map(&self) -> Vec<(String, Vec<u8>)> {
         let mut m = vec![
             (":method".to_string(), self.method.clone().into_bytes()),
             (":scheme".to_string(), self.scheme.clone().into_bytes()),

@@ -182,23 +182,22 @@ impl Issuer {
 
 /// A case's request as a client would send it through the proxy, with its
 /// body. `bearer`: a token to send as `authorization` (for cases that name
-/// their agent directly). `content-length` is added when the case has a
-/// body and does not give one.
+/// their agent directly). The case's headers go in order, repeats as
+/// repeated pairs, except `host`: through Envoy the authority is the url's
+/// and `Host` is replaced by it ([`aegis_compiler::run::engine_headers`]).
+/// `content-length` is added when the case has a body, gives none and is
+/// not chunked (`transfer-encoding: chunked` bodies have no length).
 pub fn case_request(case: &Case, bearer: Option<&str>) -> (crate::HttpRequest, Vec<u8>) {
     let r = &case.request;
     let mut req = crate::HttpRequest::new(&r.method, &r.url);
-    for (k, v) in &r.headers {
+    for (k, v) in aegis_compiler::run::engine_headers(case) {
         req = req.header(k, v);
     }
     if let Some(t) = bearer {
         req = req.header("authorization", &format!("Bearer {t}"));
     }
-    let body = r.body.clone().unwrap_or_default().into_bytes();
-    let has_length = r
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
-    if r.body.is_some() && !has_length {
+    let body = r.body.clone().unwrap_or_default();
+    if r.body.is_some() && !r.has_header("content-length") && !r.chunked() {
         req = req.header("content-length", &body.len().to_string());
     }
     (req, body)

@@ -1,7 +1,9 @@
-//! Every `policies/**/*.cases.yaml` case through the built blob under
-//! wasmtime, compared with the native engine (`aegis_compiler::run::
-//! run_case`, what `aegis test` runs) on the very bundle inside the blob,
-//! and with the case's own expectations.
+//! Every `policies/**/*.cases.yaml` case (and the wire fixtures in
+//! `e2e/tests/fixtures/`) through the built blob under wasmtime, compared
+//! with the native engine (`aegis_compiler::run::run_case`, what `aegis
+//! test` runs) on the very bundle inside the blob, and with the case's own
+//! expectations. Repeated headers reach the filter as repeated pairs and a
+//! case's `host` header is dropped, as natively (`policy::case_request`).
 //!
 //! Identity: through a proxy an agent is whoever its token says. Cases that
 //! name their agent directly (`agent:`) get a real token: each folder's
@@ -157,7 +159,7 @@ fn compare(
             p.push(format!("unexpected local reply {}", r.status));
         }
         let want = match (&native.body, shadow) {
-            (Some(b), false) => b.as_bytes(),
+            (Some(b), false) => b.as_slice(),
             _ => sent_body,
         };
         if o.forwarded_body != want {
@@ -190,7 +192,13 @@ fn compare(
         match &o.local_response {
             None => p.push(format!("no local reply for `{}`: {o:?}", native.decision)),
             Some(r) => {
-                if r.status != 403 {
+                // A body over `max_body_bytes` is refused with 413.
+                let want = if native.reason.starts_with("request body is larger than") {
+                    413
+                } else {
+                    403
+                };
+                if r.status != want {
                     p.push(format!("local reply status {}", r.status));
                 }
                 if r.header("x-aegis-decision") != Some(native.decision.as_str()) {
@@ -229,7 +237,7 @@ fn compare(
         reason: v.reason.clone(),
         rule: v.rule.clone(),
         policy_version: v.policy_version.clone().unwrap_or_default(),
-        body: (v.decision == "sanitize").then(|| text(&o.forwarded_body)),
+        body: (v.decision == "sanitize").then(|| o.forwarded_body.clone()),
         agent: v.agent.clone(),
         tool: v.tool.clone(),
         action: v.action.clone(),
@@ -238,16 +246,20 @@ fn compare(
     p
 }
 
-fn run_folder(dir: &Path, files: &[PathBuf]) -> Report {
-    let folder = dir
-        .strip_prefix(common::policies_dir())
-        .unwrap_or(dir)
-        .display()
-        .to_string();
-    let mut report = Report {
-        folder: folder.clone(),
-        ..Report::default()
-    };
+/// A folder's policy built into blobs, and its cases.
+struct Prepared {
+    folder: String,
+    cases: Vec<Case>,
+    /// The folder's own policy, for the cases that bring their own token.
+    original: Option<Vm>,
+    /// The policy trusting a generated issuer, for every case.
+    augmented: Option<(Issuer, Vm)>,
+    /// Why `agent:` cases cannot run, when they cannot.
+    no_tokens: Option<String>,
+}
+
+fn prepare(dir: &Path, files: &[PathBuf]) -> Prepared {
+    let folder = common::folder_name(dir);
     let policy = policy::load(&[dir.to_path_buf()])
         .unwrap_or_else(|e| panic!("policies in `{folder}` do not compile:\n{e}"));
     let mut cases: Vec<Case> = Vec::new();
@@ -256,17 +268,13 @@ fn run_folder(dir: &Path, files: &[PathBuf]) -> Report {
             load_cases(f).unwrap_or_else(|d| panic!("{}", aegis_compiler::frontend::render(&d))),
         );
     }
-    report.cases = cases.len();
     let key = policy::new_key();
-
-    // The folder's own policy, for the cases that bring their own token.
     let original = cases.iter().any(|c| c.agent.is_none()).then(|| {
         let built = policy::build_blob(&policy, &key).unwrap();
         Vm::new("original", &built, &key)
     });
-    // The policy trusting a generated issuer, for every case.
     let mut augmented_policy = policy.clone();
-    let augmented = match Issuer::trusted_by(&mut augmented_policy) {
+    let (augmented, no_tokens) = match Issuer::trusted_by(&mut augmented_policy) {
         Ok((issuer, trust)) => {
             assert_eq!(
                 augmented_policy.version, policy.version,
@@ -276,44 +284,66 @@ fn run_folder(dir: &Path, files: &[PathBuf]) -> Report {
                 assert!(policy.identity.is_none());
             }
             let built = policy::build_blob(&augmented_policy, &key).unwrap();
-            Some((issuer, Vm::new("augmented", &built, &key)))
+            (Some((issuer, Vm::new("augmented", &built, &key))), None)
         }
-        Err(e) => {
-            report
-                .skipped
-                .push(format!("`agent:` cases: cannot mint tokens: {e}"));
-            None
-        }
+        Err(e) => (None, Some(format!("cannot mint tokens: {e}"))),
     };
-    let mut original = original;
-    let mut augmented = augmented;
+    Prepared {
+        folder,
+        cases,
+        original,
+        augmented,
+        no_tokens,
+    }
+}
+
+impl Prepared {
+    /// The blobs a case runs through, each with the token to send; `None`
+    /// when the case names its agent and no token can be minted.
+    fn targets(&mut self, case: &Case, now: i64) -> Option<Vec<(&mut Vm, Option<String>)>> {
+        let mut targets: Vec<(&mut Vm, Option<String>)> = Vec::new();
+        match &case.agent {
+            Some(agent) => {
+                let (issuer, vm) = self.augmented.as_mut()?;
+                let t = issuer.token(agent, case.tenant.as_deref(), now);
+                targets.push((vm, Some(t)));
+            }
+            None => {
+                if let Some(vm) = &mut self.original {
+                    targets.push((vm, None));
+                }
+                if let Some((_, vm)) = &mut self.augmented {
+                    targets.push((vm, None));
+                }
+            }
+        }
+        Some(targets)
+    }
+}
+
+fn run_folder(dir: &Path, files: &[PathBuf]) -> Report {
+    let mut prep = prepare(dir, files);
+    let cases = std::mem::take(&mut prep.cases);
+    let mut report = Report {
+        folder: prep.folder.clone(),
+        cases: cases.len(),
+        ..Report::default()
+    };
+    if let Some(why) = &prep.no_tokens {
+        report.skipped.push(format!("`agent:` cases: {why}"));
+    }
 
     let mut scratch = Scratch::new();
     for case in &cases {
         let now = case.now.unwrap_or_else(common::now_unix);
-        // (vm, token to send)
-        let mut targets: Vec<(&mut Vm, Option<String>)> = Vec::new();
-        match &case.agent {
-            Some(agent) => match &mut augmented {
-                Some((issuer, vm)) => {
-                    let t = issuer.token(agent, case.tenant.as_deref(), now);
-                    targets.push((vm, Some(t)));
-                    report.via_token += 1;
-                }
-                None => {
-                    report.skipped.push(case.name.clone());
-                    continue;
-                }
-            },
-            None => {
-                report.as_is += 1;
-                if let Some(vm) = &mut original {
-                    targets.push((vm, None));
-                }
-                if let Some((_, vm)) = &mut augmented {
-                    targets.push((vm, None));
-                }
-            }
+        let Some(targets) = prep.targets(case, now) else {
+            report.skipped.push(case.name.clone());
+            continue;
+        };
+        if case.agent.is_some() {
+            report.via_token += 1;
+        } else {
+            report.as_is += 1;
         }
         for (vm, token) in targets {
             let native = run_case(&vm.bundle, case, &mut scratch);
@@ -411,6 +441,139 @@ fn every_case_agrees_with_the_engine() {
     assert!(
         failures.is_empty(),
         "{} disagreements between the wasm filter and the engine:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Bodies up to this many bytes are split at every byte boundary.
+const SPLIT_MAX: usize = 512;
+
+/// What must not depend on where the body is cut: the verdict, its
+/// reason, what went upstream and what the agent got back.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    decision: Option<String>,
+    reason: Option<String>,
+    status: Option<u32>,
+    forwarded: bool,
+    forwarded_body: String,
+    stalled: bool,
+}
+
+impl Seen {
+    fn of(o: &Outcome) -> Seen {
+        Seen {
+            decision: o.decision(),
+            reason: o.property("aegis_reason"),
+            status: o.status(),
+            forwarded: o.forwarded,
+            forwarded_body: aegis_compiler::run::show_bytes(&o.forwarded_body),
+            stalled: o.stalled,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SplitReport {
+    folder: String,
+    bodies: usize,
+    requests: usize,
+    failures: Vec<String>,
+}
+
+fn split_folder(dir: &Path, files: &[PathBuf]) -> SplitReport {
+    let mut prep = prepare(dir, files);
+    let cases = std::mem::take(&mut prep.cases);
+    let mut report = SplitReport {
+        folder: prep.folder.clone(),
+        ..SplitReport::default()
+    };
+    for case in &cases {
+        let Some(len) = case.request.body.as_ref().map(Vec::len) else {
+            continue;
+        };
+        if len > SPLIT_MAX {
+            continue;
+        }
+        let now = case.now.unwrap_or_else(common::now_unix);
+        let Some(targets) = prep.targets(case, now) else {
+            continue;
+        };
+        report.bodies += 1;
+        for (vm, token) in targets {
+            let (req, body) = policy::case_request(case, token.as_deref());
+            let label = vm.label;
+            for (run, plugin) in &mut vm.plugins {
+                plugin.set_clock(Clock::at_unix_secs(now));
+                let whole = Seen::of(&plugin.request(&req, &[body.as_slice()]).unwrap());
+                report.requests += 1;
+                for cut in 0..=body.len() {
+                    let (a, b) = body.split_at(cut);
+                    report.requests += 1;
+                    let seen = match plugin.request(&req, &[a, b]) {
+                        Ok(o) => Seen::of(&o),
+                        Err(e) => {
+                            report.failures.push(format!(
+                                "{}:{}: {} [{label}, {run:?}, cut at {cut}]: {e}",
+                                case.location.0, case.location.1, case.name
+                            ));
+                            break;
+                        }
+                    };
+                    if seen != whole {
+                        report.failures.push(format!(
+                            "{}:{}: {} [{label} blob, {run:?}]: cut at byte {cut} of {len}: \
+                             {seen:?}, in one chunk {whole:?}",
+                            case.location.0, case.location.1, case.name
+                        ));
+                        // One cut is enough to show the problem.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Every case with a body of at most [`SPLIT_MAX`] bytes, its body sent as
+/// two chunks cut at every byte boundary (`0..=len`, so also an empty
+/// first or last chunk), in both header modes: the verdict, its reason,
+/// the status and the forwarded body are those of the one-chunk request.
+#[test]
+fn every_cut_of_a_small_body_gives_the_one_chunk_outcome() {
+    let started = std::time::Instant::now();
+    let folders = common::case_folders();
+    assert!(!folders.is_empty(), "no case files under policies/");
+    let reports: Vec<SplitReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = folders
+            .iter()
+            .map(|(dir, files)| s.spawn(move || split_folder(dir, files)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    let (mut bodies, mut requests) = (0, 0);
+    for r in &reports {
+        println!(
+            "{:<12} {:>3} bodies cut at every byte; {} requests",
+            r.folder, r.bodies, r.requests
+        );
+        bodies += r.bodies;
+        requests += r.requests;
+        failures.extend(r.failures.iter().cloned());
+    }
+    println!(
+        "split chunks: {bodies} bodies of at most {SPLIT_MAX} bytes, {requests} requests \
+         through the wasm filter in {:.1?}, {} differences",
+        started.elapsed(),
+        failures.len()
+    );
+    assert!(bodies > 0);
+    assert!(
+        failures.is_empty(),
+        "{} cases whose outcome depends on where the body is cut:\n{}",
         failures.len(),
         failures.join("\n")
     );

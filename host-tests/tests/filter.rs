@@ -384,7 +384,10 @@ fn native_decision(
             "request": {
                 "method": "POST",
                 "url": URL,
-                "headers": {"authorization": token(issuer, agent)},
+                "headers": {
+                    "authorization": token(issuer, agent),
+                    "content-type": "application/json",
+                },
                 "body": body,
             },
             "expect": {"decision": "deny"},

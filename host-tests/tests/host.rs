@@ -242,6 +242,7 @@ fn winch_and_cranelift_run_the_blob_alike() {
         for (body, want) in requests {
             let req = HttpRequest::new("POST", "https://api.stripe.com/v1/payment_intents")
                 .header("authorization", &auth)
+                .header("content-type", "application/x-www-form-urlencoded")
                 .header("x-request-id", "fixed");
             let o = p.request(&req, &[body.as_bytes()]).unwrap();
             assert_eq!(o.decision().as_deref(), Some(want), "{compiler:?} {o:?}");
@@ -264,13 +265,15 @@ fn a_filter_that_holds_headers_stalls_an_envoy_that_does_not() {
     let mut opts = PluginOptions::new(r#"{"allow_on_headers_stop_iteration": true}"#);
     opts.hold_headers = Some(false);
     let mut p = host.plugin_with(opts).unwrap();
-    let req = HttpRequest::new("POST", "https://api.stripe.com/v1/payment_intents").header(
-        "authorization",
-        &format!(
-            "Bearer {}",
-            issuer.token("finance-agent", None, common::now_unix())
-        ),
-    );
+    let req = HttpRequest::new("POST", "https://api.stripe.com/v1/payment_intents")
+        .header(
+            "authorization",
+            &format!(
+                "Bearer {}",
+                issuer.token("finance-agent", None, common::now_unix())
+            ),
+        )
+        .header("content-type", "application/x-www-form-urlencoded");
     let o = p.request(&req, &[b"amount=1200&currency=usd"]).unwrap();
     assert!(o.stalled, "{o:?}");
     assert!(!o.forwarded && !o.headers_upstream, "{o:?}");
@@ -308,4 +311,68 @@ fn vms_are_independent() {
     assert!(id(&first).ends_with("-0"), "{}", id(&first));
     assert!(id(&second).ends_with("-1"), "{}", id(&second));
     assert!(id(&other).ends_with("-0"), "{}", id(&other));
+}
+
+#[test]
+fn case_requests_carry_repeats_raw_paths_and_no_host() {
+    let case = aegis_compiler::cases::parse_cases(
+        "inline.cases.yaml",
+        r#"
+- name: repeats
+  agent: finance-agent
+  request:
+    method: post
+    url: "https://api.stripe.com/v1//customers/./x;y=1?q=%2F#frag"
+    headers: [{x-dup: one}, {host: evil.example}, {content-type: text/plain}, {x-dup: two}]
+    body_base64: /w==
+  expect: {decision: deny}
+"#,
+    )
+    .unwrap()
+    .remove(0);
+    let (req, body) = policy::case_request(&case, Some("t"));
+    assert_eq!(body, [0xff]);
+    assert_eq!(req.authority, "api.stripe.com");
+    assert_eq!(req.path, "/v1//customers/./x;y=1?q=%2F#frag");
+    let map: Vec<(String, String)> = req
+        .header_map()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "api.stripe.com"),
+            (":path", "/v1//customers/./x;y=1?q=%2F#frag"),
+            ("x-dup", "one"),
+            ("content-type", "text/plain"),
+            ("x-dup", "two"),
+            ("authorization", "Bearer t"),
+            ("content-length", "1"),
+        ]
+    );
+
+    // The filter reads the map with `proxy_get_header_map_pairs`: both
+    // `x-dup` pairs are there when the headers go upstream.
+    let (issuer, built) = finance();
+    let host = Host::new(&built.wasm).unwrap();
+    let mut p = host.plugin("{}").unwrap();
+    let token = issuer.token("finance-agent", None, common::now_unix());
+    let req = HttpRequest::new("POST", "https://api.stripe.com/v1/payment_intents")
+        .header("x-dup", "one")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-dup", "two");
+    let o = p.request(&req, &[b"amount=1200&currency=usd"]).unwrap();
+    assert!(o.forwarded, "{o:?}");
+    let dups: Vec<&str> = o
+        .forwarded_headers
+        .iter()
+        .filter(|(k, _)| k == "x-dup")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(dups, ["one", "two"]);
 }

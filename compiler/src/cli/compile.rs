@@ -30,7 +30,6 @@ pub fn run(
     };
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(signing.as_ref()),
-        ..BuildOptions::default()
     };
     let bytes = match compile(&loaded.policy, &opts, signing.as_ref()) {
         Ok(b) => b,

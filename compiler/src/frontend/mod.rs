@@ -1,9 +1,9 @@
 //! The YAML front-end: policy files -> validated IR, or diagnostics that
 //! point at file:line:col with a help line.
 //!
-//! Three document kinds share the files: tool catalogs (`kind: ToolCatalog`),
-//! at most one identity document (`kind: Identity`) and agent policies
-//! (`agent: ...`). Catalogs are read first, so an agent policy may come
+//! Four document kinds share the files: tool catalogs (`kind: ToolCatalog`),
+//! at most one identity document (`kind: Identity`), at most one limits
+//! document (`kind: Limits`) and agent policies (`agent: ...`). Catalogs are read first, so an agent policy may come
 //! before the catalog that defines its tools.
 
 mod agent;
@@ -12,6 +12,7 @@ mod conditions;
 mod diag;
 mod hosts;
 mod identity;
+mod limits;
 mod read;
 pub(crate) mod yaml;
 
@@ -204,10 +205,11 @@ fn is_cases_file(name: &str) -> bool {
 enum DocKind {
     Catalog,
     Identity,
+    Limits,
     Agent,
 }
 
-const KINDS: &[&str] = &["ToolCatalog", "Identity", "AgentPolicy"];
+const KINDS: &[&str] = &["ToolCatalog", "Identity", "Limits", "AgentPolicy"];
 
 fn classify(cx: &mut Cx<'_>, doc: &Node) -> Option<DocKind> {
     if doc.as_map().is_none() {
@@ -225,6 +227,7 @@ fn classify(cx: &mut Cx<'_>, doc: &Node) -> Option<DocKind> {
         Some(k) => match k.as_str() {
             Some("ToolCatalog") => Some(DocKind::Catalog),
             Some("Identity") => Some(DocKind::Identity),
+            Some("Limits") => Some(DocKind::Limits),
             Some("AgentPolicy") => {
                 if doc.get("agent").is_none() {
                     cx.error(
@@ -324,6 +327,29 @@ fn compile(
         identity = identity::parse(&mut cx, node);
     }
 
+    let mut limits = aegis_engine::bundle::Limits::default();
+    let mut limits_seen = false;
+    for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Limits)) {
+        let mut cx = Cx {
+            file,
+            diags: &mut diags,
+            regexes: &mut regexes,
+        };
+        if limits_seen {
+            let at = node.key_node("kind").unwrap_or(node);
+            cx.error(
+                at,
+                "a second limits document",
+                "keep one `kind: Limits` document for the whole policy",
+            );
+            continue;
+        }
+        limits_seen = true;
+        if let Some(l) = limits::parse(&mut cx, node) {
+            limits = l;
+        }
+    }
+
     let mut agents: Vec<ir::Agent> = Vec::new();
     let mut seen_agents = Vec::new();
     for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Agent)) {
@@ -354,6 +380,7 @@ fn compile(
             identity,
             tools: tools.into_iter().map(|t| t.tool).collect(),
             agents,
+            limits,
         },
         warnings: diags,
     })

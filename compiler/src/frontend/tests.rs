@@ -1405,3 +1405,52 @@ fn thousand_agents_timing() {
         l.policy.agents.iter().map(|a| a.rules.len()).sum::<usize>()
     );
 }
+
+#[test]
+fn limits_document() {
+    use aegis_engine::bundle::Limits;
+    let l = ok(&[(
+        "l.yaml",
+        "kind: Limits\nmax_body_bytes: 4096\nmax_json_depth: 8\nmax_params: 64\n",
+    )]);
+    assert_eq!(
+        l.policy.limits,
+        Limits {
+            max_body_bytes: 4096,
+            max_json_depth: 8,
+            max_params: 64
+        }
+    );
+    // Every key optional; no document: the defaults.
+    let l = ok(&[("l.yaml", "kind: Limits\nmax_json_depth: 4\n")]);
+    assert_eq!(
+        l.policy.limits,
+        Limits {
+            max_json_depth: 4,
+            ..Limits::default()
+        }
+    );
+    let seed = ok(&[("catalog.yaml", CATALOG), ("seed.yaml", SEED)]);
+    assert_eq!(seed.policy.limits, Limits::default());
+
+    let es = errors_of(&[(
+        "l.yaml",
+        "kind: Limits\nmax_json_depth: 500\nmax_params: 0\nmax_body: 1\n",
+    )]);
+    let msgs: Vec<&str> = es.iter().map(Diagnostic::message).collect();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs.contains(&"`max_json_depth` must be a whole number from 1 to 128"));
+    assert!(msgs.contains(&"`max_params` must be a whole number from 1 to 65536"));
+    assert!(msgs.iter().any(|m| m.contains("max_body")), "{msgs:?}");
+    let d = es
+        .iter()
+        .find(|d| d.message().starts_with("`max_json_depth`"))
+        .unwrap();
+    assert_eq!(d.location(), Some(("l.yaml".to_owned(), 2, 17)));
+    assert_eq!(d.help_text().unwrap(), "the default is 32");
+
+    let l = "kind: Limits\n";
+    let es = errors_of(&[("a.yaml", l), ("b.yaml", l)]);
+    assert_eq!(es.len(), 1);
+    assert_eq!(es[0].message(), "a second limits document");
+}

@@ -4,7 +4,7 @@
 use super::dlp::build_dlp;
 use super::regex::{condition_dfa, describe, serialize};
 use crate::bundle::{
-    encode, ActionM, AgentM, BudgetM, HostList, Limits, Lit, Model, OpM, PredM, RuleM, Span, TSeg,
+    encode, ActionM, AgentM, BudgetM, HostList, Lit, Model, OpM, PredM, RuleM, Span, TSeg,
     TableEntry, ToolM,
 };
 use crate::ir::{self, Op, Predicate, Scalar};
@@ -27,7 +27,6 @@ pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct BuildOptions {
     /// Key for the DLP `hash` action's keyed tokens.
     pub dlp_hash_key: [u8; 32],
-    pub limits: Limits,
 }
 
 /// Compiles the IR into signed (when `key` is given) bundle bytes.
@@ -40,9 +39,9 @@ pub fn compile(
     encode(&model, key)
 }
 
-/// Parameter path segments for MCP slots 0 and 1.
-const MCP_METHOD: &[&str] = &["method"];
-const MCP_NAME: &[&str] = &["params", "name"];
+/// Parameter path segments for MCP slots 0 to 3 (the evaluator reads
+/// them by position).
+const MCP_SLOTS: [&[&str]; 4] = [&["method"], &["params", "name"], &["id"], &["jsonrpc"]];
 
 fn param_path(tool: &ir::Tool, param: &str) -> Vec<String> {
     let mut segs: Vec<String> = Vec::new();
@@ -66,8 +65,9 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     for t in &policy.tools {
         let mut p: Vec<Vec<String>> = Vec::new();
         if t.mcp_path.is_some() {
-            p.push(MCP_METHOD.iter().map(|s| s.to_string()).collect());
-            p.push(MCP_NAME.iter().map(|s| s.to_string()).collect());
+            for slot in MCP_SLOTS {
+                p.push(slot.iter().map(|s| s.to_string()).collect());
+            }
         }
         for a in &t.actions {
             for name in a.path.as_deref().into_iter().flat_map(template_params) {
@@ -216,7 +216,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
         policy_version: policy.version.clone(),
         compiler_version: COMPILER_VERSION.into(),
         identity: policy.identity.as_ref().map(IdentityConfig::from),
-        limits: opts.limits,
+        limits: policy.limits,
         tools,
         exact_hosts,
         wildcard_hosts,

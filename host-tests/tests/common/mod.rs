@@ -18,11 +18,33 @@ pub fn policies_dir() -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
-/// Every folder under `policies/` that holds case files, with them; the
-/// cases of a folder are judged by the policies of that folder, as in
-/// `aegis test`.
+/// The e2e harness's case fixtures (`e2e/tests/fixtures/`): cases for the
+/// runners' wire features (header lists, `body_base64`, raw urls, ...).
+pub fn fixtures_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("e2e")
+        .join("tests")
+        .join("fixtures");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// Every folder under `policies/` and the fixtures that holds case files,
+/// with them; the cases of a folder are judged by the policies of that
+/// folder, as in `aegis test`.
 pub fn case_folders() -> Vec<(PathBuf, Vec<PathBuf>)> {
-    aegis_compiler::cases::case_groups(&[policies_dir()])
+    aegis_compiler::cases::case_groups(&[policies_dir(), fixtures_dir()])
+}
+
+/// A case folder as reports name it: `finance`, `fixtures/wire`.
+pub fn folder_name(dir: &Path) -> String {
+    if let Ok(p) = dir.strip_prefix(policies_dir()) {
+        return p.display().to_string();
+    }
+    match dir.strip_prefix(fixtures_dir()) {
+        Ok(p) => format!("fixtures/{}", p.display()),
+        Err(_) => dir.display().to_string(),
+    }
 }
 
 /// What the filter decided, read the way an access log reads it.
