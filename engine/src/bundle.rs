@@ -96,6 +96,8 @@ pub struct ToolM {
     /// MCP endpoint path; actions are `tools/call` names.
     pub mcp_path: Option<String>,
     pub actions: Vec<ActionM>,
+    /// Reads `content-encoding: gzip` bodies.
+    pub gzip: bool,
     /// Parameter paths (segments) any rule of this tool looks at; the
     /// index is the slot.
     pub params: Vec<Vec<String>>,

@@ -160,6 +160,7 @@ pub enum Reason<'a> {
         rule: &'a str,
     },
     BadRequest(ExtractError),
+    Gzip(crate::gzip::GzipError),
     DlpDenied {
         detector: &'a str,
     },
@@ -349,6 +350,7 @@ impl fmt::Display for Reason<'_> {
                 write!(f, "rule `{rule}` requires human approval")
             }
             Reason::BadRequest(e) => write!(f, "{e}"),
+            Reason::Gzip(e) => write!(f, "{e}"),
             Reason::DlpDenied { detector } => {
                 write!(f, "request body contains sensitive data ({detector})")
             }
@@ -424,6 +426,8 @@ impl fmt::Display for Shown<'_> {
 pub struct Scratch {
     pub dlp: dlp::Scratch,
     keys: KeySet,
+    inflater: crate::gzip::Inflater,
+    wrapped: alloc::vec::Vec<u8>,
 }
 
 impl Default for Scratch {
@@ -438,12 +442,27 @@ impl Scratch {
         Self::with_limits(&Limits::default())
     }
 
-    /// Sized for a bundle's limits (`Bundle::limits`).
+    /// Sized for a bundle's limits, with no room yet for inflating gzip
+    /// bodies (the first one grows it).
     pub fn with_limits(limits: &Limits) -> Self {
         Scratch {
             dlp: dlp::Scratch::new(),
             keys: KeySet::with_capacity(limits.max_params as usize),
+            inflater: crate::gzip::Inflater::new(0),
+            wrapped: alloc::vec::Vec::new(),
         }
+    }
+
+    /// Sized for everything `bundle` may need, so that no decision ever
+    /// allocates: with a tool that reads gzip, room for `max_body_bytes`
+    /// of inflated body.
+    pub fn for_bundle(bundle: &Bundle) -> Self {
+        let limits = bundle.model.limits;
+        let mut s = Self::with_limits(&limits);
+        if bundle.model.tools.iter().any(|t| t.gzip) {
+            s.inflater = crate::gzip::Inflater::new(limits.max_body_bytes as usize);
+        }
+        s
     }
 }
 
@@ -679,11 +698,10 @@ impl Bundle {
         // A JSON or form body is always read, even when no rule looks at
         // it: a malformed or ambiguous body is denied, never waved through.
         // DLP scans any body, whatever the tool's body kind.
-        let needs_body = is_mcp || agent.dlp.is_some() || tool.body != BodyKind::None;
         let kind = if is_mcp { BodyKind::Json } else { tool.body };
         let limits = self.model.limits;
         let has_body = req.body.is_some_and(|b| !b.is_empty());
-        let mut framing = http::check_body_headers(req.headers, kind, has_body);
+        let mut framing = http::check_body_headers(req.headers, kind, tool.gzip, has_body);
         if framing.is_ok()
             && req
                 .body
@@ -693,10 +711,15 @@ impl Bundle {
                 limit: limits.max_body_bytes,
             });
         }
-        if let Err(e) = framing {
-            d.reason = Reason::Http(e);
-            return d;
-        }
+        let coding = match framing {
+            Ok(c) => c,
+            Err(e) => {
+                d.reason = Reason::Http(e);
+                return d;
+            }
+        };
+        let gzip = coding == http::Coding::Gzip;
+        let needs_body = is_mcp || gzip || agent.dlp.is_some() || tool.body != BodyKind::None;
         let body = match req.body {
             Some(b) => b,
             None if needs_body => {
@@ -706,10 +729,27 @@ impl Bundle {
             }
             None => &[],
         };
+        let Scratch {
+            dlp: dlp_scratch,
+            keys,
+            inflater,
+            wrapped,
+        } = scratch;
+        // A gzip body is judged on what it inflates to.
+        let body = if gzip && !body.is_empty() {
+            match inflater.inflate(body, limits.max_body_bytes) {
+                Ok(b) => b,
+                Err(e) => {
+                    d.reason = Reason::Gzip(e);
+                    return d;
+                }
+            }
+        } else {
+            body
+        };
 
         // Parameters: path template, query string, body.
         let mut slots = [Value::Absent; MAX_PARAMS];
-        let keys = &mut scratch.keys;
         if let Some(ai) = action {
             if let Some(a) = tool.actions.get(ai) {
                 bind_template(&a.template, path, &mut slots);
@@ -846,25 +886,26 @@ impl Bundle {
                     return d;
                 };
                 d.dlp_set = Some(set);
-                match scanner.scan(
-                    tool.body,
-                    body,
-                    limits.max_json_depth as usize,
-                    &mut scratch.dlp,
-                ) {
+                match scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch) {
                     Ok(dlp::Outcome::Clean) => {}
                     Ok(dlp::Outcome::Found { rewritten: true }) => {
+                        if gzip {
+                            // Sent on as gzip, as the headers say.
+                            wrapped.clear();
+                            crate::gzip::write_stored(&dlp_scratch.out, wrapped);
+                            core::mem::swap(&mut dlp_scratch.out, wrapped);
+                        }
                         d.verdict = Verdict::Sanitize;
                         d.reason = Reason::Sanitized(Redactions {
                             scanner,
-                            counts: scratch.dlp.counts,
+                            counts: dlp_scratch.counts,
                         });
                         return d;
                     }
                     Ok(dlp::Outcome::Found { rewritten: false }) => {
                         let detector = scanner
                             .pattern_names()
-                            .zip(scratch.dlp.counts.iter())
+                            .zip(dlp_scratch.counts.iter())
                             .find(|(_, c)| **c > 0)
                             .map_or("dlp", |(n, _)| n);
                         d.reason = Reason::DlpDenied { detector };

@@ -111,7 +111,7 @@ impl fmt::Display for HttpError {
             }
             HttpError::RepeatedHeader(h) => write!(f, "header `{h}` given more than once"),
             HttpError::EncodedBody => f.write_str(
-                "request has a `content-encoding`; encoded (compressed) bodies are not read",
+                "request has a `content-encoding` the tool does not accept (it reads `gzip` only when declared with `encodings: [gzip]`)",
             ),
             HttpError::MissingContentType => f.write_str("request body without `content-type`"),
             HttpError::WrongContentType { want } => write!(
@@ -326,19 +326,36 @@ impl Iterator for PathBytes<'_> {
     }
 }
 
-/// Headers that decide how the body is read: at most one each, no
-/// content coding, and a media type the tool reads.
+/// How a body is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+}
+
+/// Headers that decide how the body is read: at most one each, a content
+/// coding the tool accepts (`gzip` only if declared), and a media type
+/// the tool reads.
 pub fn check_body_headers<H: Headers + ?Sized>(
     headers: &H,
     kind: BodyKind,
+    accept_gzip: bool,
     has_body: bool,
-) -> Result<(), HttpError> {
-    match crate::eval::header(headers, "content-encoding") {
-        HeaderValue::Missing => {}
+) -> Result<Coding, HttpError> {
+    let coding = match crate::eval::header(headers, "content-encoding") {
+        HeaderValue::Missing => Coding::Identity,
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-encoding")),
-        HeaderValue::One(v) if v.trim().eq_ignore_ascii_case("identity") => {}
+        HeaderValue::One(v) if v.trim().eq_ignore_ascii_case("identity") => Coding::Identity,
+        // `x-gzip` is the same coding (RFC 9110 section 8.4.1.3).
+        HeaderValue::One(v)
+            if accept_gzip
+                && (v.trim().eq_ignore_ascii_case("gzip")
+                    || v.trim().eq_ignore_ascii_case("x-gzip")) =>
+        {
+            Coding::Gzip
+        }
         HeaderValue::One(_) => return Err(HttpError::EncodedBody),
-    }
+    };
     let ct = match crate::eval::header(headers, "content-type") {
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-type")),
         // Proxies join a repeated header with commas; a media type has
@@ -350,7 +367,7 @@ pub fn check_body_headers<H: Headers + ?Sized>(
         HeaderValue::One(v) => Some(v),
     };
     if !has_body || kind == BodyKind::None {
-        return Ok(());
+        return Ok(coding);
     }
     let Some(ct) = ct else {
         return Err(HttpError::MissingContentType);
@@ -388,7 +405,7 @@ pub fn check_body_headers<H: Headers + ?Sized>(
             }
         }
     }
-    Ok(())
+    Ok(coding)
 }
 
 #[cfg(test)]
@@ -498,7 +515,7 @@ mod tests {
 
     #[test]
     fn body_headers() {
-        let ok = |h: &[(&str, &str)], k| check_body_headers(h, k, true);
+        let ok = |h: &[(&str, &str)], k| check_body_headers(h, k, false, true).map(|_| ());
         assert_eq!(
             ok(&[("content-type", "application/json")], BodyKind::Json),
             Ok(())
@@ -598,11 +615,45 @@ mod tests {
         );
         // No body: the media type does not matter, an encoding still does.
         assert_eq!(
-            check_body_headers(&[][..] as &[(&str, &str)], BodyKind::Json, false),
-            Ok(())
+            check_body_headers(&[][..] as &[(&str, &str)], BodyKind::Json, false, false),
+            Ok(Coding::Identity)
         );
         assert_eq!(
-            check_body_headers(&[("content-encoding", "br")][..], BodyKind::None, false),
+            check_body_headers(
+                &[("content-encoding", "br")][..],
+                BodyKind::None,
+                false,
+                false
+            ),
+            Err(HttpError::EncodedBody)
+        );
+        // gzip only where the tool declares it; other codings never.
+        let gz = [
+            ("content-type", "application/json"),
+            ("content-encoding", "GZIP"),
+        ];
+        assert_eq!(
+            check_body_headers(&gz[..], BodyKind::Json, true, true),
+            Ok(Coding::Gzip)
+        );
+        assert_eq!(
+            check_body_headers(&gz[..], BodyKind::Json, false, true),
+            Err(HttpError::EncodedBody)
+        );
+        let br = [
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ];
+        assert_eq!(
+            check_body_headers(&br[..], BodyKind::Json, true, true),
+            Err(HttpError::EncodedBody)
+        );
+        let two = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip, gzip"),
+        ];
+        assert_eq!(
+            check_body_headers(&two[..], BodyKind::Json, true, true),
             Err(HttpError::EncodedBody)
         );
     }

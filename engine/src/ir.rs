@@ -36,6 +36,8 @@ pub struct Tool {
     /// `params.name` values, sent as POST to this path.
     pub mcp_path: Option<String>,
     pub actions: Vec<Action>,
+    /// Accepts `content-encoding: gzip` bodies (`encodings: [gzip]`).
+    pub gzip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

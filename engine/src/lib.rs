@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod dfa;
 pub mod dlp;
 pub mod eval;
+pub mod gzip;
 pub mod http;
 pub mod json;
 pub mod jwt;

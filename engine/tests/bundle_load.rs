@@ -108,6 +108,7 @@ fn policy() -> Policy {
                 hosts: vec!["api.pay.test".into(), "*.pay.internal".into()],
                 body: BodyKind::Json,
                 mcp_path: None,
+                gzip: false,
                 actions: vec![
                     action("create", "POST", "/v1/pay"),
                     action("customer", "GET", "/v1/customers/{id}"),
@@ -118,6 +119,7 @@ fn policy() -> Policy {
                 hosts: vec!["forms.test".into()],
                 body: BodyKind::Form,
                 mcp_path: None,
+                gzip: false,
                 actions: vec![action("submit", "POST", "/submit")],
             },
             Tool {
@@ -125,6 +127,7 @@ fn policy() -> Policy {
                 hosts: vec!["mcp.files.internal".into()],
                 body: BodyKind::Json,
                 mcp_path: Some("/mcp".into()),
+                gzip: false,
                 actions: vec![mcp_action("read_file"), mcp_action("write_file")],
             },
         ],

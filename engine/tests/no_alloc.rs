@@ -145,6 +145,7 @@ fn policy() -> Policy {
                 hosts: vec!["api.pay.test".into(), "*.pay.internal".into()],
                 body: BodyKind::Json,
                 mcp_path: None,
+                gzip: true,
                 actions: vec![
                     http("create_payment", "POST", "/v1/payment_intents"),
                     http("get_customer", "GET", "/v1/customers/{id}"),
@@ -156,6 +157,7 @@ fn policy() -> Policy {
                 hosts: vec!["forms.test".into()],
                 body: BodyKind::Form,
                 mcp_path: None,
+                gzip: false,
                 actions: vec![http("submit", "POST", "/v1/submit")],
             },
             Tool {
@@ -163,6 +165,7 @@ fn policy() -> Policy {
                 hosts: vec!["mcp.files.internal".into()],
                 body: BodyKind::Json,
                 mcp_path: Some("/mcp".into()),
+                gzip: false,
                 actions: vec![mcp("read_file"), mcp("write_file")],
             },
         ],
@@ -317,7 +320,7 @@ fn decide<'a>(b: &'a Bundle, c: &'a Case<'a>, scratch: &mut Scratch) -> Decision
 /// Warms up, checks the verdict, then measures `ROUNDS` decisions.
 fn assert_no_alloc(b: &Bundle, c: &Case<'_>) {
     const ROUNDS: usize = 8;
-    let mut scratch = Scratch::new();
+    let mut scratch = Scratch::for_bundle(b);
     let d = decide(b, c, &mut scratch);
     assert_eq!(
         (d.verdict, d.rule),
@@ -742,4 +745,51 @@ fn dlp_sanitized_body() {
             rule: Some("acme/fin/payments/create_payment#0"),
         },
     );
+}
+
+/// A gzip body is inflated into the scratch sized for the bundle; a
+/// sanitized one is wrapped as gzip again in reused memory.
+#[test]
+fn gzip_bodies() {
+    let b = bundle();
+    let mut clean = Vec::new();
+    aegis_engine::gzip::write_stored(PAYMENT, &mut clean);
+    let mut pii = Vec::new();
+    aegis_engine::gzip::write_stored(
+        br#"{"amount": 10, "currency": "usd", "note": "ssn 123-45-6789"}"#,
+        &mut pii,
+    );
+    let mut headers = json();
+    headers.push(("content-encoding", "gzip"));
+    for (name, body, caller, verdict, rule) in [
+        (
+            "gzip allowed",
+            &clean,
+            ops(),
+            Verdict::Allow,
+            "ops/payments/create_payment#0",
+        ),
+        (
+            "gzip sanitized",
+            &pii,
+            fin(),
+            Verdict::Sanitize,
+            "acme/fin/payments/create_payment#0",
+        ),
+    ] {
+        assert_no_alloc(
+            &b,
+            &Case {
+                name,
+                method: "POST",
+                authority: "api.pay.test",
+                path: "/v1/payment_intents",
+                headers: headers.clone(),
+                body,
+                caller,
+                verdict,
+                rule: Some(rule),
+            },
+        );
+    }
 }

@@ -426,6 +426,7 @@ fn build_policy(tools: &[ToolSeed], agents: &[AgentSeed]) -> Policy {
                 BodyKind::Json
             },
             mcp_path: (t.kind == 2).then(|| MCP_PATH.into()),
+            gzip: false,
             actions: if t.kind == 2 {
                 let mut names = pick(MCP_TOOLS, &t.routes[..MCP_TOOLS.len()]);
                 if names.is_empty() {
@@ -1581,6 +1582,7 @@ fn one_rule(body: BodyKind, conds: Vec<Predicate>, approval: Approval) -> Policy
             hosts: vec!["api.alpha.com".into()],
             body,
             mcp_path: None,
+            gzip: false,
             actions: vec![
                 Action {
                     name: "create".into(),

@@ -121,7 +121,7 @@ impl Shared {
         let limits = bundle.model.limits;
         let max_body_bytes = config.max_body_bytes.min(limits.max_body_bytes as usize);
         Ok(Shared {
-            scratch: RefCell::new(Scratch::with_limits(&limits)),
+            scratch: RefCell::new(Scratch::for_bundle(&bundle)),
             bundle,
             source,
             max_body_bytes,
@@ -143,7 +143,7 @@ impl Shared {
     pub fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
         match self.scratch.try_borrow_mut() {
             Ok(mut s) => f(&mut s),
-            Err(_) => f(&mut Scratch::with_limits(&self.bundle.model.limits)),
+            Err(_) => f(&mut Scratch::for_bundle(&self.bundle)),
         }
     }
 

@@ -84,6 +84,7 @@ fn policy() -> Policy {
                 hosts: vec!["api.stripe.com".into()],
                 body: BodyKind::Form,
                 mcp_path: None,
+                gzip: false,
                 actions: vec![
                     http("create_payment", "POST", "/v1/payment_intents"),
                     http("get_customer", "GET", "/v1/customers/{id}"),
@@ -94,6 +95,7 @@ fn policy() -> Policy {
                 hosts: vec!["notes.internal".into()],
                 body: BodyKind::Json,
                 mcp_path: None,
+                gzip: false,
                 actions: vec![http("create_note", "POST", "/notes")],
             },
         ],

@@ -20,7 +20,8 @@ pub struct ToolDef {
 }
 
 const CATALOG_KEYS: &[&str] = &["kind", "tools"];
-const TOOL_KEYS: &[&str] = &["name", "hosts", "body", "actions", "mcp"];
+const TOOL_KEYS: &[&str] = &["name", "hosts", "body", "encodings", "actions", "mcp"];
+const ENCODINGS: &[&str] = &["gzip"];
 const ACTION_KEYS: &[&str] = &["name", "method", "path", "write"];
 const MCP_KEYS: &[&str] = &["hosts", "path"];
 const MCP_ACTION_KEYS: &[&str] = &["name", "write"];
@@ -83,6 +84,16 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
         None => http_tool(cx, &f),
     };
     let (hosts, body, mcp_path, actions, open_mcp) = parsed?;
+    let gzip = match f.get("encodings") {
+        None => false,
+        Some(list) => {
+            let mut gzip = false;
+            for item in cx.seq(list, "encodings")? {
+                gzip |= cx.choice(item, "encodings", ENCODINGS)? == "gzip";
+            }
+            gzip
+        }
+    };
     if !ok {
         return None;
     }
@@ -93,6 +104,7 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
             body,
             mcp_path,
             actions,
+            gzip,
         },
         loc: cx.loc(name_node?),
         open_mcp,

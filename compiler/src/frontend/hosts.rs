@@ -49,6 +49,11 @@ pub fn normalize(raw: &str) -> Result<String, String> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
+            if !c.is_ascii() {
+                return Err(format!(
+                    "invalid character `{c}` in host `{raw}` (write internationalized names as punycode, `xn--...`)"
+                ));
+            }
             return Err(format!("invalid character `{c}` in host `{raw}`"));
         }
         if label.starts_with('-') || label.ends_with('-') {

@@ -1454,3 +1454,20 @@ fn limits_document() {
     assert_eq!(es.len(), 1);
     assert_eq!(es[0].message(), "a second limits document");
 }
+
+#[test]
+fn tool_encodings() {
+    let cat = |enc: &str| {
+        format!(
+            "kind: ToolCatalog\ntools:\n  - name: notes\n    hosts: [notes.example]\n    encodings: {enc}\n    actions: [{{name: create, method: POST, path: /notes}}]\n"
+        )
+    };
+    let l = ok(&[("c.yaml", &cat("[gzip]"))]);
+    assert!(l.policy.tools[0].gzip);
+    let l = ok(&[("c.yaml", &cat("[]"))]);
+    assert!(!l.policy.tools[0].gzip);
+    let es = errors_of(&[("c.yaml", &cat("[br]"))]);
+    assert_eq!(es.len(), 1);
+    assert!(es[0].message().contains("br"), "{}", es[0].message());
+    assert_eq!(es[0].location(), Some(("c.yaml".to_owned(), 5, 17)));
+}

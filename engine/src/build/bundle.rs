@@ -329,6 +329,7 @@ fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
         body: t.body,
         mcp_path: t.mcp_path.clone(),
         actions,
+        gzip: t.gzip,
         params,
         routes,
         route_actions,
