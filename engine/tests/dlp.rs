@@ -867,6 +867,11 @@ fn adversarial_bodies_scan_in_linear_time() {
         "DE89 ",
         "123-45-",
         "+1 ",
+        "\u{200B}",
+        "1\u{200B}",
+        "１",
+        "\u{AD}1-",
+        "D\u{FEFF}E",
     ]
     .iter()
     .map(|unit| (*unit, unit.repeat(n / unit.len()).into_bytes()))
@@ -1233,13 +1238,57 @@ fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
             "/",
             "é",
             "\n",
+            // Read as digits and `-`, or not at all (see `dlp::fold`).
+            "１",
+            "２３",
+            "－",
+            "\u{200B}",
+            "\u{200C}\u{200D}",
+            "\u{2060}",
+            "\u{FEFF}",
+            "\u{AD}",
+            "／",
         ])
         .prop_map(|s| s.as_bytes().to_vec()),
+        // Cut sequences.
+        prop::sample::select(vec![&b"\xEF\xBC"[..], b"\xE2\x80", b"\xC2", b"\xBC\x91"])
+            .prop_map(<[u8]>::to_vec),
         "[0-9]{1,6}".prop_map(String::into_bytes),
         "[a-zA-Z]{1,6}".prop_map(String::into_bytes),
         any::<u8>().prop_map(|b| vec![b]),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
+/// `hay` as the scanner's DFAs read it (invisible characters left out,
+/// full-width digits and hyphen as ASCII), and the span in `hay` of each
+/// byte read.
+fn read_as_dfas_do(hay: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut table: Vec<(Vec<u8>, Option<u8>)> = [
+        "\u{AD}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}",
+    ]
+    .iter()
+    .map(|c| (c.as_bytes().to_vec(), None))
+    .collect();
+    for (i, d) in "０１２３４５６７８９".chars().enumerate() {
+        table.push((d.to_string().into_bytes(), Some(b'0' + i as u8)));
+    }
+    table.push(("－".as_bytes().to_vec(), Some(b'-')));
+    let mut read = Vec::new();
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at < hay.len() {
+        let (len, b) = table
+            .iter()
+            .find(|(seq, _)| hay[at..].starts_with(seq))
+            .map_or((1, Some(hay[at])), |(seq, b)| (seq.len(), *b));
+        if let Some(b) = b {
+            read.push(b);
+            spans.push((at, at + len));
+        }
+        at += len;
+    }
+    (read, spans)
 }
 
 fn ssn_scanner() -> &'static Scanner {
@@ -1280,13 +1329,16 @@ proptest! {
     #[test]
     fn skipping_finds_what_the_plain_dfa_search_finds(hay in tricky_text()) {
         let (sc, re, names) = unvalidated();
+        // The plain search runs on the text as the scanner's DFAs read it.
+        let (read, spans) = read_as_dfas_do(&hay);
         let mut want = Vec::new();
         let mut last = 0;
         let mut n = 0u32;
-        for m in re.find_iter(&hay) {
-            want.extend_from_slice(&hay[last..m.start()]);
+        for m in re.find_iter(&read) {
+            let (start, end) = (spans[m.start()].0, spans[m.end() - 1].1);
+            want.extend_from_slice(&hay[last..start]);
             want.extend_from_slice(format!("[REDACTED:{}]", names[m.pattern().as_usize()]).as_bytes());
-            last = m.end();
+            last = end;
             n += 1;
         }
         want.extend_from_slice(&hay[last..]);

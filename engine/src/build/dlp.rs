@@ -16,6 +16,14 @@
 //! computed here by walking each pattern's own anchored DFA, so the claim
 //! is checked, not assumed; custom regexes trigger on the bytes their
 //! matches can start with. The scanner uses them to skip text.
+//!
+//! The patterns are plain ASCII regexes, yet they find values disguised
+//! with invisible characters (`123\u{200B}-45-6789`) or full-width digits
+//! (`１２３－４５－６７８９`): the scanner never shows the DFAs the invisible
+//! characters and shows them full-width digits and hyphens as ASCII (see
+//! `dlp::fold`, which also says why this is not done in the regexes). The
+//! same holds for custom regexes: one that spells out an invisible
+//! character, a full-width digit or U+FF0D cannot match it.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -91,14 +99,16 @@ pub fn builtin(d: Detector) -> Builtin {
             DIGITS,
         ),
         // 13-19 digits in one run, or grouped 4-4-4-4(-3), 4-4-4-x, 4-6-4/5
-        // with one kind of separator.
+        // with one kind of separator: space, dash or dot.
         Detector::CreditCard => (
             concat!(
                 r"(?-u)\b(?:[0-9]{13,19}",
                 r"|[0-9]{4}(?:\x20[0-9]{4}){2}(?:\x20[0-9]{4}\x20[0-9]{3}|\x20[0-9]{1,4})",
                 r"|[0-9]{4}(?:-[0-9]{4}){2}(?:-[0-9]{4}-[0-9]{3}|-[0-9]{1,4})",
+                r"|[0-9]{4}(?:\.[0-9]{4}){2}(?:\.[0-9]{4}\.[0-9]{3}|\.[0-9]{1,4})",
                 r"|[0-9]{4}\x20[0-9]{6}\x20[0-9]{4,5}",
                 r"|[0-9]{4}-[0-9]{6}-[0-9]{4,5}",
+                r"|[0-9]{4}\.[0-9]{6}\.[0-9]{4,5}",
                 r")\b"
             ),
             Validator::Luhn,

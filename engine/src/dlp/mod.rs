@@ -13,13 +13,16 @@
 //! way, it jumps ahead to the next trigger byte (see [`DlpSpec::triggers`]);
 //! the reverse DFA then finds where the match starts, and the pattern's
 //! validator confirms it and finds where the detection really starts and
-//! ends. A rejected match is skipped as a whole.
+//! ends. A rejected match is skipped as a whole. Both DFAs read the text
+//! as a person sees it: without invisible characters, with full-width
+//! digits and hyphens as ASCII (see `fold`); offsets are those of the text.
 //!
 //! Per request nothing is allocated while a body is clean: unescaped JSON
 //! strings are searched in place and escaped ones are decoded into a
 //! buffer of the reusable [`Scratch`].
 
 mod codec;
+mod fold;
 mod trigger;
 mod validate;
 
@@ -32,7 +35,7 @@ use hmac::{Hmac, Mac};
 use regex_automata::dfa::{Automaton, StartKind};
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
-use regex_automata::{Anchored, Input};
+use regex_automata::Anchored;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -69,7 +72,10 @@ pub struct DlpSpec {
     pub min_match_len: u32,
     /// `(byte, lead)`: every match holds a trigger byte; the first one in
     /// a match is at most `lead` bytes after the match's start. The
-    /// scanner skips text with no trigger byte.
+    /// scanner skips text with no trigger byte. Bytes as the DFAs read them
+    /// (see `fold`): invisible characters are not counted in a lead, and
+    /// the scanner also stops at a full-width digit or hyphen when a digit
+    /// or `-` is listed here.
     pub triggers: Vec<(u8, u8)>,
 }
 
@@ -184,7 +190,13 @@ pub struct Scanner {
     /// Keyed once at load; cloned per hashed value.
     mac: HmacSha256,
     min_len: usize,
+    /// The trigger bytes of the spec, plus [`fold::FULL_WIDTH_LEAD`] when
+    /// a full-width character can read as one of them: where to stop in
+    /// the text.
     triggers: trigger::Triggers,
+    /// The trigger bytes of the spec, by byte as the DFA reads it: whether
+    /// a stop is a trigger.
+    is_trigger: [bool; 256],
     /// Start state of a search at the start of a haystack.
     text_start: StateID,
     /// False when every byte is a trigger.
@@ -233,12 +245,24 @@ impl Scanner {
             .map_err(|_| String::from("invalid dlp hash key"))?;
         let mut bitmap = [0u8; 32];
         let mut leads = [0u8; 256];
-        for &(byte, lead) in &spec.triggers {
+        let mut is_trigger = [false; 256];
+        let set = |bitmap: &mut [u8; 32], byte: u8| {
             if let Some(w) = bitmap.get_mut(usize::from(byte / 8)) {
                 *w |= 1 << (byte % 8);
             }
+        };
+        for &(byte, lead) in &spec.triggers {
+            set(&mut bitmap, byte);
+            if let Some(t) = is_trigger.get_mut(usize::from(byte)) {
+                *t = true;
+            }
             if let Some(l) = leads.get_mut(usize::from(byte)) {
                 *l = (*l).max(lead);
+            }
+            // A full-width digit or hyphen reads as this byte: its first
+            // byte must stop the skipping too.
+            if byte.is_ascii_digit() || byte == b'-' {
+                set(&mut bitmap, fold::FULL_WIDTH_LEAD);
             }
         }
         let triggers = trigger::Triggers::from_bitmap(&bitmap);
@@ -254,6 +278,7 @@ impl Scanner {
             min_len: usize::try_from(spec.min_match_len).unwrap_or(usize::MAX),
             skips: !triggers.is_all(),
             triggers,
+            is_trigger,
             text_start,
             leads,
         })
@@ -514,17 +539,61 @@ impl Scanner {
         }
         // The reverse DFA finds the longest match ending at `e`, which
         // starts where the leftmost-first match does.
-        let input = Input::new(hay).range(from..e).anchored(Anchored::Yes);
-        let start = self
-            .rev
-            .try_search_rev(&input)
+        let s = self
+            .search_rev(hay, from, e)
             .map_err(|_| err())?
             .ok_or_else(err)?;
-        let s = start.offset();
         if s < from || s > e {
             return Err(err());
         }
         Ok(Some((slot, s, e)))
+    }
+
+    /// The start state of the forward DFA at `at`, which depends on the
+    /// byte read before it.
+    #[inline(always)]
+    fn start_at(&self, hay: &[u8], at: usize) -> Result<StateID, DlpError> {
+        match fold::read_before(hay, at) {
+            None => Ok(self.text_start),
+            before => {
+                let config = start::Config::new()
+                    .anchored(Anchored::No)
+                    .look_behind(before);
+                self.fwd
+                    .start_state(&config)
+                    .map_err(|_| DlpError::search(at))
+            }
+        }
+    }
+
+    /// The next trigger at or after `at`: `(earliest start of a match
+    /// holding it, its offset)`. A full-width character that stopped the
+    /// skipping but does not read as a trigger byte is passed over.
+    #[inline(always)]
+    fn next_trigger(
+        &self,
+        hay: &[u8],
+        mut at: usize,
+        cursor: &mut trigger::Cursor,
+    ) -> Option<(usize, usize)> {
+        let floor = at;
+        loop {
+            let t = self.triggers.next(hay, at, cursor)?;
+            let (read, len) = match hay.get(t) {
+                // Read as itself: the common case, decoded inline.
+                Some(&b) if b < fold::FIRST_LEAD => (Some(b), 1),
+                _ => fold::unit_at(hay, t)?,
+            };
+            match read {
+                Some(b) if self.is_trigger.get(usize::from(b)).copied().unwrap_or(true) => {
+                    let lead = self.leads.get(usize::from(b)).copied().unwrap_or(0);
+                    // Invisible characters before the trigger are not
+                    // counted in its lead.
+                    return Some((fold::back(hay, t, usize::from(lead), floor), t));
+                }
+                _ => at = t + len,
+            }
+        }
     }
 
     /// Unanchored leftmost-first forward search of `hay[from..]`: the slot
@@ -535,65 +604,126 @@ impl Scanner {
     /// jump to the next trigger byte, less that byte's lead: a match that
     /// starts before the trigger byte has it as its first trigger byte, so
     /// starts at most `lead` bytes before it. The start state of the new
-    /// position accounts for the byte before it.
+    /// position accounts for the byte before it. Stepping by hand also
+    /// lets the DFA read the text a unit at a time (see `fold`).
     #[inline(never)]
     fn search_fwd(&self, hay: &[u8], from: usize) -> Result<Option<(usize, usize)>, DlpError> {
         let dfa = &self.fwd;
-        let start_at = |at: usize| match at.checked_sub(1).and_then(|i| hay.get(i)) {
-            None => Ok(self.text_start),
-            before => {
-                let config = start::Config::new()
-                    .anchored(Anchored::No)
-                    .look_behind(before.copied());
-                dfa.start_state(&config).map_err(|_| DlpError::search(at))
-            }
-        };
         let mut at = from;
-        let mut sid = start_at(at)?;
-        let mut next_trigger: Option<usize> = None;
+        let mut sid = self.start_at(hay, at)?;
+        // `(jump target, trigger)` of the next trigger, kept until passed:
+        // finding the target walks back over invisible characters.
+        let mut next: Option<(usize, usize)> = None;
         let mut cursor = trigger::Cursor::default();
         let mut mat = None;
+        // End of the last unit the DFA read: where a match it reports on
+        // the next unit ended (matches are reported one unit late).
+        let mut read_end = at;
         loop {
             if self.skips && mat.is_none() && dfa.is_start_state(sid) {
-                let trigger = match next_trigger {
-                    Some(t) if t >= at => t,
-                    _ => match self.triggers.next(hay, at, &mut cursor) {
-                        Some(t) => t,
+                let (to, trigger) = match next {
+                    Some(n @ (_, t)) if t >= at => n,
+                    _ => match self.next_trigger(hay, at, &mut cursor) {
+                        Some(n) => n,
                         // No trigger byte left: no match can start.
                         None => return Ok(None),
                     },
                 };
-                next_trigger = Some(trigger);
-                let lead = hay
-                    .get(trigger)
-                    .and_then(|&b| self.leads.get(usize::from(b)))
-                    .copied()
-                    .unwrap_or(0);
-                let to = trigger.saturating_sub(usize::from(lead));
+                next = Some((to, trigger));
                 if to > at {
                     at = to;
-                    sid = start_at(at)?;
+                    read_end = at;
+                    sid = self.start_at(hay, at)?;
                 }
             }
-            let Some(&byte) = hay.get(at) else {
+            let Some(&raw) = hay.get(at) else {
                 break;
+            };
+            let (byte, len) = if raw < fold::FIRST_LEAD {
+                (raw, 1)
+            } else {
+                match fold::unit_at(hay, at) {
+                    Some((Some(b), len)) => (b, len),
+                    // Invisible: not read at all.
+                    Some((None, len)) => {
+                        at += len;
+                        continue;
+                    }
+                    None => break,
+                }
             };
             sid = dfa.next_state(sid, byte);
             if dfa.is_special_state(sid) {
                 if dfa.is_match_state(sid) {
-                    // Matches are reported one byte late: it ended at `at`.
-                    mat = Some((dfa.match_pattern(sid, 0).as_usize(), at));
+                    mat = Some((dfa.match_pattern(sid, 0).as_usize(), read_end));
                 } else if dfa.is_dead_state(sid) {
                     return Ok(mat);
                 } else if dfa.is_quit_state(sid) {
                     return Err(DlpError::search(at));
                 }
             }
-            at += 1;
+            at += len;
+            read_end = at;
         }
         sid = dfa.next_eoi_state(sid);
         if dfa.is_match_state(sid) {
-            mat = Some((dfa.match_pattern(sid, 0).as_usize(), hay.len()));
+            mat = Some((dfa.match_pattern(sid, 0).as_usize(), read_end));
+        }
+        Ok(mat)
+    }
+
+    /// Anchored reverse search from `end` down to `from` at most: the start
+    /// of the longest match ending at `end`. Stepped by hand, like
+    /// [`Scanner::search_fwd`], so that the DFA reads the same units
+    /// backwards; as in `regex_automata`, the byte after `end` and the one
+    /// before `from` are read as look-around.
+    #[inline(never)]
+    fn search_rev(&self, hay: &[u8], from: usize, end: usize) -> Result<Option<usize>, DlpError> {
+        let dfa = &self.rev;
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(fold::read_from(hay, end));
+        let mut sid = dfa
+            .start_state(&config)
+            .map_err(|_| DlpError::search(end))?;
+        let mut mat = None;
+        let mut at = end;
+        // Start of the last unit read: where a match reported on the next
+        // unit starts.
+        let mut read_start = at;
+        while at > from {
+            let Some((read, len)) = fold::unit_before(hay, at) else {
+                break;
+            };
+            // A unit reaching below `from` is read a byte at a time, the
+            // way the forward search, which began at `from`, read it.
+            let (read, len) = if at - from < len {
+                (hay.get(at - 1).copied(), 1)
+            } else {
+                (read, len)
+            };
+            at -= len;
+            let Some(byte) = read else {
+                continue;
+            };
+            sid = dfa.next_state(sid, byte);
+            if dfa.is_special_state(sid) {
+                if dfa.is_match_state(sid) {
+                    mat = Some(read_start);
+                } else if dfa.is_dead_state(sid) {
+                    return Ok(mat);
+                } else if dfa.is_quit_state(sid) {
+                    return Err(DlpError::search(at));
+                }
+            }
+            read_start = at;
+        }
+        sid = match fold::read_before(hay, at) {
+            Some(byte) => dfa.next_state(sid, byte),
+            None => dfa.next_eoi_state(sid),
+        };
+        if dfa.is_match_state(sid) {
+            mat = Some(read_start);
         }
         Ok(mat)
     }

@@ -10,10 +10,17 @@
 //! other detectors restart would multiply the DFA's states; a short loop
 //! over the bytes after the match costs nothing.
 //!
+//! The DFAs read the text without invisible characters and with
+//! full-width digits as ASCII digits (see `fold`), so a match can hold
+//! both. The checks that read digits (SSN, Luhn, dates, IBAN, AWS key ids)
+//! read the match the same way, from a folded copy on the stack.
+//!
 //! Every check is total on arbitrary input: specs come from bundle bytes,
 //! so any validator may be attached to any pattern.
 
 use serde::{Deserialize, Serialize};
+
+use super::fold;
 
 /// Which check confirms (and delimits) a match of a pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +29,7 @@ pub enum Validator {
     None,
     /// US SSN: area not 000/666/900-999, group not 00, serial not 0000.
     Ssn,
-    /// Luhn checksum over 13-19 digits (spaces and dashes ignored).
+    /// Luhn checksum over 13-19 digits (spaces, dashes and dots ignored).
     Luhn,
     /// `YYYY-MM-DD`, `MM/DD/YYYY` or `DD.MM.YYYY` naming a real day in
     /// 1900-2099.
@@ -75,13 +82,17 @@ impl Validator {
         memo: &mut Memo,
     ) -> Option<(usize, usize)> {
         let m = hay.get(start..end)?;
+        let whole = |ok: Option<bool>| ok?.then_some((start, end));
         let span = match self {
             Validator::None => Some((start, end)),
-            Validator::Ssn => ssn(m).then_some((start, end)),
-            Validator::Luhn => luhn(m).then_some((start, end)),
-            Validator::Date => date(m).then_some((start, end)),
-            Validator::Iban => iban(m).map(|len| (start, start + len)),
-            Validator::AwsKeyId => aws_key_id(m).then_some((start, end)),
+            Validator::Ssn => whole(folded(m, ssn)),
+            Validator::Luhn => whole(folded(m, luhn)),
+            Validator::Date => whole(folded(m, date)),
+            Validator::Iban => {
+                let len = folded(m, iban)??;
+                Some((start, start + fold_end(m, len)?))
+            }
+            Validator::AwsKeyId => whole(folded(m, aws_key_id)),
             Validator::ApiKey => api_key(hay, start),
             Validator::Email => email(hay, start, end, floor),
             Validator::Jwt => jwt(hay, start, memo),
@@ -95,6 +106,47 @@ impl Validator {
 
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Longest match a digit check reads folded: an IBAN of 34 characters in
+/// groups of four is 42 bytes; a longer match is no detection anyway.
+const FOLD_CAP: usize = 48;
+
+/// `check` on the match `m` as the DFAs read it (see `fold`): `m` itself
+/// when it is ASCII, else a folded copy on the stack; `None` if that would
+/// be longer than [`FOLD_CAP`] bytes.
+fn folded<R>(m: &[u8], check: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if m.is_ascii() {
+        return Some(check(m));
+    }
+    let mut buf = [0u8; FOLD_CAP];
+    let mut n = 0usize;
+    let mut at = 0usize;
+    while let Some((read, len)) = fold::unit_at(m, at) {
+        at += len;
+        if let Some(b) = read {
+            *buf.get_mut(n)? = b;
+            n += 1;
+        }
+    }
+    buf.get(..n).map(check)
+}
+
+/// Offset in `m` right after the unit that [`folded`] reads as its
+/// `n`-th byte; `None` if `n` is 0 or `m` reads as fewer bytes.
+fn fold_end(m: &[u8], n: usize) -> Option<usize> {
+    let mut read = 0usize;
+    let mut at = 0usize;
+    while let Some((b, len)) = fold::unit_at(m, at) {
+        at += len;
+        if b.is_some() {
+            read += 1;
+            if read == n {
+                return Some(at);
+            }
+        }
+    }
+    None
 }
 
 fn base64url(b: u8) -> bool {
@@ -128,7 +180,12 @@ fn num(m: &[u8], at: usize, len: usize) -> Option<u32> {
 }
 
 fn ssn(m: &[u8]) -> bool {
-    if m.len() != 11 {
+    // One kind of separator, twice (the pattern says so too).
+    let seps = match (m.get(3), m.get(6)) {
+        (Some(a), Some(b)) => a == b && matches!(a, b'-' | b' ' | b'.'),
+        _ => false,
+    };
+    if m.len() != 11 || !seps {
         return false;
     }
     let (Some(area), Some(group), Some(serial)) = (num(m, 0, 3), num(m, 4, 2), num(m, 7, 4)) else {
@@ -141,7 +198,7 @@ fn luhn(m: &[u8]) -> bool {
     let mut sum = 0u32;
     let mut n = 0usize;
     for &b in m.iter().rev() {
-        if matches!(b, b' ' | b'-') {
+        if matches!(b, b' ' | b'-' | b'.') {
             continue;
         }
         if !b.is_ascii_digit() || n == 19 {
