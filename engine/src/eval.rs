@@ -1,9 +1,11 @@
 //! The evaluator: one request in, one decision out.
 //!
-//! Pipeline (first verdict wins): identity, egress, tool + action match,
-//! conditions, DLP. Nothing on this path allocates: parameters are borrowed
-//! slices of the request, predicates compare decoded bytes on the fly and
-//! the DLP scratch space is reused across requests.
+//! Pipeline (first verdict wins): request shape (one meaning for the
+//! authority, path and framing headers, see [`crate::http`]), identity,
+//! egress, tool + action match, conditions, DLP. Nothing on this path
+//! allocates: parameters are borrowed slices of the request, predicates
+//! compare decoded bytes on the fly and the scratch space (DLP buffers,
+//! object keys, inflated gzip) is reused across requests.
 
 use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, TSeg, ToolM};
 use crate::dfa::{full_match, is_match};
@@ -638,7 +640,7 @@ impl Bundle {
                 continue;
             };
             if let Some(mcp) = &tool.mcp_path {
-                if req.method == "POST" && path == mcp {
+                if req.method == "POST" && PathBytes::new(path).eq(mcp.bytes()) {
                     found = Some((ti, tool, None));
                     break;
                 }
