@@ -1,0 +1,99 @@
+//! The decisions of the `decision` bench, inside the built filter `.wasm`
+//! under wasmtime (Cranelift), through the proxy-wasm callbacks with the
+//! host calls of the `host-tests` host: one whole request per iteration
+//! (headers held, body in one chunk). Set against the native numbers, the
+//! ratio is what the wasm runtime and the proxy-wasm round trips add to the
+//! engine. Wasmtime is not Envoy's V8, so the absolute times are an
+//! estimate of the in-proxy cost, not a measurement of it.
+//!
+//! Run: `cargo bench -p aegis-benches --bench wasm`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use aegis_benches::{allowed_request, generated_policy, load, sorted_agent_ids};
+use aegis_compiler::blob::{build_signed, generic_filter};
+use aegis_host_tests::{Compiler, Host, HttpRequest, Plugin, PluginOptions};
+use base64::Engine as _;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use ed25519_dalek::SigningKey;
+
+struct Case {
+    name: String,
+    plugin: Plugin,
+    req: HttpRequest,
+    body: Vec<u8>,
+    expect: &'static str,
+}
+
+fn plugin(sources: &[(String, String)]) -> Plugin {
+    let mut sources = sources.to_vec();
+    // Requests name their agent in a header: the identity step stays as
+    // cheap as `Caller::Given` in the native bench.
+    sources.push((
+        "identity.yaml".into(),
+        "kind: Identity\ninsecure_agent_header: true\n".into(),
+    ));
+    let loaded = load(&sources);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let blob = build_signed(&loaded.policy, &key, generic_filter().unwrap()).unwrap();
+    let host = Host::with_compiler(&blob.wasm, Compiler::Cranelift).unwrap();
+    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let config =
+        format!(r#"{{"trusted_keys": ["{pubkey}"], "allow_on_headers_stop_iteration": true}}"#);
+    host.plugin_with(PluginOptions::new(&config)).unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let (sources, _) = generated_policy(1000, true);
+    let loaded = load(&sources);
+    let ids = sorted_agent_ids(&loaded.policy);
+    let mid = ids.len() / 2;
+    let mut out = Vec::new();
+    // Agent i has DLP set i % 4 (0: default detectors, 1: three, else none).
+    for (label, idx, suffix, expect) in [
+        ("mid_default_dlp", mid, "", "allow"),
+        ("mid_no_dlp", mid + 2, "", "allow"),
+        ("mid_unknown_route_deny", mid + 2, "/not-a-route", "deny"),
+    ] {
+        let agent = &ids[idx];
+        let r = allowed_request(&loaded.policy, agent);
+        let req = HttpRequest::new(
+            &r.method,
+            &format!("https://{}{}{suffix}", r.authority, r.path),
+        )
+        .header("x-aegis-agent", agent)
+        .header("content-type", "application/json")
+        .header("content-length", &r.body.len().to_string());
+        out.push(Case {
+            name: format!("1000_agents/{label}"),
+            plugin: plugin(&sources),
+            req,
+            body: r.body,
+            expect,
+        });
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wasm_decision");
+    for mut case in cases() {
+        let o = case.plugin.request(&case.req, &[&case.body]).unwrap();
+        assert_eq!(
+            o.decision().as_deref(),
+            Some(case.expect),
+            "{}: {:?}",
+            case.name,
+            o.property("wasm.aegis_reason")
+        );
+        let (req, body) = (&case.req, case.body.as_slice());
+        let plugin = &mut case.plugin;
+        g.bench_function(case.name.as_str(), |b| {
+            b.iter(|| black_box(plugin.request(black_box(req), &[body]).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
