@@ -123,10 +123,7 @@ pub struct CaseRequest {
 impl CaseRequest {
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        aegis_engine::eval::Headers::get(self.headers.as_slice(), name).0
     }
 
     /// Whether header `name` is given at all.

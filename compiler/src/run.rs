@@ -147,6 +147,20 @@ pub fn outcome(bundle: &Bundle, name: &str, d: &Decision<'_>, scratch: &Scratch)
 }
 
 /// Mismatches between what a case expects and what it got; empty = pass.
+/// The status the filter answers a blocking verdict with, by its reason:
+/// 413 for a body over `max_body_bytes` (the engine and the filter say it
+/// with the same sentence), 500 for a failure of the filter itself, else
+/// 403. The wasm and Envoy runners check replies against this.
+pub fn blocking_status(reason: &str) -> u32 {
+    if reason.starts_with("request body is larger than") {
+        413
+    } else if reason.starts_with("internal error") {
+        500
+    } else {
+        403
+    }
+}
+
 pub fn check(expect: &Expect, got: &Outcome) -> Vec<String> {
     let mut out = Vec::new();
     if expect.decision != got.decision {

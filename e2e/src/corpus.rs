@@ -758,18 +758,8 @@ pub fn judge(
     let blocks =
         r.mode == Mode::Enforce && matches!(want.decision.as_str(), "deny" | "approval_needed");
     if blocks {
-        // The filter answers a body over its limit with 413 (Envoy's own
-        // limit too), whichever of the two sentences says so.
-        let too_large = want.reason.contains("max_body_bytes")
-            || want.reason.starts_with("request body is larger than");
-        let expected_status = if too_large {
-            413
-        } else if want.reason.starts_with("internal error") {
-            500
-        } else {
-            403
-        };
-        if resp.status != expected_status {
+        let expected_status = aegis_compiler::run::blocking_status(&want.reason);
+        if u32::from(resp.status) != expected_status {
             bad.push(format!(
                 "status {} for a {}, expected {expected_status}",
                 resp.status, want.decision

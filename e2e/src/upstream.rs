@@ -36,10 +36,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        aegis_engine::eval::Headers::get(self.headers.as_slice(), name).0
     }
 
     /// The `x-request-id` the request carried.

@@ -31,55 +31,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::OnceLock;
 
-const KEY: [u8; 32] = [7; 32];
-const DEPTH: usize = 64;
-
-fn spec(detectors: &[Detector], custom: &[(&str, &str)], action: DlpAction) -> DlpSpec {
-    let custom: Vec<(String, String)> = custom
-        .iter()
-        .map(|(n, r)| (n.to_string(), r.to_string()))
-        .collect();
-    build_dlp(detectors, &custom, action, KEY).unwrap()
-}
-
-fn scanner(detectors: &[Detector], action: DlpAction) -> Scanner {
-    Scanner::load(&spec(detectors, &[], action)).unwrap()
-}
-
-/// All built-in detectors, redacting; built once (the DFA takes a while).
-fn all() -> &'static Scanner {
-    static ALL: OnceLock<Scanner> = OnceLock::new();
-    ALL.get_or_init(|| scanner(&Detector::ALL, DlpAction::Redact))
-}
-
-struct Scan {
-    outcome: Outcome,
-    out: String,
-    counts: BTreeMap<String, u32>,
-}
-
-fn scan(sc: &Scanner, kind: BodyKind, body: &str) -> Scan {
-    let mut scratch = Scratch::new();
-    let outcome = sc.scan(kind, body.as_bytes(), DEPTH, &mut scratch).unwrap();
-    let counts = sc
-        .pattern_names()
-        .zip(scratch.counts)
-        .filter(|(_, c)| *c > 0)
-        .map(|(n, c)| (n.to_string(), c))
-        .collect();
-    let out = String::from_utf8(scratch.out.clone()).unwrap();
-    match outcome {
-        Outcome::Clean => assert!(scratch.out.is_empty()),
-        Outcome::Found { rewritten } => {
-            assert_eq!(rewritten, !scratch.out.is_empty() || body.is_empty())
-        }
-    }
-    Scan {
-        outcome,
-        out,
-        counts,
-    }
-}
+mod common;
+use common::{all, scan, scanner, spec, DEPTH, KEY};
 
 fn counts(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
     pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()

@@ -22,36 +22,19 @@ use aegis_engine::types::{BodyKind, Detector, DlpAction};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::OnceLock;
 
-const DEPTH: usize = 64;
+mod common;
+use common::{all, scanner, DEPTH};
 
 /// Invisible characters a value can be split with.
 const INVISIBLE: [char; 6] = [
     '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{AD}',
 ];
 
-fn scanner(detectors: &[Detector], action: DlpAction) -> Scanner {
-    Scanner::load(&build_dlp(detectors, &[], action, [7; 32]).unwrap()).unwrap()
-}
-
-/// All built-in detectors, redacting; built once (the DFA takes a while).
-fn all() -> &'static Scanner {
-    static ALL: OnceLock<Scanner> = OnceLock::new();
-    ALL.get_or_init(|| scanner(&Detector::ALL, DlpAction::Redact))
-}
-
 /// `(outcome, rewritten body, detections by detector)`.
 fn scan(sc: &Scanner, kind: BodyKind, body: &str) -> (Outcome, String, BTreeMap<String, u32>) {
-    let mut scratch = Scratch::new();
-    let outcome = sc.scan(kind, body.as_bytes(), DEPTH, &mut scratch).unwrap();
-    let counts = sc
-        .pattern_names()
-        .zip(scratch.counts)
-        .filter(|(_, c)| *c > 0)
-        .map(|(n, c)| (n.to_string(), c))
-        .collect();
-    (outcome, String::from_utf8(scratch.out).unwrap(), counts)
+    let s = common::scan(sc, kind, body);
+    (s.outcome, s.out, s.counts)
 }
 
 fn one(name: &str) -> BTreeMap<String, u32> {

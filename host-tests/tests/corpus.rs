@@ -192,13 +192,7 @@ fn compare(
         match &o.local_response {
             None => p.push(format!("no local reply for `{}`: {o:?}", native.decision)),
             Some(r) => {
-                // A body over `max_body_bytes` is refused with 413.
-                let want = if native.reason.starts_with("request body is larger than") {
-                    413
-                } else {
-                    403
-                };
-                if r.status != want {
+                if r.status != aegis_compiler::run::blocking_status(&native.reason) {
                     p.push(format!("local reply status {}", r.status));
                 }
                 if r.header("x-aegis-decision") != Some(native.decision.as_str()) {
