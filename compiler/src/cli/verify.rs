@@ -22,29 +22,19 @@ pub fn run(file: &Path, pubkey: &Path, format: Format) -> i32 {
             return exit::ERROR;
         }
     };
+    let id = crate::keys::key_id(&vk);
     if bytes.starts_with(b"\0asm") {
-        return report(file, format, verify_blob(&bytes, &vk), &vk);
+        let signed = format!(
+            "ok: `{}`: module and embedded bundle are signed by key {id}",
+            file.display()
+        );
+        return report(file, format, verify_blob(&bytes, &vk), signed);
     }
-    let result = Envelope::parse(&bytes).and_then(|env| env.check_trust(&[vk.to_bytes()]));
-    let ok = result.is_ok();
-    let message = match &result {
-        Ok(()) => format!(
-            "ok: `{}` is signed by key {}",
-            file.display(),
-            crate::keys::key_id(&vk)
-        ),
-        Err(e) => format!("invalid: `{}`: {e}", file.display()),
-    };
-    match format {
-        Format::Json => println!("{}", serde_json::json!({"valid": ok, "message": message})),
-        Format::Human if ok => println!("{message}"),
-        Format::Human => eprintln!("{message}"),
-    }
-    if ok {
-        exit::OK
-    } else {
-        exit::FAILED
-    }
+    let result = Envelope::parse(&bytes)
+        .and_then(|env| env.check_trust(&[vk.to_bytes()]))
+        .map_err(|e| e.to_string());
+    let signed = format!("ok: `{}` is signed by key {id}", file.display());
+    report(file, format, result, signed)
 }
 
 /// Both signatures of a blob: the module's and the embedded bundle's.
@@ -58,19 +48,11 @@ fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<(), Str
         .map_err(|e| format!("embedded bundle: {e}"))
 }
 
-fn report(
-    file: &Path,
-    format: Format,
-    result: Result<(), String>,
-    vk: &ed25519_dalek::VerifyingKey,
-) -> i32 {
+/// Prints `signed` or why not, and gives the exit code.
+fn report(file: &Path, format: Format, result: Result<(), String>, signed: String) -> i32 {
     let ok = result.is_ok();
-    let message = match &result {
-        Ok(()) => format!(
-            "ok: `{}`: module and embedded bundle are signed by key {}",
-            file.display(),
-            crate::keys::key_id(vk)
-        ),
+    let message = match result {
+        Ok(()) => signed,
         Err(e) => format!("invalid: `{}`: {e}", file.display()),
     };
     match format {
