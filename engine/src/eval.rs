@@ -13,7 +13,7 @@ use crate::dlp;
 use crate::http::{self, HttpError, PathBytes};
 use crate::jwt::{self, JwtError};
 use crate::params::{
-    extract_form, extract_json, parse_number, ExtractError, KeySet, Text, Value, MAX_PARAMS,
+    extract_form, extract_json_with, parse_number, ExtractError, KeySet, Text, Value, MAX_PARAMS,
 };
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
@@ -77,7 +77,17 @@ pub enum Caller<'r> {
     },
     /// Authenticate from the request (token or, in insecure mode, header).
     FromRequest,
+    /// The agent a previous decision on the same request (and the same
+    /// bundle) authenticated: [`Decision::caller`]. The body phase of a
+    /// request passes it so that a token is verified once per request.
+    Known(AgentRef),
 }
+
+/// An agent of one loaded bundle, found by an earlier decision. Only that
+/// bundle's [`Bundle::decide`] understands it; another bundle treats it as
+/// an unknown agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentRef(u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -380,6 +390,9 @@ pub struct Decision<'a> {
     pub cost_usd: Option<f64>,
     /// The action writes (POST/PUT/PATCH/DELETE or marked `write: true`).
     pub write: bool,
+    /// The authenticated caller, for a later decision on the same request
+    /// (see [`Caller::Known`]).
+    pub caller: Option<AgentRef>,
 }
 
 impl<'a> Decision<'a> {
@@ -395,6 +408,7 @@ impl<'a> Decision<'a> {
             dlp_set: None,
             cost_usd: None,
             write: false,
+            caller: None,
         }
     }
 }
@@ -502,13 +516,14 @@ impl Bundle {
         self.model.rules.get(e.rules.range())
     }
 
-    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<&AgentM> {
+    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<(AgentRef, &AgentM)> {
         let key = (tenant, name);
-        self.model
+        let i = self
+            .model
             .agents
             .binary_search_by(|a| agent_key(a).cmp(&key))
-            .ok()
-            .and_then(|i| self.model.agents.get(i))
+            .ok()?;
+        Some((AgentRef(u32::try_from(i).ok()?), self.model.agents.get(i)?))
     }
 
     /// Tools registered for `host`.
@@ -549,7 +564,7 @@ impl Bundle {
         req: &Request<'a, H>,
         query: Option<&str>,
         now: i64,
-    ) -> Result<&'a AgentM, Reason<'a>> {
+    ) -> Result<(AgentRef, &'a AgentM), Reason<'a>> {
         let Some(idc) = &self.model.identity else {
             return Err(Reason::NoIdentityConfigured);
         };
@@ -617,12 +632,18 @@ impl Bundle {
                 self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
             }
             Caller::FromRequest => self.authenticate(req, query, now),
+            Caller::Known(r) => usize::try_from(r.0)
+                .ok()
+                .and_then(|i| self.model.agents.get(i))
+                .map(|a| (r, a))
+                .ok_or(Reason::UnknownAgent),
         };
-        let agent = match agent {
+        let (caller, agent) = match agent {
             Ok(a) => a,
             Err(r) => return Decision::new(Verdict::Deny, r),
         };
         let mut d = Decision::new(Verdict::Deny, Reason::Internal("unset"));
+        d.caller = Some(caller);
         d.agent = Some(&agent.id);
         d.mode = agent.mode;
 
@@ -757,6 +778,16 @@ impl Bundle {
                 bind_template(&a.template, path, &mut slots);
             }
         }
+        // With DLP on a JSON body, the walk that reads the parameters also
+        // hands every string to the scanner: the body is read once. What
+        // it finds is used in step 5, after the rules.
+        let scanner = agent.dlp.and_then(|set| self.scanners.get(set as usize));
+        let mut json_dlp = match scanner {
+            Some(sc) if tool.body == BodyKind::Json && !body.is_empty() => {
+                Some((sc, sc.json_begin(body, dlp_scratch), None::<dlp::DlpError>))
+            }
+            _ => None,
+        };
         let extracted = (|| {
             // An MCP server reads its arguments from the JSON-RPC body only;
             // a query string must not fill in what the body leaves out.
@@ -781,13 +812,20 @@ impl Bundle {
                         // (a watched parameter given in both is caught by
                         // its slot).
                         keys.clear();
-                        extract_json(
+                        extract_json_with(
                             body,
                             &tool.params,
                             &mut slots,
                             limits.max_json_depth as usize,
                             limits.max_params as usize,
                             keys,
+                            |text, quoted| {
+                                if let Some((sc, scan, err @ None)) = json_dlp.as_mut() {
+                                    if let Err(e) = sc.json_text(scan, text, quoted, dlp_scratch) {
+                                        *err = Some(e);
+                                    }
+                                }
+                            },
                         )?
                     }
                     BodyKind::Form => extract_form(
@@ -888,7 +926,14 @@ impl Bundle {
                     return d;
                 };
                 d.dlp_set = Some(set);
-                match scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch) {
+                let outcome = match json_dlp.take() {
+                    Some((sc, scan, None)) => Ok(sc.json_outcome(&scan, dlp_scratch)),
+                    Some((_, _, Some(e))) => Err(e),
+                    None => {
+                        scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch)
+                    }
+                };
+                match outcome {
                     Ok(dlp::Outcome::Clean) => {}
                     Ok(dlp::Outcome::Found { rewritten: true }) => {
                         if gzip {

@@ -336,14 +336,56 @@ impl KeySet {
     }
 }
 
-/// FNV-1a over ASCII-lowercased bytes: fast on short keys, and only ever
-/// confirmed by a byte compare. Keys that differ only in ASCII case count
-/// as the same key: some upstreams bind them case-insensitively (.NET's
-/// web JSON defaults do), and no honest client sends both.
-fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
-    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// Hash of a key, the same for keys that differ only in ASCII case (and
+/// for a few other pairs; a hash is only ever confirmed by a byte
+/// compare). Eight bytes at a time, little endian, the last word padded
+/// with zeros; [`key_hash`] gives the same value for the same bytes.
+fn key_hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = KEY_HASH_SEED;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = key_hash_mix(h, u64::from_le_bytes(a));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut a = [0u8; 8];
+        if let Some(dst) = a.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
+        }
+        h = key_hash_mix(h, u64::from_le_bytes(a));
+    }
+    key_hash_mix(h, bytes.len() as u64)
+}
+
+/// [`key_hash_bytes`] over bytes that come one at a time (a decoded key).
+fn key_hash(bytes: impl Iterator<Item = u8>) -> u64 {
+    let mut h = KEY_HASH_SEED;
+    let mut word = 0u64;
+    let mut n = 0usize;
+    for b in bytes {
+        word |= u64::from(b) << (8 * (n % 8));
+        n += 1;
+        if n.is_multiple_of(8) {
+            h = key_hash_mix(h, word);
+            word = 0;
+        }
+    }
+    if !n.is_multiple_of(8) {
+        h = key_hash_mix(h, word);
+    }
+    key_hash_mix(h, n as u64)
+}
+
+const KEY_HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline(always)]
+fn key_hash_mix(h: u64, word: u64) -> u64 {
+    // `| 0x20` in every byte folds ASCII case (`A` and `a` alike).
+    (h ^ (word | 0x2020_2020_2020_2020))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
 }
 
 fn same_key(a: impl Iterator<Item = u8>, b: impl Iterator<Item = u8>) -> bool {
@@ -365,6 +407,22 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
     max_depth: usize,
     max_values: usize,
     keys: &mut KeySet,
+) -> Result<(), ExtractError> {
+    extract_json_with(body, params, slots, max_depth, max_values, keys, |_, _| {})
+}
+
+/// [`extract_json`], also handing every key, string and number of the
+/// document, in order, to `text` (`true` for a quoted key or string; a
+/// number comes with its raw bytes). This lets one walk over the body
+/// serve the parameters and the DLP scan.
+pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
+    body: &'a [u8],
+    params: &[P],
+    slots: &mut [Value<'a>],
+    max_depth: usize,
+    max_values: usize,
+    keys: &mut KeySet,
+    mut text: impl FnMut(JStr<'a>, bool),
 ) -> Result<(), ExtractError> {
     const N: usize = crate::json::MAX_DEPTH_LIMIT;
     let mut path = [Seg::Index(0); N];
@@ -389,10 +447,11 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
         };
         let value = match ev {
             Event::Key(k) => {
+                text(k, true);
                 let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
                 let hash = match k.as_plain() {
-                    Some(p) => fnv(p.bytes()),
-                    None => fnv(k.bytes()),
+                    Some(p) => key_hash_bytes(p.as_bytes()),
+                    None => key_hash(k.bytes()),
                 };
                 let entry = KeyRef {
                     hash,
@@ -426,11 +485,24 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
             Event::ArrEnd => continue,
             Event::ObjStart => Value::Object,
             Event::ArrStart => Value::Array,
-            Event::Str(s) => Value::Text(Text {
-                raw: s.raw,
-                enc: if s.escaped { Enc::Json } else { Enc::Plain },
-            }),
-            Event::Num(n) => Value::Num(n),
+            Event::Str(s) => {
+                text(s, true);
+                Value::Text(Text {
+                    raw: s.raw,
+                    enc: if s.escaped { Enc::Json } else { Enc::Plain },
+                })
+            }
+            Event::Num(n) => {
+                text(
+                    JStr {
+                        raw: n.as_bytes(),
+                        start: p.offset().saturating_sub(n.len()),
+                        escaped: false,
+                    },
+                    false,
+                );
+                Value::Num(n)
+            }
             Event::Bool(b) => Value::Bool(b),
             Event::Null => Value::Null,
         };
@@ -548,7 +620,7 @@ pub fn extract_form<'a, P: AsRef<[S]>, S: AsRef<str>>(
             let start = (k.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
             let (start, len) = span(start, k.len()).ok_or(ExtractError::TooManyParams)?;
             let entry = KeyRef {
-                hash: fnv(key.iter().copied()) ^ n as u64,
+                hash: key_hash(key.iter().copied()) ^ n as u64,
                 start,
                 len,
                 escaped: false,
@@ -638,6 +710,27 @@ mod tests {
             Value::Num(n) => n.as_bytes().to_vec(),
             other => panic!("not text: {other:?}"),
         }
+    }
+
+    #[test]
+    fn key_hash_is_one_function_of_the_bytes_whatever_the_case() {
+        let keys: [&[u8]; 6] = [
+            b"",
+            b"a",
+            b"Amount",
+            b"exactly8",
+            b"customer_reference_id",
+            b"0123456789abcdefXYZ",
+        ];
+        for k in keys {
+            assert_eq!(key_hash_bytes(k), key_hash(k.iter().copied()), "{k:?}");
+            let upper: Vec<u8> = k.to_ascii_uppercase();
+            assert_eq!(key_hash_bytes(k), key_hash_bytes(&upper), "{k:?}");
+        }
+        // The length is part of the hash: a key and the same key padded
+        // with NUL bytes (what the last word is padded with) differ.
+        assert_ne!(key_hash_bytes(b"ab"), key_hash_bytes(b"ab\0"));
+        assert_ne!(key_hash_bytes(b"amount"), key_hash_bytes(b"amounts"));
     }
 
     #[test]

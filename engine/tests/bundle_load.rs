@@ -1101,3 +1101,41 @@ proptest! {
         let _ = load_and_use(&bundle_of(&m), &[]);
     }
 }
+
+/// The body phase of a request reuses the caller the headers phase
+/// authenticated: the token is verified once, when the request starts.
+#[test]
+fn a_known_caller_is_not_authenticated_again() {
+    let b = Bundle::load(unsigned(), &[]).unwrap();
+    let bearer = format!("Bearer {}", token("fin", "acme"));
+    let headers: [(&str, &str); 2] = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = br#"{"amount": 10, "currency": "eur", "description": "tok"}"#;
+    let mut req = Request {
+        method: "POST",
+        authority: "api.pay.test",
+        path: "/v1/pay",
+        headers: &headers[..],
+        body: None,
+    };
+    let mut scratch = Scratch::new();
+    let at_headers = b.decide(&req, Caller::FromRequest, NOW, &mut scratch);
+    assert_eq!(at_headers.verdict, Verdict::NeedBody);
+    assert_eq!(at_headers.agent, Some("acme/fin"));
+    let known = Caller::Known(at_headers.caller.unwrap());
+
+    // The body arrives after the token expired.
+    req.body = Some(body);
+    let later = NOW + 3600;
+    let again = b.decide(&req, Caller::FromRequest, later, &mut scratch);
+    assert_eq!(again.verdict, Verdict::Deny, "{}", again.reason);
+    let resumed = b.decide(&req, known, later, &mut scratch);
+    assert_eq!(resumed.verdict, Verdict::Allow, "{}", resumed.reason);
+    assert_eq!(resumed.agent, Some("acme/fin"));
+    assert_eq!(resumed.caller, at_headers.caller);
+    // Same verdict as authenticating with a valid token.
+    let fresh = b.decide(&req, Caller::FromRequest, NOW, &mut scratch);
+    assert_eq!((fresh.verdict, fresh.rule), (resumed.verdict, resumed.rule));
+}

@@ -32,7 +32,7 @@ use crate::host::{Host, Level};
 use crate::metrics::{self, NONE};
 use crate::reply::Reply;
 use crate::shared::Shared;
-use aegis_engine::eval::{Caller, Decision, Request, Verdict};
+use aegis_engine::eval::{AgentRef, Caller, Decision, Request, Verdict};
 use aegis_engine::types::Mode;
 use std::rc::Rc;
 
@@ -69,6 +69,9 @@ struct Pending {
     headers: Vec<(String, String)>,
     request_id: String,
     agent: Option<String>,
+    /// The caller the headers phase authenticated: a token is verified
+    /// once per request.
+    caller: Option<AgentRef>,
     tool: Option<String>,
     action: Option<String>,
     shadow: bool,
@@ -279,6 +282,7 @@ impl<H: Host> Stream<H> {
             authority: authority.to_owned(),
             path: path.to_owned(),
             agent: d.agent.map(str::to_owned),
+            caller: d.caller,
             tool: d.tool.map(str::to_owned),
             action: d.action.map(str::to_owned),
             shadow,
@@ -347,10 +351,9 @@ impl<H: Host> Stream<H> {
             body: Some(&body),
         };
         let now = unix_secs(t0);
+        let caller = p.caller.map_or(Caller::FromRequest, Caller::Known);
         shared.with_scratch(|scratch| {
-            let d = shared
-                .bundle
-                .decide(&req, Caller::FromRequest, now, scratch);
+            let d = shared.bundle.decide(&req, caller, now, scratch);
             let mut f = Final::from_decision(&d, &p.request_id);
             match d.verdict {
                 Verdict::NeedBody => f.internal("the decision still needs the body".into()),

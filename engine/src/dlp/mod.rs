@@ -79,6 +79,27 @@ pub struct DlpSpec {
     pub triggers: Vec<(u8, u8)>,
 }
 
+/// A JSON scan in progress: the body, how much of it is already copied to
+/// the rewritten body, and whether anything was found.
+#[derive(Debug)]
+pub struct JsonScan<'b> {
+    body: &'b [u8],
+    copied: usize,
+    found: bool,
+}
+
+impl<'b> JsonScan<'b> {
+    fn new(body: &'b [u8], scratch: &mut Scratch) -> Self {
+        scratch.counts = [0; MAX_PATTERNS];
+        scratch.out.clear();
+        JsonScan {
+            body,
+            copied: 0,
+            found: false,
+        }
+    }
+}
+
 /// What a scan found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -341,6 +362,54 @@ impl Scanner {
         max_depth: usize,
         scratch: &mut Scratch,
     ) -> Result<bool, DlpError> {
+        let mut scan = JsonScan::new(body, scratch);
+        let mut parser = Parser::new(body, max_depth);
+        loop {
+            let ev = parser.next().map_err(|e| DlpError {
+                kind: DlpErrorKind::Json(e.kind),
+                offset: e.offset,
+            })?;
+            match ev {
+                None => break,
+                Some(Event::Key(s) | Event::Str(s)) => {
+                    self.json_text(&mut scan, s, true, scratch)?
+                }
+                Some(Event::Num(n)) => {
+                    let s = json::JStr {
+                        raw: n.as_bytes(),
+                        start: parser.offset().saturating_sub(n.len()),
+                        escaped: false,
+                    };
+                    self.json_text(&mut scan, s, false, scratch)?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(self.json_end(&scan, scratch))
+    }
+
+    /// Starts scanning a JSON body whose walk someone else does (see
+    /// [`Scanner::json_text`]). The body must be valid JSON: the walk
+    /// validates it.
+    pub fn json_begin<'b>(&self, body: &'b [u8], scratch: &mut Scratch) -> JsonScan<'b> {
+        JsonScan::new(body, scratch)
+    }
+
+    /// One key, string (`quoted`) or number (its raw bytes) of the body
+    /// of `scan`, in document order. Numbers are scanned too: a card
+    /// number sent as a JSON number is still a card number; a rewritten
+    /// number becomes a string.
+    pub fn json_text(
+        &self,
+        scan: &mut JsonScan<'_>,
+        s: json::JStr<'_>,
+        quoted: bool,
+        scratch: &mut Scratch,
+    ) -> Result<(), DlpError> {
+        // Decoding never makes a string longer.
+        if s.raw.len() < self.min_len {
+            return Ok(());
+        }
         let Scratch {
             counts,
             out,
@@ -348,66 +417,56 @@ impl Scanner {
             repl,
         } = scratch;
         let rewrite = self.rewrites();
-        let mut parser = Parser::new(body, max_depth);
-        let mut copied = 0usize;
-        let mut found = false;
-        loop {
-            let ev = parser.next().map_err(|e| DlpError {
-                kind: DlpErrorKind::Json(e.kind),
-                offset: e.offset,
-            })?;
-            // Numbers are scanned too: a card number sent as a JSON number
-            // is still a card number. A rewritten number becomes a string.
-            let (s, quoted) = match ev {
-                None => break,
-                Some(Event::Key(s) | Event::Str(s)) => (s, true),
-                Some(Event::Num(n)) => {
-                    let start = parser.offset().saturating_sub(n.len());
-                    let raw = n.as_bytes();
-                    (
-                        json::JStr {
-                            raw,
-                            start,
-                            escaped: false,
-                        },
-                        false,
-                    )
-                }
-                Some(_) => continue,
-            };
-            // Decoding never makes a string longer.
-            if s.raw.len() < self.min_len {
-                continue;
-            }
-            let hay: &[u8] = if s.escaped {
-                codec::decode_json(s.raw, dec).ok_or(DlpError::search(s.start))?;
-                dec
-            } else {
-                s.raw
-            };
-            let hit = self.scan_hay(hay, s.start, counts, rewrite.then_some(&mut *repl))?;
-            if hit {
-                found = true;
-                if rewrite {
-                    let quote = usize::from(quoted);
-                    let open = s
-                        .start
-                        .checked_sub(quote)
-                        .ok_or(DlpError::search(s.start))?;
-                    let before = body.get(copied..open).ok_or(DlpError::search(open))?;
-                    if out.is_empty() {
-                        out.reserve(body.len() + 64);
-                    }
-                    out.extend_from_slice(before);
-                    json::write_escaped(out, repl);
-                    copied = s.start + s.raw.len() + quote;
-                }
-            }
+        let hay: &[u8] = if s.escaped {
+            codec::decode_json(s.raw, dec).ok_or(DlpError::search(s.start))?;
+            dec
+        } else {
+            s.raw
+        };
+        if !self.scan_hay(hay, s.start, counts, rewrite.then_some(&mut *repl))? {
+            return Ok(());
         }
-        if found && rewrite {
-            out.extend_from_slice(body.get(copied..).unwrap_or_default());
+        scan.found = true;
+        if rewrite {
+            let quote = usize::from(quoted);
+            let open = s
+                .start
+                .checked_sub(quote)
+                .ok_or(DlpError::search(s.start))?;
+            let before = scan
+                .body
+                .get(scan.copied..open)
+                .ok_or(DlpError::search(open))?;
+            if out.is_empty() {
+                out.reserve(scan.body.len() + 64);
+            }
+            out.extend_from_slice(before);
+            json::write_escaped(out, repl);
+            scan.copied = s.start + s.raw.len() + quote;
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Ends the scan of `scan`'s body: whether anything was found (the
+    /// rewritten body, if any, is then complete in `scratch.out`).
+    pub fn json_end(&self, scan: &JsonScan<'_>, scratch: &mut Scratch) -> bool {
+        if scan.found && self.rewrites() {
+            scratch
+                .out
+                .extend_from_slice(scan.body.get(scan.copied..).unwrap_or_default());
+        }
+        scan.found
+    }
+
+    /// [`Outcome`] of a finished [`JsonScan`].
+    pub fn json_outcome(&self, scan: &JsonScan<'_>, scratch: &mut Scratch) -> Outcome {
+        if self.json_end(scan, scratch) {
+            Outcome::Found {
+                rewritten: self.rewrites(),
+            }
+        } else {
+            Outcome::Clean
+        }
     }
 
     fn scan_form(&self, body: &[u8], scratch: &mut Scratch) -> Result<bool, DlpError> {
