@@ -20,6 +20,7 @@
 
 use crate::dfa::{load_dense, Dfa};
 use crate::dlp::{DlpSpec, Scanner};
+use crate::index::{agent_hash, host_hash, Index};
 use crate::jwt::{IdentityConfig, VerifyingKeys};
 use crate::params::MAX_PARAMS;
 use crate::types::{Approval, BodyKind, Mode};
@@ -333,6 +334,10 @@ pub struct Bundle {
     pub(crate) regexes: Vec<Dfa>,
     pub(crate) scanners: Vec<Scanner>,
     pub(crate) keys: Option<VerifyingKeys>,
+    /// `model.agents` by `(tenant, name)`.
+    pub(crate) agent_index: Index,
+    /// `model.exact_hosts` by host, without ASCII case.
+    pub(crate) host_index: Index,
 }
 
 impl fmt::Debug for Bundle {
@@ -380,6 +385,18 @@ impl Bundle {
             ),
             None => None,
         };
+        let too_many = || LoadError::Invalid("too many agents or hosts to index".into());
+        let agent_index = Index::build(model.agents.len(), |i| {
+            model.agents.get(i).map_or(0, |a| {
+                let (tenant, name) = agent_key(a);
+                agent_hash(tenant, name)
+            })
+        })
+        .ok_or_else(too_many)?;
+        let host_index = Index::build(model.exact_hosts.len(), |i| {
+            model.exact_hosts.get(i).map_or(0, |(h, _)| host_hash(h))
+        })
+        .ok_or_else(too_many)?;
         Ok(Bundle {
             hash: env.hash,
             signer: env.signer,
@@ -388,6 +405,8 @@ impl Bundle {
             regexes,
             scanners,
             keys,
+            agent_index,
+            host_index,
         })
     }
 

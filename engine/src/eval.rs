@@ -11,6 +11,7 @@ use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, T
 use crate::dfa::{full_match, is_match};
 use crate::dlp;
 use crate::http::{self, HttpError, PathBytes};
+use crate::index::{agent_hash, host_hash};
 use crate::jwt::{self, JwtError};
 use crate::params::{
     extract_form, extract_json_with, parse_number, ExtractError, KeySet, Text, Value, MAX_PARAMS,
@@ -518,26 +519,22 @@ impl Bundle {
 
     fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<(AgentRef, &AgentM)> {
         let key = (tenant, name);
-        let i = self
-            .model
-            .agents
-            .binary_search_by(|a| agent_key(a).cmp(&key))
-            .ok()?;
-        Some((AgentRef(u32::try_from(i).ok()?), self.model.agents.get(i)?))
+        let agents = &self.model.agents;
+        let i = self.agent_index.find(agent_hash(tenant, name), |i| {
+            agents.get(i).is_some_and(|a| agent_key(a) == key)
+        })?;
+        Some((AgentRef(u32::try_from(i).ok()?), agents.get(i)?))
     }
 
     /// Tools registered for `host`.
     fn tools_for_host(&self, host: &str) -> &[u16] {
-        if let Ok(i) = self
-            .model
-            .exact_hosts
-            .binary_search_by(|(h, _)| cmp_ignore_case(h, host))
-        {
-            return self
-                .model
-                .exact_hosts
+        let exact = &self.model.exact_hosts;
+        if let Some(i) = self.host_index.find(host_hash(host), |i| {
+            exact
                 .get(i)
-                .map_or(&[], |(_, t)| t.as_slice());
+                .is_some_and(|(h, _)| h.eq_ignore_ascii_case(host))
+        }) {
+            return exact.get(i).map_or(&[], |(_, t)| t.as_slice());
         }
         self.model
             .wildcard_hosts

@@ -16,6 +16,7 @@ pub mod dlp;
 pub mod eval;
 pub mod gzip;
 pub mod http;
+mod index;
 pub mod json;
 pub mod jwt;
 pub mod params;

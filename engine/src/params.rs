@@ -340,7 +340,7 @@ impl KeySet {
 /// for a few other pairs; a hash is only ever confirmed by a byte
 /// compare). Eight bytes at a time, little endian, the last word padded
 /// with zeros; [`key_hash`] gives the same value for the same bytes.
-fn key_hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn key_hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = KEY_HASH_SEED;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
