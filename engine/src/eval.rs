@@ -622,7 +622,7 @@ impl Bundle {
         // 1. identity
         let agent = match caller {
             Caller::Given { agent, tenant } => {
-                let (tenant, name) = match (tenant, agent.split_once('/')) {
+                let (tenant, name) = match (tenant, http::split_once_ascii(agent, b'/')) {
                     (None, Some((t, a))) => (Some(t), a),
                     _ => (tenant, agent),
                 };
@@ -1017,7 +1017,7 @@ fn lit_eq(l: &Lit, v: &Value<'_>) -> bool {
 }
 
 fn bind_template<'a>(template: &[TSeg], path: &'a str, slots: &mut [Value<'a>]) {
-    let segs = path.strip_prefix('/').unwrap_or(path).split('/');
+    let segs = http::split_ascii(path.strip_prefix('/').unwrap_or(path), b'/');
     for (t, s) in template.iter().zip(segs) {
         if let TSeg::Param(p) = t {
             if let Some(slot) = slots.get_mut(usize::from(*p)) {

@@ -139,6 +139,32 @@ fn media_type_for(kind: BodyKind) -> &'static str {
     }
 }
 
+/// `s.split(sep as char)` for an ASCII `sep`, without the set-up cost of a
+/// `char` pattern (these strings are short and split on every request).
+pub(crate) fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> + '_ {
+    let mut rest = Some(s);
+    core::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == sep) {
+            // `sep` is ASCII, so both cuts are on character boundaries.
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// `s.split_once(sep as char)` for an ASCII `sep`.
+pub(crate) fn split_once_ascii(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 /// The host of `authority`, without port and without one trailing dot;
 /// compare it without ASCII case.
 pub fn host_of(authority: &str) -> Result<&str, HttpError> {
@@ -179,7 +205,7 @@ pub fn host_of(authority: &str) -> Result<&str, HttpError> {
         let end = v6.len() + 2;
         (authority.get(..end).unwrap_or(authority), port)
     } else {
-        match authority.split_once(':') {
+        match split_once_ascii(authority, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }
@@ -200,7 +226,7 @@ pub fn host_of(authority: &str) -> Result<&str, HttpError> {
     if host.is_empty() {
         return bad(AuthorityFlaw::Empty);
     }
-    let labels_ok = host.split('.').all(|l| {
+    let labels_ok = split_ascii(host, b'.').all(|l| {
         !l.is_empty()
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -261,7 +287,7 @@ pub fn split_path(target: &str) -> Result<(&str, Option<&str>), HttpError> {
         }
         i += 1;
     }
-    let mut segs = path.split('/').skip(1).peekable();
+    let mut segs = split_ascii(path, b'/').skip(1).peekable();
     while let Some(seg) = segs.next() {
         let last = segs.peek().is_none();
         if seg.is_empty() && !last {
@@ -374,9 +400,9 @@ pub fn check_body_headers<H: Headers + ?Sized>(
     let Some(ct) = ct else {
         return Err(HttpError::MissingContentType);
     };
-    let mut parts = ct.split(';');
+    let mut parts = split_ascii(ct, b';');
     let media = parts.next().unwrap_or_default().trim();
-    let (ty, sub) = media.split_once('/').unwrap_or((media, ""));
+    let (ty, sub) = split_once_ascii(media, b'/').unwrap_or((media, ""));
     if ty.eq_ignore_ascii_case("multipart") {
         return Err(HttpError::Multipart);
     }
@@ -399,7 +425,7 @@ pub fn check_body_headers<H: Headers + ?Sized>(
         return Err(HttpError::WrongContentType { want: kind });
     }
     for p in parts {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let (k, v) = split_once_ascii(p, b'=').unwrap_or((p, ""));
         if k.trim().eq_ignore_ascii_case("charset") {
             let v = v.trim().trim_matches('"');
             if !(v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")) {
@@ -413,8 +439,21 @@ pub fn check_body_headers<H: Headers + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use alloc::string::ToString;
     use alloc::vec::Vec;
+
+    #[test]
+    fn split_ascii_is_str_split() {
+        for s in ["", "/", "a", "/v1/x", "a//b/", "//", "x.y.z.", ";a=b; c"] {
+            for sep in [b'/', b'.', b';', b'='] {
+                let ours: Vec<&str> = split_ascii(s, sep).collect();
+                let std: Vec<&str> = s.split(char::from(sep)).collect();
+                assert_eq!(ours, std, "{s:?} on {}", char::from(sep));
+                assert_eq!(split_once_ascii(s, sep), s.split_once(char::from(sep)));
+            }
+        }
+    }
 
     #[test]
     fn hosts() {

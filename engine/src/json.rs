@@ -293,6 +293,7 @@ impl<'a> Parser<'a> {
 
     /// The next event, `Ok(None)` once the document ended cleanly.
     #[allow(clippy::should_implement_trait)]
+    #[inline]
     pub fn next(&mut self) -> Result<Option<Event<'a>>, JsonError> {
         self.skip_ws();
         match self.state {
@@ -459,8 +460,7 @@ impl<'a> Parser<'a> {
         let mut ascii = true;
         loop {
             // Skip eight ordinary bytes at a time: none is `"`, `\\`, a
-            // control character or non-ASCII. A false alarm only falls
-            // through to the byte-by-byte path below.
+            // control character or non-ASCII.
             while let Some(Ok(word)) = self
                 .buf
                 .get(self.pos..self.pos + 8)
@@ -474,7 +474,11 @@ impl<'a> Parser<'a> {
                     | (s.wrapping_sub(ONES) & !s)
                     | (w.wrapping_sub(ONES * 0x20) & !w)
                     | w;
-                if special & (ONES * 0x80) != 0 {
+                let hits = special & (ONES * 0x80);
+                if hits != 0 {
+                    // The lowest flagged byte is a real one (a borrow only
+                    // flags bytes above a real hit): go straight to it.
+                    self.pos += (hits.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.pos += 8;

@@ -449,9 +449,11 @@ pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
             Event::Key(k) => {
                 text(k, true);
                 let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
-                let hash = match k.as_plain() {
-                    Some(p) => key_hash_bytes(p.as_bytes()),
-                    None => key_hash(k.bytes()),
+                // The parser validated the bytes: no need to see them as str.
+                let hash = if k.escaped {
+                    key_hash(k.bytes())
+                } else {
+                    key_hash_bytes(k.raw)
                 };
                 let entry = KeyRef {
                     hash,
