@@ -54,9 +54,19 @@ fn keep(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '#' | ':' | '@' | '+')
 }
 
-/// `tag=.=value;.;...name`, values sanitised, empty values as [`NONE`].
+/// [`write_tagged_name`] into a new string.
+#[cfg(test)]
 pub fn tagged_name(name: &str, tags: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(
+    let mut out = String::new();
+    write_tagged_name(&mut out, name, tags);
+    out
+}
+
+/// `tag=.=value;.;...name` into `out` (cleared first, its memory kept),
+/// values sanitised, empty values as [`NONE`].
+fn write_tagged_name(out: &mut String, name: &str, tags: &[(&str, &str)]) {
+    out.clear();
+    out.reserve(
         name.len()
             + tags
                 .iter()
@@ -74,13 +84,15 @@ pub fn tagged_name(name: &str, tags: &[(&str, &str)]) -> String {
         out.push_str(";.;");
     }
     out.push_str(name);
-    out
 }
 
-/// Metric ids by full name; each name is defined once per VM.
+/// Metric ids by full name; each name is defined once per VM. A request
+/// that meets known metrics allocates nothing here.
 #[derive(Debug, Default)]
 pub struct Metrics {
     ids: BTreeMap<String, u32>,
+    /// The tagged name being looked up.
+    name: String,
     /// Logged once: a host that refuses metrics should not flood the log.
     failed: bool,
 }
@@ -90,13 +102,13 @@ impl Metrics {
         Metrics::default()
     }
 
-    fn id<H: Host + ?Sized>(&mut self, host: &H, kind: MetricKind, name: String) -> Option<u32> {
-        if let Some(id) = self.ids.get(&name) {
+    fn id<H: Host + ?Sized>(&mut self, host: &H, kind: MetricKind, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
             return Some(*id);
         }
-        match host.define_metric(kind, &name) {
+        match host.define_metric(kind, name) {
             Ok(id) => {
-                self.ids.insert(name, id);
+                self.ids.insert(name.to_owned(), id);
                 Some(id)
             }
             Err(e) => {
@@ -114,19 +126,22 @@ impl Metrics {
 
     /// Adds one to the counter `name` with `tags`.
     pub fn count<H: Host + ?Sized>(&mut self, host: &H, name: &str, tags: &[(&str, &str)]) {
-        if let Some(id) = self.id(host, MetricKind::Counter, tagged_name(name, tags)) {
+        let mut full = core::mem::take(&mut self.name);
+        write_tagged_name(&mut full, name, tags);
+        let id = self.id(host, MetricKind::Counter, &full);
+        self.name = full;
+        if let Some(id) = id {
             let _ = host.increment_metric(id, 1);
         }
     }
 
     /// Records `value` in the histogram `name` (no labels).
     pub fn record<H: Host + ?Sized>(&mut self, host: &H, name: &str, value: u64) {
-        if let Some(id) = self.id(host, MetricKind::Histogram, name.to_owned()) {
+        if let Some(id) = self.id(host, MetricKind::Histogram, name) {
             let _ = host.record_metric(id, value);
         }
     }
 
-    /// How many distinct metrics were defined.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids.len()

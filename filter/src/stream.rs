@@ -24,9 +24,12 @@
 //! answers locally and Envoy resets the upstream request, which never sees
 //! the body.
 //!
-//! `content-length` is dropped in the headers callback whenever the body
-//! may be rewritten (the agent has DLP and is enforced), because the
-//! headers may be on their way upstream before the body is judged.
+//! A rewritten body changes the length. When Envoy holds the headers, a
+//! `content-length` is set to the new length with the new body, so clean
+//! bodies keep their framing. Otherwise `content-length` is dropped in the
+//! headers callback whenever the body may be rewritten (the agent has DLP
+//! and is enforced), because the headers may be on their way upstream
+//! before the body is judged.
 
 use crate::host::{Host, Level};
 use crate::metrics::{self, NONE};
@@ -75,6 +78,8 @@ struct Pending {
     tool: Option<String>,
     action: Option<String>,
     shadow: bool,
+    /// The request came with `content-length`.
+    declared_length: bool,
     body_size: usize,
 }
 
@@ -267,7 +272,10 @@ impl<H: Host> Stream<H> {
             f.status = 413;
             return self.conclude(Some(&shared), &f, Phase::Headers, t0);
         }
-        if !shadow && shared.may_rewrite(d.agent) {
+        // A rewrite changes the length. Held headers get the new length
+        // with the new body; headers that go upstream now lose theirs,
+        // and Envoy frames the body itself (chunked).
+        if !shadow && !shared.hold_headers && shared.may_rewrite(d.agent) {
             if let Err(e) = self.host.set_request_header("content-length", None) {
                 self.host.log(
                     Level::Warn,
@@ -288,6 +296,7 @@ impl<H: Host> Stream<H> {
             shadow,
             request_id,
             headers,
+            declared_length: declared.is_some(),
             body_size: 0,
         };
         self.state = State::Buffering(Box::new(pending));
@@ -359,7 +368,16 @@ impl<H: Host> Stream<H> {
                 Verdict::NeedBody => f.internal("the decision still needs the body".into()),
                 Verdict::Sanitize if !f.shadow => {
                     let len = p.body_size.max(body.len());
-                    if let Err(e) = self.host.replace_request_body(len, &scratch.dlp.out) {
+                    let out = &scratch.dlp.out;
+                    let rewritten = self.host.replace_request_body(len, out).and_then(|()| {
+                        if shared.hold_headers && p.declared_length {
+                            let n = out.len().to_string();
+                            self.host.set_request_header("content-length", Some(&n))
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    if let Err(e) = rewritten {
                         self.host.log(
                             Level::Error,
                             &format!("aegis: cannot rewrite the request body: {e}"),

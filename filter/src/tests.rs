@@ -625,6 +625,45 @@ fn dlp_sanitizes_the_body_and_drops_content_length() {
 }
 
 #[test]
+fn held_headers_keep_content_length_and_get_the_new_one() {
+    let sh = shared(r#"{"allow_on_headers_stop_iteration": true}"#);
+    let body = br#"{"text":"customer ssn 123-45-6789"}"#;
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        body,
+    );
+    let (_, flows) = run(&sh, &m, 2);
+    assert_eq!(flows, [Flow::Pause, Flow::Pause, Flow::Continue]);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("sanitize"));
+    let out = m.body.borrow().clone();
+    assert_eq!(out, br#"{"text":"customer ssn [REDACTED:ssn]"}"#);
+    assert_eq!(
+        m.header("content-length"),
+        Some(out.len().to_string()),
+        "the new length goes with the new body"
+    );
+
+    // A clean body keeps the length it was sent with.
+    let clean = br#"{"text":"nothing to see"}"#;
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        clean,
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Pause, Flow::Continue]);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(m.header("content-length"), Some(clean.len().to_string()));
+}
+
+#[test]
 fn clean_dlp_body_is_forwarded_untouched() {
     let sh = shared("");
     let body = br#"{"text":"nothing to see"}"#;
