@@ -6,6 +6,7 @@ mod check;
 mod compile;
 mod eval;
 mod explain;
+mod export;
 mod inspect;
 mod keygen;
 mod test;
@@ -133,6 +134,9 @@ enum Cmd {
     /// Agent identity tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Translate policies for another policy engine.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Print the compiled decision table for humans.
     #[command(after_help = EXIT_CODES)]
     Explain {
@@ -143,6 +147,26 @@ enum Cmd {
         agent: Option<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCmd {
+    /// Write the policies as one Rego module (package `aegis`, rule `decision`)
+    /// for OPA or regorus. Identity, request-shape checks, DLP and budgets are
+    /// not part of it (see the module's header).
+    #[command(after_help = EXIT_CODES)]
+    Rego {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output file (default: standard output).
+        #[arg(short = 'o', long, value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// Write the tables (hosts, routes, agents) to this JSON data
+        /// document instead of into the module: the layout for large
+        /// policies, which engines index by key.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
     },
 }
 
@@ -248,6 +272,9 @@ pub fn main() -> i32 {
             agent,
             format,
         } => explain::run(&paths, agent.as_deref(), format),
+        Cmd::Export(ExportCmd::Rego { paths, out, data }) => {
+            export::rego(&paths, out.as_deref(), data.as_deref())
+        }
     }
 }
 
