@@ -1,6 +1,8 @@
 //! Build time of the generated 1,000-agent policy (YAML text -> front-end
 //! -> IR -> builder -> bundle bytes, as `aegis compile` does minus file
-//! I/O), its parts, and `Bundle::load` time. Prints the bundle size once.
+//! I/O), its parts, `aegis build` (the signed blob: bundle embedded in the
+//! generic filter, module signed) and `Bundle::load` time. Prints the
+//! bundle and blob sizes once.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,7 +11,8 @@
 )]
 
 use aegis_benches::{generated_policy, load};
-use aegis_compiler::frontend;
+use aegis_compiler::blob::{build_signed, embed, generic_filter, signed_bundle};
+use aegis_compiler::{frontend, wasmsig};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
@@ -100,6 +103,8 @@ fn bench(c: &mut Criterion) {
     });
     cg.finish();
 
+    build(c, &key);
+
     let mut g = c.benchmark_group("load");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
@@ -112,6 +117,57 @@ fn bench(c: &mut Criterion) {
             b.iter(|| Bundle::load(black_box(signed), &trusted).unwrap())
         });
     }
+    g.finish();
+}
+
+/// `aegis build` as a library call, as the `wasm` bench and the CLI use
+/// it: front-end, bundle signed with the DLP hash key derived from the
+/// key, load-back check against the key, bundle embedded in the generic
+/// filter `.wasm`, module signature. Only file I/O is left out.
+fn build(c: &mut Criterion, key: &SigningKey) {
+    let filter = generic_filter().unwrap();
+    let (sources, _) = generated_policy(1000, true);
+    let loaded = load(&sources);
+
+    let t0 = Instant::now();
+    let l = frontend::load_sources(&sources, None).unwrap();
+    let blob = build_signed(&l.policy, key, filter).unwrap();
+    let cold = t0.elapsed();
+    eprintln!(
+        "build/1000_agents: generic filter {} bytes, signed bundle {} bytes, blob {} bytes \
+         ({:.3} MB; DESIGN target < 1.5 MB: {}); cold run {cold:?}",
+        filter.len(),
+        blob.bundle.len(),
+        blob.wasm.len(),
+        blob.wasm.len() as f64 / 1e6,
+        if blob.wasm.len() < 1_500_000 {
+            "met"
+        } else {
+            "missed"
+        },
+    );
+    let (bundle, _) = signed_bundle(&loaded.policy, key).unwrap();
+
+    let mut g = c.benchmark_group("build");
+    g.sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(10);
+    g.bench_function("1000_agents/aegis_build", |b| {
+        b.iter(|| {
+            let l = frontend::load_sources(black_box(&sources), None).unwrap();
+            build_signed(&l.policy, key, filter).unwrap()
+        })
+    });
+    g.bench_function("1000_agents/build_signed", |b| {
+        b.iter(|| build_signed(black_box(&loaded.policy), key, filter).unwrap())
+    });
+    g.bench_function("1000_agents/embed_and_sign", |b| {
+        b.iter(|| {
+            let module = embed(black_box(filter), black_box(&bundle)).unwrap();
+            wasmsig::sign(&module, key).unwrap()
+        })
+    });
     g.finish();
 }
 

@@ -58,11 +58,27 @@ pub const ORDERS_BODY: &str = r#"{"amount":1200,"currency":"usd","description":"
 pub const DEFAULT_DETECTORS: &str =
     "[ssn, credit_card, email, phone, dob, iban, aws_access_key, api_key, private_key, jwt]";
 
+/// Sizes and labels of the DLP bodies. `1MB` is 1 MiB, like `1KB` is
+/// 1 KiB: exactly the default `max_body_bytes`, which still fits (larger
+/// bodies are denied).
+pub const DLP_SIZES: [(usize, &str); 4] = [
+    (1024, "1KB"),
+    (16 * 1024, "16KB"),
+    (64 * 1024, "64KB"),
+    (1024 * 1024, "1MB"),
+];
+
 /// One agent whose only rule allows the call, with the default detectors;
-/// the DLP bench calls `Bundle::decide` on it.
+/// the DLP bench calls `Bundle::decide` on it. `max_params` is raised to
+/// its ceiling: the 1 MiB body holds about 47,000 JSON values, more than
+/// the default 4,096 (the limit is a count, so it costs nothing on the
+/// smaller bodies).
 pub fn dlp_policy(action: &str) -> String {
     format!(
-        r#"kind: ToolCatalog
+        r#"kind: Limits
+max_params: 65536
+---
+kind: ToolCatalog
 tools:
   - name: docs
     hosts: [api.docs.example.com]
@@ -363,9 +379,18 @@ pub struct OwnedRequest {
 }
 
 pub fn allowed_request(policy: &ir::Policy, agent_id: &str) -> OwnedRequest {
-    let Some(agent) = policy.agents.iter().find(|a| a.id == agent_id) else {
-        fail(&format!("no agent `{agent_id}`"))
-    };
+    match try_allowed_request(policy, agent_id) {
+        Some(r) => r,
+        None => fail(&format!(
+            "agent `{agent_id}` is unknown or has no POST/PATCH rule the bench can satisfy"
+        )),
+    }
+}
+
+/// [`allowed_request`], or `None` when the agent is unknown or has no
+/// POST/PATCH rule the bench can satisfy.
+pub fn try_allowed_request(policy: &ir::Policy, agent_id: &str) -> Option<OwnedRequest> {
+    let agent = policy.agents.iter().find(|a| a.id == agent_id)?;
     for (k, r) in agent.rules.iter().enumerate() {
         // The entry is chosen when every earlier entry of its (tool,
         // action) group has a `when` on `environment`, which the request
@@ -404,17 +429,98 @@ pub fn allowed_request(policy: &ir::Policy, agent_id: &str) -> OwnedRequest {
             .clone()
             .unwrap_or_default()
             .replace("{id}", "item-42");
-        return OwnedRequest {
+        return Some(OwnedRequest {
             method,
             authority: tool.hosts.first().cloned().unwrap_or_default(),
             path,
             body: serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default(),
             rule: r.id.clone(),
-        };
+        });
     }
-    fail(&format!(
-        "agent `{agent_id}` has no POST/PATCH rule the bench can satisfy"
-    ))
+    None
+}
+
+/// The DLP configuration a generated agent has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlpClass {
+    /// The 10 default detectors, `redact`.
+    Default,
+    /// `[ssn, credit_card, email]`, `deny`.
+    Three,
+    None,
+}
+
+fn dlp_class(agent: &ir::Agent) -> DlpClass {
+    match &agent.dlp {
+        None => DlpClass::None,
+        Some(d) if d.detectors.len() == 3 => DlpClass::Three,
+        Some(_) => DlpClass::Default,
+    }
+}
+
+/// One decision case on a generated policy.
+pub struct GenCase {
+    /// `mid_default_dlp`, `mid_3_detectors_dlp`, `mid_no_dlp` or
+    /// `mid_unknown_route_deny`.
+    pub label: &'static str,
+    pub agent: String,
+    pub req: OwnedRequest,
+    /// Allow, except for the unknown route (deny at the route stage).
+    pub allow: bool,
+}
+
+/// The decision cases of the `decision` bench on a generated policy: for
+/// each DLP configuration, the first enforcing agent at or after the
+/// middle of the sorted agent list that has it (and a request the bench can
+/// satisfy). With 1,000 agents these are agent-0500 (default detectors),
+/// agent-0501 (three) and agent-0502 (none); with 100, agent-0052,
+/// agent-0053 and agent-0050. The unknown route is the no-DLP agent's
+/// request with an extra path segment.
+pub fn generated_cases(policy: &ir::Policy) -> Vec<GenCase> {
+    let ids = sorted_agent_ids(policy);
+    let mid = ids.len() / 2;
+    let pick = |class: DlpClass| -> (String, OwnedRequest) {
+        for k in 0..ids.len() {
+            let Some(id) = ids.get((mid + k) % ids.len()) else {
+                continue;
+            };
+            let Some(agent) = policy.agents.iter().find(|a| &a.id == id) else {
+                continue;
+            };
+            if agent.mode != aegis_engine::types::Mode::Enforce || dlp_class(agent) != class {
+                continue;
+            }
+            if let Some(r) = try_allowed_request(policy, id) {
+                return (id.clone(), r);
+            }
+        }
+        fail(&format!(
+            "no enforcing agent with DLP {class:?} and a usable rule"
+        ))
+    };
+    let mut out = Vec::new();
+    for (label, class) in [
+        ("mid_default_dlp", DlpClass::Default),
+        ("mid_3_detectors_dlp", DlpClass::Three),
+        ("mid_no_dlp", DlpClass::None),
+    ] {
+        let (agent, req) = pick(class);
+        out.push(GenCase {
+            label,
+            agent,
+            req,
+            allow: true,
+        });
+    }
+    let (agent, mut req) = pick(DlpClass::None);
+    req.path.push_str("/not-a-route");
+    out.push(GenCase {
+        label: "mid_unknown_route_deny",
+        agent,
+        req,
+        allow: false,
+    });
+    out
 }
 
 fn satisfy(op: &Op) -> serde_json::Value {
@@ -512,12 +618,34 @@ mod tests {
 
     #[test]
     fn bodies_have_the_requested_length_and_parse() {
-        for len in [1024, 65536] {
+        for (len, _) in DLP_SIZES {
             for pii in [false, true] {
                 let b = json_body(len, pii);
                 assert_eq!(b.len(), len);
                 let _: serde_json::Value = serde_json::from_slice(&b).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn generated_cases_pick_the_middle_agents() {
+        for (n, want) in [
+            (
+                1000,
+                ["agent-0500", "agent-0501", "agent-0502", "agent-0502"],
+            ),
+            (
+                100,
+                ["agent-0052", "agent-0053", "agent-0050", "agent-0050"],
+            ),
+        ] {
+            let (sources, _) = generated_policy(n, true);
+            let loaded = load(&sources);
+            let got: Vec<String> = generated_cases(&loaded.policy)
+                .into_iter()
+                .map(|c| c.agent)
+                .collect();
+            assert_eq!(got, want, "{n} agents");
         }
     }
 }
