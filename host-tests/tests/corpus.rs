@@ -169,11 +169,19 @@ fn compare(
                 text(want)
             ));
         }
-        if native.decision == "sanitize"
-            && !shadow
-            && o.forwarded_header("content-length").is_some()
-        {
-            p.push("a rewritten body went upstream with `content-length`".into());
+        // A rewritten body goes upstream without `content-length` (Envoy
+        // frames it) or, when the headers were held, with its new length.
+        let length = o.forwarded_header("content-length");
+        let new_length = o.forwarded_body.len().to_string();
+        let bad_length = match length {
+            None => false,
+            Some(n) => run != Run::HeadersHeld || n != new_length,
+        };
+        if native.decision == "sanitize" && !shadow && bad_length {
+            p.push(format!(
+                "a rewritten body of {new_length} bytes went upstream with `content-length: {}`",
+                length.unwrap_or_default()
+            ));
         }
         let shadow_header = o.forwarded_header("x-aegis-shadow-decision");
         if shadow {
