@@ -400,10 +400,14 @@ fn native_decision(
 }
 
 #[test]
-fn sanitize_rewrites_the_forwarded_body_and_drops_content_length() {
+fn sanitize_rewrites_the_forwarded_body_and_fixes_content_length() {
     let f = fixture();
     let body = r#"{"priority":1,"text":"SSN 123-45-6789 on file"}"#;
-    for config in ["{}", HELD] {
+    let rewritten = r#"{"priority":1,"text":"SSN [REDACTED:ssn] on file"}"#;
+    // Headers forwarded at once: no length (Envoy frames the body). Headers
+    // held: the rewritten body's length, set while they are still held.
+    let new_length = rewritten.len().to_string();
+    for (config, length) in [("{}", None), (HELD, Some(new_length.as_str()))] {
         let mut p = plugin(config);
         let req = post(&f.issuer, "scribe", body);
         assert!(req.headers.iter().any(|(k, _)| k == "content-length"));
@@ -412,9 +416,9 @@ fn sanitize_rewrites_the_forwarded_body_and_drops_content_length() {
         assert_eq!(o.decision().as_deref(), Some("sanitize"));
         assert_eq!(
             String::from_utf8(o.forwarded_body.clone()).unwrap(),
-            r#"{"priority":1,"text":"SSN [REDACTED:ssn] on file"}"#
+            rewritten
         );
-        assert_eq!(o.forwarded_header("content-length"), None, "{o:?}");
+        assert_eq!(o.forwarded_header("content-length"), length, "{o:?}");
         assert!(o.late_header_edits.is_empty(), "{o:?}");
     }
 }
