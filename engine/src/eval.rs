@@ -485,7 +485,7 @@ impl Scratch {
 
 /// MCP methods that carry no tool call and that any agent allowed to use the
 /// server needs for the protocol to work.
-const MCP_PLUMBING: [&str; 5] = [
+pub const MCP_PLUMBING: [&str; 5] = [
     "initialize",
     "notifications/initialized",
     "ping",

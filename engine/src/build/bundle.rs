@@ -249,11 +249,15 @@ fn host_list(hosts: &[String]) -> HostList {
 
 type HostTable = Vec<(String, Vec<u16>)>;
 
-fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), String> {
-    let mut exact: BTreeMap<String, Vec<u16>> = BTreeMap::new();
-    let mut wild: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+/// Tools by exact host and by wildcard suffix (`.example.com` for
+/// `*.example.com`): hosts lowercase, each tool once and in catalog order,
+/// exact hosts sorted, wildcards most specific first. This is the order
+/// in which a decision looks hosts up (and what `aegis export rego`
+/// writes).
+pub fn host_tools(policy: &ir::Policy) -> (HostTools, HostTools) {
+    let mut exact: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut wild: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, t) in policy.tools.iter().enumerate() {
-        let i = u16::try_from(i).map_err(|_| String::from("too many tools"))?;
         for h in &t.hosts {
             let h = h.to_ascii_lowercase();
             let (map, key) = match h.strip_prefix('*') {
@@ -269,7 +273,27 @@ fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), String> {
     let mut wild: Vec<_> = wild.into_iter().collect();
     // Most specific wildcard first.
     wild.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-    Ok((exact.into_iter().collect(), wild))
+    (exact.into_iter().collect(), wild)
+}
+
+/// Host and the indexes of its tools.
+pub type HostTools = Vec<(String, Vec<usize>)>;
+
+fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), String> {
+    let narrow = |table: HostTools| -> Result<HostTable, String> {
+        table
+            .into_iter()
+            .map(|(h, tools)| {
+                let tools = tools
+                    .into_iter()
+                    .map(|i| u16::try_from(i).map_err(|_| String::from("too many tools")))
+                    .collect::<Result<Vec<u16>, String>>()?;
+                Ok((h, tools))
+            })
+            .collect()
+    };
+    let (exact, wild) = host_tools(policy);
+    Ok((narrow(exact)?, narrow(wild)?))
 }
 
 fn literal_regex(out: &mut String, s: &str) {
@@ -283,7 +307,7 @@ fn literal_regex(out: &mut String, s: &str) {
 }
 
 /// Literal segments count; routes with more literal segments are tried first.
-fn specificity(a: &ir::Action) -> usize {
+pub fn specificity(a: &ir::Action) -> usize {
     a.path
         .as_deref()
         .unwrap_or("")
