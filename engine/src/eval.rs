@@ -918,7 +918,7 @@ impl Bundle {
         // 5. DLP
         if let Some(set) = agent.dlp {
             if !body.is_empty() {
-                let Some(scanner) = self.scanners.get(set as usize) else {
+                let Some(scanner) = scanner else {
                     d.reason = Reason::Internal("dlp set");
                     return d;
                 };

@@ -89,9 +89,8 @@ pub struct JsonScan<'b> {
 }
 
 impl<'b> JsonScan<'b> {
-    fn new(body: &'b [u8], scratch: &mut Scratch) -> Self {
-        scratch.counts = [0; MAX_PATTERNS];
-        scratch.out.clear();
+    /// The caller has reset the scratch's counts and output.
+    fn new(body: &'b [u8]) -> Self {
         JsonScan {
             body,
             copied: 0,
@@ -343,13 +342,17 @@ impl Scanner {
                 self.scan_hay(body, 0, &mut scratch.counts, rewrite)?
             }
         };
-        Ok(if found {
+        Ok(self.outcome(found))
+    }
+
+    fn outcome(&self, found: bool) -> Outcome {
+        if found {
             Outcome::Found {
                 rewritten: self.rewrites(),
             }
         } else {
             Outcome::Clean
-        })
+        }
     }
 
     fn rewrites(&self) -> bool {
@@ -362,7 +365,7 @@ impl Scanner {
         max_depth: usize,
         scratch: &mut Scratch,
     ) -> Result<bool, DlpError> {
-        let mut scan = JsonScan::new(body, scratch);
+        let mut scan = JsonScan::new(body);
         let mut parser = Parser::new(body, max_depth);
         loop {
             let ev = parser.next().map_err(|e| DlpError {
@@ -392,7 +395,9 @@ impl Scanner {
     /// [`Scanner::json_text`]). The body must be valid JSON: the walk
     /// validates it.
     pub fn json_begin<'b>(&self, body: &'b [u8], scratch: &mut Scratch) -> JsonScan<'b> {
-        JsonScan::new(body, scratch)
+        scratch.counts = [0; MAX_PATTERNS];
+        scratch.out.clear();
+        JsonScan::new(body)
     }
 
     /// One key, string (`quoted`) or number (its raw bytes) of the body
@@ -460,13 +465,8 @@ impl Scanner {
 
     /// [`Outcome`] of a finished [`JsonScan`].
     pub fn json_outcome(&self, scan: &JsonScan<'_>, scratch: &mut Scratch) -> Outcome {
-        if self.json_end(scan, scratch) {
-            Outcome::Found {
-                rewritten: self.rewrites(),
-            }
-        } else {
-            Outcome::Clean
-        }
+        let found = self.json_end(scan, scratch);
+        self.outcome(found)
     }
 
     fn scan_form(&self, body: &[u8], scratch: &mut Scratch) -> Result<bool, DlpError> {
