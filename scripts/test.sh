@@ -12,6 +12,8 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-wasip1 >/dev/null
 rustc --version
+# A full disk shows up as a linker crash (SIGBUS) far from its cause.
+df -h . | tail -n 1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
