@@ -6,9 +6,12 @@
 //! optionally "AEGISSIG" (8), the signer's Ed25519 key (32) and the
 //! signature (64) over everything before the block.
 //!
+//! With the `FLAG_DEFLATE` flag the payload is the inflated length (u32)
+//! and a raw deflate stream of the model; without it, the model itself.
+//!
 //! Mutated payloads are re-sealed (length and hash rewritten) so that the
-//! postcard decoder, the validator and the DFA loaders are reached, not
-//! only the hash check.
+//! inflater, the postcard decoder, the validator and the DFA loaders are
+//! reached, not only the hash check.
 
 // Test helpers outside `#[test]` fns fall outside clippy's in-test allowances.
 #![allow(
@@ -20,8 +23,8 @@
 
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::{
-    encode, Bundle, LoadError, Model, OpM, Span, TSeg, FORMAT_VERSION, HEADER_LEN, MAGIC,
-    SIG_BLOCK_LEN, SIG_MAGIC,
+    encode, encode_with, Bundle, Envelope, LoadError, Model, OpM, Span, TSeg, FLAG_DEFLATE,
+    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
 };
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::ir::{
@@ -238,17 +241,29 @@ fn trusted() -> [u8; 32] {
     bundle_key().verifying_key().to_bytes()
 }
 
-fn payload(bundle: &[u8]) -> &[u8] {
+/// The payload as stored (compressed for compiled bundles).
+fn stored(bundle: &[u8]) -> &[u8] {
     let len = u32::from_le_bytes(bundle[12..16].try_into().expect("len")) as usize;
     &bundle[HEADER_LEN..HEADER_LEN + len]
 }
 
-/// An unsigned bundle around `payload`, with a correct length and hash.
+/// The model's encoding, inflated.
+fn payload(bundle: &[u8]) -> Vec<u8> {
+    let env = Envelope::parse(bundle).expect("envelope");
+    env.model_bytes().expect("inflates").into_owned()
+}
+
+/// An unsigned, uncompressed bundle around `payload`, with a correct
+/// length and hash.
 fn seal(payload: &[u8]) -> Vec<u8> {
+    seal_flags(payload, 0)
+}
+
+fn seal_flags(payload: &[u8], flags: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&Sha256::digest(payload));
     out.extend_from_slice(payload);
@@ -407,7 +422,7 @@ fn real_bundles_load() {
     assert_eq!(b.signer, None);
     assert_eq!(
         b.hash.as_slice(),
-        Sha256::digest(payload(unsigned())).as_slice()
+        Sha256::digest(stored(unsigned())).as_slice()
     );
     let v = exercise(&b);
     let with_body: Vec<Verdict> = v.iter().step_by(2).copied().collect();
@@ -458,7 +473,7 @@ fn bad_magic() {
 
 #[test]
 fn wrong_version() {
-    for v in [0u16, 1, 3, 0x0100, u16::MAX] {
+    for v in [0u16, 1, 2, 4, 0x0100, u16::MAX] {
         let mut b = unsigned().to_vec();
         b[8..10].copy_from_slice(&v.to_le_bytes());
         assert_eq!(err(&b, &[]), LoadError::UnsupportedVersion(v));
@@ -490,7 +505,7 @@ fn truncated() {
 
 #[test]
 fn length_field_does_not_match() {
-    let len = payload(unsigned()).len() as u32;
+    let len = stored(unsigned()).len() as u32;
     for (bad, want) in [
         (len + 1, LoadError::BadLength),
         (u32::MAX, LoadError::BadLength),
@@ -596,12 +611,8 @@ fn tampered_signature() {
 
 #[test]
 fn undecodable_payloads() {
-    for p in [
-        &b""[..],
-        &[0u8; 1],
-        &[0xff; 16],
-        &payload(unsigned())[..payload(unsigned()).len() / 2],
-    ] {
+    let model = payload(unsigned());
+    for p in [&b""[..], &[0u8; 1], &[0xff; 16], &model[..model.len() / 2]] {
         assert!(matches!(err(&seal(p), &[]), LoadError::Decode(_)), "{p:?}");
     }
     // Trailing bytes inside the payload are ignored by postcard's
@@ -609,6 +620,85 @@ fn undecodable_payloads() {
     let mut p = payload(unsigned()).to_vec();
     p.extend_from_slice(b"trailing");
     let _ = Bundle::load(&seal(&p), &[]);
+}
+
+/// A compressed payload: inflated length + raw deflate of `model`.
+fn deflated(model: &[u8], claimed: u32) -> Vec<u8> {
+    let mut p = claimed.to_le_bytes().to_vec();
+    p.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(model, 6));
+    p
+}
+
+#[test]
+fn compiled_bundles_are_compressed_and_load_like_stored_ones() {
+    let env = Envelope::parse(unsigned()).unwrap();
+    assert_eq!(env.flags, FLAG_DEFLATE);
+    let model = payload(unsigned());
+    assert!(
+        stored(unsigned()).len() * 2 < model.len(),
+        "stored {} bytes for a {}-byte model",
+        stored(unsigned()).len(),
+        model.len()
+    );
+    let plain = encode_with(&self::model(), None, false).unwrap();
+    assert_eq!(Envelope::parse(&plain).unwrap().flags, 0);
+    assert_eq!(stored(&plain), &model[..]);
+    assert_eq!(
+        Bundle::load(&plain, &[]).unwrap().model,
+        Bundle::load(unsigned(), &[]).unwrap().model
+    );
+    // Signed compressed bundles verify and load.
+    let b = Bundle::load(signed(), &[trusted()]).unwrap();
+    assert_eq!(b.policy_version(), "load-1");
+}
+
+#[test]
+fn compressed_payloads_that_lie_are_refused() {
+    let model = payload(unsigned());
+    let n = model.len() as u32;
+    let decode = |p: &[u8], flags: u16| match err(&seal_flags(p, flags), &[]) {
+        LoadError::Decode(e) => e,
+        other => panic!("expected a decode error, got {other:?}"),
+    };
+    // The honest one loads.
+    Bundle::load(&seal_flags(&deflated(&model, n), FLAG_DEFLATE), &[]).unwrap();
+    // Inflated length claimed too small, too large, absurd for the input.
+    for claimed in [0, 1, n - 1, n + 1, 2 * n] {
+        let e = decode(&deflated(&model, claimed), FLAG_DEFLATE);
+        assert!(e.contains("compressed payload"), "{claimed}: {e}");
+    }
+    for claimed in [MAX_MODEL_BYTES + 1, u32::MAX] {
+        let e = decode(&deflated(&model, claimed), FLAG_DEFLATE);
+        assert!(
+            e.contains(&format!("claims {claimed} inflated bytes")),
+            "{e}"
+        );
+    }
+    // A tiny stream may not claim a large output (deflate expands at most
+    // 1032:1): refused before anything is allocated.
+    let e = decode(&deflated(b"x", 10 << 20), FLAG_DEFLATE);
+    assert!(e.contains("claims 10485760 inflated bytes from"), "{e}");
+    // No room for the length; a truncated stream; bytes after the stream.
+    let good = deflated(&model, n);
+    assert!(decode(&good[..3], FLAG_DEFLATE).contains("no inflated length"));
+    let e = decode(&good[..good.len() - 9], FLAG_DEFLATE);
+    assert!(e.contains("does not match") || e.contains("corrupt"), "{e}");
+    let mut extra = good.clone();
+    extra.extend_from_slice(b"tail");
+    assert!(decode(&extra, FLAG_DEFLATE).contains("does not match"));
+    // Garbage where the deflate stream should be.
+    let mut junk = n.to_le_bytes().to_vec();
+    junk.extend_from_slice(&[0xff; 64]);
+    assert!(decode(&junk, FLAG_DEFLATE).contains("corrupt"));
+    // The flag cleared on a compressed payload: the model does not decode.
+    decode(&good, 0);
+    // Flags this build does not know.
+    for flags in [2u16, 0x8000, FLAG_DEFLATE | 4] {
+        assert_eq!(
+            err(&seal_flags(&good, flags), &[]),
+            LoadError::UnsupportedFlags(flags)
+        );
+    }
 }
 
 /// Every cross reference the validator promises to check, broken one at a
@@ -1068,6 +1158,16 @@ proptest! {
             apply(&mut p, m);
         }
         let _ = load_and_use(&seal(&p), &[]);
+    }
+
+    /// Edits of the deflate stream itself, re-sealed as compressed.
+    #[test]
+    fn mutated_compressed_payload_resealed(muts in prop::collection::vec(mutation(), 1..5)) {
+        let mut p = stored(unsigned()).to_vec();
+        for m in &muts {
+            apply(&mut p, m);
+        }
+        let _ = load_and_use(&seal_flags(&p, FLAG_DEFLATE), &[]);
     }
 
     #[test]
