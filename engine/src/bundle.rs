@@ -29,7 +29,7 @@ use crate::dfa::{load_dense, Dfa};
 use crate::dlp::{DlpSpec, Scanner};
 use crate::index::{agent_hash, host_hash, Index};
 use crate::jwt::{IdentityConfig, VerifyingKeys};
-use crate::params::MAX_PARAMS;
+use crate::params::{ParamPaths, MAX_PARAMS};
 use crate::types::{Approval, BodyKind, Mode};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -399,6 +399,8 @@ pub struct Bundle {
     pub(crate) agent_index: Index,
     /// `model.exact_hosts` by host, without ASCII case.
     pub(crate) host_index: Index,
+    /// Each tool's parameter paths, ready for the JSON walk.
+    pub(crate) param_paths: Vec<ParamPaths>,
 }
 
 impl fmt::Debug for Bundle {
@@ -428,6 +430,12 @@ impl Bundle {
                     .map_err(|e| LoadError::Invalid(format!("tool {i} routes: {e}")))?;
                 routes.push(Some(dfa));
             }
+        }
+        let mut param_paths = Vec::with_capacity(model.tools.len());
+        for (i, t) in model.tools.iter().enumerate() {
+            param_paths.push(ParamPaths::new(&t.params).ok_or_else(|| {
+                LoadError::Invalid(format!("tool {i}: more than {MAX_PARAMS} parameters"))
+            })?);
         }
         let mut regexes = Vec::with_capacity(model.regexes.len());
         for (i, r) in model.regexes.iter().enumerate() {
@@ -468,6 +476,7 @@ impl Bundle {
             keys,
             agent_index,
             host_index,
+            param_paths,
         })
     }
 

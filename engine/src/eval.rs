@@ -14,10 +14,14 @@ use crate::http::{self, HttpError, PathBytes};
 use crate::index::{agent_hash, host_hash};
 use crate::jwt::{self, JwtError};
 use crate::params::{
-    extract_form, extract_json_with, parse_number, ExtractError, KeySet, Text, Value, MAX_PARAMS,
+    extract_form, extract_json_with, parse_number, ExtractError, KeySet, ParamPaths, Text, Value,
+    MAX_PARAMS,
 };
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
+
+/// What a tool index the loader did not give parameter paths for reads.
+static NO_PARAMS: ParamPaths = ParamPaths::EMPTY;
 
 /// Request headers, looked up by name (ASCII case-insensitive).
 pub trait Headers {
@@ -811,7 +815,7 @@ impl Bundle {
                         keys.clear();
                         extract_json_with(
                             body,
-                            &tool.params,
+                            self.param_paths.get(ti).unwrap_or(&NO_PARAMS),
                             &mut slots,
                             limits.max_json_depth as usize,
                             limits.max_params as usize,

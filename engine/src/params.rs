@@ -233,41 +233,118 @@ impl fmt::Display for ExtractError {
 }
 
 /// A parameter path segment as the request spells it.
-#[derive(Clone, Copy)]
-enum Seg<'a> {
-    Key(JStr<'a>),
-    Index(u32),
+/// The parameter paths of one tool, prepared at load for the JSON walk.
+///
+/// The walk keeps, for each open level of the document, the set of
+/// parameters whose path matches the way down to it (a bit mask: a tool has
+/// at most [`MAX_PARAMS`] = 64 parameters). A key is compared only with the
+/// next segment of those parameters, by the key hash the duplicate check
+/// computes anyway before any byte compare; in a subtree no parameter
+/// reaches, nothing is compared at all.
+#[derive(Debug, Clone, Default)]
+pub struct ParamPaths {
+    /// Per parameter, its segments.
+    segs: Vec<Vec<PathSeg>>,
+    /// `by_len[n]`: the parameters whose path has exactly `n` segments.
+    by_len: Vec<u64>,
+    /// `deeper[n]`: the parameters whose path has more than `n` segments.
+    deeper: Vec<u64>,
+    /// Every parameter.
+    all: u64,
 }
 
-fn seg_matches(seg: &Seg<'_>, want: &str) -> bool {
-    match seg {
-        Seg::Key(k) => k.eq_bytes(want.as_bytes()),
-        Seg::Index(i) => want.parse::<u32>().ok() == Some(*i),
+#[derive(Debug, Clone)]
+struct PathSeg {
+    text: Vec<u8>,
+    /// [`key_hash_bytes`] of `text`.
+    hash: u64,
+    /// What an array index must be to match (`text` read as a `u32`).
+    index: Option<u32>,
+}
+
+impl ParamPaths {
+    /// No parameters.
+    pub const EMPTY: ParamPaths = ParamPaths {
+        segs: Vec::new(),
+        by_len: Vec::new(),
+        deeper: Vec::new(),
+        all: 0,
+    };
+
+    /// `None` for more than [`MAX_PARAMS`] parameters.
+    pub fn new<P: AsRef<[S]>, S: AsRef<str>>(params: &[P]) -> Option<Self> {
+        if params.len() > MAX_PARAMS {
+            return None;
+        }
+        let longest = params.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
+        let mut paths = ParamPaths {
+            segs: Vec::with_capacity(params.len()),
+            by_len: alloc::vec![0; longest + 1],
+            deeper: alloc::vec![0; longest + 1],
+            all: 0,
+        };
+        for (i, p) in params.iter().enumerate() {
+            let bit = 1u64 << i;
+            let segs = p.as_ref();
+            paths.all |= bit;
+            if let Some(m) = paths.by_len.get_mut(segs.len()) {
+                *m |= bit;
+            }
+            for m in paths.deeper.iter_mut().take(segs.len()) {
+                *m |= bit;
+            }
+            paths.segs.push(
+                segs.iter()
+                    .map(|s| {
+                        let s = s.as_ref();
+                        PathSeg {
+                            text: s.as_bytes().to_vec(),
+                            hash: key_hash_bytes(s.as_bytes()),
+                            index: s.parse().ok(),
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        Some(paths)
+    }
+
+    /// The parameters among `from` whose segment at `depth` passes `keep`.
+    #[inline]
+    fn narrow(&self, from: u64, depth: usize, keep: impl Fn(&PathSeg) -> bool) -> u64 {
+        let mut left = from & self.deeper.get(depth).copied().unwrap_or(0);
+        let mut out = 0;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if self
+                .segs
+                .get(i)
+                .and_then(|s| s.get(depth))
+                .is_some_and(&keep)
+            {
+                out |= 1 << i;
+            }
+        }
+        out
     }
 }
 
-fn record<'a, P: AsRef<[S]>, S: AsRef<str>>(
-    params: &[P],
-    path: &[Seg<'a>],
+/// Puts `value` in the slot of every parameter in `hits`.
+#[inline]
+fn record<'a>(
+    mut hits: u64,
     value: Value<'a>,
     slots: &mut [Value<'a>],
 ) -> Result<(), ExtractError> {
-    for (i, p) in params.iter().enumerate() {
-        let want = p.as_ref();
-        if want.len() != path.len() {
-            continue;
+    while hits != 0 {
+        let i = hits.trailing_zeros() as usize;
+        hits &= hits - 1;
+        let slot = slots.get_mut(i).ok_or(ExtractError::TooManyParams)?;
+        if !slot.is_absent() {
+            return Err(ExtractError::Duplicate(i));
         }
-        if want
-            .iter()
-            .zip(path.iter())
-            .all(|(w, s)| seg_matches(s, w.as_ref()))
-        {
-            let slot = slots.get_mut(i).ok_or(ExtractError::TooManyParams)?;
-            if !slot.is_absent() {
-                return Err(ExtractError::Duplicate(i));
-            }
-            *slot = value;
-        }
+        *slot = value;
     }
     Ok(())
 }
@@ -398,11 +475,11 @@ fn span(start: usize, len: usize) -> Option<(u32, u32)> {
 }
 
 /// Walks a whole JSON document (validating it) and fills the slots of the
-/// parameters in `params` (each a list of path segments). Every object
-/// key is checked against the object's other keys in `keys`.
-pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
+/// parameters in `params`. Every object key is checked against the
+/// object's other keys in `keys`.
+pub fn extract_json<'a>(
     body: &'a [u8],
-    params: &[P],
+    params: &ParamPaths,
     slots: &mut [Value<'a>],
     max_depth: usize,
     max_values: usize,
@@ -415,9 +492,9 @@ pub fn extract_json<'a, P: AsRef<[S]>, S: AsRef<str>>(
 /// document, in order, to `text` (`true` for a quoted key or string; a
 /// number comes with its raw bytes). This lets one walk over the body
 /// serve the parameters and the DLP scan.
-pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
+pub fn extract_json_with<'a>(
     body: &'a [u8],
-    params: &[P],
+    params: &ParamPaths,
     slots: &mut [Value<'a>],
     max_depth: usize,
     max_values: usize,
@@ -425,7 +502,10 @@ pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
     mut text: impl FnMut(JStr<'a>, bool),
 ) -> Result<(), ExtractError> {
     const N: usize = crate::json::MAX_DEPTH_LIMIT;
-    let mut path = [Seg::Index(0); N];
+    // `reach[d]`: the parameters whose path matches the way down to the
+    // current element at depth `d` (the document itself at 0).
+    let mut reach = [0u64; N + 1];
+    reach[0] = params.all;
     let mut next_index = [0u32; N];
     let mut is_array = [false; N];
     // Where each open object's keys start in `keys`.
@@ -472,8 +552,16 @@ pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
                 })? {
                     return Err(ExtractError::DuplicateKey(k.start));
                 }
-                if let Some(s) = d.checked_sub(1).and_then(|i| path.get_mut(i)) {
-                    *s = Seg::Key(k);
+                if let Some(i) = d.checked_sub(1) {
+                    let up = reach.get(i).copied().unwrap_or(0);
+                    let here = if up == 0 {
+                        0
+                    } else {
+                        params.narrow(up, i, |s| s.hash == hash && k.eq_bytes(&s.text))
+                    };
+                    if let Some(r) = reach.get_mut(d) {
+                        *r = here;
+                    }
                 }
                 continue;
             }
@@ -515,15 +603,25 @@ pub fn extract_json_with<'a, P: AsRef<[S]>, S: AsRef<str>>(
         if let Some(i) = d.checked_sub(1) {
             if is_array.get(i).copied().unwrap_or(false) {
                 let idx = next_index.get(i).copied().unwrap_or(0);
-                if let Some(s) = path.get_mut(i) {
-                    *s = Seg::Index(idx);
-                }
                 if let Some(n) = next_index.get_mut(i) {
                     *n = idx.saturating_add(1);
                 }
+                let up = reach.get(i).copied().unwrap_or(0);
+                let here = if up == 0 {
+                    0
+                } else {
+                    params.narrow(up, i, |s| s.index == Some(idx))
+                };
+                if let Some(r) = reach.get_mut(d) {
+                    *r = here;
+                }
             }
         }
-        record(params, path.get(..d).unwrap_or_default(), value, slots)?;
+        let here = reach.get(d).copied().unwrap_or(0);
+        if here != 0 {
+            let hits = here & params.by_len.get(d).copied().unwrap_or(0);
+            record(hits, value, slots)?;
+        }
         if matches!(ev, Event::ObjStart | Event::ArrStart) {
             if let Some(m) = key_mark.get_mut(d) {
                 *m = keys.mark();
@@ -706,6 +804,10 @@ mod tests {
             .collect()
     }
 
+    fn pp(ps: &[Vec<&str>]) -> ParamPaths {
+        ParamPaths::new(ps).unwrap()
+    }
+
     fn text(v: &Value<'_>) -> Vec<u8> {
         match v {
             Value::Text(t) => t.bytes().collect(),
@@ -740,7 +842,7 @@ mod tests {
         let ps = paths(&["amount", "card.last4", "items.1.sku", "meta", "esc"]);
         let mut slots = [Value::Absent; 5];
         let body = br#"{"amount": 12.5, "card": {"last4": "4242"}, "items": [{"sku":"a"},{"sku":"b"}], "meta": {}, "\u0065sc": "x\u0079"}"#;
-        extract_json(body, &ps, &mut slots, 32, 1000, &mut ks()).unwrap();
+        extract_json(body, &pp(&ps), &mut slots, 32, 1000, &mut ks()).unwrap();
         assert_eq!(slots[0], Value::Num("12.5"));
         assert_eq!(text(&slots[1]), b"4242");
         assert_eq!(text(&slots[2]), b"b");
@@ -757,7 +859,7 @@ mod tests {
         let ps = paths(&["amount"]);
         let json = |body: &[u8]| {
             let mut slots = [Value::Absent; 1];
-            extract_json(body, &ps, &mut slots, 32, 100, &mut ks())
+            extract_json(body, &pp(&ps), &mut slots, 32, 100, &mut ks())
         };
         assert_eq!(
             json(br#"{"amount":1,"amount":9999}"#),
@@ -789,7 +891,7 @@ mod tests {
         assert_eq!(
             extract_json(
                 br#"{"card":{"last4":"1"},"card":{"last4":"2"}}"#,
-                &ps,
+                &pp(&ps),
                 &mut slots,
                 32,
                 100,
@@ -807,7 +909,7 @@ mod tests {
         assert_eq!(
             extract_json(
                 br#"{"a":1,"b":2,"c":3}"#,
-                &ps,
+                &pp(&ps),
                 &mut slots,
                 32,
                 100,
@@ -911,5 +1013,167 @@ mod tests {
         }
         assert_eq!(Value::Num("1e999").number(), None);
         let _ = vec![0u8];
+    }
+
+    /// The walk by masks against the plain definition: a value fills the
+    /// slot of every parameter whose segments equal its path, a key by its
+    /// decoded bytes, an array index by the segment read as a `u32`.
+    mod paths_law {
+        use super::*;
+        use crate::json::{Event, Parser};
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Doc {
+            Leaf(&'static str),
+            Arr(Vec<Doc>),
+            Obj(Vec<(&'static str, Doc)>),
+        }
+
+        // Keys as written: escapes, case and digits that read as indices.
+        const KEYS: [&str; 8] = ["a", "b", "A", "0", "1", "\\u0061", "+1", "ab"];
+        const SEGS: [&str; 7] = ["a", "b", "A", "0", "1", "+1", "ab"];
+
+        fn doc() -> impl Strategy<Value = Doc> {
+            let leaf = prop::sample::select(vec!["1", "\"x\"", "true", "null", "\"\\u0079\""])
+                .prop_map(Doc::Leaf);
+            leaf.prop_recursive(4, 40, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::Arr),
+                    prop::collection::vec((prop::sample::select(KEYS.to_vec()), inner), 0..4)
+                        .prop_map(Doc::Obj),
+                ]
+            })
+        }
+
+        fn write(d: &Doc, out: &mut alloc::string::String) {
+            match d {
+                Doc::Leaf(t) => out.push_str(t),
+                Doc::Arr(xs) => {
+                    out.push('[');
+                    for (i, x) in xs.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write(x, out);
+                    }
+                    out.push(']');
+                }
+                Doc::Obj(kvs) => {
+                    out.push('{');
+                    for (i, (k, v)) in kvs.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push('"');
+                        out.push_str(k);
+                        out.push_str("\":");
+                        write(v, out);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+
+        #[derive(Clone)]
+        enum Step<'a> {
+            Key(JStr<'a>),
+            Index(u32),
+        }
+
+        /// Every value with its path, compared with every parameter.
+        fn reference<'a>(
+            body: &'a [u8],
+            params: &[Vec<&str>],
+            slots: &mut [Value<'a>],
+        ) -> Result<(), ExtractError> {
+            let mut path: Vec<Step<'a>> = Vec::new();
+            let mut arrays: Vec<Option<u32>> = Vec::new();
+            let mut p = Parser::new(body, 32);
+            while let Some(ev) = p.next().map_err(ExtractError::Json)? {
+                let value = match ev {
+                    Event::Key(k) => {
+                        path.push(Step::Key(k));
+                        continue;
+                    }
+                    Event::ObjEnd | Event::ArrEnd => {
+                        // The container's own step (its key or index).
+                        arrays.pop();
+                        if !arrays.is_empty() {
+                            path.pop();
+                        }
+                        continue;
+                    }
+                    Event::ObjStart => Value::Object,
+                    Event::ArrStart => Value::Array,
+                    Event::Str(s) => Value::Text(Text {
+                        raw: s.raw,
+                        enc: if s.escaped { Enc::Json } else { Enc::Plain },
+                    }),
+                    Event::Num(n) => Value::Num(n),
+                    Event::Bool(b) => Value::Bool(b),
+                    Event::Null => Value::Null,
+                };
+                if let Some(Some(n)) = arrays.last_mut() {
+                    path.push(Step::Index(*n));
+                    *n += 1;
+                }
+                for (i, want) in params.iter().enumerate() {
+                    let hit = want.len() == path.len()
+                        && want.iter().zip(&path).all(|(w, s)| match s {
+                            Step::Key(k) => k.eq_bytes(w.as_bytes()),
+                            Step::Index(n) => w.parse::<u32>().ok() == Some(*n),
+                        });
+                    if hit {
+                        if !slots[i].is_absent() {
+                            return Err(ExtractError::Duplicate(i));
+                        }
+                        slots[i] = value;
+                    }
+                }
+                match ev {
+                    Event::ObjStart => arrays.push(None),
+                    Event::ArrStart => arrays.push(Some(0)),
+                    _ => {
+                        if arrays.last().is_some() {
+                            path.pop();
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn masks_fill_the_slots_the_definition_fills(
+                d in doc(),
+                params in prop::collection::vec(
+                    prop::collection::vec(prop::sample::select(SEGS.to_vec()), 1..5),
+                    1..8,
+                ),
+            ) {
+                let mut body = alloc::string::String::new();
+                write(&d, &mut body);
+                let mut want = [Value::Absent; 8];
+                let expected = reference(body.as_bytes(), &params, &mut want);
+                let mut got = [Value::Absent; 8];
+                // Duplicate keys are refused before any slot is compared;
+                // only documents without them are compared here.
+                match extract_json(body.as_bytes(), &pp(&params), &mut got, 32, 1000, &mut ks()) {
+                    Err(ExtractError::DuplicateKey(_)) => {}
+                    result => {
+                        prop_assert_eq!(result, expected, "{}", body);
+                        prop_assert_eq!(got, want, "{}", body);
+                    }
+                }
+            }
+        }
     }
 }
