@@ -401,6 +401,8 @@ pub struct Bundle {
     pub(crate) host_index: Index,
     /// Each tool's parameter paths, ready for the JSON walk.
     pub(crate) param_paths: Vec<ParamPaths>,
+    /// Per agent, `(host_hash, index)` of its exact egress hosts, by hash.
+    pub(crate) egress_hashes: Vec<Vec<(u64, u32)>>,
 }
 
 impl fmt::Debug for Bundle {
@@ -466,6 +468,19 @@ impl Bundle {
             model.exact_hosts.get(i).map_or(0, |(h, _)| host_hash(h))
         })
         .ok_or_else(too_many)?;
+        let mut egress_hashes = Vec::with_capacity(model.agents.len());
+        for a in &model.agents {
+            let exact = a
+                .allow_hosts
+                .as_ref()
+                .map_or(&[][..], |l| l.exact.as_slice());
+            let mut v = Vec::with_capacity(exact.len());
+            for (i, h) in exact.iter().enumerate() {
+                v.push((host_hash(h), u32::try_from(i).map_err(|_| too_many())?));
+            }
+            v.sort_unstable();
+            egress_hashes.push(v);
+        }
         Ok(Bundle {
             hash: env.hash,
             signer: env.signer,
@@ -477,6 +492,7 @@ impl Bundle {
             agent_index,
             host_index,
             param_paths,
+            egress_hashes,
         })
     }
 

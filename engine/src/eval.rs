@@ -497,12 +497,6 @@ pub const MCP_PLUMBING: [&str; 5] = [
     "notifications/cancelled",
 ];
 
-fn cmp_ignore_case(a: &str, b: &str) -> core::cmp::Ordering {
-    a.bytes()
-        .map(|c| c.to_ascii_lowercase())
-        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
-}
-
 fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
     host.len() > suffix.len()
         && host
@@ -530,10 +524,10 @@ impl Bundle {
         Some((AgentRef(u32::try_from(i).ok()?), agents.get(i)?))
     }
 
-    /// Tools registered for `host`.
-    fn tools_for_host(&self, host: &str) -> &[u16] {
+    /// Tools registered for `host` (`hash`: its [`host_hash`]).
+    fn tools_for_host(&self, host: &str, hash: u64) -> &[u16] {
         let exact = &self.model.exact_hosts;
-        if let Some(i) = self.host_index.find(host_hash(host), |i| {
+        if let Some(i) = self.host_index.find(hash, |i| {
             exact
                 .get(i)
                 .is_some_and(|(h, _)| h.eq_ignore_ascii_case(host))
@@ -547,13 +541,26 @@ impl Bundle {
             .map_or(&[], |(_, t)| t.as_slice())
     }
 
-    fn egress_allowed(agent: &AgentM, host: &str) -> bool {
+    /// Whether `agent` may reach `host` (`hash`: its [`host_hash`]).
+    fn egress_allowed(&self, who: AgentRef, agent: &AgentM, host: &str, hash: u64) -> bool {
         let Some(list) = &agent.allow_hosts else {
             return true;
         };
-        list.exact
-            .binary_search_by(|h| cmp_ignore_case(h, host))
-            .is_ok()
+        let by_hash = self
+            .egress_hashes
+            .get(who.0 as usize)
+            .map_or(&[][..], |v| v.as_slice());
+        let from = by_hash.partition_point(|(h, _)| *h < hash);
+        by_hash
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|(h, _)| *h == hash)
+            .any(|(_, i)| {
+                list.exact
+                    .get(*i as usize)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(host))
+            })
             || list.suffixes.iter().any(|s| ends_with_ignore_case(host, s))
     }
 
@@ -649,14 +656,15 @@ impl Bundle {
         d.mode = agent.mode;
 
         // 2. egress
-        if !Self::egress_allowed(agent, host) {
+        let hash = host_hash(host);
+        if !self.egress_allowed(caller, agent, host, hash) {
             d.reason = Reason::EgressDenied { host };
             return d;
         }
 
         // 3. tool + action
         let mut found: Option<(usize, &ToolM, Option<usize>)> = None;
-        for &ti in self.tools_for_host(host) {
+        for &ti in self.tools_for_host(host, hash) {
             let ti = usize::from(ti);
             let Some(tool) = self.model.tools.get(ti) else {
                 continue;
@@ -680,7 +688,7 @@ impl Bundle {
             }
         }
         let Some((ti, tool, action)) = found else {
-            d.reason = if self.tools_for_host(host).is_empty() {
+            d.reason = if self.tools_for_host(host, hash).is_empty() {
                 Reason::UnknownHost { host }
             } else {
                 Reason::UnknownRoute {
