@@ -332,8 +332,22 @@ def rbac_from_explain(explain: dict) -> tuple[dict, list[str]]:
 # ---------------------------------------------------------------- Envoy config
 
 
+def aegis_configuration(trusted_key: str, filter_state: list[str] | None) -> dict:
+    conf = {"trusted_keys": [trusted_key], "allow_on_headers_stop_iteration": True}
+    if filter_state is not None:
+        conf["filter_state"] = filter_state
+    return conf
+
+
 def envoy_config(
-    admin: int, ports: dict[str, int], upstream: int, noop_wasm: Path, aegis_wasm: Path, trusted_key: str, rbac: dict
+    admin: int,
+    ports: dict[str, int],
+    upstream: int,
+    noop_wasm: Path,
+    aegis_wasm: Path,
+    trusted_key: str,
+    rbac: dict,
+    filter_state: list[str] | None,
 ) -> dict:
     router = {
         "name": "envoy.filters.http.router",
@@ -372,7 +386,7 @@ def envoy_config(
             wasm(
                 "aegis",
                 aegis_wasm,
-                json.dumps({"trusted_keys": [trusted_key], "allow_on_headers_stop_iteration": True}),
+                json.dumps(aegis_configuration(trusted_key, filter_state)),
             ),
             router,
         ],
@@ -852,12 +866,18 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per listener and body size")
     ap.add_argument("--sizes", default="1024,16384", help="body sizes in bytes")
     ap.add_argument("--load", type=float, default=0.5, help="open-loop rate as a fraction of L0's capacity")
+    ap.add_argument(
+        "--filter-state",
+        default="-",
+        help="the Aegis listener's `filter_state` keys, comma-separated ('' for none, '-' for the default: all)",
+    )
     ap.add_argument("--settings", default="", help="how the run was started (for the report)")
     args = ap.parse_args()
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    filter_state = None if args.filter_state == "-" else [k for k in args.filter_state.split(",") if k]
     started = time.time()
 
     # Bodies: per size one file of two lines (clean, PII); oha picks a line
@@ -913,7 +933,14 @@ def main() -> None:
     admin, upstream, *lports = free_ports(2 + len(LISTENERS))
     ports = dict(zip(LISTENERS, lports))
     config = envoy_config(
-        admin, ports, upstream, args.noop_wasm.resolve(), args.aegis_wasm.resolve(), args.trusted_key.read_text(), rbac
+        admin,
+        ports,
+        upstream,
+        args.noop_wasm.resolve(),
+        args.aegis_wasm.resolve(),
+        args.trusted_key.read_text(),
+        rbac,
+        filter_state,
     )
     config_path = work / "envoy.json"
     config_path.write_text(json.dumps(config, indent=2))

@@ -7,6 +7,10 @@
 #
 #     benches/envoy/run.sh [--quick] [--duration S] [--rounds N] [--connections C]
 #                          [--warmup S] [--sizes 1024,16384] [--load 0.5]
+#                          [--filter-state KEY,KEY]
+#
+# --filter-state: the Aegis listener's `filter_state` configuration (the
+# filter-state keys it writes; "" for none). Default: all nine.
 #
 # Environment (flags win): DURATION, ROUNDS, CONNECTIONS, WARMUP, SIZES.
 # Defaults: 10 s per run, 5 rounds, 32 connections, 3 s warm-up.
@@ -28,6 +32,7 @@ connections="${CONNECTIONS:-32}"
 warmup="${WARMUP:-3}"
 sizes="${SIZES:-1024,16384}"
 load=0.5
+filter_state="-"
 quick=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -38,6 +43,7 @@ while [ "$#" -gt 0 ]; do
     --warmup) warmup="$2"; shift ;;
     --sizes) sizes="$2"; shift ;;
     --load) load="$2"; shift ;;
+    --filter-state) filter_state="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
   esac
@@ -102,4 +108,5 @@ exec python3 benches/envoy/loadbench.py \
   --aegis-wasm "$work/aegis.wasm" --trusted-key "$work/bench.pub" --noop-wasm "$noop" \
   --policy "$policy" --workdir "$work" \
   --duration "$duration" --rounds "$rounds" --connections "$connections" \
-  --warmup "$warmup" --sizes "$sizes" --load "$load" --settings "$settings"
+  --warmup "$warmup" --sizes "$sizes" --load "$load" --filter-state "$filter_state" \
+  --settings "$settings"

@@ -183,6 +183,8 @@ pub struct ListenerSpec {
     pub trusted_key: String,
     /// Overrides the filter's `max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Sets the filter's `filter_state` (the keys it writes).
+    pub filter_state: Option<Vec<String>>,
 }
 
 /// The HTTP connection manager of a listener.
@@ -246,6 +248,9 @@ pub fn bootstrap(
         if let Some(n) = s.max_body_bytes {
             obj.insert("max_body_bytes".into(), n.into());
         }
+        if let Some(keys) = &s.filter_state {
+            obj.insert("filter_state".into(), keys.clone().into());
+        }
         *get_mut(plugin, &["configuration", "value"])? = Value::String(fc.to_string());
         out.push(l);
     }
@@ -282,6 +287,7 @@ pub struct Listener {
     pub blob: PathBuf,
     pub trusted_key: String,
     pub max_body_bytes: Option<u64>,
+    pub filter_state: Option<Vec<String>>,
 }
 
 /// A running test Envoy and the ports of its listeners (same order as
@@ -317,6 +323,7 @@ pub fn start(
                 blob: l.blob.clone(),
                 trusted_key: l.trusted_key.clone(),
                 max_body_bytes: l.max_body_bytes,
+                filter_state: l.filter_state.clone(),
             })
             .collect();
         let cfg = bootstrap(&shipped, *admin, upstream_port, &specs)?;

@@ -56,6 +56,7 @@ fn corpus_through_envoy(mode: Mode) {
             blob: p.built.path.clone(),
             trusted_key: p.built.trusted_key.clone(),
             max_body_bytes: None,
+            filter_state: None,
         })
         .collect();
     let gw = config::start(&envoy, mode, dir.path(), upstream.port(), &listeners).unwrap();

@@ -195,6 +195,7 @@ fn scenarios(mode: Mode) {
         blob: p.built.path.clone(),
         trusted_key: p.built.trusted_key.clone(),
         max_body_bytes: max,
+        filter_state: None,
     };
     let gw = config::start(
         &envoy,
@@ -206,10 +207,16 @@ fn scenarios(mode: Mode) {
             listener("healthcare", &healthcare, None),
             // The same policy with a 64-byte body limit.
             listener("finance_small", &finance, Some(64)),
+            // ... writing only two filter-state keys.
+            Listener {
+                filter_state: Some(vec!["aegis_decision".into(), "aegis_rule".into()]),
+                ..listener("finance_quiet", &finance, None)
+            },
         ],
     )
     .unwrap();
-    let (fin_port, hc_port, small_port) = (gw.ports[0], gw.ports[1], gw.ports[2]);
+    let (fin_port, hc_port, small_port, quiet_port) =
+        (gw.ports[0], gw.ports[1], gw.ports[2], gw.ports[3]);
     let mut s = Scenarios {
         gw,
         upstream,
@@ -559,7 +566,39 @@ fn scenarios(mode: Mode) {
         );
     }
 
-    // 10. The metrics, labelled, in /stats/prometheus.
+    // 10. `filter_state` limits the keys written: the access log has the
+    // two asked for and not the others; the request itself is judged the
+    // same.
+    let (req, id) = s.req(
+        &finance,
+        Some("finance-agent"),
+        "POST",
+        STRIPE,
+        "/v1/payment_intents",
+        FORM,
+        "amount=5001&currency=usd",
+    );
+    let want = s.expect(&finance, &req);
+    let resp = send(quiet_port, &req).unwrap();
+    check_local_reply(&resp, 403, &want, &id);
+    check_log(
+        &s.log(&id),
+        &[
+            ("decision", Some("approval_needed")),
+            ("rule", Some(RULE)),
+            ("reason", None),
+            ("agent", None),
+            ("tool", None),
+            ("action", None),
+            ("mode", None),
+            ("policy_version", None),
+            ("request_id", None),
+            ("x_request_id", Some(&id)),
+            ("status", Some("403")),
+        ],
+    );
+
+    // 11. The metrics, labelled, in /stats/prometheus.
     let text = s.gw.envoy.prometheus().unwrap();
     assert!(
         !text.contains("=.="),

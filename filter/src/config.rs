@@ -6,7 +6,8 @@
 //!   "trusted_keys": ["MCowBQYDK2VwAyEA...", "-----BEGIN PUBLIC KEY-----\n..."],
 //!   "bundle": "QUVHSVNCTkQBAAAA...",
 //!   "max_body_bytes": 1048576,
-//!   "allow_on_headers_stop_iteration": true
+//!   "allow_on_headers_stop_iteration": true,
+//!   "filter_state": ["aegis_decision", "aegis_rule", "aegis_request_id"]
 //! }
 //! ```
 //!
@@ -14,6 +15,7 @@
 //! bundle, unsigned or signed by anyone, 1 MiB bodies". Unknown keys are
 //! errors.
 
+use crate::stream::keys;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
@@ -38,6 +40,9 @@ pub struct Config {
     /// it a pause there would stall the request: headers are then
     /// forwarded and only the body is held.
     pub hold_headers: bool,
+    /// Filter-state keys written for access logs: bit `i` for
+    /// `keys::ALL[i]`. All by default; each costs a host call.
+    pub filter_state: u16,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             bundle: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             hold_headers: false,
+            filter_state: keys::EVERY,
         }
     }
 }
@@ -62,6 +68,8 @@ struct Raw {
     max_body_bytes: Option<u64>,
     #[serde(default)]
     allow_on_headers_stop_iteration: bool,
+    #[serde(default)]
+    filter_state: Option<Vec<String>>,
 }
 
 /// SPKI DER prefix of an Ed25519 public key (RFC 8410): SEQUENCE {
@@ -151,11 +159,28 @@ impl Config {
                 .filter(|n| u32::try_from(*n).is_ok())
                 .ok_or_else(|| format!("`max_body_bytes` {n} is too large (at most 4294967295)"))?,
         };
+        let filter_state = match raw.filter_state {
+            None => keys::EVERY,
+            Some(names) => {
+                let mut bits = 0u16;
+                for (i, name) in names.iter().enumerate() {
+                    let Some(k) = keys::ALL.iter().position(|k| k == name) else {
+                        return Err(format!(
+                            "`filter_state[{i}]`: unknown key `{name}` (the keys are {})",
+                            keys::ALL.join(", ")
+                        ));
+                    };
+                    bits |= 1 << k;
+                }
+                bits
+            }
+        };
         Ok(Config {
             trusted_keys,
             bundle,
             max_body_bytes,
             hold_headers: raw.allow_on_headers_stop_iteration,
+            filter_state,
         })
     }
 }
@@ -202,6 +227,24 @@ mod tests {
         assert_eq!(c.bundle.as_deref(), Some(&b"AEGISBND...."[..]));
         assert_eq!(c.max_body_bytes, 4096);
         assert!(c.hold_headers);
+    }
+
+    #[test]
+    fn filter_state_names_the_keys_to_write() {
+        let bits = |json: &str| Config::parse(json.as_bytes()).map(|c| c.filter_state);
+        assert_eq!(bits("{}"), Ok(keys::EVERY));
+        assert_eq!(keys::EVERY.count_ones() as usize, keys::ALL.len());
+        assert_eq!(bits(r#"{"filter_state": []}"#), Ok(0));
+        assert_eq!(
+            bits(r#"{"filter_state": ["aegis_rule", "aegis_decision", "aegis_rule"]}"#),
+            Ok(0b101)
+        );
+        let e = bits(r#"{"filter_state": ["aegis_decision", "wasm.aegis_rule"]}"#).unwrap_err();
+        assert!(
+            e.starts_with("`filter_state[1]`: unknown key `wasm.aegis_rule` (the keys are aegis_decision, aegis_reason,"),
+            "{e}"
+        );
+        assert!(bits(r#"{"filter_state": "aegis_rule"}"#).is_err());
     }
 
     #[test]

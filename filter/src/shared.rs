@@ -37,6 +37,8 @@ pub struct Shared {
     pub source: Source,
     pub max_body_bytes: usize,
     pub hold_headers: bool,
+    /// Filter-state keys to write: bit `i` for `keys::ALL[i]`.
+    pub filter_state: u16,
     /// Agents whose requests DLP may rewrite.
     dlp_agents: BTreeSet<String>,
     scratch: RefCell<Scratch>,
@@ -126,6 +128,7 @@ impl Shared {
             source,
             max_body_bytes,
             hold_headers: config.hold_headers,
+            filter_state: config.filter_state,
             dlp_agents,
             metrics,
             ids,

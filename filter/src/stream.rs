@@ -57,6 +57,21 @@ pub mod keys {
     pub const POLICY_VERSION: &str = "aegis_policy_version";
     pub const REQUEST_ID: &str = "aegis_request_id";
     pub const MODE: &str = "aegis_mode";
+
+    /// Every key, in the order of the bits of `Config::filter_state`.
+    pub const ALL: [&str; 9] = [
+        DECISION,
+        REASON,
+        RULE,
+        AGENT,
+        TOOL,
+        ACTION,
+        POLICY_VERSION,
+        REQUEST_ID,
+        MODE,
+    ];
+    /// The bits of every key.
+    pub const EVERY: u16 = (1 << ALL.len()) - 1;
 }
 
 /// Request header added in shadow mode.
@@ -450,21 +465,25 @@ impl<H: Host> Stream<H> {
         } else {
             Mode::Enforce.as_str()
         };
-        let state = [
-            (keys::DECISION, Some(decision)),
-            (keys::REASON, Some(f.reason.as_str())),
-            (keys::RULE, f.rule),
-            (keys::AGENT, f.agent),
-            (keys::TOOL, f.tool),
-            (keys::ACTION, f.action),
-            (
-                keys::POLICY_VERSION,
-                shared.map(|s| s.bundle.policy_version()),
-            ),
-            (keys::REQUEST_ID, Some(f.request_id)),
-            (keys::MODE, Some(mode)),
+        // In the order of `keys::ALL`.
+        let values = [
+            Some(decision),
+            Some(f.reason.as_str()),
+            f.rule,
+            f.agent,
+            f.tool,
+            f.action,
+            shared.map(|s| s.bundle.policy_version()),
+            Some(f.request_id),
+            Some(mode),
         ];
-        for (key, value) in state {
+        // Each key is a host call (about 0.6 µs in Envoy): only those the
+        // configuration asks for.
+        let wanted = shared.map_or(keys::EVERY, |s| s.filter_state);
+        for (i, (key, value)) in keys::ALL.into_iter().zip(values).enumerate() {
+            if wanted & (1 << i) == 0 {
+                continue;
+            }
             let Some(value) = value else { continue };
             if let Err(e) = self.host.set_filter_state(key, value) {
                 // One line per request at most.

@@ -437,6 +437,43 @@ fn header_only_allow_forwards_untouched() {
 }
 
 #[test]
+fn only_the_configured_filter_state_keys_are_written() {
+    let req = |sh: &Rc<Shared>| {
+        let m = request(
+            "finance-agent",
+            "GET",
+            "api.stripe.com",
+            "/v1/customers/cus_1",
+            &[("x-request-id", "req-2")],
+            b"",
+        );
+        let (_, flows) = run(sh, &m, 1);
+        assert_eq!(flows, [Flow::Continue]);
+        m
+    };
+    let m = req(&shared(
+        r#"{"filter_state": ["aegis_request_id", "aegis_decision"]}"#,
+    ));
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(m.state(keys::REQUEST_ID).as_deref(), Some("req-2"));
+    for k in keys::ALL {
+        if k != keys::DECISION && k != keys::REQUEST_ID {
+            assert_eq!(m.state(k), None, "{k}");
+        }
+    }
+    // The metrics do not depend on it.
+    assert_eq!(m.histogram("aegis_request_latency_us"), [3]);
+    let m = req(&shared(r#"{"filter_state": []}"#));
+    for k in keys::ALL {
+        assert_eq!(m.state(k), None, "{k}");
+    }
+    let m = req(&shared(""));
+    for k in keys::ALL {
+        assert!(m.state(k).is_some(), "{k} by default");
+    }
+}
+
+#[test]
 fn egress_deny_is_a_local_403_with_the_json_body() {
     let sh = shared("");
     let m = request(
