@@ -20,7 +20,8 @@ use crate::params::{
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
 
-/// What a tool index the loader did not give parameter paths for reads.
+/// No parameters: what a tool without prepared paths would read (the
+/// loader prepares them for every tool).
 static NO_PARAMS: ParamPaths = ParamPaths::EMPTY;
 
 /// Request headers, looked up by name (ASCII case-insensitive).
