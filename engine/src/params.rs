@@ -232,7 +232,6 @@ impl fmt::Display for ExtractError {
     }
 }
 
-/// A parameter path segment as the request spells it.
 /// The parameter paths of one tool, prepared at load for the JSON walk.
 ///
 /// The walk keeps, for each open level of the document, the set of
