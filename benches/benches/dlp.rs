@@ -14,14 +14,15 @@ use aegis_benches::{compile_sources, dlp_policy, json_body, DLP_SIZES};
 use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
-use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
+use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 
 const HEADERS: [(&str, &str); 1] = [("content-type", "application/json")];
 
-fn decide(bundle: &Bundle, body: &[u8], scratch: &mut Scratch) -> Verdict {
+/// The bench request: a JSON document posted by `dlp-agent`.
+fn decision<'a>(bundle: &'a Bundle, body: &'a [u8], scratch: &mut Scratch) -> Decision<'a> {
     let req = Request {
         method: "POST",
         authority: "api.docs.example.com",
@@ -33,23 +34,16 @@ fn decide(bundle: &Bundle, body: &[u8], scratch: &mut Scratch) -> Verdict {
         agent: "dlp-agent",
         tenant: None,
     };
-    bundle.decide(&req, caller, 0, scratch).verdict
+    bundle.decide(&req, caller, 0, scratch)
+}
+
+fn decide(bundle: &Bundle, body: &[u8], scratch: &mut Scratch) -> Verdict {
+    decision(bundle, body, scratch).verdict
 }
 
 /// The verdict and the reason sentence, for the set-up check.
 fn explain(bundle: &Bundle, body: &[u8], scratch: &mut Scratch) -> (Verdict, String) {
-    let req = Request {
-        method: "POST",
-        authority: "api.docs.example.com",
-        path: "/v1/documents",
-        headers: &HEADERS[..],
-        body: Some(body),
-    };
-    let caller = Caller::Given {
-        agent: "dlp-agent",
-        tenant: None,
-    };
-    let d = bundle.decide(&req, caller, 0, scratch);
+    let d = decision(bundle, body, scratch);
     (d.verdict, d.reason.to_string())
 }
 

@@ -424,7 +424,11 @@ impl Bundle {
             .map_err(|e| LoadError::Decode(format!("{e}")))?;
         validate(&model).map_err(LoadError::Invalid)?;
         let mut routes = Vec::with_capacity(model.tools.len());
+        let mut param_paths = Vec::with_capacity(model.tools.len());
         for (i, t) in model.tools.iter().enumerate() {
+            param_paths.push(ParamPaths::new(&t.params).ok_or_else(|| {
+                LoadError::Invalid(format!("tool {i}: more than {MAX_PARAMS} parameters"))
+            })?);
             if t.mcp_path.is_some() {
                 routes.push(None);
             } else {
@@ -432,12 +436,6 @@ impl Bundle {
                     .map_err(|e| LoadError::Invalid(format!("tool {i} routes: {e}")))?;
                 routes.push(Some(dfa));
             }
-        }
-        let mut param_paths = Vec::with_capacity(model.tools.len());
-        for (i, t) in model.tools.iter().enumerate() {
-            param_paths.push(ParamPaths::new(&t.params).ok_or_else(|| {
-                LoadError::Invalid(format!("tool {i}: more than {MAX_PARAMS} parameters"))
-            })?);
         }
         let mut regexes = Vec::with_capacity(model.regexes.len());
         for (i, r) in model.regexes.iter().enumerate() {

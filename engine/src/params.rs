@@ -308,9 +308,13 @@ impl ParamPaths {
         Some(paths)
     }
 
-    /// The parameters among `from` whose segment at `depth` passes `keep`.
+    /// The parameters among `from` whose segment at `depth` passes `keep`
+    /// (none, without looking, when `from` is empty).
     #[inline]
     fn narrow(&self, from: u64, depth: usize, keep: impl Fn(&PathSeg) -> bool) -> u64 {
+        if from == 0 {
+            return 0;
+        }
         let mut left = from & self.deeper.get(depth).copied().unwrap_or(0);
         let mut out = 0;
         while left != 0 {
@@ -553,11 +557,7 @@ pub fn extract_json_with<'a>(
                 }
                 if let Some(i) = d.checked_sub(1) {
                     let up = reach.get(i).copied().unwrap_or(0);
-                    let here = if up == 0 {
-                        0
-                    } else {
-                        params.narrow(up, i, |s| s.hash == hash && k.eq_bytes(&s.text))
-                    };
+                    let here = params.narrow(up, i, |s| s.hash == hash && k.eq_bytes(&s.text));
                     if let Some(r) = reach.get_mut(d) {
                         *r = here;
                     }
@@ -606,11 +606,7 @@ pub fn extract_json_with<'a>(
                     *n = idx.saturating_add(1);
                 }
                 let up = reach.get(i).copied().unwrap_or(0);
-                let here = if up == 0 {
-                    0
-                } else {
-                    params.narrow(up, i, |s| s.index == Some(idx))
-                };
+                let here = params.narrow(up, i, |s| s.index == Some(idx));
                 if let Some(r) = reach.get_mut(d) {
                     *r = here;
                 }
