@@ -10,6 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::dfa::Automaton;
+use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
 use regex_automata::Anchored;
 
@@ -59,7 +60,29 @@ pub fn full_match(dfa: &Dfa, bytes: impl Iterator<Item = u8>) -> Option<usize> {
             return None;
         }
     }
-    s = dfa.next_eoi_state(s);
+    end_match(dfa, s)
+}
+
+/// [`full_match`] over the concatenation of `parts`, read as slices.
+pub fn full_match_parts(dfa: &Dfa, parts: &[&[u8]]) -> Option<usize> {
+    let mut s = dfa
+        .start_state(&start::Config::new().anchored(Anchored::Yes))
+        .ok()?;
+    for part in parts {
+        for &b in *part {
+            s = dfa.next_state(s, b);
+            // Dead and quit states are both special; one test for the
+            // common case of neither.
+            if dfa.is_special_state(s) && (dfa.is_dead_state(s) || dfa.is_quit_state(s)) {
+                return None;
+            }
+        }
+    }
+    end_match(dfa, s)
+}
+
+fn end_match(dfa: &Dfa, s: StateID) -> Option<usize> {
+    let s = dfa.next_eoi_state(s);
     if !dfa.is_match_state(s) {
         return None;
     }

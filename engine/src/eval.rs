@@ -8,14 +8,14 @@
 //! object keys, inflated gzip) is reused across requests.
 
 use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, TSeg, ToolM};
-use crate::dfa::{full_match, is_match};
+use crate::dfa::{full_match, full_match_parts, is_match};
 use crate::dlp;
 use crate::http::{self, HttpError, PathBytes};
 use crate::index::{agent_hash, host_hash};
 use crate::jwt::{self, JwtError};
 use crate::params::{
-    extract_form, extract_json_with, parse_number, ExtractError, KeySet, ParamPaths, Text, Value,
-    MAX_PARAMS,
+    extract_form, extract_json, extract_json_with, parse_number, ExtractError, KeySet, ParamPaths,
+    Text, Value, MAX_PARAMS,
 };
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
@@ -665,6 +665,7 @@ impl Bundle {
 
         // 3. tool + action
         let mut found: Option<(usize, &ToolM, Option<usize>)> = None;
+        let plain_path = !path.as_bytes().contains(&b'%');
         for &ti in self.tools_for_host(host, hash) {
             let ti = usize::from(ti);
             let Some(tool) = self.model.tools.get(ti) else {
@@ -676,12 +677,19 @@ impl Bundle {
                     break;
                 }
             } else if let Some(Some(dfa)) = self.routes.get(ti) {
-                let line = req
-                    .method
-                    .bytes()
-                    .chain(core::iter::once(b' '))
-                    .chain(PathBytes::new(path));
-                if let Some(pid) = full_match(dfa, line) {
+                // Routes read `%XX` of an unreserved character as the
+                // character; a path with no `%` is read as it is.
+                let pid = if plain_path {
+                    full_match_parts(dfa, &[req.method.as_bytes(), b" ", path.as_bytes()])
+                } else {
+                    let line = req
+                        .method
+                        .bytes()
+                        .chain(core::iter::once(b' '))
+                        .chain(PathBytes::new(path));
+                    full_match(dfa, line)
+                };
+                if let Some(pid) = pid {
                     let action = tool.route_actions.get(pid).map(|a| usize::from(*a));
                     found = Some((ti, tool, action));
                     break;
@@ -822,21 +830,31 @@ impl Bundle {
                         // (a watched parameter given in both is caught by
                         // its slot).
                         keys.clear();
-                        extract_json_with(
-                            body,
-                            self.param_paths.get(ti).unwrap_or(&NO_PARAMS),
-                            &mut slots,
-                            limits.max_json_depth as usize,
-                            limits.max_params as usize,
-                            keys,
-                            |text, quoted| {
-                                if let Some((sc, scan, err @ None)) = json_dlp.as_mut() {
-                                    if let Err(e) = sc.json_text(scan, text, quoted, dlp_scratch) {
-                                        *err = Some(e);
+                        let paths = self.param_paths.get(ti).unwrap_or(&NO_PARAMS);
+                        let depth = limits.max_json_depth as usize;
+                        let most = limits.max_params as usize;
+                        match json_dlp.as_mut() {
+                            // Without DLP the walk is built with nothing to
+                            // hand the strings to.
+                            None => extract_json(body, paths, &mut slots, depth, most, keys)?,
+                            Some((sc, scan, err)) => extract_json_with(
+                                body,
+                                paths,
+                                &mut slots,
+                                depth,
+                                most,
+                                keys,
+                                |text, quoted| {
+                                    if err.is_none() {
+                                        if let Err(e) =
+                                            sc.json_text(scan, text, quoted, dlp_scratch)
+                                        {
+                                            *err = Some(e);
+                                        }
                                     }
-                                }
-                            },
-                        )?
+                                },
+                            )?,
+                        }
                     }
                     BodyKind::Form => extract_form(
                         body,

@@ -308,7 +308,7 @@ pub fn check_host_header<H: Headers + ?Sized>(headers: &H, host: &str) -> Result
     match crate::eval::header(headers, "host") {
         HeaderValue::Missing => Ok(()),
         HeaderValue::Many => Err(HttpError::RepeatedHeader("host")),
-        HeaderValue::One(v) => match host_of(v.trim()) {
+        HeaderValue::One(v) => match host_of(v.trim_ascii()) {
             Ok(h) if h.eq_ignore_ascii_case(host) => Ok(()),
             Ok(_) => Err(HttpError::HostMismatch),
             Err(e) => Err(e),
@@ -434,25 +434,27 @@ pub fn check_body_headers<H: Headers + ?Sized>(
     accept_gzip: bool,
     has_body: bool,
 ) -> Result<Coding, HttpError> {
+    // Header values are trimmed of ASCII white space only: what HTTP calls
+    // white space around a value (a Unicode space is part of the value).
     let coding = match crate::eval::header(headers, "content-encoding") {
         HeaderValue::Missing => Coding::Identity,
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-encoding")),
-        HeaderValue::One(v) if v.trim().eq_ignore_ascii_case("identity") => Coding::Identity,
-        // `x-gzip` is the same coding (RFC 9110 section 8.4.1.3).
-        HeaderValue::One(v)
-            if accept_gzip
-                && (v.trim().eq_ignore_ascii_case("gzip")
-                    || v.trim().eq_ignore_ascii_case("x-gzip")) =>
-        {
-            Coding::Gzip
-        }
-        HeaderValue::One(_) => return Err(HttpError::EncodedBody),
+        HeaderValue::One(v) => match v.trim_ascii() {
+            v if v.eq_ignore_ascii_case("identity") => Coding::Identity,
+            // `x-gzip` is the same coding (RFC 9110 section 8.4.1.3).
+            v if accept_gzip
+                && (v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip")) =>
+            {
+                Coding::Gzip
+            }
+            _ => return Err(HttpError::EncodedBody),
+        },
     };
     let ct = match crate::eval::header(headers, "content-type") {
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-type")),
         // Proxies join a repeated header with commas; a media type has
         // none. Known before the body arrives.
-        HeaderValue::One(v) if v.contains(',') => {
+        HeaderValue::One(v) if v.bytes().any(|b| b == b',') => {
             return Err(HttpError::RepeatedHeader("content-type"))
         }
         HeaderValue::Missing => None,
@@ -464,8 +466,13 @@ pub fn check_body_headers<H: Headers + ?Sized>(
     let Some(ct) = ct else {
         return Err(HttpError::MissingContentType);
     };
+    // The media type nearly every JSON tool call carries, with nothing to
+    // split or trim.
+    if kind == BodyKind::Json && ct.eq_ignore_ascii_case("application/json") {
+        return Ok(coding);
+    }
     let mut parts = split_ascii(ct, b';');
-    let media = parts.next().unwrap_or_default().trim();
+    let media = parts.next().unwrap_or_default().trim_ascii();
     let (ty, sub) = split_once_ascii(media, b'/').unwrap_or((media, ""));
     if ty.eq_ignore_ascii_case("multipart") {
         return Err(HttpError::Multipart);
@@ -490,8 +497,12 @@ pub fn check_body_headers<H: Headers + ?Sized>(
     }
     for p in parts {
         let (k, v) = split_once_ascii(p, b'=').unwrap_or((p, ""));
-        if k.trim().eq_ignore_ascii_case("charset") {
-            let v = v.trim().trim_matches('"');
+        if k.trim_ascii().eq_ignore_ascii_case("charset") {
+            let v = v.trim_ascii();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
             if !(v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")) {
                 return Err(HttpError::Charset);
             }
@@ -811,6 +822,37 @@ mod tests {
                 BodyKind::Json
             ),
             Ok(())
+        );
+        // White space around values and parameters is HTTP's (space, tab);
+        // a Unicode space is part of the value, which then names no media
+        // type or charset the tool reads.
+        let json = |v| ok(&[("content-type", v)], BodyKind::Json);
+        assert_eq!(json(" \tAPPLICATION/JSON\t "), Ok(()));
+        assert_eq!(json("application/json ; charset = \"utf-8\""), Ok(()));
+        assert_eq!(
+            json("application/json\u{a0}"),
+            Err(HttpError::WrongContentType {
+                want: BodyKind::Json
+            })
+        );
+        assert_eq!(json("\u{2003}application/json"), json("text/plain"));
+        assert_eq!(
+            json("application/json; charset=\u{a0}utf-8"),
+            Err(HttpError::Charset)
+        );
+        assert_eq!(
+            json("application/json; charset=\"\"utf-8\"\""),
+            Err(HttpError::Charset)
+        );
+        assert_eq!(
+            ok(
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", "\u{a0}identity")
+                ],
+                BodyKind::Json
+            ),
+            Err(HttpError::EncodedBody)
         );
         // No body: the media type does not matter, an encoding still does.
         assert_eq!(

@@ -4,7 +4,9 @@
 //! the whole document (RFC 8259: no comments, no trailing commas, no
 //! trailing garbage, valid escapes, valid UTF-8, lone surrogates rejected)
 //! and hands out borrowed slices: string escapes are decoded lazily by
-//! [`JStr::bytes`], so matching a key never copies it.
+//! [`JStr::bytes`], so matching a key never copies it. The pieces of the
+//! grammar (strings, numbers, words, white space) are also open to the
+//! crate, for the parameter walk that reads a document recursively.
 
 use core::fmt;
 
@@ -238,20 +240,25 @@ impl<'a> Parser<'a> {
         self.pos
     }
 
-    fn err(&self, kind: JsonErrorKind) -> JsonError {
+    /// The whole document being read.
+    pub fn input(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    pub(crate) fn err(&self, kind: JsonErrorKind) -> JsonError {
         JsonError {
             kind,
             offset: self.pos,
         }
     }
 
-    fn skip_ws(&mut self) {
+    pub(crate) fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.buf.get(self.pos) {
             self.pos += 1;
         }
     }
 
-    fn peek(&self) -> Result<u8, JsonError> {
+    pub(crate) fn peek(&self) -> Result<u8, JsonError> {
         self.buf
             .get(self.pos)
             .copied()
@@ -400,15 +407,42 @@ impl<'a> Parser<'a> {
     }
 
     fn literal(&mut self, word: &[u8], ev: Event<'a>) -> Result<Event<'a>, JsonError> {
+        self.word(word)?;
+        self.after_value();
+        Ok(ev)
+    }
+
+    /// Reads `word` (`true`, `false` or `null`) at the current offset.
+    pub(crate) fn word(&mut self, word: &[u8]) -> Result<(), JsonError> {
         let end = self.pos + word.len();
         match self.buf.get(self.pos..end) {
             Some(w) if w == word => {
                 self.pos = end;
-                self.after_value();
-                Ok(ev)
+                Ok(())
             }
             Some(_) => Err(self.err(JsonErrorKind::UnexpectedByte(self.peek()?))),
             None => Err(self.err(JsonErrorKind::UnexpectedEnd)),
+        }
+    }
+
+    /// Steps over the byte [`Parser::peek`] returned.
+    pub(crate) fn bump(&mut self) {
+        self.pos += 1;
+    }
+
+    /// The depth limit a reader that keeps its own nesting checks before
+    /// opening a container, as [`Parser::next`] does.
+    pub(crate) fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// After the document: only white space may follow.
+    pub(crate) fn end(&mut self) -> Result<(), JsonError> {
+        self.skip_ws();
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(self.err(JsonErrorKind::TrailingData))
         }
     }
 
@@ -420,7 +454,7 @@ impl<'a> Parser<'a> {
         self.pos - start
     }
 
-    fn number(&mut self) -> Result<&'a str, JsonError> {
+    pub(crate) fn number(&mut self) -> Result<&'a str, JsonError> {
         let start = self.pos;
         if self.buf.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -453,7 +487,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses a string starting at the opening quote.
-    fn string(&mut self) -> Result<JStr<'a>, JsonError> {
+    pub(crate) fn string(&mut self) -> Result<JStr<'a>, JsonError> {
         self.pos += 1;
         let start = self.pos;
         let mut escaped = false;

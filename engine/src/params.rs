@@ -5,7 +5,7 @@
 //! fills the slots with borrowed values; nothing is copied or decoded until
 //! a predicate compares it, and then only byte by byte.
 
-use crate::json::{Event, JStr, JsonError, Parser};
+use crate::json::{Event, JStr, JsonError, JsonErrorKind, Parser};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -59,15 +59,19 @@ impl<'a> Text<'a> {
         }
     }
 
-    /// The value as `&str` when no decoding is needed.
-    pub fn as_plain(&self) -> Option<&'a str> {
-        let needs = match self.enc {
+    /// Whether the raw bytes differ from the decoded ones.
+    fn needs_decoding(&self) -> bool {
+        match self.enc {
             Enc::Plain => false,
             Enc::Json => self.raw.contains(&b'\\'),
             Enc::Form => self.raw.iter().any(|&b| b == b'%' || b == b'+'),
             Enc::Percent => self.raw.contains(&b'%'),
-        };
-        if needs {
+        }
+    }
+
+    /// The value as `&str` when no decoding is needed.
+    pub fn as_plain(&self) -> Option<&'a str> {
+        if self.needs_decoding() {
             None
         } else {
             core::str::from_utf8(self.raw).ok()
@@ -75,9 +79,10 @@ impl<'a> Text<'a> {
     }
 
     pub fn eq_bytes(&self, s: &[u8]) -> bool {
-        match self.as_plain() {
-            Some(p) => p.as_bytes() == s,
-            None => self.bytes().eq(s.iter().copied()),
+        if self.needs_decoding() {
+            self.bytes().eq(s.iter().copied())
+        } else {
+            self.raw == s
         }
     }
 }
@@ -502,130 +507,235 @@ pub fn extract_json_with<'a>(
     max_depth: usize,
     max_values: usize,
     keys: &mut KeySet,
-    mut text: impl FnMut(JStr<'a>, bool),
+    text: impl FnMut(JStr<'a>, bool),
 ) -> Result<(), ExtractError> {
-    const N: usize = crate::json::MAX_DEPTH_LIMIT;
-    // `reach[d]`: the parameters whose path matches the way down to the
-    // current element at depth `d` (the document itself at 0).
-    let mut reach = [0u64; N + 1];
-    reach[0] = params.all;
-    let mut next_index = [0u32; N];
-    let mut is_array = [false; N];
-    // Where each open object's keys start in `keys`.
-    let mut key_mark = [0usize; N];
-    let key_of = |e: &KeyRef| {
-        let start = e.start as usize;
-        JStr {
-            raw: body.get(start..start + e.len as usize).unwrap_or_default(),
-            start,
-            escaped: e.escaped,
-        }
+    let mut w = Walk {
+        p: Parser::new(body, max_depth),
+        params,
+        slots,
+        keys,
+        values: 0,
+        max_values,
+        text,
     };
-    let mut values = 0usize;
-    let mut p = Parser::new(body, max_depth);
-    loop {
-        let d = p.depth();
-        let Some(ev) = p.next().map_err(ExtractError::Json)? else {
-            return Ok(());
-        };
-        let value = match ev {
-            Event::Key(k) => {
-                text(k, true);
-                let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
-                // The parser validated the bytes: no need to see them as str.
-                let hash = if k.escaped {
-                    key_hash(k.bytes())
+    w.p.skip_ws();
+    w.value(0, params.all)?;
+    w.p.end().map_err(ExtractError::Json)
+}
+
+/// The JSON walk of [`extract_json_with`]: a recursive reader built from
+/// the parser's pieces, so that each element is handled where it is read
+/// (no events, no stack of levels). It reads the bytes in the order
+/// [`Parser::next`] does and reports the same errors at the same offsets.
+struct Walk<'a, 'w, T> {
+    p: Parser<'a>,
+    params: &'w ParamPaths,
+    slots: &'w mut [Value<'a>],
+    keys: &'w mut KeySet,
+    /// Values read so far, containers included.
+    values: usize,
+    max_values: usize,
+    text: T,
+}
+
+impl<'a, T: FnMut(JStr<'a>, bool)> Walk<'a, '_, T> {
+    fn json<R>(r: Result<R, JsonError>) -> Result<R, ExtractError> {
+        r.map_err(ExtractError::Json)
+    }
+
+    /// The element at the current offset (white space skipped), at depth
+    /// `d` (the document itself at 0). `reach`: the parameters whose path
+    /// matches the way down to it.
+    fn value(&mut self, d: usize, reach: u64) -> Result<(), ExtractError> {
+        let b = Self::json(self.p.peek())?;
+        let value = match b {
+            b'{' | b'[' => {
+                if d >= self.p.max_depth() {
+                    return Err(ExtractError::Json(self.p.err(JsonErrorKind::DepthLimit)));
+                }
+                self.p.bump();
+                let v = if b == b'{' {
+                    Value::Object
                 } else {
-                    key_hash_bytes(k.raw)
+                    Value::Array
                 };
-                let entry = KeyRef {
-                    hash,
-                    start,
-                    len,
-                    escaped: k.escaped,
-                    src: 0,
+                self.found(d, reach, v)?;
+                return if b == b'{' {
+                    self.object(d + 1, reach)
+                } else {
+                    self.array(d + 1, reach)
                 };
-                let from = d
-                    .checked_sub(1)
-                    .and_then(|i| key_mark.get(i))
-                    .copied()
-                    .unwrap_or(0);
-                if !keys.insert(from, entry, |a, b| {
-                    same_key(key_of(a).bytes(), key_of(b).bytes())
-                })? {
-                    return Err(ExtractError::DuplicateKey(k.start));
-                }
-                if let Some(i) = d.checked_sub(1) {
-                    let up = reach.get(i).copied().unwrap_or(0);
-                    let here = params.narrow(up, i, |s| s.hash == hash && k.eq_bytes(&s.text));
-                    if let Some(r) = reach.get_mut(d) {
-                        *r = here;
-                    }
-                }
-                continue;
             }
-            Event::ObjEnd => {
-                // `d` is the depth inside the object that just closed.
-                if let Some(m) = d.checked_sub(1).and_then(|i| key_mark.get(i)) {
-                    keys.truncate(*m);
-                }
-                continue;
-            }
-            Event::ArrEnd => continue,
-            Event::ObjStart => Value::Object,
-            Event::ArrStart => Value::Array,
-            Event::Str(s) => {
-                text(s, true);
+            b'"' => {
+                let s = Self::json(self.p.string())?;
+                (self.text)(s, true);
                 Value::Text(Text {
                     raw: s.raw,
                     enc: if s.escaped { Enc::Json } else { Enc::Plain },
                 })
             }
-            Event::Num(n) => {
-                text(
+            b't' | b'f' => {
+                let t = b == b't';
+                Self::json(self.p.word(if t { b"true" } else { b"false" }))?;
+                Value::Bool(t)
+            }
+            b'n' => {
+                Self::json(self.p.word(b"null"))?;
+                Value::Null
+            }
+            b'-' | b'0'..=b'9' => {
+                let n = Self::json(self.p.number())?;
+                (self.text)(
                     JStr {
                         raw: n.as_bytes(),
-                        start: p.offset().saturating_sub(n.len()),
+                        start: self.p.offset().saturating_sub(n.len()),
                         escaped: false,
                     },
                     false,
                 );
                 Value::Num(n)
             }
-            Event::Bool(b) => Value::Bool(b),
-            Event::Null => Value::Null,
+            _ => {
+                return Err(ExtractError::Json(
+                    self.p.err(JsonErrorKind::UnexpectedByte(b)),
+                ))
+            }
         };
-        values += 1;
-        if values > max_values {
+        self.found(d, reach, value)
+    }
+
+    /// Counts a value and puts it in the slots of the parameters whose
+    /// path ends at it.
+    #[inline]
+    fn found(&mut self, d: usize, reach: u64, value: Value<'a>) -> Result<(), ExtractError> {
+        self.values += 1;
+        if self.values > self.max_values {
             return Err(ExtractError::TooManyParams);
         }
-        if let Some(i) = d.checked_sub(1) {
-            if is_array.get(i).copied().unwrap_or(false) {
-                let idx = next_index.get(i).copied().unwrap_or(0);
-                if let Some(n) = next_index.get_mut(i) {
-                    *n = idx.saturating_add(1);
+        if reach != 0 {
+            let hits = reach & self.params.by_len.get(d).copied().unwrap_or(0);
+            record(hits, value, self.slots)?;
+        }
+        Ok(())
+    }
+
+    /// The members of an object whose `{` was just read; `d` is the depth
+    /// of its members.
+    fn object(&mut self, d: usize, reach: u64) -> Result<(), ExtractError> {
+        let mark = self.keys.mark();
+        self.p.skip_ws();
+        let mut b = Self::json(self.p.peek())?;
+        if b == b'}' {
+            self.p.bump();
+            return Ok(());
+        }
+        loop {
+            if b != b'"' {
+                return Err(ExtractError::Json(
+                    self.p.err(JsonErrorKind::UnexpectedByte(b)),
+                ));
+            }
+            let k = Self::json(self.p.string())?;
+            let here = self.key(k, mark, d, reach)?;
+            self.p.skip_ws();
+            let colon = Self::json(self.p.peek())?;
+            if colon != b':' {
+                return Err(ExtractError::Json(
+                    self.p.err(JsonErrorKind::UnexpectedByte(colon)),
+                ));
+            }
+            self.p.bump();
+            self.p.skip_ws();
+            self.value(d, here)?;
+            self.p.skip_ws();
+            match Self::json(self.p.peek())? {
+                b'}' => {
+                    self.p.bump();
+                    break;
                 }
-                let up = reach.get(i).copied().unwrap_or(0);
-                let here = params.narrow(up, i, |s| s.index == Some(idx));
-                if let Some(r) = reach.get_mut(d) {
-                    *r = here;
+                b',' => {
+                    self.p.bump();
+                    self.p.skip_ws();
+                    b = Self::json(self.p.peek())?;
+                }
+                other => {
+                    return Err(ExtractError::Json(
+                        self.p.err(JsonErrorKind::UnexpectedByte(other)),
+                    ))
                 }
             }
         }
-        let here = reach.get(d).copied().unwrap_or(0);
-        if here != 0 {
-            let hits = here & params.by_len.get(d).copied().unwrap_or(0);
-            record(hits, value, slots)?;
+        self.keys.truncate(mark);
+        Ok(())
+    }
+
+    /// Checks key `k` of an object (its keys start at `mark` in the key
+    /// set) against the others; the parameters whose path goes on through
+    /// it.
+    #[inline]
+    fn key(&mut self, k: JStr<'a>, mark: usize, d: usize, reach: u64) -> Result<u64, ExtractError> {
+        (self.text)(k, true);
+        let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
+        // The parser validated the bytes: no need to see them as str.
+        let hash = if k.escaped {
+            key_hash(k.bytes())
+        } else {
+            key_hash_bytes(k.raw)
+        };
+        let entry = KeyRef {
+            hash,
+            start,
+            len,
+            escaped: k.escaped,
+            src: 0,
+        };
+        let body = self.p.input();
+        let key_of = |e: &KeyRef| {
+            let start = e.start as usize;
+            JStr {
+                raw: body.get(start..start + e.len as usize).unwrap_or_default(),
+                start,
+                escaped: e.escaped,
+            }
+        };
+        if !self.keys.insert(mark, entry, |a, b| {
+            same_key(key_of(a).bytes(), key_of(b).bytes())
+        })? {
+            return Err(ExtractError::DuplicateKey(k.start));
         }
-        if matches!(ev, Event::ObjStart | Event::ArrStart) {
-            if let Some(m) = key_mark.get_mut(d) {
-                *m = keys.mark();
-            }
-            if let Some(a) = is_array.get_mut(d) {
-                *a = matches!(ev, Event::ArrStart);
-            }
-            if let Some(n) = next_index.get_mut(d) {
-                *n = 0;
+        Ok(self
+            .params
+            .narrow(reach, d - 1, |s| s.hash == hash && k.eq_bytes(&s.text)))
+    }
+
+    /// The elements of an array whose `[` was just read; `d` is the depth
+    /// of its elements.
+    fn array(&mut self, d: usize, reach: u64) -> Result<(), ExtractError> {
+        self.p.skip_ws();
+        if Self::json(self.p.peek())? == b']' {
+            self.p.bump();
+            return Ok(());
+        }
+        let mut index = 0u32;
+        loop {
+            let here = self.params.narrow(reach, d - 1, |s| s.index == Some(index));
+            index = index.saturating_add(1);
+            self.value(d, here)?;
+            self.p.skip_ws();
+            match Self::json(self.p.peek())? {
+                b']' => {
+                    self.p.bump();
+                    return Ok(());
+                }
+                b',' => {
+                    self.p.bump();
+                    self.p.skip_ws();
+                }
+                other => {
+                    return Err(ExtractError::Json(
+                        self.p.err(JsonErrorKind::UnexpectedByte(other)),
+                    ))
+                }
             }
         }
     }
@@ -847,6 +957,55 @@ mod tests {
 
     fn ks() -> KeySet {
         KeySet::with_capacity(64)
+    }
+
+    /// Broken documents, each refused by the walk with the parser's error
+    /// (kind and offset).
+    #[test]
+    fn walk_errors_are_the_parsers() {
+        let docs: [&[u8]; 28] = [
+            b"",
+            b"   ",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"{,}",
+            b"[,1]",
+            b"{\"a\" 1}",
+            b"{\"a\":}",
+            b"{\"a\":1 \"b\":2}",
+            b"[1 2]",
+            b"{\"a\":[}",
+            b"{\"a\":tru}",
+            b"{\"a\":nul",
+            b"{\"a\":-}",
+            b"{\"a\":01}",
+            b"{\"a\":1.}",
+            b"\"x\" y",
+            b"{\"a\":1}}",
+            b"{\"a\":\"\\u12\"}",
+            b"{\"a\":\"\\ud800\"}",
+            b"{\"a\":\"\x01\"}",
+            b"{\"a\":\"\xc3\"}",
+            b"{1:2}",
+            b"{\"a\"",
+            b"[[[[1]]]]",
+            b"{\"a\":{\"b\":{\"c\":{}}}}",
+            b"[\"a\",{\"b\":[true,false,null,-0.5e+3]}]",
+            b"{\"a\":1,\"b\":[1,2,{}],\"c\":\"\\n\"}  ",
+        ];
+        for doc in docs {
+            for depth in [3, 32] {
+                let mut slots = [Value::Absent; 4];
+                let got = extract_json(doc, &ParamPaths::EMPTY, &mut slots, depth, 100, &mut ks());
+                let want = crate::json::validate(doc, depth).map_err(ExtractError::Json);
+                assert_eq!(
+                    got,
+                    want,
+                    "{} at depth {depth}",
+                    alloc::string::String::from_utf8_lossy(doc)
+                );
+            }
+        }
     }
 
     #[test]
@@ -1166,6 +1325,82 @@ mod tests {
                     result => {
                         prop_assert_eq!(result, expected, "{}", body);
                         prop_assert_eq!(got, want, "{}", body);
+                    }
+                }
+            }
+
+            /// The walk reads documents on its own (not through
+            /// `Parser::next`): on documents broken by a few edits it
+            /// refuses exactly what the parser refuses, with the same
+            /// error at the same offset, and hands the same keys, strings
+            /// and numbers to `text` in the same order.
+            #[test]
+            fn the_walk_refuses_what_the_parser_refuses(
+                d in doc(),
+                edits in prop::collection::vec(
+                    (
+                        any::<prop::sample::Index>(),
+                        prop::sample::select(b" \t{}[]\":,0-1.eE+tfnul\\x\x01\xc3".to_vec()),
+                        0u8..3,
+                    ),
+                    0..4,
+                ),
+                depth in 1usize..6,
+            ) {
+                let mut text = alloc::string::String::new();
+                write(&d, &mut text);
+                let mut body = text.into_bytes();
+                for (at, byte, op) in edits {
+                    let i = at.index(body.len() + 1);
+                    match op {
+                        0 => body.insert(i, byte),
+                        1 if i < body.len() => body[i] = byte,
+                        _ if i < body.len() => {
+                            body.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                let mut seen = Vec::new();
+                let mut slots = [Value::Absent; 8];
+                let got = extract_json_with(
+                    &body,
+                    &ParamPaths::EMPTY,
+                    &mut slots,
+                    depth,
+                    100_000,
+                    &mut KeySet::with_capacity(100_000),
+                    |s, quoted| seen.push((s.raw, s.start, quoted)),
+                );
+                let want = crate::json::validate(&body, depth);
+                let shown = alloc::string::String::from_utf8_lossy(&body);
+                match got {
+                    Err(ExtractError::Json(e)) => prop_assert_eq!(Err(e), want, "{}", shown),
+                    Err(ExtractError::DuplicateKey(at)) => prop_assert!(
+                        want.is_ok_and(|()| true) || want.is_err_and(|e| e.offset > at),
+                        "{} {:?}",
+                        shown,
+                        want
+                    ),
+                    Err(other) => prop_assert!(false, "{:?} on {}", other, shown),
+                    Ok(()) => {
+                        prop_assert_eq!(Ok(()), want, "{}", shown);
+                        let mut events = Vec::new();
+                        let mut p = Parser::new(&body, depth);
+                        while let Some(ev) = p.next().unwrap() {
+                            match ev {
+                                Event::Key(s) | Event::Str(s) => {
+                                    events.push((s.raw, s.start, true));
+                                }
+                                Event::Num(n) => events.push((
+                                    n.as_bytes(),
+                                    p.offset() - n.len(),
+                                    false,
+                                )),
+                                _ => {}
+                            }
+                        }
+                        prop_assert_eq!(seen, events, "{}", shown);
                     }
                 }
             }
