@@ -509,7 +509,7 @@ pub fn extract_json_with<'a>(
     keys: &mut KeySet,
     text: impl FnMut(JStr<'a>, bool),
 ) -> Result<(), ExtractError> {
-    let mut w = Walk {
+    let mut w = Walk::<_, false> {
         p: Parser::new(body, max_depth),
         params,
         slots,
@@ -518,16 +518,44 @@ pub fn extract_json_with<'a>(
         max_values,
         text,
     };
-    w.p.skip_ws();
-    w.value(0, params.all)?;
-    w.p.end().map_err(ExtractError::Json)
+    w.document()
+}
+
+/// Walks a whole JSON document (validating it) only to hand every key,
+/// string and number, in order, to `text`: the reading of
+/// [`extract_json_with`] with no parameters, no key check and no limit on
+/// the number of values.
+pub fn walk_json_text<'a>(
+    body: &'a [u8],
+    max_depth: usize,
+    text: impl FnMut(JStr<'a>, bool),
+) -> Result<(), JsonError> {
+    // Never added to: holds nothing, allocates nothing.
+    let mut no_keys = KeySet::with_capacity(0);
+    let mut w = Walk::<_, true> {
+        p: Parser::new(body, max_depth),
+        params: &ParamPaths::EMPTY,
+        slots: &mut [],
+        keys: &mut no_keys,
+        values: 0,
+        max_values: usize::MAX,
+        text,
+    };
+    match w.document() {
+        Ok(()) => Ok(()),
+        Err(ExtractError::Json(e)) => Err(e),
+        // Without parameters and keys only the JSON can be wrong; should
+        // anything else come up, it is still a refusal.
+        Err(_) => Err(w.p.err(JsonErrorKind::UnexpectedEnd)),
+    }
 }
 
 /// The JSON walk of [`extract_json_with`]: a recursive reader built from
 /// the parser's pieces, so that each element is handled where it is read
 /// (no events, no stack of levels). It reads the bytes in the order
 /// [`Parser::next`] does and reports the same errors at the same offsets.
-struct Walk<'a, 'w, T> {
+/// `TEXT_ONLY`: keys are not checked (the walk only reads).
+struct Walk<'a, 'w, T, const TEXT_ONLY: bool> {
     p: Parser<'a>,
     params: &'w ParamPaths,
     slots: &'w mut [Value<'a>],
@@ -538,9 +566,15 @@ struct Walk<'a, 'w, T> {
     text: T,
 }
 
-impl<'a, T: FnMut(JStr<'a>, bool)> Walk<'a, '_, T> {
+impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_ONLY> {
     fn json<R>(r: Result<R, JsonError>) -> Result<R, ExtractError> {
         r.map_err(ExtractError::Json)
+    }
+
+    fn document(&mut self) -> Result<(), ExtractError> {
+        self.p.skip_ws();
+        self.value(0, self.params.all)?;
+        Self::json(self.p.end())
     }
 
     /// The element at the current offset (white space skipped), at depth
@@ -675,6 +709,9 @@ impl<'a, T: FnMut(JStr<'a>, bool)> Walk<'a, '_, T> {
     #[inline]
     fn key(&mut self, k: JStr<'a>, mark: usize, d: usize, reach: u64) -> Result<u64, ExtractError> {
         (self.text)(k, true);
+        if TEXT_ONLY {
+            return Ok(0);
+        }
         let (start, len) = span(k.start, k.raw.len()).ok_or(ExtractError::TooManyParams)?;
         // The parser validated the bytes: no need to see them as str.
         let hash = if k.escaped {
@@ -997,12 +1034,17 @@ mod tests {
             for depth in [3, 32] {
                 let mut slots = [Value::Absent; 4];
                 let got = extract_json(doc, &ParamPaths::EMPTY, &mut slots, depth, 100, &mut ks());
-                let want = crate::json::validate(doc, depth).map_err(ExtractError::Json);
+                let want = crate::json::validate(doc, depth);
+                let shown = alloc::string::String::from_utf8_lossy(doc);
                 assert_eq!(
                     got,
+                    want.map_err(ExtractError::Json),
+                    "{shown} at depth {depth}"
+                );
+                assert_eq!(
+                    walk_json_text(doc, depth, |_, _| {}),
                     want,
-                    "{} at depth {depth}",
-                    alloc::string::String::from_utf8_lossy(doc)
+                    "{shown} at depth {depth}"
                 );
             }
         }
@@ -1330,10 +1372,11 @@ mod tests {
             }
 
             /// The walk reads documents on its own (not through
-            /// `Parser::next`): on documents broken by a few edits it
-            /// refuses exactly what the parser refuses, with the same
-            /// error at the same offset, and hands the same keys, strings
-            /// and numbers to `text` in the same order.
+            /// `Parser::next`): on documents broken by a few edits it, and
+            /// the reading-only walk of the DLP scan, refuse exactly what
+            /// the parser refuses, with the same error at the same offset,
+            /// and hand the same keys, strings and numbers to `text` in the
+            /// same order.
             #[test]
             fn the_walk_refuses_what_the_parser_refuses(
                 d in doc(),
@@ -1374,6 +1417,12 @@ mod tests {
                 );
                 let want = crate::json::validate(&body, depth);
                 let shown = alloc::string::String::from_utf8_lossy(&body);
+                // The reading alone (DLP's walk): no key check, no limits.
+                let mut read = Vec::new();
+                let walked = walk_json_text(&body, depth, |s, quoted| {
+                    read.push((s.raw, s.start, quoted));
+                });
+                prop_assert_eq!(walked, want, "{}", shown);
                 match got {
                     Err(ExtractError::Json(e)) => prop_assert_eq!(Err(e), want, "{}", shown),
                     Err(ExtractError::DuplicateKey(at)) => prop_assert!(
@@ -1400,7 +1449,8 @@ mod tests {
                                 _ => {}
                             }
                         }
-                        prop_assert_eq!(seen, events, "{}", shown);
+                        prop_assert_eq!(&seen, &events, "{}", shown);
+                        prop_assert_eq!(&read, &events, "{}", shown);
                     }
                 }
             }

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::dfa::{load_dense, Dfa};
-use crate::json::{self, Event, JsonErrorKind, Parser};
+use crate::json::{self, JsonErrorKind};
 use crate::types::{BodyKind, DlpAction};
 
 pub use validate::Validator;
@@ -366,28 +366,24 @@ impl Scanner {
         scratch: &mut Scratch,
     ) -> Result<bool, DlpError> {
         let mut scan = JsonScan::new(body);
-        let mut parser = Parser::new(body, max_depth);
-        loop {
-            let ev = parser.next().map_err(|e| DlpError {
-                kind: DlpErrorKind::Json(e.kind),
-                offset: e.offset,
-            })?;
-            match ev {
-                None => break,
-                Some(Event::Key(s) | Event::Str(s)) => {
-                    self.json_text(&mut scan, s, true, scratch)?
+        // The first error of the scan itself; the walk then reads on
+        // only to reach the end.
+        let mut failed = None;
+        let walked = crate::params::walk_json_text(body, max_depth, |s, quoted| {
+            if failed.is_none() {
+                if let Err(e) = self.json_text(&mut scan, s, quoted, scratch) {
+                    failed = Some(e);
                 }
-                Some(Event::Num(n)) => {
-                    let s = json::JStr {
-                        raw: n.as_bytes(),
-                        start: parser.offset().saturating_sub(n.len()),
-                        escaped: false,
-                    };
-                    self.json_text(&mut scan, s, false, scratch)?;
-                }
-                Some(_) => {}
             }
+        });
+        // A scan error came before any JSON error (the walk stops at that).
+        if let Some(e) = failed {
+            return Err(e);
         }
+        walked.map_err(|e| DlpError {
+            kind: DlpErrorKind::Json(e.kind),
+            offset: e.offset,
+        })?;
         Ok(self.json_end(&scan, scratch))
     }
 
