@@ -304,13 +304,7 @@ impl<'a> Parser<'a> {
     pub fn next(&mut self) -> Result<Option<Event<'a>>, JsonError> {
         self.skip_ws();
         match self.state {
-            State::Done => {
-                if self.pos == self.buf.len() {
-                    Ok(None)
-                } else {
-                    Err(self.err(JsonErrorKind::TrailingData))
-                }
-            }
+            State::Done => self.end().map(|()| None),
             State::Value => self.value().map(Some),
             State::ObjFirst | State::ObjNext => {
                 let b = self.peek()?;

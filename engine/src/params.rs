@@ -1030,10 +1030,40 @@ mod tests {
             b"[\"a\",{\"b\":[true,false,null,-0.5e+3]}]",
             b"{\"a\":1,\"b\":[1,2,{}],\"c\":\"\\n\"}  ",
         ];
-        for doc in docs {
-            for depth in [3, 32] {
+        // As deep as the parser goes, and one level deeper: the walk
+        // recurses once per level.
+        let deep = |n: usize| {
+            let mut d = alloc::vec![b'['; n];
+            d.extend_from_slice(b"{\"a\":1}");
+            d.extend(alloc::vec![b']'; n]);
+            d
+        };
+        use crate::json::MAX_DEPTH_LIMIT;
+        let (at_limit, past) = (deep(MAX_DEPTH_LIMIT - 1), deep(MAX_DEPTH_LIMIT));
+        let mut slots = [Value::Absent; 4];
+        assert_eq!(
+            extract_json(
+                &at_limit,
+                &ParamPaths::EMPTY,
+                &mut slots,
+                MAX_DEPTH_LIMIT,
+                1000,
+                &mut ks()
+            ),
+            Ok(())
+        );
+        let past_limit = JsonError {
+            kind: JsonErrorKind::DepthLimit,
+            offset: MAX_DEPTH_LIMIT,
+        };
+        assert_eq!(
+            walk_json_text(&past, MAX_DEPTH_LIMIT, |_, _| {}),
+            Err(past_limit)
+        );
+        for doc in docs.iter().copied().chain([&at_limit[..], &past[..]]) {
+            for depth in [3, 32, MAX_DEPTH_LIMIT] {
                 let mut slots = [Value::Absent; 4];
-                let got = extract_json(doc, &ParamPaths::EMPTY, &mut slots, depth, 100, &mut ks());
+                let got = extract_json(doc, &ParamPaths::EMPTY, &mut slots, depth, 1000, &mut ks());
                 let want = crate::json::validate(doc, depth);
                 let shown = alloc::string::String::from_utf8_lossy(doc);
                 assert_eq!(

@@ -262,6 +262,51 @@ fn a_bundle_in_the_configuration_replaces_the_embedded_one() {
     assert!(line.contains("from the configuration"), "{line}");
 }
 
+/// The parameter walk recurses once per level of JSON: a body as deep as
+/// the limits allow (the ceiling, 128) is read inside the VM, one level
+/// deeper is refused, and neither traps.
+#[test]
+fn the_deepest_body_the_limits_allow_is_read_in_the_vm() {
+    let limits = "kind: Limits\nmax_json_depth: 128\nmax_params: 1024\n";
+    let mut p = policy::load_sources(&[
+        ("catalog.yaml", CATALOG),
+        ("agents.yaml", AGENTS),
+        ("limits.yaml", limits),
+    ])
+    .unwrap();
+    p.version = "v-deep".into();
+    let (issuer, _) = Issuer::trusted_by(&mut p).unwrap();
+    let built = policy::build_blob(&p, &policy::new_key()).unwrap();
+    let host = Host::new(&built.wasm).unwrap();
+    // `priority` at the top level, then `n` nested arrays around an SSN.
+    let body = |n: usize| {
+        format!(
+            r#"{{"priority":2,"text":{}"123-45-6789"{}}}"#,
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    let mut plugin = host.plugin("{}").unwrap();
+    // The object is level 1: 127 arrays reach the limit.
+    let deepest = body(127);
+    let o = plugin
+        .request(&post(&issuer, "scribe", &deepest), &[deepest.as_bytes()])
+        .unwrap();
+    assert_eq!(o.decision().as_deref(), Some("sanitize"), "{o:?}");
+    assert!(o.forwarded, "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.forwarded_body),
+        body(127).replace("123-45-6789", "[REDACTED:ssn]")
+    );
+    let deeper = body(128);
+    let o = plugin
+        .request(&post(&issuer, "scribe", &deeper), &[deeper.as_bytes()])
+        .unwrap();
+    let json = assert_blocked(&o, 403, "deny");
+    let reason = json["reason"].as_str().unwrap();
+    assert!(reason.contains("nested too deeply"), "{reason}");
+}
+
 fn plugin_for(f: &Fixture, config: &str) -> Plugin {
     f.host.plugin(config).unwrap()
 }
