@@ -802,7 +802,7 @@ impl Bundle {
         let scanner = agent.dlp.and_then(|set| self.scanners.get(set as usize));
         let mut json_dlp = match scanner {
             Some(sc) if tool.body == BodyKind::Json && !body.is_empty() => {
-                Some((sc, sc.json_begin(body, dlp_scratch), None::<dlp::DlpError>))
+                Some((sc, sc.json_begin(body, dlp_scratch)))
             }
             _ => None,
         };
@@ -837,22 +837,14 @@ impl Bundle {
                             // Without DLP the walk is built with nothing to
                             // hand the strings to.
                             None => extract_json(body, paths, &mut slots, depth, most, keys)?,
-                            Some((sc, scan, err)) => extract_json_with(
+                            Some((sc, scan)) => extract_json_with(
                                 body,
                                 paths,
                                 &mut slots,
                                 depth,
                                 most,
                                 keys,
-                                |text, quoted| {
-                                    if err.is_none() {
-                                        if let Err(e) =
-                                            sc.json_text(scan, text, quoted, dlp_scratch)
-                                        {
-                                            *err = Some(e);
-                                        }
-                                    }
-                                },
+                                |text, quoted| sc.json_text(scan, text, quoted, dlp_scratch),
                             )?,
                         }
                     }
@@ -955,8 +947,7 @@ impl Bundle {
                 };
                 d.dlp_set = Some(set);
                 let outcome = match json_dlp.take() {
-                    Some((sc, scan, None)) => Ok(sc.json_outcome(&scan, dlp_scratch)),
-                    Some((_, _, Some(e))) => Err(e),
+                    Some((sc, scan)) => sc.json_outcome(&scan, dlp_scratch),
                     None => {
                         scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch)
                     }

@@ -80,12 +80,14 @@ pub struct DlpSpec {
 }
 
 /// A JSON scan in progress: the body, how much of it is already copied to
-/// the rewritten body, and whether anything was found.
+/// the rewritten body, whether anything was found, and the first error.
 #[derive(Debug)]
 pub struct JsonScan<'b> {
     body: &'b [u8],
     copied: usize,
     found: bool,
+    /// Once set, the rest of the body is not scanned.
+    failed: Option<DlpError>,
 }
 
 impl<'b> JsonScan<'b> {
@@ -95,6 +97,7 @@ impl<'b> JsonScan<'b> {
             body,
             copied: 0,
             found: false,
+            failed: None,
         }
     }
 }
@@ -366,18 +369,11 @@ impl Scanner {
         scratch: &mut Scratch,
     ) -> Result<bool, DlpError> {
         let mut scan = JsonScan::new(body);
-        // The first error of the scan itself; the walk then reads on
-        // only to reach the end.
-        let mut failed = None;
         let walked = crate::params::walk_json_text(body, max_depth, |s, quoted| {
-            if failed.is_none() {
-                if let Err(e) = self.json_text(&mut scan, s, quoted, scratch) {
-                    failed = Some(e);
-                }
-            }
+            self.json_text(&mut scan, s, quoted, scratch);
         });
         // A scan error came before any JSON error (the walk stops at that).
-        if let Some(e) = failed {
+        if let Some(e) = scan.failed {
             return Err(e);
         }
         walked.map_err(|e| DlpError {
@@ -399,8 +395,23 @@ impl Scanner {
     /// One key, string (`quoted`) or number (its raw bytes) of the body
     /// of `scan`, in document order. Numbers are scanned too: a card
     /// number sent as a JSON number is still a card number; a rewritten
-    /// number becomes a string.
+    /// number becomes a string. After an error (kept for
+    /// [`Scanner::json_outcome`]) the rest is skipped.
     pub fn json_text(
+        &self,
+        scan: &mut JsonScan<'_>,
+        s: json::JStr<'_>,
+        quoted: bool,
+        scratch: &mut Scratch,
+    ) {
+        if scan.failed.is_none() {
+            if let Err(e) = self.scan_json_text(scan, s, quoted, scratch) {
+                scan.failed = Some(e);
+            }
+        }
+    }
+
+    fn scan_json_text(
         &self,
         scan: &mut JsonScan<'_>,
         s: json::JStr<'_>,
@@ -459,10 +470,17 @@ impl Scanner {
         scan.found
     }
 
-    /// [`Outcome`] of a finished [`JsonScan`].
-    pub fn json_outcome(&self, scan: &JsonScan<'_>, scratch: &mut Scratch) -> Outcome {
+    /// [`Outcome`] of a finished [`JsonScan`], or its first error.
+    pub fn json_outcome(
+        &self,
+        scan: &JsonScan<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<Outcome, DlpError> {
+        if let Some(e) = scan.failed {
+            return Err(e);
+        }
         let found = self.json_end(scan, scratch);
-        self.outcome(found)
+        Ok(self.outcome(found))
     }
 
     fn scan_form(&self, body: &[u8], scratch: &mut Scratch) -> Result<bool, DlpError> {
