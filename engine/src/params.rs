@@ -571,6 +571,39 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
         r.map_err(ExtractError::Json)
     }
 
+    /// `b`, at the current offset, is not what the grammar allows there.
+    fn unexpected(&self, b: u8) -> ExtractError {
+        ExtractError::Json(self.p.err(JsonErrorKind::UnexpectedByte(b)))
+    }
+
+    /// Opens the container whose bracket is at the current offset, at
+    /// depth `d`, and records it as a value.
+    fn open(&mut self, d: usize, reach: u64, container: Value<'a>) -> Result<(), ExtractError> {
+        if d >= self.p.max_depth() {
+            return Err(ExtractError::Json(self.p.err(JsonErrorKind::DepthLimit)));
+        }
+        self.p.bump();
+        self.found(d, reach, container)
+    }
+
+    /// After an element of a container closed by `close`: whether another
+    /// one follows (its white space skipped) or the container ended.
+    fn more(&mut self, close: u8) -> Result<bool, ExtractError> {
+        self.p.skip_ws();
+        match Self::json(self.p.peek())? {
+            b',' => {
+                self.p.bump();
+                self.p.skip_ws();
+                Ok(true)
+            }
+            b if b == close => {
+                self.p.bump();
+                Ok(false)
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     fn document(&mut self) -> Result<(), ExtractError> {
         self.p.skip_ws();
         self.value(0, self.params.all)?;
@@ -583,22 +616,13 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
     fn value(&mut self, d: usize, reach: u64) -> Result<(), ExtractError> {
         let b = Self::json(self.p.peek())?;
         let value = match b {
-            b'{' | b'[' => {
-                if d >= self.p.max_depth() {
-                    return Err(ExtractError::Json(self.p.err(JsonErrorKind::DepthLimit)));
-                }
-                self.p.bump();
-                let v = if b == b'{' {
-                    Value::Object
-                } else {
-                    Value::Array
-                };
-                self.found(d, reach, v)?;
-                return if b == b'{' {
-                    self.object(d + 1, reach)
-                } else {
-                    self.array(d + 1, reach)
-                };
+            b'{' => {
+                self.open(d, reach, Value::Object)?;
+                return self.object(d + 1, reach);
+            }
+            b'[' => {
+                self.open(d, reach, Value::Array)?;
+                return self.array(d + 1, reach);
             }
             b'"' => {
                 let s = Self::json(self.p.string())?;
@@ -629,11 +653,7 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
                 );
                 Value::Num(n)
             }
-            _ => {
-                return Err(ExtractError::Json(
-                    self.p.err(JsonErrorKind::UnexpectedByte(b)),
-                ))
-            }
+            _ => return Err(self.unexpected(b)),
         };
         self.found(d, reach, value)
     }
@@ -658,45 +678,27 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
     fn object(&mut self, d: usize, reach: u64) -> Result<(), ExtractError> {
         let mark = self.keys.mark();
         self.p.skip_ws();
-        let mut b = Self::json(self.p.peek())?;
-        if b == b'}' {
+        if Self::json(self.p.peek())? == b'}' {
             self.p.bump();
             return Ok(());
         }
         loop {
+            let b = Self::json(self.p.peek())?;
             if b != b'"' {
-                return Err(ExtractError::Json(
-                    self.p.err(JsonErrorKind::UnexpectedByte(b)),
-                ));
+                return Err(self.unexpected(b));
             }
             let k = Self::json(self.p.string())?;
             let here = self.key(k, mark, d, reach)?;
             self.p.skip_ws();
             let colon = Self::json(self.p.peek())?;
             if colon != b':' {
-                return Err(ExtractError::Json(
-                    self.p.err(JsonErrorKind::UnexpectedByte(colon)),
-                ));
+                return Err(self.unexpected(colon));
             }
             self.p.bump();
             self.p.skip_ws();
             self.value(d, here)?;
-            self.p.skip_ws();
-            match Self::json(self.p.peek())? {
-                b'}' => {
-                    self.p.bump();
-                    break;
-                }
-                b',' => {
-                    self.p.bump();
-                    self.p.skip_ws();
-                    b = Self::json(self.p.peek())?;
-                }
-                other => {
-                    return Err(ExtractError::Json(
-                        self.p.err(JsonErrorKind::UnexpectedByte(other)),
-                    ))
-                }
+            if !self.more(b'}')? {
+                break;
             }
         }
         self.keys.truncate(mark);
@@ -758,21 +760,8 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
             let here = self.params.narrow(reach, d - 1, |s| s.index == Some(index));
             index = index.saturating_add(1);
             self.value(d, here)?;
-            self.p.skip_ws();
-            match Self::json(self.p.peek())? {
-                b']' => {
-                    self.p.bump();
-                    return Ok(());
-                }
-                b',' => {
-                    self.p.bump();
-                    self.p.skip_ws();
-                }
-                other => {
-                    return Err(ExtractError::Json(
-                        self.p.err(JsonErrorKind::UnexpectedByte(other)),
-                    ))
-                }
+            if !self.more(b']')? {
+                return Ok(());
             }
         }
     }
