@@ -1015,7 +1015,7 @@ impl Bundle {
         let dfa = self.regexes.get(r as usize)?;
         match v {
             Value::Text(t) => Some(is_match(dfa, t.bytes())),
-            Value::Num(n) => Some(is_match(dfa, n.bytes())),
+            Value::Num(n) => Some(is_match(dfa, n.iter().copied())),
             Value::Bool(b) => Some(is_match(dfa, if *b { "true" } else { "false" }.bytes())),
             _ => None,
         }

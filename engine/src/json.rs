@@ -449,6 +449,13 @@ impl<'a> Parser<'a> {
     }
 
     pub(crate) fn number(&mut self) -> Result<&'a str, JsonError> {
+        let text = self.number_bytes()?;
+        // Only ASCII was consumed.
+        core::str::from_utf8(text).map_err(|_| self.err(JsonErrorKind::BadNumber))
+    }
+
+    /// [`Parser::number`] without the conversion to `str`.
+    pub(crate) fn number_bytes(&mut self) -> Result<&'a [u8], JsonError> {
         let start = self.pos;
         if self.buf.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -475,12 +482,11 @@ impl<'a> Parser<'a> {
                 return Err(self.err(JsonErrorKind::BadNumber));
             }
         }
-        let text = self.buf.get(start..self.pos).unwrap_or_default();
-        // Only ASCII was consumed above.
-        core::str::from_utf8(text).map_err(|_| self.err(JsonErrorKind::BadNumber))
+        Ok(self.buf.get(start..self.pos).unwrap_or_default())
     }
 
     /// Parses a string starting at the opening quote.
+    #[inline(always)]
     pub(crate) fn string(&mut self) -> Result<JStr<'a>, JsonError> {
         self.pos += 1;
         let start = self.pos;
@@ -590,21 +596,28 @@ pub fn validate(buf: &[u8], max_depth: usize) -> Result<(), JsonError> {
 pub fn write_escaped(out: &mut alloc::vec::Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for &b in s {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
+    // Runs of bytes that need no escape are copied whole.
+    let mut copied = 0usize;
+    for (i, &b) in s.iter().enumerate() {
+        let hex;
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
             0x00..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
-                out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+                let digit = |d: u8| HEX.get(usize::from(d)).copied().unwrap_or(b'0');
+                hex = [b'\\', b'u', b'0', b'0', digit(b >> 4), digit(b & 0xf)];
+                &hex
             }
-            _ => out.push(b),
-        }
+            _ => continue,
+        };
+        out.extend_from_slice(s.get(copied..i).unwrap_or_default());
+        out.extend_from_slice(escape);
+        copied = i + 1;
     }
+    out.extend_from_slice(s.get(copied..).unwrap_or_default());
     out.push(b'"');
 }
 

@@ -187,8 +187,8 @@ pub enum Value<'a> {
     Absent,
     Null,
     Bool(bool),
-    /// JSON number text.
-    Num(&'a str),
+    /// JSON number text, as checked by the parser (ASCII).
+    Num(&'a [u8]),
     Text(Text<'a>),
     Object,
     Array,
@@ -642,10 +642,10 @@ impl<'a, T: FnMut(JStr<'a>, bool), const TEXT_ONLY: bool> Walk<'a, '_, T, TEXT_O
                 Value::Null
             }
             b'-' | b'0'..=b'9' => {
-                let n = Self::json(self.p.number())?;
+                let n = Self::json(self.p.number_bytes())?;
                 (self.text)(
                     JStr {
-                        raw: n.as_bytes(),
+                        raw: n,
                         start: self.p.offset().saturating_sub(n.len()),
                         escaped: false,
                     },
@@ -910,7 +910,7 @@ impl Value<'_> {
     pub fn number(&self) -> Option<f64> {
         match self {
             Value::Num(n) => {
-                let v: f64 = n.parse().ok()?;
+                let v: f64 = core::str::from_utf8(n).ok()?.parse().ok()?;
                 v.is_finite().then_some(v)
             }
             Value::Text(t) => parse_number(t.bytes()),
@@ -942,7 +942,7 @@ mod tests {
     fn text(v: &Value<'_>) -> Vec<u8> {
         match v {
             Value::Text(t) => t.bytes().collect(),
-            Value::Num(n) => n.as_bytes().to_vec(),
+            Value::Num(n) => n.to_vec(),
             other => panic!("not text: {other:?}"),
         }
     }
@@ -974,7 +974,7 @@ mod tests {
         let mut slots = [Value::Absent; 5];
         let body = br#"{"amount": 12.5, "card": {"last4": "4242"}, "items": [{"sku":"a"},{"sku":"b"}], "meta": {}, "\u0065sc": "x\u0079"}"#;
         extract_json(body, &pp(&ps), &mut slots, 32, 1000, &mut ks()).unwrap();
-        assert_eq!(slots[0], Value::Num("12.5"));
+        assert_eq!(slots[0], Value::Num(b"12.5"));
         assert_eq!(text(&slots[1]), b"4242");
         assert_eq!(text(&slots[2]), b"b");
         assert_eq!(slots[3], Value::Object);
@@ -1226,7 +1226,7 @@ mod tests {
         ] {
             assert_eq!(n(bad), None, "{bad:?}");
         }
-        assert_eq!(Value::Num("1e999").number(), None);
+        assert_eq!(Value::Num(b"1e999").number(), None);
         let _ = vec![0u8];
     }
 
@@ -1325,7 +1325,7 @@ mod tests {
                         raw: s.raw,
                         enc: if s.escaped { Enc::Json } else { Enc::Plain },
                     }),
-                    Event::Num(n) => Value::Num(n),
+                    Event::Num(n) => Value::Num(n.as_bytes()),
                     Event::Bool(b) => Value::Bool(b),
                     Event::Null => Value::Null,
                 };

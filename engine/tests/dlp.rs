@@ -1310,6 +1310,52 @@ proptest! {
     }
 
     #[test]
+    fn strings_in_a_body_read_as_they_do_alone(hays in prop::collection::vec(tricky_text(), 1..6)) {
+        // The scanner looks for trigger bytes in the whole body, past the
+        // end of the string it scans; what it finds must not depend on
+        // what surrounds the string.
+        let (sc, _, _) = unvalidated();
+        let alone = |text: &str| {
+            let mut scratch = Scratch::new();
+            let outcome = sc.scan(BodyKind::None, text.as_bytes(), DEPTH, &mut scratch).unwrap();
+            let n: u32 = scratch.counts.iter().sum();
+            let out = match outcome {
+                Outcome::Clean => text.to_string(),
+                _ => String::from_utf8(scratch.out.clone()).unwrap(),
+            };
+            (n, out)
+        };
+        let strs: Vec<String> = hays.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+        let want: Vec<(u32, String)> = strs.iter().map(|t| alone(t)).collect();
+        let want_n: u32 = want.iter().map(|(n, _)| n).sum();
+        let doc = serde_json::to_vec(&strs).unwrap();
+        let mut scratch = Scratch::new();
+        let outcome = sc.scan(BodyKind::Json, &doc, DEPTH, &mut scratch).unwrap();
+        prop_assert_eq!(scratch.counts.iter().sum::<u32>(), want_n);
+        if want_n > 0 {
+            prop_assert_eq!(outcome, Outcome::Found { rewritten: true });
+            let got: Vec<String> = serde_json::from_slice(&scratch.out).unwrap();
+            let want_strs: Vec<String> = want.into_iter().map(|(_, o)| o).collect();
+            prop_assert_eq!(got, want_strs);
+        } else {
+            prop_assert_eq!(outcome, Outcome::Clean);
+        }
+        // The same texts as the values of a form body, where they are
+        // read in place when nothing in them is encoded.
+        let parts: Vec<String> = strs.iter().map(|t| t.replace(['&', '=', '%', '+'], " ")).collect();
+        let want_n: u32 = parts.iter().map(|t| alone(t).0).sum();
+        let form: Vec<u8> = parts
+            .iter()
+            .map(|t| format!("k={t}"))
+            .collect::<Vec<_>>()
+            .join("&")
+            .into_bytes();
+        let mut scratch = Scratch::new();
+        sc.scan(BodyKind::Form, &form, DEPTH, &mut scratch).unwrap();
+        prop_assert_eq!(scratch.counts.iter().sum::<u32>(), want_n);
+    }
+
+    #[test]
     fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..300)) {
         let mut scratch = Scratch::new();
         for kind in [BodyKind::Json, BodyKind::Form, BodyKind::None] {

@@ -88,6 +88,9 @@ pub struct JsonScan<'b> {
     found: bool,
     /// Once set, the rest of the body is not scanned.
     failed: Option<DlpError>,
+    /// Trigger bytes of the body's unescaped strings are looked for in
+    /// the body: one chunk serves neighbouring strings.
+    cursor: trigger::Cursor,
 }
 
 impl<'b> JsonScan<'b> {
@@ -98,6 +101,7 @@ impl<'b> JsonScan<'b> {
             copied: 0,
             found: false,
             failed: None,
+            cursor: trigger::Cursor::default(),
         }
     }
 }
@@ -203,6 +207,26 @@ impl Default for Scratch {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Where a haystack lies: it is `buf[off..off + len]`. Its trigger bytes
+/// are looked for in `buf` with `cursor`, whose chunk may cover the
+/// haystacks that follow in `buf` too.
+struct Around<'a, 'c> {
+    buf: &'a [u8],
+    off: usize,
+    cursor: &'c mut trigger::Cursor,
+}
+
+impl<'a, 'c> Around<'a, 'c> {
+    /// A haystack that is all of `buf`.
+    fn whole(buf: &'a [u8], cursor: &'c mut trigger::Cursor) -> Self {
+        Around {
+            buf,
+            off: 0,
+            cursor,
+        }
+    }
+}
+
 /// A loaded [`DlpSpec`], ready to scan.
 #[derive(Clone)]
 pub struct Scanner {
@@ -222,6 +246,9 @@ pub struct Scanner {
     is_trigger: [bool; 256],
     /// Start state of a search at the start of a haystack.
     text_start: StateID,
+    /// By the byte read before it: start state of a search inside a
+    /// haystack (`None`: the DFA cannot start after that byte).
+    starts: [Option<StateID>; 256],
     /// False when every byte is a trigger.
     skips: bool,
     /// By byte: how far before a trigger byte a match can start.
@@ -292,6 +319,13 @@ impl Scanner {
         let text_start = fwd
             .start_state(&start::Config::new().anchored(Anchored::No))
             .map_err(|_| String::from("dlp forward dfa cannot search unanchored"))?;
+        let mut starts = [None; 256];
+        for (b, s) in (0..=u8::MAX).zip(starts.iter_mut()) {
+            let config = start::Config::new()
+                .anchored(Anchored::No)
+                .look_behind(Some(b));
+            *s = fwd.start_state(&config).ok();
+        }
         Ok(Scanner {
             fwd,
             rev,
@@ -303,6 +337,7 @@ impl Scanner {
             triggers,
             is_trigger,
             text_start,
+            starts,
             leads,
         })
     }
@@ -342,7 +377,9 @@ impl Scanner {
             BodyKind::Form => self.scan_form(body, scratch)?,
             BodyKind::None => {
                 let rewrite = self.rewrites().then_some(&mut scratch.out);
-                self.scan_hay(body, 0, &mut scratch.counts, rewrite)?
+                let mut cursor = trigger::Cursor::default();
+                let mut around = Around::whole(body, &mut cursor);
+                self.scan_hay(body, 0, &mut scratch.counts, rewrite, &mut around)?
             }
         };
         Ok(self.outcome(found))
@@ -397,6 +434,7 @@ impl Scanner {
     /// number sent as a JSON number is still a card number; a rewritten
     /// number becomes a string. After an error (kept for
     /// [`Scanner::json_outcome`]) the rest is skipped.
+    #[inline(always)]
     pub fn json_text(
         &self,
         scan: &mut JsonScan<'_>,
@@ -404,13 +442,16 @@ impl Scanner {
         quoted: bool,
         scratch: &mut Scratch,
     ) {
-        if scan.failed.is_none() {
+        // Decoding never makes a string longer: most keys, numbers and
+        // short strings end here, before any call.
+        if scan.failed.is_none() && s.raw.len() >= self.min_len {
             if let Err(e) = self.scan_json_text(scan, s, quoted, scratch) {
                 scan.failed = Some(e);
             }
         }
     }
 
+    #[inline(never)]
     fn scan_json_text(
         &self,
         scan: &mut JsonScan<'_>,
@@ -418,10 +459,6 @@ impl Scanner {
         quoted: bool,
         scratch: &mut Scratch,
     ) -> Result<(), DlpError> {
-        // Decoding never makes a string longer.
-        if s.raw.len() < self.min_len {
-            return Ok(());
-        }
         let Scratch {
             counts,
             out,
@@ -429,13 +466,20 @@ impl Scanner {
             repl,
         } = scratch;
         let rewrite = self.rewrites();
-        let hay: &[u8] = if s.escaped {
+        let mut fresh = trigger::Cursor::default();
+        let (hay, mut around): (&[u8], _) = if s.escaped {
             codec::decode_json(s.raw, dec).ok_or(DlpError::search(s.start))?;
-            dec
+            (dec, Around::whole(dec, &mut fresh))
         } else {
-            s.raw
+            let around = Around {
+                buf: scan.body,
+                off: s.start,
+                cursor: &mut scan.cursor,
+            };
+            (s.raw, around)
         };
-        if !self.scan_hay(hay, s.start, counts, rewrite.then_some(&mut *repl))? {
+        let repl_to = rewrite.then_some(&mut *repl);
+        if !self.scan_hay(hay, s.start, counts, repl_to, &mut around)? {
             return Ok(());
         }
         scan.found = true;
@@ -494,6 +538,7 @@ impl Scanner {
         let mut copied = 0usize;
         let mut found = false;
         let mut start = 0usize;
+        let mut body_cursor = trigger::Cursor::default();
         for pair in body.split(|&b| b == b'&') {
             let pair_start = start;
             start += pair.len() + 1;
@@ -505,19 +550,26 @@ impl Scanner {
             for (rel, raw) in parts {
                 let at = pair_start + rel;
                 let encoded = raw.iter().any(|&b| b == b'%' || b == b'+');
-                let hay: &[u8] = if encoded {
+                let mut fresh = trigger::Cursor::default();
+                let (hay, mut around): (&[u8], _) = if encoded {
                     codec::decode_form(raw, dec).map_err(|i| DlpError {
                         kind: DlpErrorKind::PercentEncoding,
                         offset: at + i,
                     })?;
-                    dec
+                    (dec, Around::whole(dec, &mut fresh))
                 } else {
-                    raw
+                    let around = Around {
+                        buf: body,
+                        off: at,
+                        cursor: &mut body_cursor,
+                    };
+                    (raw, around)
                 };
                 if hay.len() < self.min_len {
                     continue;
                 }
-                let hit = self.scan_hay(hay, at, counts, rewrite.then_some(&mut *repl))?;
+                let repl_to = rewrite.then_some(&mut *repl);
+                let hit = self.scan_hay(hay, at, counts, repl_to, &mut around)?;
                 if hit {
                     found = true;
                     if rewrite {
@@ -548,6 +600,7 @@ impl Scanner {
         base: usize,
         counts: &mut [u32; MAX_PATTERNS],
         mut repl: Option<&mut Vec<u8>>,
+        around: &mut Around<'_, '_>,
     ) -> Result<bool, DlpError> {
         if hay.len() < self.min_len {
             return Ok(false);
@@ -556,7 +609,7 @@ impl Scanner {
         let mut last = 0usize;
         let mut found = false;
         let mut memo = validate::Memo::default();
-        while let Some((slot, start, end)) = self.find_at(hay, pos, base)? {
+        while let Some((slot, start, end)) = self.find_at(hay, pos, base, around)? {
             let detection = match self.patterns.get(slot) {
                 Some(p) if end > start => p.validator.accept(hay, start, end, pos, &mut memo),
                 _ => None,
@@ -599,9 +652,10 @@ impl Scanner {
         hay: &[u8],
         from: usize,
         base: usize,
+        around: &mut Around<'_, '_>,
     ) -> Result<Option<(usize, usize, usize)>, DlpError> {
         let err = || DlpError::search(base + from);
-        let Some((slot, e)) = self.search_fwd(hay, from).map_err(|_| err())? else {
+        let Some((slot, e)) = self.search_fwd(hay, from, around).map_err(|_| err())? else {
             return Ok(None);
         };
         if e < from || e > hay.len() {
@@ -628,14 +682,12 @@ impl Scanner {
     fn start_at(&self, hay: &[u8], at: usize) -> Result<StateID, DlpError> {
         match fold::read_before(hay, at) {
             None => Ok(self.text_start),
-            before => {
-                let config = start::Config::new()
-                    .anchored(Anchored::No)
-                    .look_behind(before);
-                self.fwd
-                    .start_state(&config)
-                    .map_err(|_| DlpError::search(at))
-            }
+            Some(before) => self
+                .starts
+                .get(usize::from(before))
+                .copied()
+                .flatten()
+                .ok_or(DlpError::search(at)),
         }
     }
 
@@ -647,11 +699,15 @@ impl Scanner {
         &self,
         hay: &[u8],
         mut at: usize,
-        cursor: &mut trigger::Cursor,
+        around: &mut Around<'_, '_>,
     ) -> Option<(usize, usize)> {
         let floor = at;
+        let off = around.off;
         loop {
-            let t = self.triggers.next(hay, at, cursor)?;
+            let t = self
+                .triggers
+                .next(around.buf, off + at, off + hay.len(), around.cursor)?
+                .checked_sub(off)?;
             let (read, len) = match hay.get(t) {
                 // Read as itself: the common case, decoded inline.
                 Some(&b) if b < fold::FIRST_LEAD => (Some(b), 1),
@@ -680,14 +736,18 @@ impl Scanner {
     /// position accounts for the byte before it. Stepping by hand also
     /// lets the DFA read the text a unit at a time (see `fold`).
     #[inline(never)]
-    fn search_fwd(&self, hay: &[u8], from: usize) -> Result<Option<(usize, usize)>, DlpError> {
+    fn search_fwd(
+        &self,
+        hay: &[u8],
+        from: usize,
+        around: &mut Around<'_, '_>,
+    ) -> Result<Option<(usize, usize)>, DlpError> {
         let dfa = &self.fwd;
         let mut at = from;
         let mut sid = self.start_at(hay, at)?;
         // `(jump target, trigger)` of the next trigger, kept until passed:
         // finding the target walks back over invisible characters.
         let mut next: Option<(usize, usize)> = None;
-        let mut cursor = trigger::Cursor::default();
         let mut mat = None;
         // End of the last unit the DFA read: where a match it reports on
         // the next unit ended (matches are reported one unit late).
@@ -696,7 +756,7 @@ impl Scanner {
             if self.skips && mat.is_none() && dfa.is_start_state(sid) {
                 let (to, trigger) = match next {
                     Some(n @ (_, t)) if t >= at => n,
-                    _ => match self.next_trigger(hay, at, &mut cursor) {
+                    _ => match self.next_trigger(hay, at, around) {
                         Some(n) => n,
                         // No trigger byte left: no match can start.
                         None => return Ok(None),
@@ -708,6 +768,25 @@ impl Scanner {
                     read_end = at;
                     sid = self.start_at(hay, at)?;
                 }
+            }
+            // The common run: ASCII bytes taking the DFA from one ordinary
+            // state to another, or to a start state before the trigger
+            // already found (there is nothing to skip before it). Anything
+            // else (a match, dead or quit state, a start state past the
+            // trigger, a unit of more bytes, the end) leaves the run
+            // unstepped for the general step below.
+            let trigger = next.map_or(0, |(_, t)| t);
+            while let Some(&raw) = hay.get(at) {
+                if raw >= fold::FIRST_LEAD {
+                    break;
+                }
+                let n = dfa.next_state(sid, raw);
+                if dfa.is_special_state(n) && !(at < trigger && dfa.is_start_state(n)) {
+                    break;
+                }
+                sid = n;
+                at += 1;
+                read_end = at;
             }
             let Some(&raw) = hay.get(at) else {
                 break;

@@ -75,23 +75,27 @@ impl Triggers {
         self.table.get(usize::from(b)).copied().unwrap_or(true)
     }
 
-    /// Offset of the first trigger byte at or after `at`.
+    /// Offset of the first trigger byte in `buf[at..end]`. Chunks are
+    /// read from `buf` past `end` when it has the bytes, so that a short
+    /// haystack inside a longer buffer is still tested a chunk at a time,
+    /// and the cursor's chunk serves the haystacks that follow in `buf`.
     #[inline(always)]
-    pub fn next(&self, hay: &[u8], mut at: usize, cur: &mut Cursor) -> Option<usize> {
+    pub fn next(&self, buf: &[u8], mut at: usize, end: usize, cur: &mut Cursor) -> Option<usize> {
         loop {
             if cur.valid && at >= cur.base && at - cur.base < CHUNK {
                 let m = cur.mask & (u32::MAX << (at - cur.base));
                 if m != 0 {
-                    return Some(cur.base + m.trailing_zeros() as usize);
+                    let t = cur.base + m.trailing_zeros() as usize;
+                    return (t < end).then_some(t);
                 }
                 at = cur.base + CHUNK;
             }
-            if at >= hay.len() {
+            if at >= end.min(buf.len()) {
                 return None;
             }
             *cur = Cursor {
                 base: at,
-                mask: self.mask_at(hay, at),
+                mask: self.mask_at(buf, at),
                 valid: true,
             };
         }
@@ -211,22 +215,43 @@ mod tests {
                     .get(from..)
                     .and_then(|t| t.iter().position(|b| set.contains(b)))
                     .map(|i| from + i);
+                let n = hay.len();
                 assert_eq!(
-                    t.next(&hay, from, &mut Cursor::default()),
+                    t.next(&hay, from, n, &mut Cursor::default()),
                     want,
                     "{set:?} {from}"
                 );
                 // A cursor left on an earlier chunk is reused or replaced.
                 let mut cur = Cursor::default();
-                let first = t.next(&hay, from.saturating_sub(40), &mut cur);
+                let first = t.next(&hay, from.saturating_sub(40), n, &mut cur);
                 assert!(first.is_none() || first <= want.or(Some(usize::MAX)));
-                assert_eq!(t.next(&hay, from, &mut cur), want, "{set:?} {from} reused");
+                assert_eq!(
+                    t.next(&hay, from, n, &mut cur),
+                    want,
+                    "{set:?} {from} reused"
+                );
+                // A window that ends early: nothing at or past its end,
+                // whatever the buffer holds there.
+                for end in [from, from + 1, from + 5, from + 40] {
+                    let inside = want.filter(|&w| w < end);
+                    assert_eq!(
+                        t.next(&hay, from, end, &mut cur),
+                        inside,
+                        "{set:?} {from}..{end}"
+                    );
+                    assert_eq!(
+                        t.next(&hay, from, end, &mut Cursor::default()),
+                        inside,
+                        "{set:?} {from}..{end} fresh"
+                    );
+                }
             }
         }
         assert!(Triggers::from_bitmap(&[0xff; 32]).is_all());
         // Nine ranges do not fit the vector test; the table still works.
         let nine = Triggers::from_bitmap(&bitmap(b"acegikmoq"));
         assert!(nine.lanes.is_none());
-        assert_eq!(nine.next(b"zzzzq", 0, &mut Cursor::default()), Some(4));
+        assert_eq!(nine.next(b"zzzzq", 0, 5, &mut Cursor::default()), Some(4));
+        assert_eq!(nine.next(b"zzzzq", 0, 4, &mut Cursor::default()), None);
     }
 }
