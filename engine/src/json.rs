@@ -500,19 +500,8 @@ impl<'a> Parser<'a> {
                 .get(self.pos..self.pos + 8)
                 .map(<[u8; 8]>::try_from)
             {
-                const ONES: u64 = 0x0101_0101_0101_0101;
-                let w = u64::from_le_bytes(word);
-                let q = w ^ (ONES * u64::from(b'"'));
-                let s = w ^ (ONES * u64::from(b'\\'));
-                let special = (q.wrapping_sub(ONES) & !q)
-                    | (s.wrapping_sub(ONES) & !s)
-                    | (w.wrapping_sub(ONES * 0x20) & !w)
-                    | w;
-                let hits = special & (ONES * 0x80);
-                if hits != 0 {
-                    // The lowest flagged byte is a real one (a borrow only
-                    // flags bytes above a real hit): go straight to it.
-                    self.pos += (hits.trailing_zeros() / 8) as usize;
+                if let Some(i) = first_special(word) {
+                    self.pos += i;
                     break;
                 }
                 self.pos += 8;
@@ -598,7 +587,18 @@ pub fn write_escaped(out: &mut alloc::vec::Vec<u8>, s: &[u8]) {
     out.push(b'"');
     // Runs of bytes that need no escape are copied whole.
     let mut copied = 0usize;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0usize;
+    loop {
+        while let Some(Ok(word)) = s.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            if let Some(j) = first_special(word) {
+                i += j;
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = s.get(i) else {
+            break;
+        };
         let hex;
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
@@ -611,14 +611,37 @@ pub fn write_escaped(out: &mut alloc::vec::Vec<u8>, s: &[u8]) {
                 hex = [b'\\', b'u', b'0', b'0', digit(b >> 4), digit(b & 0xf)];
                 &hex
             }
-            _ => continue,
+            // Non-ASCII stops the word test; it is written as it is.
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(s.get(copied..i).unwrap_or_default());
         out.extend_from_slice(escape);
-        copied = i + 1;
+        i += 1;
+        copied = i;
     }
     out.extend_from_slice(s.get(copied..).unwrap_or_default());
     out.push(b'"');
+}
+
+/// Index of the first byte of `word` that is `"`, `\\`, a control
+/// character or non-ASCII: the bytes a string scan must look at.
+#[inline(always)]
+fn first_special(word: [u8; 8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let w = u64::from_le_bytes(word);
+    let q = w ^ (ONES * u64::from(b'"'));
+    let s = w ^ (ONES * u64::from(b'\\'));
+    let special = (q.wrapping_sub(ONES) & !q)
+        | (s.wrapping_sub(ONES) & !s)
+        | (w.wrapping_sub(ONES * 0x20) & !w)
+        | w;
+    let hits = special & (ONES * 0x80);
+    // The lowest flagged byte is a real one (a borrow only flags bytes
+    // above a real hit).
+    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
 }
 
 #[cfg(test)]
@@ -752,11 +775,36 @@ mod tests {
 
     #[test]
     fn escape_round_trip() {
-        let mut out = Vec::new();
-        write_escaped(&mut out, "a\"b\\\n\u{1}é".as_bytes());
-        let s = core::str::from_utf8(&out).unwrap();
-        let ev = events(s).unwrap();
-        let Event::Str(j) = ev[0] else { panic!() };
-        assert_eq!(j.bytes().collect::<Vec<_>>(), "a\"b\\\n\u{1}é".as_bytes());
+        let round_trip = |text: &[u8]| {
+            let mut out = Vec::new();
+            write_escaped(&mut out, text);
+            let s = core::str::from_utf8(&out).unwrap();
+            let ev = events(s).unwrap();
+            let Event::Str(j) = ev[0] else { panic!() };
+            assert_eq!(j.bytes().collect::<Vec<_>>(), text, "{s}");
+            out
+        };
+        round_trip("a\"b\\\n\u{1}é".as_bytes());
+        // Every byte that needs an escape, at every place in and around
+        // the eight-byte words the writer skips.
+        let specials: Vec<u8> = (0u8..0x20).chain([b'"', b'\\']).collect();
+        for &c in &specials {
+            for at in 0..20 {
+                let mut text = "plain text and more é".as_bytes().to_vec();
+                text.insert(at, c);
+                let out = round_trip(&text);
+                // Nothing is escaped that needs no escape.
+                assert_eq!(
+                    out.len(),
+                    text.len()
+                        + 2
+                        + if c < 0x20 && !b"\n\r\t".contains(&c) {
+                            5
+                        } else {
+                            1
+                        }
+                );
+            }
+        }
     }
 }

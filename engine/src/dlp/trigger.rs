@@ -81,6 +81,11 @@ impl Triggers {
     /// and the cursor's chunk serves the haystacks that follow in `buf`.
     #[inline(always)]
     pub fn next(&self, buf: &[u8], mut at: usize, end: usize, cur: &mut Cursor) -> Option<usize> {
+        if self.lanes.is_none() {
+            // Byte by byte, nothing is gained by masks: stop at the first.
+            let i = buf.get(at..end)?.iter().position(|&b| self.contains(b))?;
+            return Some(at + i);
+        }
         loop {
             if cur.valid && at >= cur.base && at - cur.base < CHUNK {
                 let m = cur.mask & (u32::MAX << (at - cur.base));
