@@ -1399,3 +1399,26 @@ fn json_numbers_are_scanned_and_become_strings_when_rewritten() {
     );
     assert_eq!(s.outcome, Outcome::Clean);
 }
+
+#[test]
+fn a_string_not_in_the_scanned_body_is_still_read_whole() {
+    // `json_text` reads a string in place in the body when it lies there;
+    // one handed in from elsewhere (with an offset that points into the
+    // body) is read on its own, not through the body's bytes.
+    let sc = scanner(&[Detector::Ssn], DlpAction::Deny);
+    let body = br#"{"a":"x","b":"plain text, nothing"}"#;
+    let elsewhere = b"ssn 123-45-6789".to_vec();
+    let mut scratch = Scratch::new();
+    let mut scan = sc.json_begin(body, &mut scratch);
+    let s = json::JStr {
+        raw: &elsewhere,
+        start: 14,
+        escaped: false,
+    };
+    sc.json_text(&mut scan, s, true, &mut scratch);
+    assert_eq!(
+        sc.json_outcome(&scan, &mut scratch),
+        Ok(Outcome::Found { rewritten: false })
+    );
+    assert_eq!(scratch.counts[0], 1);
+}

@@ -470,13 +470,20 @@ impl Scanner {
         let (hay, mut around): (&[u8], _) = if s.escaped {
             codec::decode_json(s.raw, dec).ok_or(DlpError::search(s.start))?;
             (dec, Around::whole(dec, &mut fresh))
-        } else {
+        } else if scan
+            .body
+            .get(s.start..s.start + s.raw.len())
+            .is_some_and(|inside| inside.as_ptr() == s.raw.as_ptr())
+        {
             let around = Around {
                 buf: scan.body,
                 off: s.start,
                 cursor: &mut scan.cursor,
             };
             (s.raw, around)
+        } else {
+            // Not where it says it is in the body: read on its own.
+            (s.raw, Around::whole(s.raw, &mut fresh))
         };
         let repl_to = rewrite.then_some(&mut *repl);
         if !self.scan_hay(hay, s.start, counts, repl_to, &mut around)? {

@@ -83,7 +83,10 @@ impl Triggers {
     pub fn next(&self, buf: &[u8], mut at: usize, end: usize, cur: &mut Cursor) -> Option<usize> {
         if self.lanes.is_none() {
             // Byte by byte, nothing is gained by masks: stop at the first.
-            let i = buf.get(at..end)?.iter().position(|&b| self.contains(b))?;
+            let i = buf
+                .get(at..end.min(buf.len()))?
+                .iter()
+                .position(|&b| self.contains(b))?;
             return Some(at + i);
         }
         loop {
