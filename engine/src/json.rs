@@ -495,17 +495,7 @@ impl<'a> Parser<'a> {
         loop {
             // Skip eight ordinary bytes at a time: none is `"`, `\\`, a
             // control character or non-ASCII.
-            while let Some(Ok(word)) = self
-                .buf
-                .get(self.pos..self.pos + 8)
-                .map(<[u8; 8]>::try_from)
-            {
-                if let Some(i) = first_special(word) {
-                    self.pos += i;
-                    break;
-                }
-                self.pos += 8;
-            }
+            self.pos = skip_plain(self.buf, self.pos);
             let b = self.peek()?;
             match b {
                 b'"' => break,
@@ -589,13 +579,7 @@ pub fn write_escaped(out: &mut alloc::vec::Vec<u8>, s: &[u8]) {
     let mut copied = 0usize;
     let mut i = 0usize;
     loop {
-        while let Some(Ok(word)) = s.get(i..i + 8).map(<[u8; 8]>::try_from) {
-            if let Some(j) = first_special(word) {
-                i += j;
-                break;
-            }
-            i += 8;
-        }
+        i = skip_plain(s, i);
         let Some(&b) = s.get(i) else {
             break;
         };
@@ -626,8 +610,23 @@ pub fn write_escaped(out: &mut alloc::vec::Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
+/// From `at`, steps over whole eight-byte words of `buf` that hold no
+/// `"`, `\\`, control character or non-ASCII byte, and then to the first
+/// such byte of the word that holds one: where a string scan must look
+/// byte by byte. Stops before a last word shorter than eight bytes.
+#[inline(always)]
+fn skip_plain(buf: &[u8], mut at: usize) -> usize {
+    while let Some(Ok(word)) = buf.get(at..at + 8).map(<[u8; 8]>::try_from) {
+        if let Some(i) = first_special(word) {
+            return at + i;
+        }
+        at += 8;
+    }
+    at
+}
+
 /// Index of the first byte of `word` that is `"`, `\\`, a control
-/// character or non-ASCII: the bytes a string scan must look at.
+/// character or non-ASCII.
 #[inline(always)]
 fn first_special(word: [u8; 8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
