@@ -10,7 +10,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use aegis_benches::{allowed_request, generated_policy, load, sorted_agent_ids};
+use aegis_benches::{
+    allowed_request, generated_policy, ledger_entry, load, sorted_agent_ids, FINANCE_CATALOG,
+    FINANCE_PAYMENTS, LEDGER_IDENTITY, LEDGER_POLICY,
+};
 use aegis_compiler::blob::{build_signed, generic_filter};
 use aegis_host_tests::{Compiler, Host, HttpRequest, Plugin, PluginOptions};
 use base64::Engine as _;
@@ -33,7 +36,12 @@ fn plugin(sources: &[(String, String)]) -> Plugin {
         "identity.yaml".into(),
         "kind: Identity\ninsecure_agent_header: true\n".into(),
     ));
-    let loaded = load(&sources);
+    plugin_from(&sources)
+}
+
+/// The built, signed filter with `sources` (which name the identity).
+fn plugin_from(sources: &[(String, String)]) -> Plugin {
+    let loaded = load(sources);
     let key = SigningKey::from_bytes(&[7; 32]);
     let blob = build_signed(&loaded.policy, &key, generic_filter().unwrap()).unwrap();
     let host = Host::with_compiler(&blob.wasm, Compiler::Cranelift).unwrap();
@@ -69,6 +77,37 @@ fn cases() -> Vec<Case> {
             plugin: plugin(&sources),
             req,
             body: r.body,
+            expect,
+        });
+    }
+    // The Envoy load benchmark's request (`benches/envoy/`): the ledger
+    // tool, 1 KB JSON bodies with and without PII, the header set Envoy
+    // hands the filter there.
+    let sources: Vec<(String, String)> = [
+        ("catalog.yaml", FINANCE_CATALOG),
+        ("payments.yaml", FINANCE_PAYMENTS),
+        ("ledger.yaml", LEDGER_POLICY),
+        ("identity.yaml", LEDGER_IDENTITY),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    for (label, pii, expect) in [("clean", false, "allow"), ("pii", true, "sanitize")] {
+        let body = ledger_entry(1024, pii);
+        assert_eq!(body.len(), 1024);
+        let req = HttpRequest::new("POST", "http://ledger.acme.internal/v1/journal_entries")
+            .header("user-agent", "oha/1.16.0")
+            .header("accept", "*/*")
+            .header("x-aegis-agent", "bookkeeping-agent")
+            .header("content-type", "application/json")
+            .header("content-length", &body.len().to_string())
+            .header("x-forwarded-proto", "http")
+            .header("x-request-id", "6f1c0b3e-3f0a-4d51-9c55-2b7d2f0e8a41");
+        out.push(Case {
+            name: format!("envoy_ledger/1KB_{label}"),
+            plugin: plugin_from(&sources),
+            req,
+            body,
             expect,
         });
     }

@@ -36,12 +36,31 @@ import threading
 import time
 from pathlib import Path
 
-LISTENERS = ["L0", "L1", "L2", "L3"]
+CORE = ["L0", "L1", "L2", "L3"]
+# With --probes: the no-op filter in the mode named (see noop-filter/),
+# measured in phase 1 only, to split what L2 adds over L1. The probes'
+# module exports the stream callbacks the Aegis filter exports (see
+# UNUSED_CALLBACKS); L1 keeps every callback the SDK exports.
+PROBES = {"P0": "noop", "P1": "hold", "P2": "read", "P3": "calls"}
+# The callbacks compiler/build.rs drops from the generic filter: Envoy skips
+# a stream callback the module does not export.
+UNUSED_CALLBACKS = {
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_log",
+    "proxy_on_done",
+}
+LISTENERS = list(CORE)  # extended by --probes
 LISTENER_DESC = {
     "L0": "router only",
     "L1": "no-op proxy-wasm filter",
     "L2": "Aegis filter",
     "L3": "native RBAC filter",
+    "P0": "probe: no-op, with only the callbacks Aegis exports",
+    "P1": "probe: P0 + headers held, body buffered",
+    "P2": "probe: P1 + headers and body read into the VM",
+    "P3": "probe: P2 + Aegis's other host calls",
 }
 AGENT = "bookkeeping-agent"
 HOST = "ledger.acme.internal"
@@ -332,6 +351,51 @@ def rbac_from_explain(explain: dict) -> tuple[dict, list[str]]:
 # ---------------------------------------------------------------- Envoy config
 
 
+def leb128(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def uleb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def without_exports(wasm: bytes, drop: set[str]) -> bytes:
+    """`wasm` with the exports named in `drop` removed (the export section,
+    id 7, rewritten; every other section copied)."""
+    out = bytearray(wasm[:8])
+    i = 8
+    while i < len(wasm):
+        sid = wasm[i]
+        size, j = leb128(wasm, i + 1)
+        body = wasm[j : j + size]
+        i = j + size
+        if sid == 7:
+            count, k = leb128(body, 0)
+            kept = []
+            for _ in range(count):
+                start = k
+                n, k = leb128(body, k)
+                name = body[k : k + n].decode()
+                _, k = leb128(body, k + n + 1)  # kind byte, then the index
+                if name not in drop:
+                    kept.append(body[start:k])
+            body = uleb128(len(kept)) + b"".join(kept)
+        out += bytes([sid]) + uleb128(len(body)) + body
+    return bytes(out)
+
+
 def aegis_configuration(trusted_key: str, filter_state: list[str] | None) -> dict:
     conf = {"trusted_keys": [trusted_key], "allow_on_headers_stop_iteration": True}
     if filter_state is not None:
@@ -344,6 +408,7 @@ def envoy_config(
     ports: dict[str, int],
     upstream: int,
     noop_wasm: Path,
+    probe_wasm: Path,
     aegis_wasm: Path,
     trusted_key: str,
     rbac: dict,
@@ -390,6 +455,7 @@ def envoy_config(
             ),
             router,
         ],
+        **{p: [wasm(f"probe-{mode}", probe_wasm, mode), router] for p, mode in PROBES.items()},
         "L3": [
             {
                 "name": "envoy.filters.http.rbac",
@@ -501,6 +567,20 @@ class Envoy:
         finally:
             c.close()
 
+    def filter_latency(self) -> dict[str, float]:
+        """Quantiles (P50, P90, P99) of the Aegis filter's own
+        `aegis_request_latency_us` histogram (the time inside its callbacks,
+        host calls included), over every request since Envoy started."""
+        status, text = self.get("/stats?filter=aegis_request_latency_us$")
+        out: dict[str, float] = {}
+        if status != 200:
+            return out
+        for q in ("P50", "P90", "P99"):
+            m = re.search(rf"\b{q}\([^,]*,([0-9.]+)\)", text)
+            if m:
+                out[q] = float(m.group(1))
+        return out
+
     def counters(self) -> dict[str, int]:
         """Downstream request counters per listener and the Aegis decision
         counters, by name."""
@@ -510,7 +590,7 @@ class Envoy:
         out: dict[str, int] = {}
         for line in text.splitlines():
             name, _, value = line.partition(": ")
-            if re.fullmatch(r"http\.l[0-3]\.downstream_rq_(completed|2xx|4xx|5xx)", name):
+            if re.fullmatch(r"http\.[lp][0-9]\.downstream_rq_(completed|2xx|4xx|5xx)", name):
                 out[name] = int(value)
             elif name.endswith("aegis_decision_total"):
                 m = re.search(r"decision=\.=([a-z_]+);", name)
@@ -617,16 +697,17 @@ def verify_with_echo(ports: dict[str, int], upstream: int, bodies: dict[int, dic
             "[REDACTED:credit_card], the clean ones byte for byte"
         )
         body = next(iter(bodies.values()))["clean"]
-        expect = {"L0": 200, "L1": 200, "L2": 403, "L3": 403}
+        expect = {"L2": 403, "L3": 403}  # the others: 200
         for name in LISTENERS:
+            want = expect.get(name, 200)
             status, headers, reply = send(ports[name], WRONG_PATH, body)
-            if status != expect[name]:
-                die(f"{name}: POST {WRONG_PATH} gave {status}, expected {expect[name]}: {reply[:300]!r}")
+            if status != want:
+                die(f"{name}: POST {WRONG_PATH} gave {status}, expected {want}: {reply[:300]!r}")
             if name == "L2" and headers.get("x-aegis-decision") != "deny":
                 die(f"L2: no `x-aegis-decision: deny` on the denied request: {headers}")
             status, _, reply = send(ports[name], PATH, body, agent="intern-agent")
-            if status != expect[name]:
-                die(f"{name}: unknown agent gave {status}, expected {expect[name]}: {reply[:300]!r}")
+            if status != want:
+                die(f"{name}: unknown agent gave {status}, expected {want}: {reply[:300]!r}")
         report.append(
             f"POST {WRONG_PATH} and an unknown agent: 200 on L0/L1, 403 on L2 (x-aegis-decision: deny) and L3 (RBAC)"
         )
@@ -871,8 +952,15 @@ def main() -> None:
         default="-",
         help="the Aegis listener's `filter_state` keys, comma-separated ('' for none, '-' for the default: all)",
     )
+    ap.add_argument(
+        "--probes",
+        action="store_true",
+        help="also run the no-op filter as P1-P3 (phase 1 only) to split what L2 adds over L1",
+    )
     ap.add_argument("--settings", default="", help="how the run was started (for the report)")
     args = ap.parse_args()
+    if args.probes:
+        LISTENERS.extend(PROBES)
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -932,11 +1020,14 @@ def main() -> None:
 
     admin, upstream, *lports = free_ports(2 + len(LISTENERS))
     ports = dict(zip(LISTENERS, lports))
+    probe_wasm = work / "probe.wasm"
+    probe_wasm.write_bytes(without_exports(args.noop_wasm.read_bytes(), UNUSED_CALLBACKS))
     config = envoy_config(
         admin,
         ports,
         upstream,
         args.noop_wasm.resolve(),
+        probe_wasm,
         args.aegis_wasm.resolve(),
         args.trusted_key.read_text(),
         rbac,
@@ -1012,7 +1103,7 @@ def main() -> None:
             for size in sizes:
                 rate = args.load * cap[size]["L0"][r]["rps"]
                 rates[size].append(rate)
-                for name in rotated(r):
+                for name in (n for n in rotated(r) if n in CORE):
                     s = measure(
                         env,
                         args,
@@ -1031,20 +1122,21 @@ def main() -> None:
                         f"p50 {s['p50_us']:7.1f} us, p99 {s['p99_us']:7.1f} us, p99.9 {s['p99.9_us']:7.1f} us "
                         f"(got {s['rps']:.0f}/s)"
                     )
+        filter_latency = env.filter_latency()
         stop(nginx)
         stop(env.proc)
     finally:
         stop_all()
 
     elapsed = time.time() - started
-    md = report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes)
+    md = report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes, filter_latency)
     (work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     (work / "results.md").write_text(md)
     print(md)
     log(f"==> written: {work / 'results.md'}, {work / 'results.json'} (every run: {runs_dir})")
 
 
-def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes) -> str:
+def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes, filter_latency) -> str:
     rounds = range(args.rounds)
 
     def ratio(table, size, a, b, key):
@@ -1054,7 +1146,7 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
         return median([table[size][a][r][key] - table[size][b][r][key] for r in rounds])
 
     def med(table, size, name, key):
-        return median([table[size][name][r][key] for r in rounds])
+        return median([table[size][name][r][key] for r in rounds if r < len(table[size][name])])
 
     model = "unknown"
     try:
@@ -1126,6 +1218,26 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
             ]
         L.append("| " + " | ".join(row) + " |")
     L.append("")
+    if args.probes:
+        L.append(
+            "Where L2's Envoy CPU over L1 goes (CPU-us per request, medians over rounds of per-round "
+            "differences; the probes run the no-op filter in phase 1 only, so their latency columns read n/a):"
+        )
+        L.append("")
+        L.append(f"| step | {cols} |")
+        L.append(f"| --- | {sep} |")
+        steps = [
+            ("response, log and done callbacks not exported (P0 - L1)", "P0", "L1"),
+            ("headers held and body buffered (P1 - P0)", "P1", "P0"),
+            ("headers and body read into the VM (P2 - P1)", "P2", "P1"),
+            ("clock, filter state and metric calls (P3 - P2)", "P3", "P2"),
+            ("the rest: Aegis's own code in the VM, rewrites of PII bodies (L2 - P3)", "L2", "P3"),
+            ("total (L2 - L1)", "L2", "L1"),
+        ]
+        for what, a, b in steps:
+            vals = " | ".join(fmt(diff(cap, s, a, b, "cpu_us_per_req"), 1) for s in sizes)
+            L.append(f"| {what} | {vals} |")
+        L.append("")
     def allmed(key):
         return median([r[key] for s in sizes for n in LISTENERS for r in cap[s][n]])
 
@@ -1138,13 +1250,20 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
         f"On a quiet machine the worker is on CPU ~100% and waits ~0%."
     )
     for s in sizes:
-        for n in LISTENERS:
+        for n in CORE:
             got = median([r["rps"] / r["rate"] for r in lat[s][n]])
             if got < 0.97:
                 L.append(
                     f"**{n} could not sustain the open-loop rate at {size_label(s)}** (got {got:.0%} of it): its "
                     "latency there is queueing in an overloaded proxy, not the cost of one request."
                 )
+    if filter_latency:
+        L.append(
+            "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`, "
+            "every L2 request of the run, all sizes): "
+            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency.items())
+            + "."
+        )
     pii = []
     for s in sizes:
         a = [r.get("aegis", {}) for r in cap[s]["L2"]]

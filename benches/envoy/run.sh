@@ -7,10 +7,12 @@
 #
 #     benches/envoy/run.sh [--quick] [--duration S] [--rounds N] [--connections C]
 #                          [--warmup S] [--sizes 1024,16384] [--load 0.5]
-#                          [--filter-state KEY,KEY]
+#                          [--filter-state KEY,KEY] [--probes]
 #
 # --filter-state: the Aegis listener's `filter_state` configuration (the
 # filter-state keys it writes; "" for none). Default: all nine.
+# --probes: also run the no-op filter in three modes (P1 hold, P2 read,
+# P3 calls; closed loop only) and report where L2's CPU over L1 goes.
 #
 # Environment (flags win): DURATION, ROUNDS, CONNECTIONS, WARMUP, SIZES.
 # Defaults: 10 s per run, 5 rounds, 32 connections, 3 s warm-up.
@@ -33,6 +35,7 @@ warmup="${WARMUP:-3}"
 sizes="${SIZES:-1024,16384}"
 load=0.5
 filter_state="-"
+probes=""
 quick=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -44,6 +47,7 @@ while [ "$#" -gt 0 ]; do
     --sizes) sizes="$2"; shift ;;
     --load) load="$2"; shift ;;
     --filter-state) filter_state="$2"; shift ;;
+    --probes) probes="--probes" ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
   esac
@@ -109,4 +113,4 @@ exec python3 benches/envoy/loadbench.py \
   --policy "$policy" --workdir "$work" \
   --duration "$duration" --rounds "$rounds" --connections "$connections" \
   --warmup "$warmup" --sizes "$sizes" --load "$load" --filter-state "$filter_state" \
-  --settings "$settings"
+  --settings "$settings" ${probes:+"$probes"}

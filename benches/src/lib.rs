@@ -595,6 +595,66 @@ pub fn json_body(len: usize, pii: bool) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The JSON tool and agent of the Envoy load benchmark
+/// (`benches/envoy/policy/`): a ledger API and `bookkeeping-agent`, whose
+/// default DLP set redacts every body it sends, named by a header.
+pub const LEDGER_POLICY: &str = include_str!("../envoy/policy/ledger.yaml");
+pub const LEDGER_IDENTITY: &str = include_str!("../envoy/policy/identity.yaml");
+
+/// A journal entry for the ledger tool of exactly `len` bytes (`len` at
+/// least 256), shaped like the Envoy load benchmark's (`loadbench.py`,
+/// `tool_call`): amount, currency, account, a memo, line items, and a text
+/// field padding to size. With `pii` the memo carries an SSN and a
+/// Luhn-valid card number.
+pub fn ledger_entry(len: usize, pii: bool) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    const ACCOUNTS: [&str; 3] = ["4000-operating", "2100-payables", "6100-software"];
+    let memo = if pii {
+        "Refund to customer SSN 123-45-6789, card 4111 1111 1111 1111, per ticket"
+    } else {
+        "Monthly reconciliation for vendor ACME, approved by the controller"
+    };
+    let mut s = format!(
+        "{{\"amount\":1250.5,\"currency\":\"usd\",\"account\":\"4000-operating\",\"memo\":\"{memo}\",\"lines\":["
+    );
+    for i in 0..(len / 170).max(1) {
+        let line = format!(
+            "{}{{\"account\":\"{}\",\"{}\":{}.25,\"note\":\"line {i} {}\"}}",
+            if i == 0 { "" } else { "," },
+            ACCOUNTS.get(i % ACCOUNTS.len()).copied().unwrap_or(""),
+            if i % 2 == 0 { "debit" } else { "credit" },
+            10 + i,
+            (0..8)
+                .map(|k| WORDS
+                    .get((i * 7 + k * 3) % WORDS.len())
+                    .copied()
+                    .unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        // `],"attachment_summary":""}` must still fit.
+        if s.len() + line.len() + 26 > len {
+            break;
+        }
+        s.push_str(&line);
+    }
+    s.push_str("],\"attachment_summary\":\"");
+    let mut k = 0;
+    while s.len() + 2 < len {
+        let w = WORDS.get(k % WORDS.len()).copied().unwrap_or("");
+        let room = len - 2 - s.len();
+        s.push_str(w.get(..w.len().min(room)).unwrap_or(""));
+        if s.len() + 2 < len {
+            s.push(' ');
+        }
+        k += 1;
+    }
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
 /// Agent ids in the order the bundle sorts them, `(tenant or "", name)`.
 pub fn sorted_agent_ids(policy: &ir::Policy) -> Vec<String> {
     let mut v: Vec<(&str, &str, &str)> = policy

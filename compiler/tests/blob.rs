@@ -566,3 +566,47 @@ fn without_a_built_in_filter_build_says_so() {
     );
     assert!(!Path::new(&out).exists());
 }
+
+/// Envoy calls every stream callback the module exports; the generic filter
+/// exports only those it uses (the build script drops the rest).
+#[test]
+fn the_generic_filter_exports_only_the_callbacks_it_uses() {
+    if blob::GENERIC_FILTER.is_empty() {
+        return;
+    }
+    let mut exports = Vec::new();
+    for p in Parser::new(0).parse_all(blob::GENERIC_FILTER) {
+        if let Payload::ExportSection(r) = p.unwrap() {
+            for e in r {
+                exports.push(e.unwrap().name.to_string());
+            }
+        }
+    }
+    for needed in [
+        "memory",
+        "proxy_abi_version_0_2_1",
+        "proxy_on_memory_allocate",
+        "proxy_on_vm_start",
+        "proxy_on_configure",
+        "proxy_on_context_create",
+        "proxy_on_request_headers",
+        "proxy_on_request_body",
+        "proxy_on_request_trailers",
+        "proxy_on_delete",
+    ] {
+        assert!(exports.iter().any(|e| e == needed), "{needed}: {exports:?}");
+    }
+    for unused in [
+        "proxy_on_response_headers",
+        "proxy_on_response_body",
+        "proxy_on_response_trailers",
+        "proxy_on_log",
+        "proxy_on_done",
+    ] {
+        assert!(
+            !exports.iter().any(|e| e == unused),
+            "{unused}: {exports:?}"
+        );
+    }
+    validate(blob::GENERIC_FILTER);
+}

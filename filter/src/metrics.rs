@@ -78,6 +78,9 @@ fn write_tagged_name(out: &mut String, name: &str, tags: &[(&str, &str)]) {
         out.push_str("=.=");
         if v.is_empty() {
             out.push_str(NONE);
+        } else if v.bytes().all(|b| b.is_ascii() && keep(char::from(b))) {
+            // The usual case (ids from the policy): copied in one go.
+            out.push_str(v);
         } else {
             out.extend(v.chars().map(|c| if keep(c) { c } else { '_' }));
         }

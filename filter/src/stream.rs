@@ -200,7 +200,17 @@ impl<H: Host> Stream<H> {
     }
 
     pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        match self.state {
+        let max = self
+            .shared
+            .as_ref()
+            .map_or(usize::MAX, |s| s.max_body_bytes);
+        match &mut self.state {
+            // A chunk that neither ends the body nor passes the limit is
+            // only counted: no clock read, no host call.
+            State::Buffering(p) if !end_of_stream && body_size <= max => {
+                p.body_size = body_size;
+                return Flow::Pause;
+            }
             State::Buffering(_) => {}
             State::Blocked => return Flow::Pause,
             State::Start | State::Forward => return Flow::Continue,
@@ -224,7 +234,13 @@ impl<H: Host> Stream<H> {
         flow
     }
 
+    /// Adds the time since `t0` to the time spent in the filter, while the
+    /// request is still undecided (a decided request has recorded its
+    /// latency already).
     fn account(&mut self, t0: u64) {
+        if !matches!(self.state, State::Buffering(_)) {
+            return;
+        }
         let spent = self.host.now_nanos().saturating_sub(t0);
         self.busy_nanos = self.busy_nanos.saturating_add(spent);
     }

@@ -380,6 +380,11 @@ fn compile(wasm: &[u8], compiler: Compiler) -> Result<(Engine, Module)> {
         Compiler::Winch => wasmtime::Strategy::Winch,
         Compiler::Cranelift => wasmtime::Strategy::Cranelift,
     });
+    // `perf record` can then name the module's functions (wasmtime writes
+    // /tmp/perf-<pid>.map).
+    if std::env::var_os("AEGIS_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).map_err(|e| Error::Module(format!("{e:?}")))?;
     let module = Module::new(&engine, wasm).map_err(|e| Error::Module(format!("{e:?}")))?;
     Ok((engine, module))
