@@ -955,7 +955,7 @@ def main() -> None:
     ap.add_argument(
         "--probes",
         action="store_true",
-        help="also run the no-op filter as P1-P3 (phase 1 only) to split what L2 adds over L1",
+        help="also run the no-op filter as P0-P3 (phase 1 only) to split what L2 adds over L1",
     )
     ap.add_argument("--settings", default="", help="how the run was started (for the report)")
     args = ap.parse_args()

@@ -11,8 +11,9 @@
 #
 # --filter-state: the Aegis listener's `filter_state` configuration (the
 # filter-state keys it writes; "" for none). Default: all nine.
-# --probes: also run the no-op filter in three modes (P1 hold, P2 read,
-# P3 calls; closed loop only) and report where L2's CPU over L1 goes.
+# --probes: also run the no-op filter as P0 (no-op, with the callbacks
+# Aegis exports), P1 hold, P2 read and P3 calls (closed loop only) and
+# report where L2's CPU over L1 goes.
 #
 # Environment (flags win): DURATION, ROUNDS, CONNECTIONS, WARMUP, SIZES.
 # Defaults: 10 s per run, 5 rounds, 32 connections, 3 s warm-up.
