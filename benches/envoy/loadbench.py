@@ -567,11 +567,12 @@ class Envoy:
         finally:
             c.close()
 
-    def filter_latency(self) -> dict[str, float]:
-        """Quantiles (P50, P90, P99) of the Aegis filter's own
-        `aegis_request_latency_us` histogram (the time inside its callbacks,
-        host calls included), over every request since Envoy started."""
-        status, text = self.get("/stats?filter=aegis_request_latency_us$")
+    def filter_latency(self, name: str) -> dict[str, float]:
+        """Quantiles (P50, P90, P99) of a filter's own latency histogram
+        (`aegis_request_latency_us`: the time inside the Aegis filter's
+        callbacks, host calls included; `probe_latency_us`: the same for
+        probe P3), over every request since Envoy started."""
+        status, text = self.get(f"/stats?filter={name}$")
         out: dict[str, float] = {}
         if status != 200:
             return out
@@ -1122,7 +1123,10 @@ def main() -> None:
                         f"p50 {s['p50_us']:7.1f} us, p99 {s['p99_us']:7.1f} us, p99.9 {s['p99.9_us']:7.1f} us "
                         f"(got {s['rps']:.0f}/s)"
                     )
-        filter_latency = env.filter_latency()
+        filter_latency = {
+            "L2": env.filter_latency("aegis_request_latency_us"),
+            "P3": env.filter_latency("probe_latency_us") if args.probes else {},
+        }
         stop(nginx)
         stop(env.proc)
     finally:
@@ -1257,11 +1261,18 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
                     f"**{n} could not sustain the open-loop rate at {size_label(s)}** (got {got:.0%} of it): its "
                     "latency there is queueing in an overloaded proxy, not the cost of one request."
                 )
-    if filter_latency:
+    if filter_latency["L2"]:
         L.append(
             "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`, "
             "every L2 request of the run, all sizes): "
-            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency.items())
+            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency["L2"].items())
+            + "."
+        )
+    if filter_latency["P3"]:
+        L.append(
+            "The same for probe P3, whose callbacks make the same host calls and no decision "
+            "(`probe_latency_us`, every P3 request, all sizes): "
+            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency["P3"].items())
             + "."
         )
     pii = []
