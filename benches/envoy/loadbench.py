@@ -39,18 +39,10 @@ from pathlib import Path
 CORE = ["L0", "L1", "L2", "L3"]
 # With --probes: the no-op filter in the mode named (see noop-filter/),
 # measured in phase 1 only, to split what L2 adds over L1. The probes'
-# module exports the stream callbacks the Aegis filter exports (see
-# UNUSED_CALLBACKS); L1 keeps every callback the SDK exports.
+# module exports only what the Aegis blob exports (compiler/build.rs drops
+# the callbacks the filter does not use; Envoy skips a stream callback the
+# module does not export); L1 keeps every callback the SDK exports.
 PROBES = {"P0": "noop", "P1": "hold", "P2": "read", "P3": "calls"}
-# The callbacks compiler/build.rs drops from the generic filter: Envoy skips
-# a stream callback the module does not export.
-UNUSED_CALLBACKS = {
-    "proxy_on_response_headers",
-    "proxy_on_response_body",
-    "proxy_on_response_trailers",
-    "proxy_on_log",
-    "proxy_on_done",
-}
 LISTENERS = list(CORE)  # extended by --probes
 LISTENER_DESC = {
     "L0": "router only",
@@ -371,26 +363,38 @@ def uleb128(n: int) -> bytes:
             return bytes(out)
 
 
-def without_exports(wasm: bytes, drop: set[str]) -> bytes:
-    """`wasm` with the exports named in `drop` removed (the export section,
-    id 7, rewritten; every other section copied)."""
-    out = bytearray(wasm[:8])
+def sections(wasm: bytes):
+    """(id, body) of every section of a module, in order."""
     i = 8
     while i < len(wasm):
-        sid = wasm[i]
         size, j = leb128(wasm, i + 1)
-        body = wasm[j : j + size]
+        yield wasm[i], wasm[j : j + size]
         i = j + size
+
+
+def exports(body: bytes):
+    """(name, raw entry) of every entry of an export section's body."""
+    count, k = leb128(body, 0)
+    for _ in range(count):
+        start = k
+        n, k = leb128(body, k)
+        name = body[k : k + n].decode()
+        _, k = leb128(body, k + n + 1)  # kind byte, then the index
+        yield name, body[start:k]
+
+
+def export_names(wasm: bytes) -> set[str]:
+    return {name for sid, body in sections(wasm) if sid == 7 for name, _ in exports(body)}
+
+
+def with_exports_of(wasm: bytes, model: bytes) -> bytes:
+    """`wasm` without the exports `model` does not have (the export
+    section, id 7, rewritten; every other section copied)."""
+    keep = export_names(model)
+    out = bytearray(wasm[:8])
+    for sid, body in sections(wasm):
         if sid == 7:
-            count, k = leb128(body, 0)
-            kept = []
-            for _ in range(count):
-                start = k
-                n, k = leb128(body, k)
-                name = body[k : k + n].decode()
-                _, k = leb128(body, k + n + 1)  # kind byte, then the index
-                if name not in drop:
-                    kept.append(body[start:k])
+            kept = [raw for name, raw in exports(body) if name in keep]
             body = uleb128(len(kept)) + b"".join(kept)
         out += bytes([sid]) + uleb128(len(body)) + body
     return bytes(out)
@@ -1022,7 +1026,7 @@ def main() -> None:
     admin, upstream, *lports = free_ports(2 + len(LISTENERS))
     ports = dict(zip(LISTENERS, lports))
     probe_wasm = work / "probe.wasm"
-    probe_wasm.write_bytes(without_exports(args.noop_wasm.read_bytes(), UNUSED_CALLBACKS))
+    probe_wasm.write_bytes(with_exports_of(args.noop_wasm.read_bytes(), args.aegis_wasm.read_bytes()))
     config = envoy_config(
         admin,
         ports,
@@ -1261,20 +1265,13 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
                     f"**{n} could not sustain the open-loop rate at {size_label(s)}** (got {got:.0%} of it): its "
                     "latency there is queueing in an overloaded proxy, not the cost of one request."
                 )
-    if filter_latency["L2"]:
-        L.append(
-            "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`, "
-            "every L2 request of the run, all sizes): "
-            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency["L2"].items())
-            + "."
-        )
-    if filter_latency["P3"]:
-        L.append(
-            "The same for probe P3, whose callbacks make the same host calls and no decision "
-            "(`probe_latency_us`, every P3 request, all sizes): "
-            + ", ".join(f"{q} {v:g} us" for q, v in filter_latency["P3"].items())
-            + "."
-        )
+    for name, what in [
+        ("L2", "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`"),
+        ("P3", "The same for probe P3, whose callbacks make the same host calls and no decision (`probe_latency_us`"),
+    ]:
+        if filter_latency[name]:
+            quantiles = ", ".join(f"{q} {v:g} us" for q, v in filter_latency[name].items())
+            L.append(f"{what}, every {name} request of the run, all sizes): {quantiles}.")
     pii = []
     for s in sizes:
         a = [r.get("aegis", {}) for r in cap[s]["L2"]]
