@@ -19,7 +19,7 @@ use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::build::regex::DLP_DFA_LIMIT;
 use aegis_engine::dfa::load_dense;
 use aegis_engine::dlp::{
-    DlpErrorKind, DlpSpec, Outcome, Scanner, Scratch, Validator, MAX_PATTERNS,
+    DlpErrorKind, DlpSpec, Outcome, Scanner, Scratch, Trigger, Validator, MAX_PATTERNS,
 };
 use aegis_engine::json::{self, Event, Parser};
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
@@ -565,6 +565,37 @@ fn pii_in_keys_is_found() {
 }
 
 #[test]
+fn detections_after_long_trigger_free_text_are_found() {
+    // A string's trigger bytes are first looked for in the body's 32-byte
+    // chunk masks, and the search starts at the first one: strings that
+    // start anywhere in a chunk, values far into a string, in neighbouring
+    // strings that share a chunk, plain and escaped.
+    let filler = "the quick brown fox jumps over the lazy dog, twice over ";
+    for lead in 0..40 {
+        let pad = "x".repeat(lead);
+        for before in [0, 1, 7, 31, 32, 33, 63, 64, 65] {
+            let text = &filler.repeat(2)[..before];
+            for escaped in [false, true] {
+                let esc = if escaped { "\\n" } else { "" };
+                let body = format!(
+                    r#"{{"{pad}":"{text}{esc} 123-45-6789 z","k":"no triggers here","m":"{text} jo@example.org"}}"#
+                );
+                let s = scan(all(), BodyKind::Json, &body);
+                assert_eq!(
+                    s.out,
+                    format!(
+                        r#"{{"{pad}":"{text}{esc} [REDACTED:ssn] z","k":"no triggers here","m":"{text} [REDACTED:email]"}}"#
+                    ),
+                    "lead {lead}, {before} bytes before, escaped {escaped}"
+                );
+                assert_eq!(s.counts, counts(&[("email", 1), ("ssn", 1)]));
+            }
+        }
+    }
+    let s = scan(all(), BodyKind::Json, r#"{"k":"no triggers here"}"#);
+    assert_eq!(s.outcome, Outcome::Clean);
+}
+#[test]
 fn literals_are_not_scanned() {
     let s = scan(all(), BodyKind::Json, r#"{"a":true,"b":false,"c":null}"#);
     assert_eq!(s.outcome, Outcome::Clean);
@@ -872,7 +903,18 @@ fn corrupt_specs_never_panic() {
     sp.min_match_len = u32::MAX;
     try_spec(&sp);
     let mut sp = good.clone();
-    sp.triggers = vec![(0, 255), (255, 255), (b'1', 0)];
+    let trigger = |byte, lead, before, starts| Trigger {
+        byte,
+        lead,
+        before: [before; 32],
+        starts,
+    };
+    sp.triggers = vec![
+        trigger(0, 255, 0xff, true),
+        trigger(255, 255, 0, false),
+        trigger(b'1', 0, 0, false),
+        trigger(b'3', 9, 0xff, false),
+    ];
     try_spec(&sp);
     sp.triggers.clear();
     try_spec(&sp);

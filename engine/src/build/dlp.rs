@@ -12,9 +12,13 @@
 //! them, against about 210 KB this way).
 //!
 //! The spec also lists trigger bytes: every match holds one, at most a
-//! known number of bytes (its lead) after the match's start. The leads are
-//! computed here by walking each pattern's own anchored DFA, so the claim
-//! is checked, not assumed; custom regexes trigger on the bytes their
+//! known number of bytes (its lead) after the match's start. For each
+//! trigger byte it also records which bytes can come right before it in a
+//! match that holds it first, and whether such a match can start with it:
+//! `-` starts a PEM header or follows the letters of a token prefix, so a
+//! `-` after a space either starts the search or is passed. All of this is
+//! computed here by walking each pattern's own anchored DFA, so the claims
+//! are checked, not assumed; custom regexes trigger on the bytes their
 //! matches can start with. The scanner uses them to skip text.
 //!
 //! The patterns are plain ASCII regexes, yet they find values disguised
@@ -36,7 +40,7 @@ use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
-use crate::dlp::{DlpPattern, DlpSpec, Validator, MAX_PATTERNS};
+use crate::dlp::{DlpPattern, DlpSpec, Trigger, Validator, MAX_PATTERNS};
 use crate::types::{Detector, DlpAction};
 
 /// Longest accepted custom detector name.
@@ -264,13 +268,25 @@ pub fn build_dlp(
         ));
     }
 
-    // How far before each trigger byte a match can start, over all patterns.
-    let mut leads = [0u8; 256];
+    // How far before each trigger byte a match can start, what can come
+    // right before it, and whether a match can start with it, over all
+    // patterns.
+    let mut all = Box::new(TriggerFacts {
+        leads: [0; 256],
+        before: [[false; 256]; 256],
+        starts: [false; 256],
+    });
     for (single, p) in singles.iter().zip(&patterns) {
-        let own = trigger_leads(single, &triggers)
+        let own = trigger_walk(single, &triggers)
             .ok_or_else(|| format!("dlp detector `{}`: a match can lack a trigger byte", p.name))?;
-        for (l, o) in leads.iter_mut().zip(own) {
+        for (l, o) in all.leads.iter_mut().zip(own.leads) {
             *l = (*l).max(o);
+        }
+        for (b, o) in all.before.iter_mut().zip(&own.before) {
+            union(b, o);
+        }
+        for (st, o) in all.starts.iter_mut().zip(own.starts) {
+            *st |= o;
         }
     }
 
@@ -291,11 +307,30 @@ pub fn build_dlp(
         min_match_len: u32::try_from(if min_len == usize::MAX { 0 } else { min_len })
             .unwrap_or(u32::MAX),
         triggers: (0..=255u8)
-            .zip(triggers.iter().zip(leads))
-            .filter(|(_, (t, _))| **t)
-            .map(|(byte, (_, lead))| (byte, lead))
+            .zip(&triggers)
+            .filter(|(_, t)| **t)
+            .map(|(byte, _)| {
+                let b = usize::from(byte);
+                Trigger {
+                    byte,
+                    lead: all.leads.get(b).copied().unwrap_or(0),
+                    before: bitmap(all.before.get(b).unwrap_or(&[false; 256])),
+                    starts: all.starts.get(b).copied().unwrap_or(true),
+                }
+            })
             .collect(),
     })
+}
+
+/// Bit `b % 8` of byte `b / 8` set for each `b` in `set`.
+fn bitmap(set: &[bool; 256]) -> [u8; 32] {
+    let mut bits = [0u8; 32];
+    for (b, _) in set.iter().enumerate().filter(|(_, &x)| x) {
+        if let Some(w) = bits.get_mut(b / 8) {
+            *w |= 1 << (b % 8);
+        }
+    }
+    bits
 }
 
 fn union(into: &mut [bool; 256], set: &[bool; 256]) {
@@ -328,30 +363,52 @@ fn first_bytes(dfa: &dense::DFA<Vec<u32>>) -> [bool; 256] {
     set
 }
 
-/// Longest walk [`trigger_leads`] takes before giving up.
+/// Longest walk [`trigger_walk`] takes before giving up.
 const MAX_LEAD: u8 = 64;
+
+/// What [`trigger_walk`] learns about each trigger byte `b` (by index)
+/// from the matches that hold `b` as their first trigger byte.
+struct TriggerFacts {
+    /// The largest offset of `b` in such a match.
+    leads: [u8; 256],
+    /// The bytes that come right before `b` in such a match.
+    before: [[bool; 256]; 256],
+    /// Such a match can start with `b`.
+    starts: [bool; 256],
+}
 
 /// For the single-pattern anchored `dfa` and the trigger bytes `set`: for
 /// each trigger byte, the largest offset at which it can be the first
-/// trigger byte of a match; `None` if a match can go without a trigger
-/// byte for [`MAX_LEAD`] bytes, or entirely.
+/// trigger byte of a match, the bytes that can come right before it there,
+/// and whether a match can start with it; `None` if a match can go
+/// without a trigger byte for [`MAX_LEAD`] bytes, or entirely.
 ///
-/// Walks all paths of non-trigger bytes from the start states. Matches are
-/// reported one byte late, so a match state entered on any byte (or at the
-/// end of the input) means a match made of non-trigger bytes only.
-fn trigger_leads(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<[u8; 256]> {
-    let mut leads = [0u8; 256];
-    let mut frontier = anchored_starts(dfa);
+/// Walks all paths of non-trigger bytes from the start states, keeping the
+/// last byte of each. Matches are reported one byte late, so a match state
+/// entered on any byte (or at the end of the input) means a match made of
+/// non-trigger bytes only.
+fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<TriggerFacts>> {
+    let mut facts = Box::new(TriggerFacts {
+        leads: [0; 256],
+        before: [[false; 256]; 256],
+        starts: [false; 256],
+    });
+    // States reached, each with the bytes it was reached by.
+    let mut frontier: Vec<(StateID, [bool; 256])> = anchored_starts(dfa)
+        .into_iter()
+        .map(|s| (s, [false; 256]))
+        .collect();
     if frontier.is_empty() {
         return None;
     }
     for depth in 0..MAX_LEAD {
-        let mut next: Vec<StateID> = Vec::new();
-        for &s in &frontier {
+        let mut next: Vec<(StateID, [bool; 256])> = Vec::new();
+        for (s, last) in &frontier {
+            let s = *s;
             if dfa.is_match_state(s) || dfa.is_match_state(dfa.next_eoi_state(s)) {
                 return None;
             }
-            for ((byte, trigger), lead) in (0..=255u8).zip(set.iter()).zip(leads.iter_mut()) {
+            for (byte, trigger) in (0..=255u8).zip(set.iter()) {
                 let t = dfa.next_state(s, byte);
                 if dfa.is_match_state(t) || dfa.is_quit_state(t) {
                     return None;
@@ -359,15 +416,34 @@ fn trigger_leads(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<[u8; 2
                 if dfa.is_dead_state(t) {
                     continue;
                 }
+                let b = usize::from(byte);
                 if *trigger {
-                    *lead = (*lead).max(depth);
-                } else if !next.contains(&t) {
-                    next.push(t);
+                    if let Some(lead) = facts.leads.get_mut(b) {
+                        *lead = (*lead).max(depth);
+                    }
+                    if depth == 0 {
+                        if let Some(st) = facts.starts.get_mut(b) {
+                            *st = true;
+                        }
+                    } else if let Some(before) = facts.before.get_mut(b) {
+                        union(before, last);
+                    }
+                    continue;
+                }
+                let slot = match next.iter().position(|(n, _)| *n == t) {
+                    Some(i) => next.get_mut(i),
+                    None => {
+                        next.push((t, [false; 256]));
+                        next.last_mut()
+                    }
+                };
+                if let Some(by) = slot.and_then(|(_, by)| by.get_mut(b)) {
+                    *by = true;
                 }
             }
         }
         if next.is_empty() {
-            return Some(leads);
+            return Some(facts);
         }
         frontier = next;
     }
@@ -533,7 +609,17 @@ mod tests {
     }
 
     fn lead(re: &str, triggers: &[u8], byte: u8) -> Option<u8> {
-        trigger_leads(&single(re), &set(triggers)).map(|l| l[usize::from(byte)])
+        trigger_walk(&single(re), &set(triggers)).map(|f| f.leads[usize::from(byte)])
+    }
+
+    /// The bytes that can come right before `byte` in a match of `re`
+    /// that holds it first, and whether such a match can start with it.
+    fn context(re: &str, triggers: &[u8], byte: u8) -> (Vec<u8>, bool) {
+        let f = trigger_walk(&single(re), &set(triggers)).unwrap();
+        let before = (0..=255u8)
+            .filter(|&b| f.before[usize::from(byte)][usize::from(b)])
+            .collect();
+        (before, f.starts[usize::from(byte)])
     }
 
     #[test]
@@ -560,9 +646,43 @@ mod tests {
     }
 
     #[test]
+    fn bytes_before_triggers_are_computed() {
+        assert_eq!(context("ab|cdb", b"b", b'b'), (b"ad".to_vec(), false));
+        assert_eq!(context("ab|b", b"b", b'b'), (b"a".to_vec(), true));
+        // Only bytes before the first trigger byte count.
+        assert_eq!(context("xab|yb", b"ab", b'b'), (b"y".to_vec(), false));
+        assert_eq!(context("xab|yb", b"ab", b'a'), (b"x".to_vec(), false));
+        assert_eq!(
+            context("[0-9]x", b"0123456789", b'7'),
+            (alloc::vec::Vec::new(), true)
+        );
+    }
+
+    #[test]
     fn builtin_leads() {
         let sp = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
-        let lead = |b: u8| sp.triggers.iter().find(|(t, _)| *t == b).map(|(_, l)| *l);
+        let trigger = |b: u8| sp.triggers.iter().find(|t| t.byte == b);
+        let lead = |b: u8| trigger(b).map(|t| t.lead);
+        let before = |b: u8| {
+            let t = trigger(b).unwrap();
+            let bytes: Vec<u8> = (0..=255u8)
+                .filter(|&x| (t.before[usize::from(x / 8)] >> (x % 8)) & 1 == 1)
+                .collect();
+            (String::from_utf8(bytes).unwrap(), t.starts)
+        };
+        // `-` starts a PEM header, or follows the letters of a token prefix
+        // (`sk-`, `xoxb-`, `glpat-`).
+        assert_eq!(
+            before(b'-'),
+            ("abcdefghijklmnopqrstuvwxyz".to_string(), true)
+        );
+        // A digit starts a number, or follows an IBAN's country code, `+`
+        // or `(` of a phone number.
+        assert_eq!(
+            before(b'7'),
+            ("(+BCDEFGHIKLMNOPQRSTUVWXYZ".to_string(), true)
+        );
+        assert_eq!(before(b'@'), (String::new(), true));
         assert_eq!(lead(b'0'), Some(2));
         assert_eq!(lead(b'@'), Some(0));
         // `A` and `J` as the second letter of an IBAN's country code.

@@ -130,7 +130,8 @@ pub(crate) fn read_from(hay: &[u8], mut at: usize) -> Option<u8> {
 pub(crate) fn back(hay: &[u8], at: usize, n: usize, floor: usize) -> usize {
     // ASCII bytes are one unit each.
     let to = at.saturating_sub(n).max(floor);
-    if hay.get(to..at).is_some_and(<[u8]>::is_ascii) {
+    // A lead is a few bytes: a plain loop, not the library's call.
+    if hay.get(to..at).is_some_and(|s| s.iter().all(|&b| b < 0x80)) {
         return to;
     }
     back_slow(hay, at, n, floor)

@@ -10,7 +10,8 @@
 //!
 //! Searching a haystack (a decoded string, a form component, a raw body):
 //! the forward DFA is stepped by hand so that, whenever no match is under
-//! way, it jumps ahead to the next trigger byte (see [`DlpSpec::triggers`]);
+//! way, it jumps ahead to the next trigger byte that a match can hold
+//! first, given the byte before it (see [`DlpSpec::triggers`]);
 //! the reverse DFA then finds where the match starts, and the pattern's
 //! validator confirms it and finds where the detection really starts and
 //! ends. A rejected match is skipped as a whole. Both DFAs read the text
@@ -70,13 +71,27 @@ pub struct DlpSpec {
     pub hash_key: [u8; 32],
     /// No match is shorter than this many bytes; shorter strings are skipped.
     pub min_match_len: u32,
-    /// `(byte, lead)`: every match holds a trigger byte; the first one in
-    /// a match is at most `lead` bytes after the match's start. The
-    /// scanner skips text with no trigger byte. Bytes as the DFAs read them
-    /// (see `fold`): invisible characters are not counted in a lead, and
-    /// the scanner also stops at a full-width digit or hyphen when a digit
-    /// or `-` is listed here.
-    pub triggers: Vec<(u8, u8)>,
+    /// Every match holds a trigger byte; what is known of the first one
+    /// in a match. The scanner skips text with no trigger byte. Bytes as
+    /// the DFAs read them (see `fold`): invisible characters are not
+    /// counted in a lead, and the scanner also stops at a full-width digit
+    /// or hyphen when a digit or `-` is listed here.
+    pub triggers: Vec<Trigger>,
+}
+
+/// A trigger byte of a [`DlpSpec`], and what holds for every match whose
+/// first trigger byte it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub byte: u8,
+    /// It is at most this many bytes after the match's start.
+    pub lead: u8,
+    /// The bytes that can come right before it in the match (bit `b % 8`
+    /// of byte `b / 8`): after any other byte, the match starts with it.
+    pub before: [u8; 32],
+    /// The match can start with it: when false and the byte before it is
+    /// not in `before`, no match holds it first and the scanner passes it.
+    pub starts: bool,
 }
 
 /// A JSON scan in progress: the body, how much of it is already copied to
@@ -214,6 +229,8 @@ struct Around<'a, 'c> {
     buf: &'a [u8],
     off: usize,
     cursor: &'c mut trigger::Cursor,
+    /// The haystack holds no trigger byte before this offset.
+    clear: usize,
 }
 
 impl<'a, 'c> Around<'a, 'c> {
@@ -223,6 +240,7 @@ impl<'a, 'c> Around<'a, 'c> {
             buf,
             off: 0,
             cursor,
+            clear: 0,
         }
     }
 }
@@ -253,6 +271,11 @@ pub struct Scanner {
     skips: bool,
     /// By byte: how far before a trigger byte a match can start.
     leads: [u8; 256],
+    /// By trigger byte: the bytes that can come right before it in a
+    /// match that holds it first, as bits.
+    before: [[u64; 4]; 256],
+    /// By trigger byte: a match that holds it first can start with it.
+    trigger_starts: [bool; 256],
 }
 
 impl fmt::Debug for Scanner {
@@ -296,18 +319,31 @@ impl Scanner {
         let mut bitmap = [0u8; 32];
         let mut leads = [0u8; 256];
         let mut is_trigger = [false; 256];
+        let mut before = [[0u64; 4]; 256];
+        let mut trigger_starts = [false; 256];
         let set = |bitmap: &mut [u8; 32], byte: u8| {
             if let Some(w) = bitmap.get_mut(usize::from(byte / 8)) {
                 *w |= 1 << (byte % 8);
             }
         };
-        for &(byte, lead) in &spec.triggers {
+        for t in &spec.triggers {
+            let (byte, i) = (t.byte, usize::from(t.byte));
             set(&mut bitmap, byte);
-            if let Some(t) = is_trigger.get_mut(usize::from(byte)) {
-                *t = true;
+            if let Some(x) = is_trigger.get_mut(i) {
+                *x = true;
             }
-            if let Some(l) = leads.get_mut(usize::from(byte)) {
-                *l = (*l).max(lead);
+            if let Some(l) = leads.get_mut(i) {
+                *l = (*l).max(t.lead);
+            }
+            if let Some(words) = before.get_mut(i) {
+                for (w, bytes) in words.iter_mut().zip(t.before.chunks_exact(8)) {
+                    let mut le = [0u8; 8];
+                    le.copy_from_slice(bytes);
+                    *w |= u64::from_le_bytes(le);
+                }
+            }
+            if let Some(x) = trigger_starts.get_mut(i) {
+                *x |= t.starts;
             }
             // A full-width digit or hyphen reads as this byte: its first
             // byte must stop the skipping too.
@@ -339,6 +375,8 @@ impl Scanner {
             text_start,
             starts,
             leads,
+            before,
+            trigger_starts,
         })
     }
 
@@ -479,12 +517,26 @@ impl Scanner {
                 buf: scan.body,
                 off: s.start,
                 cursor: &mut scan.cursor,
+                clear: 0,
             };
             (s.raw, around)
         } else {
             // Not where it says it is in the body: read on its own.
             (s.raw, Around::whole(s.raw, &mut fresh))
         };
+        // Most strings hold no trigger byte: the chunk masks tell so
+        // before a search is set up, and where the first one is, which the
+        // search then starts from.
+        if self.skips {
+            let off = around.off;
+            match self
+                .triggers
+                .next(around.buf, off, off + hay.len(), around.cursor)
+            {
+                None => return Ok(()),
+                Some(t) => around.clear = t.saturating_sub(off),
+            }
+        }
         let repl_to = rewrite.then_some(&mut *repl);
         if !self.scan_hay(hay, s.start, counts, repl_to, &mut around)? {
             return Ok(());
@@ -569,6 +621,7 @@ impl Scanner {
                         buf: body,
                         off: at,
                         cursor: &mut body_cursor,
+                        clear: 0,
                     };
                     (raw, around)
                 };
@@ -698,9 +751,11 @@ impl Scanner {
         }
     }
 
-    /// The next trigger at or after `at`: `(earliest start of a match
-    /// holding it, its offset)`. A full-width character that stopped the
-    /// skipping but does not read as a trigger byte is passed over.
+    /// The next trigger at or after `at` (none before `around.clear`):
+    /// `(earliest start of a match holding it first, its offset)`. A
+    /// full-width character that stopped the skipping but does not read as
+    /// a trigger byte is passed over, and so is a trigger byte that no
+    /// match can hold first after the byte before it.
     #[inline(always)]
     fn next_trigger(
         &self,
@@ -709,6 +764,7 @@ impl Scanner {
         around: &mut Around<'_, '_>,
     ) -> Option<(usize, usize)> {
         let floor = at;
+        at = at.max(around.clear);
         let off = around.off;
         loop {
             let t = self
@@ -722,10 +778,28 @@ impl Scanner {
             };
             match read {
                 Some(b) if self.is_trigger.get(usize::from(b)).copied().unwrap_or(true) => {
-                    let lead = self.leads.get(usize::from(b)).copied().unwrap_or(0);
-                    // Invisible characters before the trigger are not
-                    // counted in its lead.
-                    return Some((fold::back(hay, t, usize::from(lead), floor), t));
+                    let i = usize::from(b);
+                    let lead = self.leads.get(i).copied().unwrap_or(0);
+                    // A match that holds this byte first and starts before
+                    // it holds the byte read right before it: only then
+                    // does the search start before it, and a byte no match
+                    // can start with is passed when that byte cannot be.
+                    let after_match_byte = lead > 0
+                        && t > floor
+                        && fold::read_before(hay, t).is_some_and(|p| {
+                            let words = self.before.get(i).copied().unwrap_or([u64::MAX; 4]);
+                            let word = words.get(usize::from(p / 64)).copied().unwrap_or(u64::MAX);
+                            (word >> (p % 64)) & 1 == 1
+                        });
+                    if after_match_byte {
+                        // Invisible characters before the trigger are not
+                        // counted in its lead.
+                        return Some((fold::back(hay, t, usize::from(lead), floor), t));
+                    }
+                    if self.trigger_starts.get(i).copied().unwrap_or(true) {
+                        return Some((t, t));
+                    }
+                    at = t + len;
                 }
                 _ => at = t + len,
             }
