@@ -896,6 +896,16 @@ fn corrupt_specs_never_panic() {
     let mut sp = good.clone();
     sp.patterns.pop();
     assert!(Scanner::load(&sp).unwrap_err().contains("patterns"));
+    // Names are written into rewritten bodies as they are.
+    for name in ["", "a\"b", "a\\b", "new\nline", "é", &"x".repeat(65)] {
+        let mut sp = good.clone();
+        sp.patterns[0].name = name.to_string();
+        let err = Scanner::load(&sp).unwrap_err();
+        assert!(
+            err.starts_with("dlp spec names a detector"),
+            "{name:?}: {err}"
+        );
+    }
     let mut sp = good.clone();
     sp.forward.truncate(sp.forward.len() / 2);
     assert!(Scanner::load(&sp).is_err());

@@ -40,11 +40,8 @@ use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
-use crate::dlp::{DlpPattern, DlpSpec, Trigger, Validator, MAX_PATTERNS};
+use crate::dlp::{valid_name, DlpPattern, DlpSpec, Trigger, Validator, MAX_NAME_LEN, MAX_PATTERNS};
 use crate::types::{Detector, DlpAction};
-
-/// Longest accepted custom detector name.
-const MAX_NAME_LEN: usize = 64;
 
 /// Priority order of the built-in detectors in the leftmost-first DFA.
 /// Priority only matters between matches that start at the same byte;
@@ -455,12 +452,7 @@ fn too_large(e: &dense::BuildError) -> String {
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if valid_name(name) {
         Ok(())
     } else {
         Err(format!(

@@ -222,6 +222,19 @@ impl Default for Scratch {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Longest detector name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A detector name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `_`, `-`
+/// or `.`, so that it needs no escape in JSON, a form body or a label.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Where a haystack lies: it is `buf[off..off + len]`. Its trigger bytes
 /// are looked for in `buf` with `cursor`, whose chunk may cover the
 /// haystacks that follow in `buf` too.
@@ -296,6 +309,13 @@ impl Scanner {
         if n > MAX_PATTERNS {
             return Err(format!(
                 "dlp spec has {n} patterns, more than the limit of {MAX_PATTERNS}"
+            ));
+        }
+        // Names go into rewritten bodies as they are.
+        if let Some(p) = spec.patterns.iter().find(|p| !valid_name(&p.name)) {
+            return Err(format!(
+                "dlp spec names a detector `{}`",
+                p.name.escape_debug()
             ));
         }
         // `load_dense` copies into aligned words and validates them.
@@ -556,7 +576,16 @@ impl Scanner {
                 out.reserve(scan.body.len() + 64);
             }
             out.extend_from_slice(before);
-            json::write_escaped(out, repl);
+            if s.escaped {
+                json::write_escaped(out, repl);
+            } else {
+                // The string needed no escape, and neither do the tokens
+                // written in place of its detections (names are checked
+                // at load): quoted as it is.
+                out.push(b'"');
+                out.extend_from_slice(repl);
+                out.push(b'"');
+            }
             scan.copied = s.start + s.raw.len() + quote;
         }
         Ok(())
