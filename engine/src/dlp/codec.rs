@@ -10,7 +10,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Offset of the first `needle` in `hay`. Tests 32 bytes at a time with a
-/// branch-free loop the compiler vectorizes.
+/// branch-free loop the compiler vectorizes, then a word at a time.
 pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     let (chunks, _) = hay.as_chunks::<32>();
     let mut skipped = 0usize;
@@ -22,6 +22,18 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
             break;
         }
         skipped += 32;
+    }
+    // Then eight bytes at a time: a byte equal to `needle` is a zero byte
+    // of `w ^ needle`, and the lowest flagged byte is a real one.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let (words, _) = hay.get(skipped..)?.as_chunks::<8>();
+    for word in words {
+        let w = u64::from_le_bytes(*word) ^ (ONES * u64::from(needle));
+        let hits = w.wrapping_sub(ONES) & !w & (ONES * 0x80);
+        if hits != 0 {
+            return Some(skipped + (hits.trailing_zeros() / 8) as usize);
+        }
+        skipped += 8;
     }
     let rest = hay.get(skipped..)?;
     rest.iter().position(|&b| b == needle).map(|i| skipped + i)
@@ -143,13 +155,25 @@ mod tests {
 
     #[test]
     fn finds_bytes() {
-        let mut hay = vec![b'a'; 100];
-        assert_eq!(find_byte(&hay, b'b'), None);
-        for at in [0, 5, 31, 32, 63, 64, 99] {
-            hay[at] = b'b';
-            assert_eq!(find_byte(&hay, b'b'), Some(at));
-            assert_eq!(find_byte(&hay[..at], b'b'), None);
-            hay[at] = b'a';
+        // Every offset of chunks, words and the tail, among bytes next to
+        // the needle's value, zero, 0xff and the needle with its top bit.
+        let needle = b'\\';
+        for fill in [b'a', needle - 1, needle + 1, needle ^ 0x80, 0, 0xff] {
+            for len in 0..100 {
+                let mut hay = vec![fill; len];
+                assert_eq!(find_byte(&hay, needle), None, "{fill} {len}");
+                for at in 0..len {
+                    hay[at] = needle;
+                    assert_eq!(find_byte(&hay, needle), Some(at), "{fill} {len} {at}");
+                    // A second one later does not hide the first.
+                    if at + 9 < len {
+                        hay[at + 9] = needle;
+                        assert_eq!(find_byte(&hay, needle), Some(at));
+                        hay[at + 9] = fill;
+                    }
+                    hay[at] = fill;
+                }
+            }
         }
     }
 
