@@ -2,7 +2,7 @@
 //! 16 KB, 64 KB and 1 MB (KiB/MiB), clean and with PII: through
 //! `Bundle::decide` (agent whose only rule allows the call, so the number
 //! includes routing and the JSON walk) and through `dlp::Scanner::scan`
-//! directly.
+//! directly; and the scanner's JSON walk alone, without the scan.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +15,7 @@ use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::params::walk_json_text;
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
@@ -108,6 +109,15 @@ fn bench(c: &mut Criterion) {
                     scanner
                         .scan(BodyKind::Json, black_box(&body), 32, &mut ds)
                         .unwrap()
+                })
+            });
+            // The scanner's JSON reading alone: the same walk handing every
+            // key, string and number to a closure that only adds up lengths.
+            g.bench_function(format!("walk/{label}/{kind}"), |b| {
+                b.iter(|| {
+                    let mut n = 0usize;
+                    walk_json_text(black_box(&body), 32, |s, _| n += s.raw.len()).unwrap();
+                    n
                 })
             });
         }
