@@ -435,13 +435,28 @@ pub(crate) fn key_hash_bytes(bytes: &[u8]) -> u64 {
     }
     let rest = words.remainder();
     if !rest.is_empty() {
-        let mut a = [0u8; 8];
-        if let Some(dst) = a.get_mut(..rest.len()) {
-            dst.copy_from_slice(rest);
-        }
-        h = key_hash_mix(h, u64::from_le_bytes(a));
+        h = key_hash_mix(h, tail_word(rest));
     }
     key_hash_mix(h, bytes.len() as u64)
+}
+
+/// The 1 to 7 bytes of `rest` as a little-endian word padded with zeros,
+/// from two overlapping fixed-size reads (most keys are shorter than a
+/// word: a copy of variable length would be a call).
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    let read = |at: usize, len: usize| -> u64 {
+        rest.get(at..at + len).map_or(0, |b| {
+            b.iter().rev().fold(0u64, |w, &x| (w << 8) | u64::from(x))
+        })
+    };
+    match n {
+        0 => 0,
+        1 => read(0, 1),
+        2..=3 => read(0, 2) | (read(n - 2, 2) << (8 * (n - 2))),
+        _ => read(0, 4) | (read(n - 4, 4) << (8 * (n - 4))),
+    }
 }
 
 /// [`key_hash_bytes`] over bytes that come one at a time (a decoded key).
@@ -961,6 +976,14 @@ mod tests {
             assert_eq!(key_hash_bytes(k), key_hash(k.iter().copied()), "{k:?}");
             let upper: Vec<u8> = k.to_ascii_uppercase();
             assert_eq!(key_hash_bytes(k), key_hash_bytes(&upper), "{k:?}");
+        }
+        // Every length of the last word, with bytes that all differ.
+        let distinct: Vec<u8> = (0..24u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        for n in 0..=distinct.len() {
+            let k = &distinct[..n];
+            assert_eq!(key_hash_bytes(k), key_hash(k.iter().copied()), "{n}");
         }
         // The length is part of the hash: a key and the same key padded
         // with NUL bytes (what the last word is padded with) differ.
