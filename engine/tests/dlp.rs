@@ -901,9 +901,9 @@ fn corrupt_specs_never_panic() {
         let mut sp = good.clone();
         sp.patterns[0].name = name.to_string();
         let err = Scanner::load(&sp).unwrap_err();
-        assert!(
-            err.starts_with("dlp spec names a detector"),
-            "{name:?}: {err}"
+        assert_eq!(
+            err, "dlp spec names detector 0 with an invalid name",
+            "{name:?}"
         );
     }
     let mut sp = good.clone();

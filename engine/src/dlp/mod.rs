@@ -312,11 +312,8 @@ impl Scanner {
             ));
         }
         // Names go into rewritten bodies as they are.
-        if let Some(p) = spec.patterns.iter().find(|p| !valid_name(&p.name)) {
-            return Err(format!(
-                "dlp spec names a detector `{}`",
-                p.name.escape_debug()
-            ));
+        if let Some(i) = spec.patterns.iter().position(|p| !valid_name(&p.name)) {
+            return Err(format!("dlp spec names detector {i} with an invalid name"));
         }
         // `load_dense` copies into aligned words and validates them.
         let fwd = load_dense(&spec.forward).map_err(|e| format!("dlp forward dfa: {e}"))?;
