@@ -2,7 +2,8 @@
 //! 16 KB, 64 KB and 1 MB (KiB/MiB), clean and with PII: through
 //! `Bundle::decide` (agent whose only rule allows the call, so the number
 //! includes routing and the JSON walk) and through `dlp::Scanner::scan`
-//! directly; and the scanner's JSON walk alone, without the scan.
+//! directly; and the scanner's JSON walk alone, without the scan. Then
+//! the scan per string, one kind of string at a time (`string/*`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,14 +11,17 @@
     clippy::indexing_slicing
 )]
 
-use aegis_benches::{compile_sources, dlp_policy, json_body, DLP_SIZES};
+use aegis_benches::{compile_sources, dlp_policy, json_body, DLP_SIZES, JSON_SECRETS, JSON_TEXTS};
 use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::params::walk_json_text;
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,
+};
 use std::time::Duration;
 
 const HEADERS: [(&str, &str); 1] = [("content-type", "application/json")];
@@ -104,26 +108,83 @@ fn bench(c: &mut Criterion) {
             g.bench_function(format!("decide/{label}/{kind}"), |b| {
                 b.iter(|| decide(black_box(&bundle), black_box(&body), &mut scratch))
             });
-            g.bench_function(format!("scanner/{label}/{kind}"), |b| {
-                b.iter(|| {
-                    scanner
-                        .scan(BodyKind::Json, black_box(&body), 32, &mut ds)
-                        .unwrap()
-                })
-            });
-            // The scanner's JSON reading alone: the same walk handing every
-            // key, string and number to a closure that only adds up lengths.
-            g.bench_function(format!("walk/{label}/{kind}"), |b| {
-                b.iter(|| {
-                    let mut n = 0usize;
-                    walk_json_text(black_box(&body), 32, |s, _| n += s.raw.len()).unwrap();
-                    n
-                })
-            });
+            let ids = [
+                format!("scanner/{label}/{kind}"),
+                format!("walk/{label}/{kind}"),
+            ];
+            scan_and_walk(&mut g, ids, &scanner, &body, &mut ds);
         }
     }
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Benches `Scanner::scan` on the JSON `body` and, under the second id,
+/// the scanner's JSON reading alone: the same walk handing every key,
+/// string and number to a closure that only adds up their lengths.
+fn scan_and_walk(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    [scan_id, walk_id]: [String; 2],
+    scanner: &Scanner,
+    body: &[u8],
+    ds: &mut DlpScratch,
+) {
+    g.bench_function(scan_id, |b| {
+        b.iter(|| {
+            scanner
+                .scan(BodyKind::Json, black_box(body), 32, ds)
+                .unwrap()
+        })
+    });
+    g.bench_function(walk_id, |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            walk_json_text(black_box(body), 32, |s, _| n += s.raw.len()).unwrap();
+            n
+        })
+    });
+}
+
+/// One kind of string, `COPIES` times in a JSON array: the scan's cost
+/// per string of that kind, read against the walk alone over the same
+/// array (`string/<kind>/walk`).
+const COPIES: usize = 2000;
+
+fn strings(c: &mut Criterion) {
+    let spec = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
+    let scanner = Scanner::load(&spec).unwrap();
+    let mut g = c.benchmark_group("string");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+        .throughput(Throughput::Elements(COPIES as u64));
+    // The strings of the bench bodies one kind at a time, as JSON string
+    // contents, and the detections each holds.
+    let [prose, escaped, ..] = JSON_TEXTS;
+    let mut kinds: Vec<(String, String, u32)> = vec![
+        ("word_no_trigger".into(), "alphabet".into(), 0),
+        ("id".into(), "doc-000123".into(), 0),
+        ("title".into(), "Report 123".into(), 0),
+        ("prose_no_trigger".into(), prose.into(), 0),
+        ("prose_escapes_dashes".into(), escaped.into(), 0),
+    ];
+    for (name, secret) in ["email", "ssn", "card", "phone", "iban"]
+        .into_iter()
+        .zip(JSON_SECRETS)
+    {
+        kinds.push((format!("prose_{name}"), format!("{prose} {secret}"), 1));
+    }
+    for (kind, text, per_string) in &kinds {
+        let body = format!("[{}]", vec![format!("\"{text}\""); COPIES].join(","));
+        let body = body.into_bytes();
+        let mut ds = DlpScratch::new();
+        let outcome = scanner.scan(BodyKind::Json, &body, 32, &mut ds).unwrap();
+        let found: u32 = ds.counts.iter().sum();
+        assert_eq!(found, per_string * COPIES as u32, "{kind}: {outcome:?}");
+        let ids = [format!("{kind}/scan"), format!("{kind}/walk")];
+        scan_and_walk(&mut g, ids, &scanner, &body, &mut ds);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, strings);
 criterion_main!(benches);

@@ -543,25 +543,33 @@ fn satisfy(op: &Op) -> serde_json::Value {
     }
 }
 
+/// The free texts of [`json_body`]'s records, as JSON string contents
+/// (the second holds `\n` escapes).
+pub const JSON_TEXTS: [&str; 4] = [
+    "Quarterly revenue grew in all regions; see the attached breakdown by product line.",
+    "Meeting notes:\\n- migrate the build cache\\n- rotate on-call\\n- review the Q3 roadmap",
+    "The customer asked for an extension of the trial period and a call next week.",
+    "Shipment delayed at the border, new ETA in five business days, tracking unchanged.",
+];
+
+/// What [`json_body`] adds to every second record's text with `pii`: an
+/// email, a US SSN, a Luhn-valid card number, a phone number, an IBAN.
+pub const JSON_SECRETS: [&str; 5] = [
+    "reach me at jane.doe@example.com",
+    "ssn 123-45-6789 on file",
+    "card 4111 1111 1111 1111 exp 09/27",
+    "call +1 415 555 0132 after 5pm",
+    "pay to DE89 3704 0044 0532 0130 00",
+];
+
 /// A JSON body of exactly `len` bytes (for `len` >= 64): an array of
 /// document records (ids, titles, free text with some `\n` escapes,
 /// numbers, tags) closed by a padding string. With `pii`, every second
 /// record's text carries one of: an email, a US SSN, a Luhn-valid card
 /// number, a phone number, an IBAN.
 pub fn json_body(len: usize, pii: bool) -> Vec<u8> {
-    const TEXT: [&str; 4] = [
-        "Quarterly revenue grew in all regions; see the attached breakdown by product line.",
-        "Meeting notes:\\n- migrate the build cache\\n- rotate on-call\\n- review the Q3 roadmap",
-        "The customer asked for an extension of the trial period and a call next week.",
-        "Shipment delayed at the border, new ETA in five business days, tracking unchanged.",
-    ];
-    const SECRETS: [&str; 5] = [
-        "reach me at jane.doe@example.com",
-        "ssn 123-45-6789 on file",
-        "card 4111 1111 1111 1111 exp 09/27",
-        "call +1 415 555 0132 after 5pm",
-        "pay to DE89 3704 0044 0532 0130 00",
-    ];
+    const TEXT: [&str; 4] = JSON_TEXTS;
+    const SECRETS: [&str; 5] = JSON_SECRETS;
     let mut s = String::from("{\"documents\":[");
     let mut i = 0usize;
     loop {
