@@ -629,18 +629,38 @@ fn skip_plain(buf: &[u8], mut at: usize) -> usize {
 /// character or non-ASCII.
 #[inline(always)]
 fn first_special(word: [u8; 8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let w = u64::from_le_bytes(word);
-    let q = w ^ (ONES * u64::from(b'"'));
-    let s = w ^ (ONES * u64::from(b'\\'));
-    let special = (q.wrapping_sub(ONES) & !q)
-        | (s.wrapping_sub(ONES) & !s)
-        | (w.wrapping_sub(ONES * 0x20) & !w)
-        | w;
-    let hits = special & (ONES * 0x80);
-    // The lowest flagged byte is a real one (a borrow only flags bytes
-    // above a real hit).
-    (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize)
+    let special = (below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1)
+        | below(w, 0x20)
+        | w)
+        & (ONES * 0x80);
+    first_flagged(special)
+}
+
+/// A one in every byte of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Flags (top bit) the bytes of `w` below `n` (`n` <= 0x80). Bytes above
+/// a flagged one may be flagged too (a borrow), never bytes below it.
+#[inline(always)]
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & (ONES * 0x80)
+}
+
+/// Index of the lowest flagged byte of `flags`: the first real hit.
+#[inline(always)]
+fn first_flagged(flags: u64) -> Option<usize> {
+    (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
+}
+
+/// Index of the first byte of `word` equal to `needle`.
+#[inline(always)]
+pub(crate) fn first_eq(word: [u8; 8], needle: u8) -> Option<usize> {
+    first_flagged(below(
+        u64::from_le_bytes(word) ^ (ONES * u64::from(needle)),
+        1,
+    ))
 }
 
 #[cfg(test)]

@@ -40,7 +40,9 @@ use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
-use crate::dlp::{valid_name, DlpPattern, DlpSpec, Trigger, Validator, MAX_NAME_LEN, MAX_PATTERNS};
+use crate::dlp::{
+    bitmap_set, valid_name, DlpPattern, DlpSpec, Trigger, Validator, MAX_NAME_LEN, MAX_PATTERNS,
+};
 use crate::types::{Detector, DlpAction};
 
 /// Priority order of the built-in detectors in the leftmost-first DFA.
@@ -268,23 +270,11 @@ pub fn build_dlp(
     // How far before each trigger byte a match can start, what can come
     // right before it, and whether a match can start with it, over all
     // patterns.
-    let mut all = Box::new(TriggerFacts {
-        leads: [0; 256],
-        before: [[false; 256]; 256],
-        starts: [false; 256],
-    });
+    let mut all = TriggerFacts::none();
     for (single, p) in singles.iter().zip(&patterns) {
         let own = trigger_walk(single, &triggers)
             .ok_or_else(|| format!("dlp detector `{}`: a match can lack a trigger byte", p.name))?;
-        for (l, o) in all.leads.iter_mut().zip(own.leads) {
-            *l = (*l).max(o);
-        }
-        for (b, o) in all.before.iter_mut().zip(&own.before) {
-            union(b, o);
-        }
-        for (st, o) in all.starts.iter_mut().zip(own.starts) {
-            *st |= o;
-        }
+        all.add(&own);
     }
 
     let fwd = build_forward(&sources, DLP_DFA_LIMIT).map_err(|e| too_large(&e))?;
@@ -319,13 +309,11 @@ pub fn build_dlp(
     })
 }
 
-/// Bit `b % 8` of byte `b / 8` set for each `b` in `set`.
+/// `set` as a byte-set bitmap (bit `b % 8` of byte `b / 8`).
 fn bitmap(set: &[bool; 256]) -> [u8; 32] {
     let mut bits = [0u8; 32];
-    for (b, _) in set.iter().enumerate().filter(|(_, &x)| x) {
-        if let Some(w) = bits.get_mut(b / 8) {
-            *w |= 1 << (b % 8);
-        }
+    for (b, _) in (0..=u8::MAX).zip(set).filter(|(_, &x)| x) {
+        bitmap_set(&mut bits, b);
     }
     bits
 }
@@ -374,6 +362,30 @@ struct TriggerFacts {
     starts: [bool; 256],
 }
 
+impl TriggerFacts {
+    /// Nothing known yet (boxed: the `before` sets are 64 KB).
+    fn none() -> Box<TriggerFacts> {
+        Box::new(TriggerFacts {
+            leads: [0; 256],
+            before: [[false; 256]; 256],
+            starts: [false; 256],
+        })
+    }
+
+    /// Merges in what holds for another pattern.
+    fn add(&mut self, other: &TriggerFacts) {
+        for (l, o) in self.leads.iter_mut().zip(other.leads) {
+            *l = (*l).max(o);
+        }
+        for (b, o) in self.before.iter_mut().zip(&other.before) {
+            union(b, o);
+        }
+        for (st, o) in self.starts.iter_mut().zip(other.starts) {
+            *st |= o;
+        }
+    }
+}
+
 /// For the single-pattern anchored `dfa` and the trigger bytes `set`: for
 /// each trigger byte, the largest offset at which it can be the first
 /// trigger byte of a match, the bytes that can come right before it there,
@@ -385,11 +397,7 @@ struct TriggerFacts {
 /// entered on any byte (or at the end of the input) means a match made of
 /// non-trigger bytes only.
 fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<TriggerFacts>> {
-    let mut facts = Box::new(TriggerFacts {
-        leads: [0; 256],
-        before: [[false; 256]; 256],
-        starts: [false; 256],
-    });
+    let mut facts = TriggerFacts::none();
     // States reached, each with the bytes it was reached by.
     let mut frontier: Vec<(StateID, [bool; 256])> = anchored_starts(dfa)
         .into_iter()
@@ -658,7 +666,7 @@ mod tests {
         let before = |b: u8| {
             let t = trigger(b).unwrap();
             let bytes: Vec<u8> = (0..=255u8)
-                .filter(|&x| (t.before[usize::from(x / 8)] >> (x % 8)) & 1 == 1)
+                .filter(|&x| crate::dlp::bitmap_has(&t.before, x))
                 .collect();
             (String::from_utf8(bytes).unwrap(), t.starts)
         };

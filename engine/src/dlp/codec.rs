@@ -23,15 +23,11 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         }
         skipped += 32;
     }
-    // Then eight bytes at a time: a byte equal to `needle` is a zero byte
-    // of `w ^ needle`, and the lowest flagged byte is a real one.
-    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Then eight bytes at a time.
     let (words, _) = hay.get(skipped..)?.as_chunks::<8>();
     for word in words {
-        let w = u64::from_le_bytes(*word) ^ (ONES * u64::from(needle));
-        let hits = w.wrapping_sub(ONES) & !w & (ONES * 0x80);
-        if hits != 0 {
-            return Some(skipped + (hits.trailing_zeros() / 8) as usize);
+        if let Some(i) = crate::json::first_eq(*word, needle) {
+            return Some(skipped + i);
         }
         skipped += 8;
     }

@@ -222,6 +222,20 @@ impl Default for Scratch {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Whether `b` is in a byte-set bitmap (bit `b % 8` of byte `b / 8`), the
+/// form of [`Trigger::before`] and of the trigger set.
+pub(crate) fn bitmap_has(bits: &[u8; 32], b: u8) -> bool {
+    bits.get(usize::from(b / 8))
+        .is_some_and(|w| (w >> (b % 8)) & 1 == 1)
+}
+
+/// Adds `b` to a byte-set bitmap.
+pub(crate) fn bitmap_set(bits: &mut [u8; 32], b: u8) {
+    if let Some(w) = bits.get_mut(usize::from(b / 8)) {
+        *w |= 1 << (b % 8);
+    }
+}
+
 /// Longest detector name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -285,8 +299,8 @@ pub struct Scanner {
     /// By byte: how far before a trigger byte a match can start.
     leads: [u8; 256],
     /// By trigger byte: the bytes that can come right before it in a
-    /// match that holds it first, as bits.
-    before: [[u64; 4]; 256],
+    /// match that holds it first (a bitmap as in [`Trigger::before`]).
+    before: [[u8; 32]; 256],
     /// By trigger byte: a match that holds it first can start with it.
     trigger_starts: [bool; 256],
 }
@@ -336,27 +350,20 @@ impl Scanner {
         let mut bitmap = [0u8; 32];
         let mut leads = [0u8; 256];
         let mut is_trigger = [false; 256];
-        let mut before = [[0u64; 4]; 256];
+        let mut before = [[0u8; 32]; 256];
         let mut trigger_starts = [false; 256];
-        let set = |bitmap: &mut [u8; 32], byte: u8| {
-            if let Some(w) = bitmap.get_mut(usize::from(byte / 8)) {
-                *w |= 1 << (byte % 8);
-            }
-        };
         for t in &spec.triggers {
             let (byte, i) = (t.byte, usize::from(t.byte));
-            set(&mut bitmap, byte);
+            bitmap_set(&mut bitmap, byte);
             if let Some(x) = is_trigger.get_mut(i) {
                 *x = true;
             }
             if let Some(l) = leads.get_mut(i) {
                 *l = (*l).max(t.lead);
             }
-            if let Some(words) = before.get_mut(i) {
-                for (w, bytes) in words.iter_mut().zip(t.before.chunks_exact(8)) {
-                    let mut le = [0u8; 8];
-                    le.copy_from_slice(bytes);
-                    *w |= u64::from_le_bytes(le);
+            if let Some(bits) = before.get_mut(i) {
+                for (w, o) in bits.iter_mut().zip(t.before) {
+                    *w |= o;
                 }
             }
             if let Some(x) = trigger_starts.get_mut(i) {
@@ -365,7 +372,7 @@ impl Scanner {
             // A full-width digit or hyphen reads as this byte: its first
             // byte must stop the skipping too.
             if byte.is_ascii_digit() || byte == b'-' {
-                set(&mut bitmap, fold::FULL_WIDTH_LEAD);
+                bitmap_set(&mut bitmap, fold::FULL_WIDTH_LEAD);
             }
         }
         let triggers = trigger::Triggers::from_bitmap(&bitmap);
@@ -813,9 +820,7 @@ impl Scanner {
                     let after_match_byte = lead > 0
                         && t > floor
                         && fold::read_before(hay, t).is_some_and(|p| {
-                            let words = self.before.get(i).copied().unwrap_or([u64::MAX; 4]);
-                            let word = words.get(usize::from(p / 64)).copied().unwrap_or(u64::MAX);
-                            (word >> (p % 64)) & 1 == 1
+                            self.before.get(i).is_none_or(|bits| bitmap_has(bits, p))
                         });
                     if after_match_byte {
                         // Invisible characters before the trigger are not

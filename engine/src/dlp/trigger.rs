@@ -52,8 +52,8 @@ impl Triggers {
     /// From a bitmap: bit `b % 8` of byte `b / 8` set means `b` triggers.
     pub fn from_bitmap(bits: &[u8; 32]) -> Triggers {
         let mut table = [false; 256];
-        for (i, t) in table.iter_mut().enumerate() {
-            *t = bits.get(i / 8).is_some_and(|w| (w >> (i % 8)) & 1 == 1);
+        for (b, t) in (0..=u8::MAX).zip(table.iter_mut()) {
+            *t = super::bitmap_has(bits, b);
         }
         let lanes = match ranges(&table) {
             Some((lo, span, n)) if VECTOR => Some(Lanes {
