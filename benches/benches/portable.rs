@@ -28,7 +28,9 @@
 //! ```
 //!
 //! The JSON lines of every run are kept in
-//! `target/portable-bench/results.jsonl`.
+//! `target/portable-bench/results.jsonl`. With `AEGIS_PORTABLE_PERFMAP=1`
+//! wasmtime writes a perf map (`/tmp/perf-PID.map`), so that `perf record`
+//! over the bench names the module's functions.
 
 #![allow(
     clippy::unwrap_used,
@@ -259,6 +261,9 @@ impl Wasm {
         let mut config = wasmtime::Config::new();
         config.strategy(wasmtime::Strategy::Cranelift);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if std::env::var_os("AEGIS_PORTABLE_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).unwrap();
         let bytes = fs::read(path).unwrap();
         let t0 = Instant::now();
