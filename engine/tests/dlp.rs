@@ -596,6 +596,42 @@ fn detections_after_long_trigger_free_text_are_found() {
     assert_eq!(s.outcome, Outcome::Clean);
 }
 #[test]
+fn detections_that_end_the_text_are_found() {
+    // A trigger byte is passed when fewer bytes follow it than any match
+    // holding it first needs (eight from a digit: `+` and eight digits).
+    // The shortest matches, ending a body, a JSON string, a form value.
+    for (name, text) in [
+        ("phone", "+12345678"),
+        ("phone", "+1 555 123 4567"),
+        ("ssn", "123-45-6789"),
+        ("credit_card", "4111111111111111"),
+        ("email", "a@b.co"),
+        ("iban", "DE89370400440532013000"),
+    ] {
+        for lead in ["", "x ", "x\t"] {
+            let raw = format!("{lead}{text}");
+            let json = format!("{{\"v\":{}}}", json_str(&raw));
+            let form = format!(
+                "v={}",
+                raw.replace('+', "%2B")
+                    .replace(' ', "+")
+                    .replace('\t', "%09")
+            );
+            for (kind, body) in [
+                (BodyKind::None, &raw),
+                (BodyKind::Json, &json),
+                (BodyKind::Form, &form),
+            ] {
+                let s = scan(all(), kind, body);
+                assert_eq!(s.counts, counts(&[(name, 1)]), "{kind:?} {body:?}");
+            }
+        }
+    }
+    // One byte short of the shortest: nothing to find, and no error.
+    assert_clean("+1234567");
+}
+
+#[test]
 fn literals_are_not_scanned() {
     let s = scan(all(), BodyKind::Json, r#"{"a":true,"b":false,"c":null}"#);
     assert_eq!(s.outcome, Outcome::Clean);
@@ -913,17 +949,18 @@ fn corrupt_specs_never_panic() {
     sp.min_match_len = u32::MAX;
     try_spec(&sp);
     let mut sp = good.clone();
-    let trigger = |byte, lead, before, starts| Trigger {
+    let trigger = |byte, lead, before, starts, rest| Trigger {
         byte,
         lead,
         before: [before; 32],
         starts,
+        rest,
     };
     sp.triggers = vec![
-        trigger(0, 255, 0xff, true),
-        trigger(255, 255, 0, false),
-        trigger(b'1', 0, 0, false),
-        trigger(b'3', 9, 0xff, false),
+        trigger(0, 255, 0xff, true, 0),
+        trigger(255, 255, 0, false, 255),
+        trigger(b'1', 0, 0, false, 1),
+        trigger(b'3', 9, 0xff, false, 200),
     ];
     try_spec(&sp);
     sp.triggers.clear();

@@ -30,6 +30,7 @@
 //! character, a full-width digit or U+FF0D cannot match it.
 
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -303,6 +304,7 @@ pub fn build_dlp(
                     lead: all.leads.get(b).copied().unwrap_or(0),
                     before: bitmap(all.before.get(b).unwrap_or(&[false; 256])),
                     starts: all.starts.get(b).copied().unwrap_or(true),
+                    rest: all.rests.get(b).copied().unwrap_or(0),
                 }
             })
             .collect(),
@@ -360,6 +362,8 @@ struct TriggerFacts {
     before: [[bool; 256]; 256],
     /// Such a match can start with `b`.
     starts: [bool; 256],
+    /// The fewest bytes such a match has from `b` on, `b` included.
+    rests: [u8; 256],
 }
 
 impl TriggerFacts {
@@ -369,6 +373,7 @@ impl TriggerFacts {
             leads: [0; 256],
             before: [[false; 256]; 256],
             starts: [false; 256],
+            rests: [u8::MAX; 256],
         })
     }
 
@@ -383,14 +388,18 @@ impl TriggerFacts {
         for (st, o) in self.starts.iter_mut().zip(other.starts) {
             *st |= o;
         }
+        for (r, o) in self.rests.iter_mut().zip(other.rests) {
+            *r = (*r).min(o);
+        }
     }
 }
 
 /// For the single-pattern anchored `dfa` and the trigger bytes `set`: for
 /// each trigger byte, the largest offset at which it can be the first
 /// trigger byte of a match, the bytes that can come right before it there,
-/// and whether a match can start with it; `None` if a match can go
-/// without a trigger byte for [`MAX_LEAD`] bytes, or entirely.
+/// whether a match can start with it, and the fewest bytes a match has from
+/// it on; `None` if a match can go without a trigger byte for [`MAX_LEAD`]
+/// bytes, or entirely.
 ///
 /// Walks all paths of non-trigger bytes from the start states, keeping the
 /// last byte of each. Matches are reported one byte late, so a match state
@@ -398,6 +407,7 @@ impl TriggerFacts {
 /// non-trigger bytes only.
 fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<TriggerFacts>> {
     let mut facts = TriggerFacts::none();
+    let mut rests: BTreeMap<StateID, u8> = BTreeMap::new();
     // States reached, each with the bytes it was reached by.
     let mut frontier: Vec<(StateID, [bool; 256])> = anchored_starts(dfa)
         .into_iter()
@@ -433,6 +443,10 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
                     } else if let Some(before) = facts.before.get_mut(b) {
                         union(before, last);
                     }
+                    let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
+                    if let Some(r) = facts.rests.get_mut(b) {
+                        *r = (*r).min(rest.saturating_add(1));
+                    }
                     continue;
                 }
                 let slot = match next.iter().position(|(n, _)| *n == t) {
@@ -453,6 +467,37 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
         frontier = next;
     }
     None
+}
+
+/// The fewest bytes `dfa` reads from state `from` to the end of a match
+/// (at most `u8::MAX`): breadth first, until a state whose next byte or
+/// end of input reports a match (matches are reported one byte late). A
+/// quit state counts as a match: the search stops there anyway.
+fn to_match(dfa: &dense::DFA<Vec<u32>>, from: StateID) -> u8 {
+    let mut seen = BTreeSet::from([from]);
+    let mut level = Vec::from([from]);
+    for depth in 0..u8::MAX {
+        let mut next = Vec::new();
+        for &s in &level {
+            if dfa.is_match_state(dfa.next_eoi_state(s)) {
+                return depth;
+            }
+            for byte in 0..=u8::MAX {
+                let t = dfa.next_state(s, byte);
+                if dfa.is_match_state(t) || dfa.is_quit_state(t) {
+                    return depth;
+                }
+                if !dfa.is_dead_state(t) && seen.insert(t) {
+                    next.push(t);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    u8::MAX
 }
 
 fn too_large(e: &dense::BuildError) -> String {
@@ -612,6 +657,10 @@ mod tests {
         trigger_walk(&single(re), &set(triggers)).map(|f| f.leads[usize::from(byte)])
     }
 
+    fn rest(re: &str, triggers: &[u8], byte: u8) -> u8 {
+        trigger_walk(&single(re), &set(triggers)).unwrap().rests[usize::from(byte)]
+    }
+
     /// The bytes that can come right before `byte` in a match of `re`
     /// that holds it first, and whether such a match can start with it.
     fn context(re: &str, triggers: &[u8], byte: u8) -> (Vec<u8>, bool) {
@@ -659,6 +708,24 @@ mod tests {
     }
 
     #[test]
+    fn bytes_from_triggers_to_match_ends_are_computed() {
+        assert_eq!(rest("ab", b"a", b'a'), 2);
+        assert_eq!(rest("ab", b"b", b'b'), 1);
+        assert_eq!(rest("ab|cdb", b"b", b'b'), 1);
+        assert_eq!(rest("xa[0-9]{3}", b"a", b'a'), 4);
+        // The shortest way on, whichever branch it takes.
+        assert_eq!(rest("a(?:bcd|e)f|a[0-9]{9}", b"a", b'a'), 3);
+        assert_eq!(rest("x(?:bcde|bd)f|yb[0-9]{3}", b"b", b'b'), 3);
+        assert_eq!(rest("a(?:bcd|e)f|a[0-9]{9}", b"ab", b'a'), 3);
+        assert_eq!(rest("a+b", b"a", b'a'), 2);
+        // A match ended by a look-ahead assertion ends before what it looks
+        // at, or at the end of the input.
+        assert_eq!(rest(r"ab(?-u:\b)", b"a", b'a'), 2);
+        // Bytes no match holds first keep the largest value.
+        assert_eq!(rest("ab", b"a", b'z'), u8::MAX);
+    }
+
+    #[test]
     fn builtin_leads() {
         let sp = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
         let trigger = |b: u8| sp.triggers.iter().find(|t| t.byte == b);
@@ -692,6 +759,16 @@ mod tests {
         assert_eq!(lead(b'_'), Some(6));
         assert_eq!(lead(b'a'), None);
         assert_eq!(sp.triggers.len(), 15);
+        // The shortest matches from each trigger on: `+` and eight digits,
+        // `@x`, `glxxx-x`, `AIzax`, `eyJx`, `ghx_x`.
+        let rest = |b: u8| trigger(b).map(|t| t.rest);
+        assert_eq!(rest(b'0'), Some(8));
+        assert_eq!(rest(b'9'), Some(8));
+        assert_eq!(rest(b'@'), Some(2));
+        assert_eq!(rest(b'-'), Some(2));
+        assert_eq!(rest(b'A'), Some(5));
+        assert_eq!(rest(b'J'), Some(2));
+        assert_eq!(rest(b'_'), Some(2));
     }
 
     #[test]

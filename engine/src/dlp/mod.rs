@@ -92,6 +92,9 @@ pub struct Trigger {
     /// The match can start with it: when false and the byte before it is
     /// not in `before`, no match holds it first and the scanner passes it.
     pub starts: bool,
+    /// The match has at least this many bytes from it on, itself
+    /// included: the scanner passes it when fewer are left.
+    pub rest: u8,
 }
 
 /// A JSON scan in progress: the body, how much of it is already copied to
@@ -256,7 +259,8 @@ struct Around<'a, 'c> {
     buf: &'a [u8],
     off: usize,
     cursor: &'c mut trigger::Cursor,
-    /// The haystack holds no trigger byte before this offset.
+    /// The haystack holds no trigger byte that a match could hold first
+    /// before this offset (see [`Scanner::next_trigger`]).
     clear: usize,
 }
 
@@ -303,6 +307,9 @@ pub struct Scanner {
     before: [[u8; 32]; 256],
     /// By trigger byte: a match that holds it first can start with it.
     trigger_starts: [bool; 256],
+    /// By trigger byte: the fewest bytes a match that holds it first has
+    /// from it on.
+    rests: [u8; 256],
 }
 
 impl fmt::Debug for Scanner {
@@ -352,6 +359,7 @@ impl Scanner {
         let mut is_trigger = [false; 256];
         let mut before = [[0u8; 32]; 256];
         let mut trigger_starts = [false; 256];
+        let mut rests = [u8::MAX; 256];
         for t in &spec.triggers {
             let (byte, i) = (t.byte, usize::from(t.byte));
             bitmap_set(&mut bitmap, byte);
@@ -368,6 +376,9 @@ impl Scanner {
             }
             if let Some(x) = trigger_starts.get_mut(i) {
                 *x |= t.starts;
+            }
+            if let Some(r) = rests.get_mut(i) {
+                *r = (*r).min(t.rest);
             }
             // A full-width digit or hyphen reads as this byte: its first
             // byte must stop the skipping too.
@@ -401,6 +412,7 @@ impl Scanner {
             leads,
             before,
             trigger_starts,
+            rests,
         })
     }
 
@@ -548,17 +560,14 @@ impl Scanner {
             // Not where it says it is in the body: read on its own.
             (s.raw, Around::whole(s.raw, &mut fresh))
         };
-        // Most strings hold no trigger byte: the chunk masks tell so
-        // before a search is set up, and where the first one is, which the
-        // search then starts from.
+        // Most strings hold no trigger byte that a match could hold first:
+        // the chunk masks and the trigger facts tell so before a search is
+        // set up, and where the first one is, which the search then starts
+        // from (it would pass the same bytes before it).
         if self.skips {
-            let off = around.off;
-            match self
-                .triggers
-                .next(around.buf, off, off + hay.len(), around.cursor)
-            {
+            match self.next_trigger(hay, 0, &mut around) {
                 None => return Ok(()),
-                Some(t) => around.clear = t.saturating_sub(off),
+                Some((_, t)) => around.clear = t,
             }
         }
         let repl_to = rewrite.then_some(&mut *repl);
@@ -788,7 +797,9 @@ impl Scanner {
     /// `(earliest start of a match holding it first, its offset)`. A
     /// full-width character that stopped the skipping but does not read as
     /// a trigger byte is passed over, and so is a trigger byte that no
-    /// match can hold first after the byte before it.
+    /// match can hold first after the byte before it or with the bytes
+    /// left after it (the DFA reads a unit of one or more bytes per byte,
+    /// so a match has at least as many bytes as the DFA reads).
     #[inline(always)]
     fn next_trigger(
         &self,
@@ -810,6 +821,13 @@ impl Scanner {
                 _ => fold::unit_at(hay, t)?,
             };
             match read {
+                // Too near the end for a match to hold it first.
+                Some(b)
+                    if hay.len().saturating_sub(t)
+                        < usize::from(self.rests.get(usize::from(b)).copied().unwrap_or(0)) =>
+                {
+                    at = t + len;
+                }
                 Some(b) if self.is_trigger.get(usize::from(b)).copied().unwrap_or(true) => {
                     let i = usize::from(b);
                     let lead = self.leads.get(i).copied().unwrap_or(0);
