@@ -262,6 +262,8 @@ struct Around<'a, 'c> {
     /// The haystack holds no trigger byte that a match could hold first
     /// before this offset (see [`Scanner::next_trigger`]).
     clear: usize,
+    /// What [`Scanner::next_trigger`] gives from offset 0, when known.
+    first: Option<(usize, usize)>,
 }
 
 impl<'a, 'c> Around<'a, 'c> {
@@ -272,6 +274,7 @@ impl<'a, 'c> Around<'a, 'c> {
             off: 0,
             cursor,
             clear: 0,
+            first: None,
         }
     }
 }
@@ -554,6 +557,7 @@ impl Scanner {
                 off: s.start,
                 cursor: &mut scan.cursor,
                 clear: 0,
+                first: None,
             };
             (s.raw, around)
         } else {
@@ -567,7 +571,10 @@ impl Scanner {
         if self.skips {
             match self.next_trigger(hay, 0, &mut around) {
                 None => return Ok(()),
-                Some((_, t)) => around.clear = t,
+                Some(first @ (_, t)) => {
+                    around.clear = t;
+                    around.first = Some(first);
+                }
             }
         }
         let repl_to = rewrite.then_some(&mut *repl);
@@ -664,6 +671,7 @@ impl Scanner {
                         off: at,
                         cursor: &mut body_cursor,
                         clear: 0,
+                        first: None,
                     };
                     (raw, around)
                 };
@@ -877,7 +885,7 @@ impl Scanner {
         let mut sid = self.start_at(hay, at)?;
         // `(jump target, trigger)` of the next trigger, kept until passed:
         // finding the target walks back over invisible characters.
-        let mut next: Option<(usize, usize)> = None;
+        let mut next: Option<(usize, usize)> = around.first.take().filter(|_| from == 0);
         let mut mat = None;
         // End of the last unit the DFA read: where a match it reports on
         // the next unit ended (matches are reported one unit late).
