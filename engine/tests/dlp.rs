@@ -955,6 +955,7 @@ fn corrupt_specs_never_panic() {
         before: [before; 32],
         starts,
         rest,
+        after: [!before; 32],
     };
     sp.triggers = vec![
         trigger(0, 255, 0xff, true, 0),

@@ -305,6 +305,7 @@ pub fn build_dlp(
                     before: bitmap(all.before.get(b).unwrap_or(&[false; 256])),
                     starts: all.starts.get(b).copied().unwrap_or(true),
                     rest: all.rests.get(b).copied().unwrap_or(0),
+                    after: bitmap(all.after.get(b).unwrap_or(&[true; 256])),
                 }
             })
             .collect(),
@@ -364,6 +365,8 @@ struct TriggerFacts {
     starts: [bool; 256],
     /// The fewest bytes such a match has from `b` on, `b` included.
     rests: [u8; 256],
+    /// The bytes that can come right after `b` in such a match.
+    after: [[bool; 256]; 256],
 }
 
 impl TriggerFacts {
@@ -374,6 +377,7 @@ impl TriggerFacts {
             before: [[false; 256]; 256],
             starts: [false; 256],
             rests: [u8::MAX; 256],
+            after: [[false; 256]; 256],
         })
     }
 
@@ -391,15 +395,18 @@ impl TriggerFacts {
         for (r, o) in self.rests.iter_mut().zip(other.rests) {
             *r = (*r).min(o);
         }
+        for (a, o) in self.after.iter_mut().zip(&other.after) {
+            union(a, o);
+        }
     }
 }
 
 /// For the single-pattern anchored `dfa` and the trigger bytes `set`: for
 /// each trigger byte, the largest offset at which it can be the first
 /// trigger byte of a match, the bytes that can come right before it there,
-/// whether a match can start with it, and the fewest bytes a match has from
-/// it on; `None` if a match can go without a trigger byte for [`MAX_LEAD`]
-/// bytes, or entirely.
+/// whether a match can start with it, the fewest bytes a match has from it
+/// on and the bytes that can come right after it; `None` if a match can go
+/// without a trigger byte for [`MAX_LEAD`] bytes, or entirely.
 ///
 /// Walks all paths of non-trigger bytes from the start states, keeping the
 /// last byte of each. Matches are reported one byte late, so a match state
@@ -446,6 +453,13 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
                     let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
                     if let Some(r) = facts.rests.get_mut(b) {
                         *r = (*r).min(rest.saturating_add(1));
+                    }
+                    // A match that ends at the trigger reports itself on
+                    // any next byte: every byte is then in the set.
+                    if let Some(after) = facts.after.get_mut(b) {
+                        for (next, a) in (0..=255u8).zip(after.iter_mut()) {
+                            *a |= !dfa.is_dead_state(dfa.next_state(t, next));
+                        }
                     }
                     continue;
                 }
@@ -725,6 +739,32 @@ mod tests {
         assert_eq!(rest("ab", b"a", b'z'), u8::MAX);
     }
 
+    /// The bytes that can come right after `byte` in a match of `re`
+    /// that holds it first.
+    fn after(re: &str, triggers: &[u8], byte: u8) -> Vec<u8> {
+        let f = trigger_walk(&single(re), &set(triggers)).unwrap();
+        (0..=255u8)
+            .filter(|&b| f.after[usize::from(byte)][usize::from(b)])
+            .collect()
+    }
+
+    #[test]
+    fn bytes_after_triggers_are_computed() {
+        assert_eq!(after("a-b|c-d", b"-", b'-'), b"bd".to_vec());
+        assert_eq!(after("a-[0-9]", b"-", b'-'), b"0123456789".to_vec());
+        // Only matches that hold it first count.
+        assert_eq!(after("x-a|-b", b"x-", b'-'), b"b".to_vec());
+        // A match that ends at the trigger is reported on any next byte.
+        assert_eq!(after("a-|b-c", b"-", b'-').len(), 256);
+        // ... unless a look-ahead holds it back.
+        assert_eq!(
+            after(r"a-(?-u:\B)", b"-", b'-'),
+            (0..=255u8)
+                .filter(|b| !b.is_ascii_alphanumeric() && *b != b'_')
+                .collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn builtin_leads() {
         let sp = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
@@ -769,6 +809,22 @@ mod tests {
         assert_eq!(rest(b'A'), Some(5));
         assert_eq!(rest(b'J'), Some(2));
         assert_eq!(rest(b'_'), Some(2));
+        let after = |b: u8| {
+            let t = trigger(b).unwrap();
+            let bytes: Vec<u8> = (0..=255u8)
+                .filter(|&x| crate::dlp::bitmap_has(&t.after, x))
+                .collect();
+            String::from_utf8(bytes).unwrap()
+        };
+        // A token after its prefix's `-`, or the next `-` of a PEM header.
+        assert_eq!(
+            after(b'-'),
+            "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        );
+        assert_eq!(
+            after(b'@'),
+            "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        );
     }
 
     #[test]

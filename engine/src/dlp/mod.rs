@@ -95,6 +95,9 @@ pub struct Trigger {
     /// The match has at least this many bytes from it on, itself
     /// included: the scanner passes it when fewer are left.
     pub rest: u8,
+    /// The bytes that can come right after it in the match (a bitmap as
+    /// `before`): the scanner passes it when another ASCII byte follows.
+    pub after: [u8; 32],
 }
 
 /// A JSON scan in progress: the body, how much of it is already copied to
@@ -313,6 +316,9 @@ pub struct Scanner {
     /// By trigger byte: the fewest bytes a match that holds it first has
     /// from it on.
     rests: [u8; 256],
+    /// By trigger byte: the bytes that can come right after it in a match
+    /// that holds it first (a bitmap as in [`Trigger::after`]).
+    after: [[u8; 32]; 256],
 }
 
 impl fmt::Debug for Scanner {
@@ -363,6 +369,7 @@ impl Scanner {
         let mut before = [[0u8; 32]; 256];
         let mut trigger_starts = [false; 256];
         let mut rests = [u8::MAX; 256];
+        let mut after = [[0u8; 32]; 256];
         for t in &spec.triggers {
             let (byte, i) = (t.byte, usize::from(t.byte));
             bitmap_set(&mut bitmap, byte);
@@ -382,6 +389,11 @@ impl Scanner {
             }
             if let Some(r) = rests.get_mut(i) {
                 *r = (*r).min(t.rest);
+            }
+            if let Some(bits) = after.get_mut(i) {
+                for (w, o) in bits.iter_mut().zip(t.after) {
+                    *w |= o;
+                }
             }
             // A full-width digit or hyphen reads as this byte: its first
             // byte must stop the skipping too.
@@ -416,6 +428,7 @@ impl Scanner {
             before,
             trigger_starts,
             rests,
+            after,
         })
     }
 
@@ -805,9 +818,10 @@ impl Scanner {
     /// `(earliest start of a match holding it first, its offset)`. A
     /// full-width character that stopped the skipping but does not read as
     /// a trigger byte is passed over, and so is a trigger byte that no
-    /// match can hold first after the byte before it or with the bytes
-    /// left after it (the DFA reads a unit of one or more bytes per byte,
-    /// so a match has at least as many bytes as the DFA reads).
+    /// match can hold first after the byte before it, before the byte
+    /// after it, or with the bytes left after it (the DFA reads a unit of
+    /// one or more bytes per byte, so a match has at least as many bytes
+    /// as the DFA reads).
     #[inline(always)]
     fn next_trigger(
         &self,
@@ -829,10 +843,20 @@ impl Scanner {
                 _ => fold::unit_at(hay, t)?,
             };
             match read {
-                // Too near the end for a match to hold it first.
+                // Too near the end for a match to hold it first, or
+                // followed by a byte no such match has there (a byte from
+                // `FIRST_LEAD` up may start a unit that reads as another
+                // byte, or as none).
                 Some(b)
                     if hay.len().saturating_sub(t)
-                        < usize::from(self.rests.get(usize::from(b)).copied().unwrap_or(0)) =>
+                        < usize::from(self.rests.get(usize::from(b)).copied().unwrap_or(0))
+                        || hay.get(t + len).is_some_and(|&n| {
+                            n < fold::FIRST_LEAD
+                                && self
+                                    .after
+                                    .get(usize::from(b))
+                                    .is_some_and(|bits| !bitmap_has(bits, n))
+                        }) =>
                 {
                     at = t + len;
                 }
