@@ -825,6 +825,11 @@ mod tests {
             after(b'@'),
             "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
         );
+        // Every number format goes on with a digit after its first one;
+        // `+1` of a phone number with a separator.
+        assert_eq!(after(b'0'), "0123456789");
+        assert_eq!(after(b'7'), "0123456789");
+        assert_eq!(after(b'1'), " (-.0123456789");
     }
 
     #[test]
