@@ -11,7 +11,8 @@
 //! Searching a haystack (a decoded string, a form component, a raw body):
 //! the forward DFA is stepped by hand so that, whenever no match is under
 //! way, it jumps ahead to the next trigger byte that a match can hold
-//! first, given the byte before it (see [`DlpSpec::triggers`]);
+//! first, given the bytes right before and after it and how many are left
+//! (see [`DlpSpec::triggers`]);
 //! the reverse DFA then finds where the match starts, and the pattern's
 //! validator confirms it and finds where the detection really starts and
 //! ends. A rejected match is skipped as a whole. Both DFAs read the text
@@ -96,7 +97,8 @@ pub struct Trigger {
     /// included: the scanner passes it when fewer are left.
     pub rest: u8,
     /// The bytes that can come right after it in the match (a bitmap as
-    /// `before`): the scanner passes it when another ASCII byte follows.
+    /// `before`): the scanner passes it when another byte follows that the
+    /// DFAs read as itself (below `fold::FIRST_LEAD`).
     pub after: [u8; 32],
 }
 
