@@ -1008,6 +1008,23 @@ impl Scanner {
         // unit starts.
         let mut read_start = at;
         while at > from {
+            // The common run: ASCII bytes taking the DFA from one ordinary
+            // state to another. Anything else is left to the general step.
+            while let Some(&b) = hay.get(at.wrapping_sub(1)).filter(|_| at > from) {
+                if b >= 0x80 {
+                    break;
+                }
+                let n = dfa.next_state(sid, b);
+                if dfa.is_special_state(n) {
+                    break;
+                }
+                sid = n;
+                at -= 1;
+                read_start = at;
+            }
+            if at <= from {
+                break;
+            }
             let Some((read, len)) = fold::unit_before(hay, at) else {
                 break;
             };
