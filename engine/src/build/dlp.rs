@@ -675,14 +675,25 @@ mod tests {
         trigger_walk(&single(re), &set(triggers)).unwrap().rests[usize::from(byte)]
     }
 
+    /// The bytes of `set`.
+    fn members(set: &[bool; 256]) -> Vec<u8> {
+        (0..=255u8).filter(|&b| set[usize::from(b)]).collect()
+    }
+
+    /// The bytes of a byte-set bitmap, as text.
+    fn bitmap_text(bits: &[u8; 32]) -> String {
+        let bytes: Vec<u8> = (0..=255u8)
+            .filter(|&x| crate::dlp::bitmap_has(bits, x))
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
     /// The bytes that can come right before `byte` in a match of `re`
     /// that holds it first, and whether such a match can start with it.
     fn context(re: &str, triggers: &[u8], byte: u8) -> (Vec<u8>, bool) {
         let f = trigger_walk(&single(re), &set(triggers)).unwrap();
-        let before = (0..=255u8)
-            .filter(|&b| f.before[usize::from(byte)][usize::from(b)])
-            .collect();
-        (before, f.starts[usize::from(byte)])
+        let i = usize::from(byte);
+        (members(&f.before[i]), f.starts[i])
     }
 
     #[test]
@@ -743,9 +754,7 @@ mod tests {
     /// that holds it first.
     fn after(re: &str, triggers: &[u8], byte: u8) -> Vec<u8> {
         let f = trigger_walk(&single(re), &set(triggers)).unwrap();
-        (0..=255u8)
-            .filter(|&b| f.after[usize::from(byte)][usize::from(b)])
-            .collect()
+        members(&f.after[usize::from(byte)])
     }
 
     #[test]
@@ -772,10 +781,7 @@ mod tests {
         let lead = |b: u8| trigger(b).map(|t| t.lead);
         let before = |b: u8| {
             let t = trigger(b).unwrap();
-            let bytes: Vec<u8> = (0..=255u8)
-                .filter(|&x| crate::dlp::bitmap_has(&t.before, x))
-                .collect();
-            (String::from_utf8(bytes).unwrap(), t.starts)
+            (bitmap_text(&t.before), t.starts)
         };
         // `-` starts a PEM header, or follows the letters of a token prefix
         // (`sk-`, `xoxb-`, `glpat-`).
@@ -809,13 +815,7 @@ mod tests {
         assert_eq!(rest(b'A'), Some(5));
         assert_eq!(rest(b'J'), Some(2));
         assert_eq!(rest(b'_'), Some(2));
-        let after = |b: u8| {
-            let t = trigger(b).unwrap();
-            let bytes: Vec<u8> = (0..=255u8)
-                .filter(|&x| crate::dlp::bitmap_has(&t.after, x))
-                .collect();
-            String::from_utf8(bytes).unwrap()
-        };
+        let after = |b: u8| bitmap_text(&trigger(b).unwrap().after);
         // A token after its prefix's `-`, or the next `-` of a PEM header.
         assert_eq!(
             after(b'-'),

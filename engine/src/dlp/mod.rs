@@ -244,6 +244,13 @@ pub(crate) fn bitmap_set(bits: &mut [u8; 32], b: u8) {
     }
 }
 
+/// Adds the bytes of `other` to a byte-set bitmap.
+fn bitmap_union(into: &mut [u8; 32], other: &[u8; 32]) {
+    for (w, o) in into.iter_mut().zip(other) {
+        *w |= o;
+    }
+}
+
 /// Longest detector name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -382,9 +389,7 @@ impl Scanner {
                 *l = (*l).max(t.lead);
             }
             if let Some(bits) = before.get_mut(i) {
-                for (w, o) in bits.iter_mut().zip(t.before) {
-                    *w |= o;
-                }
+                bitmap_union(bits, &t.before);
             }
             if let Some(x) = trigger_starts.get_mut(i) {
                 *x |= t.starts;
@@ -393,9 +398,7 @@ impl Scanner {
                 *r = (*r).min(t.rest);
             }
             if let Some(bits) = after.get_mut(i) {
-                for (w, o) in bits.iter_mut().zip(t.after) {
-                    *w |= o;
-                }
+                bitmap_union(bits, &t.after);
             }
             // A full-width digit or hyphen reads as this byte: its first
             // byte must stop the skipping too.
