@@ -19,7 +19,7 @@ use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::build::regex::DLP_DFA_LIMIT;
 use aegis_engine::dfa::load_dense;
 use aegis_engine::dlp::{
-    DlpErrorKind, DlpSpec, Outcome, Scanner, Scratch, Trigger, Validator, MAX_PATTERNS,
+    DlpErrorKind, DlpSpec, Offset, Outcome, Scanner, Scratch, Trigger, Validator, MAX_PATTERNS,
 };
 use aegis_engine::json::{self, Event, Parser};
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
@@ -949,21 +949,51 @@ fn corrupt_specs_never_panic() {
     sp.min_match_len = u32::MAX;
     try_spec(&sp);
     let mut sp = good.clone();
-    let trigger = |byte, lead, before, starts, rest| Trigger {
+    let trigger = |byte, lead, before, starts, rest, offsets| Trigger {
         byte,
         lead,
         before: [before; 32],
         starts,
         rest,
         after: [!before; 32],
+        offsets,
+    };
+    let offset = |len: u8, fill: u8, rest| Offset {
+        len,
+        bytes: vec![[fill; 32]; usize::from(len)],
+        rest,
+        after: [!fill; 32],
     };
     sp.triggers = vec![
-        trigger(0, 255, 0xff, true, 0),
-        trigger(255, 255, 0, false, 255),
-        trigger(b'1', 0, 0, false, 1),
-        trigger(b'3', 9, 0xff, false, 200),
+        trigger(0, 255, 0xff, true, 0, vec![offset(255, 0xff, 0)]),
+        trigger(
+            255,
+            255,
+            0,
+            false,
+            255,
+            vec![offset(3, 0, 255), offset(0, 0xff, 1)],
+        ),
+        trigger(b'1', 0, 0, false, 1, vec![offset(1, 0xff, 0)]),
+        trigger(b'1', 0, 0, false, 1, vec![offset(2, 0xff, 0)]),
+        trigger(b'3', 9, 0xff, false, 200, vec![]),
+        trigger(
+            b'5',
+            9,
+            0xff,
+            false,
+            200,
+            vec![offset(9, 0x0f, 2), offset(8, 0xf0, 255), offset(0, 0xff, 0)],
+        ),
     ];
     try_spec(&sp);
+    // Offsets out of order, or with a bitmap too few, are refused.
+    let mut bad = sp.clone();
+    bad.triggers[5].offsets.reverse();
+    assert!(Scanner::load(&bad).is_err());
+    let mut bad = sp.clone();
+    bad.triggers[5].offsets[0].bytes.pop();
+    assert!(Scanner::load(&bad).is_err());
     sp.triggers.clear();
     try_spec(&sp);
     for i in (0..good.forward.len()).step_by(97) {
@@ -1271,6 +1301,13 @@ fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
             "02/",
             ".12.",
             "PT-",
+            // Parts of the bytes before a trigger (see `Offset`).
+            "gl",
+            "xox",
+            "xo",
+            "s",
+            "k",
+            "doc-",
             "_",
             "-",
             "@",
@@ -1339,6 +1376,60 @@ fn ssn_scanner() -> &'static Scanner {
     SSN.get_or_init(|| scanner(&[Detector::Ssn], DlpAction::Redact))
 }
 
+/// What the scanner (validators off) and a plain DFA search over the
+/// text as the DFAs read it make of `hay`: detections and rewritten text.
+fn skipping_and_plain(hay: &[u8]) -> ((u32, String), (u32, String)) {
+    let (sc, re, names) = unvalidated();
+    let (read, spans) = read_as_dfas_do(hay);
+    let mut want = Vec::new();
+    let mut last = 0;
+    let mut n = 0u32;
+    for m in re.find_iter(&read) {
+        let (start, end) = (spans[m.start()].0, spans[m.end() - 1].1);
+        want.extend_from_slice(&hay[last..start]);
+        want.extend_from_slice(format!("[REDACTED:{}]", names[m.pattern().as_usize()]).as_bytes());
+        last = end;
+        n += 1;
+    }
+    want.extend_from_slice(&hay[last..]);
+    let mut scratch = Scratch::new();
+    let outcome = sc.scan(BodyKind::None, hay, DEPTH, &mut scratch).unwrap();
+    let got = match outcome {
+        Outcome::Found { rewritten: true } => scratch.out.clone(),
+        Outcome::Clean => hay.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    ((scratch.counts.iter().sum(), text(&got)), (n, text(&want)))
+}
+
+#[test]
+fn invisible_characters_before_a_trigger_byte_hide_nothing() {
+    // Before a trigger byte the scanner judges bytes one by one only while
+    // each is a character of its own; an invisible one (or any other
+    // non-ASCII) there must not make it pass the trigger. Each head, with
+    // an invisible character at every place before its trigger byte.
+    for head in [
+        "(555) 555-1920",
+        "+1 415 555 0132",
+        "DE89 3704 0044 0532 0130 00",
+        "xoxb-12345",
+        "glpat-abc",
+        "sk-abc",
+        "gho_abc",
+        "eyJhb.",
+        "PT-1234",
+    ] {
+        for at in 0..head.len() {
+            for inv in ["\u{200B}", "\u{AD}", "é"] {
+                let hay = format!("x {}{inv}{} y", &head[..at], &head[at..]);
+                let (got, want) = skipping_and_plain(hay.as_bytes());
+                assert_eq!(got, want, "{hay:?}");
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -1371,32 +1462,8 @@ proptest! {
 
     #[test]
     fn skipping_finds_what_the_plain_dfa_search_finds(hay in tricky_text()) {
-        let (sc, re, names) = unvalidated();
-        // The plain search runs on the text as the scanner's DFAs read it.
-        let (read, spans) = read_as_dfas_do(&hay);
-        let mut want = Vec::new();
-        let mut last = 0;
-        let mut n = 0u32;
-        for m in re.find_iter(&read) {
-            let (start, end) = (spans[m.start()].0, spans[m.end() - 1].1);
-            want.extend_from_slice(&hay[last..start]);
-            want.extend_from_slice(format!("[REDACTED:{}]", names[m.pattern().as_usize()]).as_bytes());
-            last = end;
-            n += 1;
-        }
-        want.extend_from_slice(&hay[last..]);
-        let mut scratch = Scratch::new();
-        let outcome = sc.scan(BodyKind::None, &hay, DEPTH, &mut scratch).unwrap();
-        prop_assert_eq!(scratch.counts.iter().sum::<u32>(), n);
-        if n > 0 {
-            prop_assert_eq!(outcome, Outcome::Found { rewritten: true });
-            prop_assert_eq!(
-                String::from_utf8_lossy(&scratch.out),
-                String::from_utf8_lossy(&want)
-            );
-        } else {
-            prop_assert_eq!(outcome, Outcome::Clean);
-        }
+        let (got, want) = skipping_and_plain(&hay);
+        prop_assert_eq!(got, want);
     }
 
     #[test]

@@ -42,7 +42,8 @@ use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
 use crate::dlp::{
-    bitmap_set, valid_name, DlpPattern, DlpSpec, Trigger, Validator, MAX_NAME_LEN, MAX_PATTERNS,
+    bitmap_set, valid_name, DlpPattern, DlpSpec, Offset, Trigger, Validator, MAX_NAME_LEN,
+    MAX_PATTERNS,
 };
 use crate::types::{Detector, DlpAction};
 
@@ -306,6 +307,20 @@ pub fn build_dlp(
                     starts: all.starts.get(b).copied().unwrap_or(true),
                     rest: all.rests.get(b).copied().unwrap_or(0),
                     after: bitmap(all.after.get(b).unwrap_or(&[true; 256])),
+                    offsets: if all.deep.get(b).copied().unwrap_or(true) {
+                        Vec::new()
+                    } else {
+                        all.offsets
+                            .range((byte, 0)..=(byte, u8::MAX))
+                            .rev()
+                            .map(|(&(_, len), o)| Offset {
+                                len,
+                                bytes: o.bytes.iter().map(bitmap).collect(),
+                                rest: o.rest,
+                                after: bitmap(&o.after),
+                            })
+                            .collect()
+                    },
                 }
             })
             .collect(),
@@ -367,6 +382,36 @@ struct TriggerFacts {
     rests: [u8; 256],
     /// The bytes that can come right after `b` in such a match.
     after: [[bool; 256]; 256],
+    /// By `(b, offset of b in the match)`, up to [`MAX_OFFSET`]: the same
+    /// facts for those matches alone.
+    offsets: BTreeMap<(u8, u8), OffsetFacts>,
+    /// `b` is the first trigger byte of a match more than [`MAX_OFFSET`]
+    /// bytes after its start: no `offsets` are kept for it.
+    deep: [bool; 256],
+}
+
+/// Most bytes before a trigger that [`TriggerFacts::offsets`] describe.
+const MAX_OFFSET: u8 = 8;
+
+/// What holds for the matches that hold a trigger byte first at one
+/// offset.
+#[derive(Clone)]
+struct OffsetFacts {
+    /// Per byte before the trigger, from the match's start: the bytes
+    /// that can be there.
+    bytes: Vec<[bool; 256]>,
+    rest: u8,
+    after: [bool; 256],
+}
+
+impl OffsetFacts {
+    fn add(&mut self, other: &OffsetFacts) {
+        for (b, o) in self.bytes.iter_mut().zip(&other.bytes) {
+            union(b, o);
+        }
+        self.rest = self.rest.min(other.rest);
+        union(&mut self.after, &other.after);
+    }
 }
 
 impl TriggerFacts {
@@ -378,6 +423,8 @@ impl TriggerFacts {
             starts: [false; 256],
             rests: [u8::MAX; 256],
             after: [[false; 256]; 256],
+            offsets: BTreeMap::new(),
+            deep: [false; 256],
         })
     }
 
@@ -397,6 +444,17 @@ impl TriggerFacts {
         }
         for (a, o) in self.after.iter_mut().zip(&other.after) {
             union(a, o);
+        }
+        for (d, o) in self.deep.iter_mut().zip(other.deep) {
+            *d |= o;
+        }
+        for (key, o) in &other.offsets {
+            match self.offsets.get_mut(key) {
+                Some(mine) => mine.add(o),
+                None => {
+                    self.offsets.insert(*key, o.clone());
+                }
+            }
         }
     }
 }
@@ -423,7 +481,12 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
     if frontier.is_empty() {
         return None;
     }
+    // The states of each depth, and each trigger byte read at a depth:
+    // `(depth, byte, state before it, state after it)`.
+    let mut layers: Vec<Vec<StateID>> = Vec::new();
+    let mut hits: Vec<(u8, u8, StateID, StateID)> = Vec::new();
     for depth in 0..MAX_LEAD {
+        layers.push(frontier.iter().map(|(s, _)| *s).collect());
         let mut next: Vec<(StateID, [bool; 256])> = Vec::new();
         for (s, last) in &frontier {
             let s = *s;
@@ -440,6 +503,7 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
                 }
                 let b = usize::from(byte);
                 if *trigger {
+                    hits.push((depth, byte, s, t));
                     if let Some(lead) = facts.leads.get_mut(b) {
                         *lead = (*lead).max(depth);
                     }
@@ -476,11 +540,73 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
             }
         }
         if next.is_empty() {
+            offsets(dfa, set, &layers, &hits, &mut rests, &mut facts);
             return Some(facts);
         }
         frontier = next;
     }
     None
+}
+
+/// Fills in [`TriggerFacts::offsets`] and [`TriggerFacts::deep`] from the
+/// walk's `layers` and trigger `hits`: for the hits of one byte at one
+/// depth, the bytes at each position before it are those on the paths
+/// from a start state to a state it was read from, found by going back
+/// layer by layer from those states.
+fn offsets(
+    dfa: &dense::DFA<Vec<u32>>,
+    set: &[bool; 256],
+    layers: &[Vec<StateID>],
+    hits: &[(u8, u8, StateID, StateID)],
+    rests: &mut BTreeMap<StateID, u8>,
+    facts: &mut TriggerFacts,
+) {
+    let mut groups: BTreeMap<(u8, u8), Vec<(StateID, StateID)>> = BTreeMap::new();
+    for &(depth, byte, s, t) in hits {
+        if depth > MAX_OFFSET {
+            if let Some(d) = facts.deep.get_mut(usize::from(byte)) {
+                *d = true;
+            }
+        } else {
+            groups.entry((byte, depth)).or_default().push((s, t));
+        }
+    }
+    for ((byte, depth), group) in groups {
+        let mut reach: BTreeSet<StateID> = group.iter().map(|&(s, _)| s).collect();
+        let mut bytes = alloc::vec![[false; 256]; usize::from(depth)];
+        for (layer, at) in layers.iter().zip(bytes.iter_mut()).rev() {
+            let mut back = BTreeSet::new();
+            for &p in layer {
+                for (c, _) in (0..=u8::MAX).zip(set).filter(|(_, t)| !**t) {
+                    if reach.contains(&dfa.next_state(p, c)) {
+                        back.insert(p);
+                        if let Some(x) = at.get_mut(usize::from(c)) {
+                            *x = true;
+                        }
+                    }
+                }
+            }
+            reach = back;
+        }
+        let mut own = OffsetFacts {
+            bytes,
+            rest: u8::MAX,
+            after: [false; 256],
+        };
+        for &(_, t) in &group {
+            let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
+            own.rest = own.rest.min(rest.saturating_add(1));
+            for (next, a) in (0..=255u8).zip(own.after.iter_mut()) {
+                *a |= !dfa.is_dead_state(dfa.next_state(t, next));
+            }
+        }
+        match facts.offsets.get_mut(&(byte, depth)) {
+            Some(mine) => mine.add(&own),
+            None => {
+                facts.offsets.insert((byte, depth), own);
+            }
+        }
+    }
 }
 
 /// The fewest bytes `dfa` reads from state `from` to the end of a match
@@ -654,6 +780,7 @@ fn build_reverse<P: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn single(re: &str) -> dense::DFA<Vec<u32>> {
         build_single(re).unwrap()
@@ -844,6 +971,104 @@ mod tests {
             r"(?-u:\b{start})x(?-u:\B)"
         );
         assert_eq!(ascii_word_boundaries("x\\"), "x\\");
+    }
+
+    type OffsetRow = (u8, Vec<Vec<u8>>, u8, Vec<u8>);
+
+    /// Per offset of `byte` in the matches of `re` that hold it first,
+    /// most first: the offset, the bytes at each place before it, the
+    /// fewest bytes from it on and the bytes after it.
+    fn offsets_of(re: &str, triggers: &[u8], byte: u8) -> Vec<OffsetRow> {
+        let f = trigger_walk(&single(re), &set(triggers)).unwrap();
+        assert!(!f.deep[usize::from(byte)]);
+        f.offsets
+            .range((byte, 0)..=(byte, u8::MAX))
+            .rev()
+            .map(|(&(_, len), o)| {
+                (
+                    len,
+                    o.bytes.iter().map(members).collect(),
+                    o.rest,
+                    members(&o.after),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn facts_per_offset_are_computed() {
+        let v = |s: &str| s.as_bytes().to_vec();
+        // Each offset keeps the bytes of its own matches only.
+        assert_eq!(
+            offsets_of("ab-[0-9]{3}|xyz-q|-[a-c]{2}", b"-", b'-'),
+            vec![
+                (3, vec![v("x"), v("y"), v("z")], 2, v("q")),
+                (2, vec![v("a"), v("b")], 4, v("0123456789")),
+                (0, vec![], 3, v("abc")),
+            ]
+        );
+        // Branches of one length merge, place by place.
+        assert_eq!(
+            offsets_of("ab-x|cd-y", b"-", b'-'),
+            vec![(2, vec![v("ac"), v("bd")], 2, v("xy"))]
+        );
+        // Bytes on paths that do not reach the trigger are left out.
+        assert_eq!(
+            offsets_of("a[bc]-|ac[0-9]", b"-0123456789", b'-'),
+            vec![(2, vec![v("a"), v("bc")], 1, (0..=255u8).collect())]
+        );
+        // A trigger further than the limit from the start keeps none.
+        let f = trigger_walk(&single("abcdefghij-|x-"), &set(b"-")).unwrap();
+        assert!(f.deep[usize::from(b'-')]);
+        assert_eq!(f.offsets.len(), 1);
+        // Merged with another pattern's facts, it stays so.
+        let mut all = TriggerFacts::none();
+        all.add(&trigger_walk(&single("y-z"), &set(b"-")).unwrap());
+        all.add(&f);
+        assert!(all.deep[usize::from(b'-')]);
+    }
+
+    #[test]
+    fn builtin_offsets() {
+        let sp = build_dlp(&Detector::ALL, &[], DlpAction::Redact, [0; 32]).unwrap();
+        let offsets = |b: u8| {
+            let t = sp.triggers.iter().find(|t| t.byte == b).unwrap();
+            t.offsets
+                .iter()
+                .map(|o| {
+                    let bytes: Vec<String> = o.bytes.iter().map(bitmap_text).collect();
+                    (o.len, bytes, o.rest)
+                })
+                .collect::<Vec<_>>()
+        };
+        let lower = "abcdefghijklmnopqrstuvwxyz".to_string();
+        let s = |x: &str| x.to_string();
+        // `glpat-`, `xoxb-`, `sk-`, and a PEM header's first `-`.
+        assert_eq!(
+            offsets(b'-'),
+            vec![
+                (
+                    5,
+                    vec![s("g"), s("l"), lower.clone(), lower.clone(), lower.clone()],
+                    2
+                ),
+                (4, vec![s("x"), s("o"), s("x"), lower.clone()], 2),
+                (2, vec![s("s"), s("k")], 2),
+                (0, vec![], 11),
+            ]
+        );
+        let pem = sp.triggers.iter().find(|t| t.byte == b'-').unwrap();
+        assert_eq!(bitmap_text(&pem.offsets[3].after), "-");
+        // A digit after an IBAN's country code, `+` or `(`, or first.
+        let caps = s("BCDEFGHIKLMNOPQRSTUVWXYZ");
+        assert_eq!(
+            offsets(b'4'),
+            vec![
+                (2, vec![caps.clone(), caps], 12),
+                (1, vec![s("(+")], 8),
+                (0, vec![], 10)
+            ]
+        );
     }
 
     #[test]

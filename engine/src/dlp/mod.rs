@@ -100,6 +100,24 @@ pub struct Trigger {
     /// `before`): the scanner passes it when another byte follows that the
     /// DFAs read as itself (below `fold::FIRST_LEAD`).
     pub after: [u8; 32],
+    /// The same facts told apart by how many bytes the match has before
+    /// the trigger: one entry per such count, most first. Empty when not
+    /// known (then only the fields above are used).
+    pub offsets: Vec<Offset>,
+}
+
+/// What holds for the matches that hold a [`Trigger`] first, `len` bytes
+/// after their start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offset {
+    pub len: u8,
+    /// Per byte before the trigger, from the match's start: the bytes
+    /// that can be there (`len` bitmaps as [`Trigger::before`]).
+    pub bytes: Vec<[u8; 32]>,
+    /// As [`Trigger::rest`], for these matches.
+    pub rest: u8,
+    /// As [`Trigger::after`], for these matches.
+    pub after: [u8; 32],
 }
 
 /// A JSON scan in progress: the body, how much of it is already copied to
@@ -230,6 +248,53 @@ impl Default for Scratch {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The [`Trigger::offsets`] of `triggers` as the scanner keeps them (see
+/// its `offset_of`, `offsets` and `offset_bytes`). A byte listed twice
+/// keeps none: not known.
+fn load_offsets(triggers: &[Trigger]) -> Result<LoadedOffsets, String> {
+    let mut of = [(0u16, 0u8); 256];
+    let mut offsets = Vec::new();
+    let mut bytes = Vec::new();
+    let mut seen = [0u8; 256];
+    for t in triggers {
+        if let Some(k) = seen.get_mut(usize::from(t.byte)) {
+            *k = k.saturating_add(1);
+        }
+    }
+    for t in triggers {
+        if t.offsets.is_empty() || seen.get(usize::from(t.byte)).copied() != Some(1) {
+            continue;
+        }
+        let bad = || format!("dlp spec has bad offsets for trigger byte {}", t.byte);
+        let in_order = t.offsets.windows(2).all(|w| match w {
+            [a, b] => a.len > b.len,
+            _ => true,
+        });
+        if !in_order
+            || t.offsets
+                .iter()
+                .any(|o| o.bytes.len() != usize::from(o.len))
+        {
+            return Err(bad());
+        }
+        let first = u16::try_from(offsets.len()).map_err(|_| bad())?;
+        let n = u8::try_from(t.offsets.len()).map_err(|_| bad())?;
+        for o in &t.offsets {
+            offsets.push(LoadedOffset {
+                len: o.len,
+                rest: o.rest,
+                after: o.after,
+                bytes: bytes.len(),
+            });
+            bytes.extend_from_slice(&o.bytes);
+        }
+        if let Some(slot) = of.get_mut(usize::from(t.byte)) {
+            *slot = (first, n);
+        }
+    }
+    Ok((of, offsets, bytes))
+}
+
 /// Whether `b` is in a byte-set bitmap (bit `b % 8` of byte `b / 8`), the
 /// form of [`Trigger::before`] and of the trigger set.
 pub(crate) fn bitmap_has(bits: &[u8; 32], b: u8) -> bool {
@@ -328,6 +393,27 @@ pub struct Scanner {
     /// By trigger byte: the bytes that can come right after it in a match
     /// that holds it first (a bitmap as in [`Trigger::after`]).
     after: [[u8; 32]; 256],
+    /// By trigger byte: its entries in `offsets` (first, count); a count
+    /// of 0 when not known.
+    offset_of: [(u16, u8); 256],
+    /// The [`Offset`]s of every trigger byte, each byte's most bytes
+    /// before it first.
+    offsets: Vec<LoadedOffset>,
+    /// The bitmaps of [`Offset::bytes`], in one run per entry.
+    offset_bytes: Vec<[u8; 32]>,
+}
+
+/// `Scanner::offset_of`, `offsets` and `offset_bytes`.
+type LoadedOffsets = ([(u16, u8); 256], Vec<LoadedOffset>, Vec<[u8; 32]>);
+
+/// An [`Offset`] as the scanner reads it.
+#[derive(Clone, Debug)]
+struct LoadedOffset {
+    len: u8,
+    rest: u8,
+    after: [u8; 32],
+    /// Where its `len` bitmaps start in `Scanner::offset_bytes`.
+    bytes: usize,
 }
 
 impl fmt::Debug for Scanner {
@@ -379,6 +465,7 @@ impl Scanner {
         let mut trigger_starts = [false; 256];
         let mut rests = [u8::MAX; 256];
         let mut after = [[0u8; 32]; 256];
+        let (offset_of, offsets, offset_bytes) = load_offsets(&spec.triggers)?;
         for t in &spec.triggers {
             let (byte, i) = (t.byte, usize::from(t.byte));
             bitmap_set(&mut bitmap, byte);
@@ -434,6 +521,9 @@ impl Scanner {
             trigger_starts,
             rests,
             after,
+            offset_of,
+            offsets,
+            offset_bytes,
         })
     }
 
@@ -867,6 +957,14 @@ impl Scanner {
                 }
                 Some(b) if self.is_trigger.get(usize::from(b)).copied().unwrap_or(true) => {
                     let i = usize::from(b);
+                    match self.offset_start(hay, t, len, i, floor) {
+                        Some(Some(start)) => return Some((start, t)),
+                        Some(None) => {
+                            at = t + len;
+                            continue;
+                        }
+                        None => {}
+                    }
                     let lead = self.leads.get(i).copied().unwrap_or(0);
                     // A match that holds this byte first and starts before
                     // it holds the byte read right before it: only then
@@ -890,6 +988,60 @@ impl Scanner {
                 _ => at = t + len,
             }
         }
+    }
+
+    /// From the [`Offset`]s of trigger byte `i` read at `t` (a unit of
+    /// `len` bytes): where the search for the matches that hold it first
+    /// must start (the most bytes before it that such a match can have
+    /// there, none before `floor`), `Some(None)` when no such match can,
+    /// and `None` when not known: no offsets, or a byte before it that
+    /// the DFAs may not read as itself (from 0x80 up).
+    #[inline(always)]
+    fn offset_start(
+        &self,
+        hay: &[u8],
+        t: usize,
+        len: usize,
+        i: usize,
+        floor: usize,
+    ) -> Option<Option<usize>> {
+        let &(first, n) = self.offset_of.get(i)?;
+        if n == 0 {
+            return None;
+        }
+        let first = usize::from(first);
+        let entries = self.offsets.get(first..first + usize::from(n))?;
+        let left = hay.len().saturating_sub(t);
+        let next = hay.get(t + len).copied();
+        'entries: for o in entries {
+            if left < usize::from(o.rest)
+                || next.is_some_and(|b| b < fold::FIRST_LEAD && !bitmap_has(&o.after, b))
+            {
+                continue;
+            }
+            let l = usize::from(o.len);
+            if l == 0 {
+                return Some(Some(t));
+            }
+            // Each of the `l` units before the trigger is a byte at least.
+            if t < floor + l {
+                continue;
+            }
+            let window = hay.get(t - l..t)?;
+            let bytes = self.offset_bytes.get(o.bytes..o.bytes + l)?;
+            // From the trigger back: a byte below 0x80 is a unit of its
+            // own, at its place in the match.
+            for (&c, bits) in window.iter().zip(bytes).rev() {
+                if c >= 0x80 {
+                    return None;
+                }
+                if !bitmap_has(bits, c) {
+                    continue 'entries;
+                }
+            }
+            return Some(Some(t - l));
+        }
+        Some(None)
     }
 
     /// Unanchored leftmost-first forward search of `hay[from..]`: the slot
