@@ -356,6 +356,10 @@ impl<'a, 'c> Around<'a, 'c> {
     }
 }
 
+/// Fewer bytes than this left in a haystack are looked at one by one for
+/// a trigger byte with room for a match (see [`Scanner::next_trigger`]).
+const TAIL: usize = 16;
+
 /// A loaded [`DlpSpec`], ready to scan.
 #[derive(Clone)]
 pub struct Scanner {
@@ -928,10 +932,25 @@ impl Scanner {
         at = at.max(around.clear);
         let off = around.off;
         loop {
-            let t = self
-                .triggers
-                .next(around.buf, off + at, off + hay.len(), around.cursor)?
-                .checked_sub(off)?;
+            let t = if hay.len().saturating_sub(at) < TAIL {
+                // Few bytes left: a byte at a time, passing the bytes with
+                // fewer left than a match holding them first has (every
+                // byte that does not trigger, every trigger byte of a
+                // number or token that cannot fit).
+                let left = |i: usize| hay.len() - i;
+                let rest =
+                    |b: u8| usize::from(self.rests.get(usize::from(b)).copied().unwrap_or(0));
+                let i = hay
+                    .get(at..)?
+                    .iter()
+                    .zip(at..)
+                    .position(|(&b, i)| b >= fold::FIRST_LEAD || rest(b) <= left(i))?;
+                at + i
+            } else {
+                self.triggers
+                    .next(around.buf, off + at, off + hay.len(), around.cursor)?
+                    .checked_sub(off)?
+            };
             let (read, len) = match hay.get(t) {
                 // Read as itself: the common case, decoded inline.
                 Some(&b) if b < fold::FIRST_LEAD => (Some(b), 1),
