@@ -16,7 +16,12 @@
 //! trigger byte it also records which bytes can come right before it in a
 //! match that holds it first, and whether such a match can start with it:
 //! `-` starts a PEM header or follows the letters of a token prefix, so a
-//! `-` after a space either starts the search or is passed. All of this is
+//! `-` after a space either starts the search or is passed. The same facts
+//! are kept apart for each number of bytes (up to 8) a match can have
+//! before the trigger, with the bytes each of those places can hold: a `-`
+//! comes after `sk`, `xox` and a letter, `gl` and three letters, or starts
+//! a PEM header and is followed by `-`, so `doc-000123` is passed at its
+//! `-`. All of this is
 //! computed here by walking each pattern's own anchored DFA, so the claims
 //! are checked, not assumed; custom regexes trigger on the bytes their
 //! matches can start with. The scanner uses them to skip text.

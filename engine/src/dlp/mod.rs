@@ -11,8 +11,9 @@
 //! Searching a haystack (a decoded string, a form component, a raw body):
 //! the forward DFA is stepped by hand so that, whenever no match is under
 //! way, it jumps ahead to the next trigger byte that a match can hold
-//! first, given the bytes right before and after it and how many are left
-//! (see [`DlpSpec::triggers`]);
+//! first, given the bytes before and after it and how many are left (see
+//! [`DlpSpec::triggers`]; near the end of the haystack it looks at one byte
+//! at a time, for a trigger byte with room for a match);
 //! the reverse DFA then finds where the match starts, and the pattern's
 //! validator confirms it and finds where the detection really starts and
 //! ends. A rejected match is skipped as a whole. Both DFAs read the text
