@@ -277,10 +277,24 @@ impl Envoy {
             if started.elapsed() > timeout {
                 let missing: Vec<&String> =
                     ids.iter().filter(|i| !by_id.contains_key(*i)).collect();
+                // What tells streams that never ended from a log that was
+                // not written: Envoy's open streams and its own log.
+                let lines = self.access_log();
+                let active = self
+                    .admin_get("/stats?filter=downstream_(rq|cx)_active")
+                    .unwrap_or_else(|e| format!("admin: {e}"));
                 return Err(err(format!(
-                    "no access-log line after {timeout:?} for {} request(s), e.g. {:?}",
+                    "no access-log line after {timeout:?} for {} request(s), e.g. {:?}; \
+                     {} access-log line(s) in all, the last: {}; open in Envoy now:\n{}\n\
+                     Envoy's log, last lines:\n{}",
                     missing.len(),
-                    missing.iter().take(5).collect::<Vec<_>>()
+                    missing.iter().take(5).collect::<Vec<_>>(),
+                    lines.len(),
+                    lines
+                        .last()
+                        .map_or_else(|| "none".into(), |l| l.to_string()),
+                    active.trim(),
+                    self.log_tail(20)
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -650,6 +650,22 @@ fn scenarios(mode: Mode) {
         text.contains("aegis_request_latency_us"),
         "no latency histogram in:\n{text}"
     );
+
+    // 12. A request the access log never shows is reported with what
+    // tells a stuck stream from an unwritten log: Envoy's open streams
+    // (none now on the Aegis listener) and its own log.
+    let e =
+        s.gw.envoy
+            .access_log_for(&["never-sent".to_string()], Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("\"never-sent\""), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with("http.aegis_egress.downstream_rq_active: 0")),
+        "{e}"
+    );
+    assert!(e.contains("Envoy's log, last lines:"), "{e}");
 }
 
 #[test]
