@@ -519,16 +519,12 @@ fn trigger_walk(dfa: &dense::DFA<Vec<u32>>, set: &[bool; 256]) -> Option<Box<Tri
                     } else if let Some(before) = facts.before.get_mut(b) {
                         union(before, last);
                     }
-                    let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
+                    let (rest, after) = from_trigger(dfa, t, &mut rests);
                     if let Some(r) = facts.rests.get_mut(b) {
-                        *r = (*r).min(rest.saturating_add(1));
+                        *r = (*r).min(rest);
                     }
-                    // A match that ends at the trigger reports itself on
-                    // any next byte: every byte is then in the set.
-                    if let Some(after) = facts.after.get_mut(b) {
-                        for (next, a) in (0..=255u8).zip(after.iter_mut()) {
-                            *a |= !dfa.is_dead_state(dfa.next_state(t, next));
-                        }
+                    if let Some(a) = facts.after.get_mut(b) {
+                        union(a, &after);
                     }
                     continue;
                 }
@@ -599,11 +595,9 @@ fn offsets(
             after: [false; 256],
         };
         for &(_, t) in &group {
-            let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
-            own.rest = own.rest.min(rest.saturating_add(1));
-            for (next, a) in (0..=255u8).zip(own.after.iter_mut()) {
-                *a |= !dfa.is_dead_state(dfa.next_state(t, next));
-            }
+            let (rest, after) = from_trigger(dfa, t, rests);
+            own.rest = own.rest.min(rest);
+            union(&mut own.after, &after);
         }
         match facts.offsets.get_mut(&(byte, depth)) {
             Some(mine) => mine.add(&own),
@@ -612,6 +606,24 @@ fn offsets(
             }
         }
     }
+}
+
+/// From `t`, the state right after a trigger byte: the fewest bytes a
+/// match has from the trigger on (the trigger included; `to_match`
+/// memoized in `rests`) and the bytes that can come next. A match that
+/// ends at the trigger reports itself on any next byte: every byte is then
+/// in the set.
+fn from_trigger(
+    dfa: &dense::DFA<Vec<u32>>,
+    t: StateID,
+    rests: &mut BTreeMap<StateID, u8>,
+) -> (u8, [bool; 256]) {
+    let rest = *rests.entry(t).or_insert_with(|| to_match(dfa, t));
+    let mut after = [false; 256];
+    for (next, a) in (0..=255u8).zip(after.iter_mut()) {
+        *a = !dfa.is_dead_state(dfa.next_state(t, next));
+    }
+    (rest.saturating_add(1), after)
 }
 
 /// The fewest bytes `dfa` reads from state `from` to the end of a match
