@@ -454,12 +454,10 @@ impl TriggerFacts {
             *d |= o;
         }
         for (key, o) in &other.offsets {
-            match self.offsets.get_mut(key) {
-                Some(mine) => mine.add(o),
-                None => {
-                    self.offsets.insert(*key, o.clone());
-                }
-            }
+            self.offsets
+                .entry(*key)
+                .and_modify(|mine| mine.add(o))
+                .or_insert_with(|| o.clone());
         }
     }
 }
@@ -599,12 +597,8 @@ fn offsets(
             own.rest = own.rest.min(rest);
             union(&mut own.after, &after);
         }
-        match facts.offsets.get_mut(&(byte, depth)) {
-            Some(mine) => mine.add(&own),
-            None => {
-                facts.offsets.insert((byte, depth), own);
-            }
-        }
+        // One group per key: the walk's hits are grouped above.
+        facts.offsets.insert((byte, depth), own);
     }
 }
 

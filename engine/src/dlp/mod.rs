@@ -310,6 +310,16 @@ pub(crate) fn bitmap_set(bits: &mut [u8; 32], b: u8) {
     }
 }
 
+/// Whether no match can hold a trigger first that has `left` bytes from
+/// it on and `next` after it, when such a match has at least `rest` bytes
+/// from it on and one of `after` next. Only a byte below
+/// `fold::FIRST_LEAD` is judged: the DFAs read it as itself, while a byte
+/// from there up may start a unit that reads as another byte, or as none.
+#[inline(always)]
+fn ruled_out(left: usize, next: Option<u8>, rest: u8, after: &[u8; 32]) -> bool {
+    left < usize::from(rest) || next.is_some_and(|n| n < fold::FIRST_LEAD && !bitmap_has(after, n))
+}
+
 /// Adds the bytes of `other` to a byte-set bitmap.
 fn bitmap_union(into: &mut [u8; 32], other: &[u8; 32]) {
     for (w, o) in into.iter_mut().zip(other) {
@@ -963,15 +973,12 @@ impl Scanner {
                 // `FIRST_LEAD` up may start a unit that reads as another
                 // byte, or as none).
                 Some(b)
-                    if hay.len().saturating_sub(t)
-                        < usize::from(self.rests.get(usize::from(b)).copied().unwrap_or(0))
-                        || hay.get(t + len).is_some_and(|&n| {
-                            n < fold::FIRST_LEAD
-                                && self
-                                    .after
-                                    .get(usize::from(b))
-                                    .is_some_and(|bits| !bitmap_has(bits, n))
-                        }) =>
+                    if ruled_out(
+                        hay.len().saturating_sub(t),
+                        hay.get(t + len).copied(),
+                        self.rests.get(usize::from(b)).copied().unwrap_or(0),
+                        self.after.get(usize::from(b)).unwrap_or(&[u8::MAX; 32]),
+                    ) =>
                 {
                     at = t + len;
                 }
@@ -1034,9 +1041,7 @@ impl Scanner {
         let left = hay.len().saturating_sub(t);
         let next = hay.get(t + len).copied();
         'entries: for o in entries {
-            if left < usize::from(o.rest)
-                || next.is_some_and(|b| b < fold::FIRST_LEAD && !bitmap_has(&o.after, b))
-            {
+            if ruled_out(left, next, o.rest, &o.after) {
                 continue;
             }
             let l = usize::from(o.len);
