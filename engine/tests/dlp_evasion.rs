@@ -2,8 +2,10 @@
 //! phone, date of birth, IBAN) find values split by JSON escapes, by
 //! invisible characters (U+200B, U+200C, U+200D, U+2060, U+FEFF, U+00AD),
 //! written with full-width digits and hyphens, or with other separators;
-//! in raw, JSON and form bodies. A redaction covers the whole disguised
-//! value, the rewritten body stays valid, the validators still reject
+//! in raw, JSON and form bodies; the detectors whose checks read on from
+//! the match (email, API keys, JWTs, private keys) see through invisible
+//! characters and full-width digits too. A redaction covers the whole
+//! disguised value, the rewritten body stays valid, the validators reject
 //! invalid numbers however they are written, look-alikes stay clean, and
 //! a clean scan of such text allocates nothing.
 
@@ -301,6 +303,65 @@ fn other_detectors_and_custom_regexes_read_the_same_text() {
     let sp = build_dlp(&[], &custom, DlpAction::Redact, [7; 32]).unwrap();
     let sc = Scanner::load(&sp).unwrap();
     assert_eq!(scan(&sc, BodyKind::None, "１２３４").0, Outcome::Clean);
+}
+
+/// One valid value per detector whose check reads text, not digits: the
+/// check extends or confirms the DFA's head by reading on from it.
+const TEXT_SAMPLES: [(&str, &str); 8] = [
+    ("email", "jane.doe+1@mail.example.com"),
+    ("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("api_key", "sk-proj-abc_DEF-0123456789xyz-tail"),
+    ("api_key", "ghp_0123456789abcdefABCD"),
+    ("api_key", "xoxb-123456789012-1234567890123-AbCd"),
+    ("api_key", "AIzaSyA0123456789abcdefghijklmnopqrstuv"),
+    (
+        "jwt",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLV9f",
+    ),
+    (
+        "private_key",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END RSA PRIVATE KEY-----",
+    ),
+];
+
+#[test]
+fn invisible_characters_inside_text_values_are_ignored() {
+    // The checks that extend a head (a token's prefix and characters, an
+    // email's local part and domain, a JWT's parts, a PEM block) read the
+    // text as the DFAs do: a value split anywhere is redacted whole.
+    for (name, value) in TEXT_SAMPLES {
+        assert_detects(name, value);
+        for c in INVISIBLE {
+            assert_detects(name, &spread(value, &c.to_string()));
+        }
+        assert_detects(name, &spread(value, &INVISIBLE.iter().collect::<String>()));
+        assert_detects(name, &full_width(value));
+        // One invisible character after each character in turn.
+        let chars: Vec<char> = value.chars().collect();
+        for i in 1..chars.len() {
+            let mut t: String = chars[..i].iter().collect();
+            t.push('\u{200B}');
+            t.extend(&chars[i..]);
+            assert_detects(name, &t);
+        }
+    }
+}
+
+#[test]
+fn text_values_too_short_without_their_invisible_characters_stay_clean() {
+    // Invisible characters count for nothing: a token one character short
+    // stays short however many of them it holds.
+    for t in [
+        "ghp_0123456789abcde",
+        "sk_live_012345678",
+        "AIzaSyA0123456789abcdefghijklmnopqrst",
+        "a@b.c",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0",
+        "-----BEGIN CERTIFICATE-----\nMIIB",
+    ] {
+        assert_clean(t);
+        assert_clean(&spread(t, "\u{200B}\u{FEFF}"));
+    }
 }
 
 // ---------------------------------------------------------------- full width

@@ -12,8 +12,11 @@
 //!
 //! The DFAs read the text without invisible characters and with
 //! full-width digits as ASCII digits (see `fold`), so a match can hold
-//! both. The checks that read digits (SSN, Luhn, dates, IBAN, AWS key ids)
-//! read the match the same way, from a folded copy on the stack.
+//! both. Every check reads the text the same way: the checks of digits
+//! (SSN, Luhn, dates, IBAN, AWS key ids) from a folded copy of the match
+//! on the stack, the checks that read on from the match (secret tokens,
+//! emails, JWTs, PEM blocks) a unit at a time, so that an invisible
+//! character inside a value neither ends nor hides it.
 //!
 //! Every check is total on arbitrary input: specs come from bundle bytes,
 //! so any validator may be attached to any pattern.
@@ -153,21 +156,84 @@ fn base64url(b: u8) -> bool {
     is_word(b) || b == b'-'
 }
 
-/// End of the run of bytes satisfying `f` starting at `from`.
+/// The byte the DFAs read next at `at` (invisible characters passed) and
+/// the offset after its unit; `None` at the end.
+#[inline]
+fn read(hay: &[u8], mut at: usize) -> Option<(u8, usize)> {
+    loop {
+        let (b, len) = fold::unit_at(hay, at)?;
+        at += len;
+        if let Some(b) = b {
+            return Some((b, at));
+        }
+    }
+}
+
+/// The byte the DFAs read last before `end` (invisible characters passed)
+/// and the offset of its unit; `None` when that unit would start before
+/// `floor`.
+#[inline]
+fn read_back(hay: &[u8], mut end: usize, floor: usize) -> Option<(u8, usize)> {
+    loop {
+        let (b, len) = fold::unit_before(hay, end)?;
+        end = end.checked_sub(len).filter(|&s| s >= floor)?;
+        if let Some(b) = b {
+            return Some((b, end));
+        }
+    }
+}
+
+/// The run of units read as bytes satisfying `f` from `from`, at most
+/// `max` of them: `(end, count)`. The end is right after the last unit of
+/// the run, so invisible characters after it are not part of it.
+fn run(hay: &[u8], from: usize, max: usize, f: impl Fn(u8) -> bool) -> (usize, usize) {
+    let (mut end, mut n) = (from, 0usize);
+    while n < max {
+        // A byte below `FIRST_LEAD` is a unit read as itself.
+        if let Some(&b) = hay.get(end).filter(|&&b| b < fold::FIRST_LEAD) {
+            if !f(b) {
+                break;
+            }
+            end += 1;
+            n += 1;
+            continue;
+        }
+        match read(hay, end) {
+            Some((b, next)) if f(b) => {
+                end = next;
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    (end, n)
+}
+
+/// [`run`]'s end, with no limit on its length.
 fn run_end(hay: &[u8], from: usize, f: impl Fn(u8) -> bool) -> usize {
-    let tail = hay.get(from..).unwrap_or_default();
-    from + tail.iter().position(|&b| !f(b)).unwrap_or(tail.len())
+    run(hay, from, usize::MAX, f).0
 }
 
-/// [`run_end`], looking at no more than `max` bytes.
-fn run_end_max(hay: &[u8], from: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
-    let tail = hay.get(from..).unwrap_or_default();
-    let tail = tail.get(..max).unwrap_or(tail);
-    from + tail.iter().position(|&b| !f(b)).unwrap_or(tail.len())
+/// The offset after `prefix` when the text at `at` reads as it.
+fn read_prefix(hay: &[u8], at: usize, prefix: &[u8]) -> Option<usize> {
+    prefix.iter().try_fold(at, |at, &p| {
+        read(hay, at).and_then(|(b, next)| (b == p).then_some(next))
+    })
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+/// Whether `hay[from..to]` reads as text holding `needle`.
+fn reads_holding(hay: &[u8], from: usize, to: usize, needle: &[u8]) -> bool {
+    let mut at = from;
+    while at < to {
+        if read_prefix(hay, at, needle).is_some_and(|end| end <= to) {
+            return true;
+        }
+        match fold::unit_at(hay, at) {
+            Some((_, len)) => at += len,
+            None => break,
+        }
+    }
+    false
 }
 
 /// The number formed by `len` ASCII digits of `m` from `at`; `None` if
@@ -348,11 +414,11 @@ const API_KEYS: [(&[u8], Tail, usize, usize); 22] = [
 ];
 
 fn api_key(hay: &[u8], start: usize) -> Option<(usize, usize)> {
-    let at = hay.get(start..)?;
-    let (prefix, tail, min, max) = API_KEYS.iter().find(|k| at.starts_with(k.0))?;
-    let from = start + prefix.len();
-    let len = run_end_max(hay, from, *max, |b| tail.admits(b)) - from;
-    (len >= *min).then_some((start, from + len))
+    let (from, &(_, tail, min, max)) = API_KEYS
+        .iter()
+        .find_map(|k| Some((read_prefix(hay, start, k.0)?, k)))?;
+    let (end, len) = run(hay, from, max, |b| tail.admits(b));
+    (len >= min).then_some((start, end))
 }
 
 fn email(hay: &[u8], at: usize, end: usize, floor: usize) -> Option<(usize, usize)> {
@@ -360,13 +426,24 @@ fn email(hay: &[u8], at: usize, end: usize, floor: usize) -> Option<(usize, usiz
         return None;
     }
     let domain = domain_end(hay, at + 1)?;
+    let local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let mut s = at;
-    while s > floor
-        && hay.get(s - 1).is_some_and(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
-        })
-    {
-        s -= 1;
+    loop {
+        // A byte below 0x80 is a unit of its own.
+        if let Some(&b) = hay
+            .get(s.wrapping_sub(1))
+            .filter(|&&b| b < 0x80 && s > floor)
+        {
+            if !local(b) {
+                break;
+            }
+            s -= 1;
+            continue;
+        }
+        match read_back(hay, s, floor) {
+            Some((b, unit)) if local(b) => s = unit,
+            _ => break,
+        }
     }
     (s < at).then_some((s, domain))
 }
@@ -379,21 +456,23 @@ fn domain_end(hay: &[u8], from: usize) -> Option<usize> {
     let mut label = from;
     let mut labels = 0usize;
     loop {
-        let stop = run_end(hay, label, |b| b.is_ascii_alphanumeric() || b == b'-');
-        if stop == label {
+        let (stop, n) = run(hay, label, usize::MAX, |b| {
+            b.is_ascii_alphanumeric() || b == b'-'
+        });
+        if n == 0 {
             break;
         }
         labels += 1;
         if labels >= 2 {
-            let alpha = run_end(hay, label, |b| b.is_ascii_alphabetic());
-            if alpha - label >= 2 && !hay.get(alpha).is_some_and(|&b| is_word(b)) {
+            let (alpha, letters) = run(hay, label, usize::MAX, |b| b.is_ascii_alphabetic());
+            if letters >= 2 && !read(hay, alpha).is_some_and(|(b, _)| is_word(b)) {
                 best = Some(alpha);
             }
         }
-        if hay.get(stop) != Some(&b'.') {
-            break;
+        match read(hay, stop) {
+            Some((b'.', next)) => label = next,
+            _ => break,
         }
-        label = stop + 1;
     }
     best
 }
@@ -405,14 +484,10 @@ fn jwt(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usize)> {
     // `eyJ` + at least one more base64url byte, then a dot: the offset
     // after the dot, or where the run that failed ends.
     let part = |from: usize| {
-        let end = run_end(hay, from, base64url);
-        let ok = hay.get(from..).is_some_and(|t| t.starts_with(b"eyJ"))
-            && end > from + 3
-            && hay.get(end) == Some(&b'.');
-        if ok {
-            Ok(end + 1)
-        } else {
-            Err(end)
+        let (end, n) = run(hay, from, usize::MAX, base64url);
+        match read(hay, end) {
+            Some((b'.', next)) if n > 3 && read_prefix(hay, from, b"eyJ").is_some() => Ok(next),
+            _ => Err(end),
         }
     };
     // A head later in the same header run meets the same dot and payload.
@@ -439,20 +514,15 @@ fn private_key(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usiz
     // `-----BEGIN <LABEL>-----` / `-----END <LABEL>-----` with PRIVATE KEY in
     // the label: the end of the line, if `at` starts one.
     let line = |at: usize, kind: &[u8]| {
-        let label = at + kind.len();
+        let label = read_prefix(hay, at, kind)?;
         let label_end = run_end(hay, label, pem_label);
-        let ok = hay.get(at..).is_some_and(|t| t.starts_with(kind))
-            && hay.get(label_end..).is_some_and(|t| t.starts_with(DASHES))
-            && contains(
-                hay.get(label..label_end).unwrap_or_default(),
-                b"PRIVATE KEY",
-            );
-        ok.then_some(label_end + DASHES.len())
+        let end = read_prefix(hay, label_end, DASHES)?;
+        reads_holding(hay, label, label_end, b"PRIVATE KEY").then_some(end)
     };
     let header = line(start, BEGIN)?;
     let mut i = header;
     if start >= memo.pem_no_end_before {
-        while let Some(&b) = hay.get(i) {
+        while let Some((b, next)) = read(hay, i) {
             if b == b'-' {
                 if let Some(end) = line(i, END) {
                     return Some((start, end));
@@ -461,7 +531,7 @@ fn private_key(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usiz
             if !(b == b' ' || b.is_ascii_graphic() || matches!(b, b'\t' | b'\r' | b'\n')) {
                 break;
             }
-            i += 1;
+            i = next;
         }
         // Any later header before `i` would search the same bytes.
         memo.pem_no_end_before = i;
@@ -657,6 +727,50 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB";
         assert_eq!(span(v, cert, 0, 11), None);
         assert_eq!(span(v, "-----BEGIN PRIVATE KEY", 0, 11), None);
+    }
+
+    #[test]
+    fn text_checks_read_units() {
+        use alloc::format;
+        let z = "\u{200B}";
+        // A token's length counts characters, not invisible ones; the
+        // span ends after its last character.
+        let g = format!("ghp_0123456789abcde{z}f{z}.");
+        assert_eq!(span(Validator::ApiKey, &g, 0, 5), Some(&g[..g.len() - 4]));
+        let short = format!("ghp_0123456789{z}{z}{z}{z}{z}abcde");
+        assert_eq!(span(Validator::ApiKey, &short, 0, 5), None);
+        // At most 35 characters after `AIza`, invisible ones not counted.
+        let a = format!("AIza{z}SyA0123456789abcdefghijklmnopqrstuvw");
+        assert_eq!(span(Validator::ApiKey, &a, 0, 8), Some(&a[..a.len() - 1]));
+        // An email's local part goes back over invisible characters, but
+        // not below `floor`, nor over a character cut by it.
+        let e = format!("x j{z}a.b@ex{z}ample.co{z}m{z} y");
+        let at = e.find('@').unwrap();
+        assert_eq!(
+            span(Validator::Email, &e, at, at + 2),
+            Some(&e[2..e.len() - 5])
+        );
+        let floor = e.find('a').unwrap() - 1;
+        assert_eq!(
+            Validator::Email
+                .accept(e.as_bytes(), at, at + 2, floor, &mut Memo::default())
+                .map(|(s, _)| s),
+            Some(floor + 1),
+            "the unit cut by `floor` is not read"
+        );
+        // A PEM block cut short keeps its base64 across invisible
+        // characters.
+        let cut = format!("-----BEGIN PRIVATE KEY-----\nMIIB{z}VQ==\n\"");
+        assert_eq!(
+            span(Validator::PrivateKey, &cut, 0, 11),
+            Some(&cut[..cut.len() - 1])
+        );
+        // And its END line is found however it is split.
+        let k = format!("-----BEGIN PRIVATE KEY-----\nAB\n-{z}----E{z}ND PRIVATE{z} KEY----{z}- y");
+        assert_eq!(
+            span(Validator::PrivateKey, &k, 0, 11),
+            Some(&k[..k.len() - 2])
+        );
     }
 
     #[test]
