@@ -1327,12 +1327,24 @@ fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
             "\u{2060}",
             "\u{FEFF}",
             "\u{AD}",
+            "\u{200E}\u{202E}",
+            "\u{34F}",
+            "\u{FE0F}",
+            "\u{E0041}",
+            "\u{1D173}",
             "／",
         ])
         .prop_map(|s| s.as_bytes().to_vec()),
         // Cut sequences.
-        prop::sample::select(vec![&b"\xEF\xBC"[..], b"\xE2\x80", b"\xC2", b"\xBC\x91"])
-            .prop_map(<[u8]>::to_vec),
+        prop::sample::select(vec![
+            &b"\xEF\xBC"[..],
+            b"\xE2\x80",
+            b"\xC2",
+            b"\xBC\x91",
+            b"\xF3\xA0\x81",
+            b"\xCD",
+        ])
+        .prop_map(<[u8]>::to_vec),
         "[0-9]{1,6}".prop_map(String::into_bytes),
         "[a-zA-Z]{1,6}".prop_map(String::into_bytes),
         any::<u8>().prop_map(|b| vec![b]),
@@ -1340,28 +1352,35 @@ fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
 
+/// Whether the scanner leaves `c` out: Unicode's default-ignorable code
+/// points (DerivedCoreProperties.txt).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
 /// `hay` as the scanner's DFAs read it (invisible characters left out,
-/// full-width digits and hyphen as ASCII), and the span in `hay` of each
-/// byte read.
+/// full-width digits and hyphen as ASCII, every other byte as itself),
+/// and the span in `hay` of each byte read.
 fn read_as_dfas_do(hay: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut table: Vec<(Vec<u8>, Option<u8>)> = [
-        "\u{AD}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}",
-    ]
-    .iter()
-    .map(|c| (c.as_bytes().to_vec(), None))
-    .collect();
-    for (i, d) in "０１２３４５６７８９".chars().enumerate() {
-        table.push((d.to_string().into_bytes(), Some(b'0' + i as u8)));
-    }
-    table.push(("－".as_bytes().to_vec(), Some(b'-')));
     let mut read = Vec::new();
     let mut spans = Vec::new();
     let mut at = 0;
     while at < hay.len() {
-        let (len, b) = table
-            .iter()
-            .find(|(seq, _)| hay[at..].starts_with(seq))
-            .map_or((1, Some(hay[at])), |(seq, b)| (seq.len(), *b));
+        let c = (2..=4).find_map(|len| {
+            let s = std::str::from_utf8(hay.get(at..at + len)?).ok()?;
+            Some((s.chars().next()?, len))
+        });
+        let (len, b) = match c {
+            Some((c, len)) if invisible(c) => (len, None),
+            Some((c @ '０'..='９', len)) => (len, Some(b'0' + (c as u32 - 0xFF10) as u8)),
+            Some(('－', len)) => (len, Some(b'-')),
+            _ => (1, Some(hay[at])),
+        };
         if let Some(b) = b {
             read.push(b);
             spans.push((at, at + len));
@@ -1421,7 +1440,7 @@ fn invisible_characters_before_a_trigger_byte_hide_nothing() {
         "PT-1234",
     ] {
         for at in 0..head.len() {
-            for inv in ["\u{200B}", "\u{AD}", "é"] {
+            for inv in ["\u{200B}", "\u{AD}", "\u{200F}", "\u{E0020}", "é"] {
                 let hay = format!("x {}{inv}{} y", &head[..at], &head[at..]);
                 let (got, want) = skipping_and_plain(hay.as_bytes());
                 assert_eq!(got, want, "{hay:?}");

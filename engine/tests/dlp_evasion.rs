@@ -1,6 +1,6 @@
 //! DLP against disguised values: the built-in digit detectors (SSN, card,
 //! phone, date of birth, IBAN) find values split by JSON escapes, by
-//! invisible characters (U+200B, U+200C, U+200D, U+2060, U+FEFF, U+00AD),
+//! invisible characters (Unicode's default-ignorable code points),
 //! written with full-width digits and hyphens, or with other separators;
 //! in raw, JSON and form bodies; the detectors whose checks read on from
 //! the match (email, API keys, JWTs, private keys) see through invisible
@@ -28,9 +28,26 @@ use std::hint::black_box;
 mod common;
 use common::{all, scanner, DEPTH};
 
-/// Invisible characters a value can be split with.
-const INVISIBLE: [char; 6] = [
-    '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{AD}',
+/// Invisible characters a value can be split with: zero-width ones,
+/// direction marks and controls, a combining grapheme joiner, a variation
+/// selector, a tag character, fillers.
+const INVISIBLE: [char; 16] = [
+    '\u{200B}',
+    '\u{200C}',
+    '\u{200D}',
+    '\u{2060}',
+    '\u{FEFF}',
+    '\u{AD}',
+    '\u{200E}',
+    '\u{200F}',
+    '\u{202E}',
+    '\u{2066}',
+    '\u{34F}',
+    '\u{FE0F}',
+    '\u{E0041}',
+    '\u{3164}',
+    '\u{180E}',
+    '\u{1D173}',
 ];
 
 /// `(outcome, rewritten body, detections by detector)`.
@@ -622,7 +639,7 @@ fn luhn_complete(digits: &[u8]) -> String {
 }
 
 fn how() -> impl Strategy<Value = Vec<(bool, usize, usize)>> {
-    prop::collection::vec((any::<bool>(), 0usize..6, 0usize..3), 1..24)
+    prop::collection::vec((any::<bool>(), 0usize..INVISIBLE.len(), 0usize..3), 1..24)
 }
 
 proptest! {
