@@ -12,8 +12,9 @@
 //! selectors, U+FEFF, U+FFA0, U+FFF0..U+FFF8, U+1BCA0..U+1BCA3,
 //! U+1D173..U+1D17A, U+E0000..U+E0FFF tags and variation selectors), and
 //! shows the full-width digits U+FF10..U+FF19 and the full-width
-//! hyphen-minus U+FF0D as their ASCII counterparts. Every pattern, built-in or custom, reads that text,
-//! word boundaries included: `x\u{200B}123-45-6789` is `x123-45-6789`.
+//! hyphen-minus U+FF0D as their ASCII counterparts. Every pattern,
+//! built-in or custom, reads that text, word boundaries included:
+//! `x\u{200B}123-45-6789` is `x123-45-6789`.
 //!
 //! This is done while the DFAs are stepped, one character (a *unit*) at a
 //! time: no extra pass, no buffer, and match offsets stay offsets in the
@@ -122,24 +123,36 @@ pub(crate) fn read_before(hay: &[u8], at: usize) -> Option<u8> {
     }
 }
 
-fn read_before_slow(hay: &[u8], mut at: usize) -> Option<u8> {
+fn read_before_slow(hay: &[u8], at: usize) -> Option<u8> {
+    read_unit_before(hay, at, 0).map(|(b, _)| b)
+}
+
+/// The byte the DFAs read last before `end`, past any invisible
+/// characters, and the offset where its unit starts; `None` when there is
+/// none whose unit starts at or after `floor`.
+pub(crate) fn read_unit_before(hay: &[u8], mut end: usize, floor: usize) -> Option<(u8, usize)> {
     loop {
-        let (b, len) = unit_before(hay, at)?;
-        at -= len;
-        if b.is_some() {
-            return b;
+        let (b, len) = unit_before(hay, end)?;
+        end = end.checked_sub(len).filter(|&s| s >= floor)?;
+        if let Some(b) = b {
+            return Some((b, end));
         }
     }
 }
 
 /// The byte the DFAs read first at or after `at`, past any invisible
 /// characters; `None` when there is none (the end of the text).
-pub(crate) fn read_from(hay: &[u8], mut at: usize) -> Option<u8> {
+pub(crate) fn read_from(hay: &[u8], at: usize) -> Option<u8> {
+    read_unit_from(hay, at).map(|(b, _)| b)
+}
+
+/// [`read_from`], with the offset right after the unit read.
+pub(crate) fn read_unit_from(hay: &[u8], mut at: usize) -> Option<(u8, usize)> {
     loop {
         let (b, len) = unit_at(hay, at)?;
         at += len;
-        if b.is_some() {
-            return b;
+        if let Some(b) = b {
+            return Some((b, at));
         }
     }
 }

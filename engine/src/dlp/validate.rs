@@ -156,33 +156,6 @@ fn base64url(b: u8) -> bool {
     is_word(b) || b == b'-'
 }
 
-/// The byte the DFAs read next at `at` (invisible characters passed) and
-/// the offset after its unit; `None` at the end.
-#[inline]
-fn read(hay: &[u8], mut at: usize) -> Option<(u8, usize)> {
-    loop {
-        let (b, len) = fold::unit_at(hay, at)?;
-        at += len;
-        if let Some(b) = b {
-            return Some((b, at));
-        }
-    }
-}
-
-/// The byte the DFAs read last before `end` (invisible characters passed)
-/// and the offset of its unit; `None` when that unit would start before
-/// `floor`.
-#[inline]
-fn read_back(hay: &[u8], mut end: usize, floor: usize) -> Option<(u8, usize)> {
-    loop {
-        let (b, len) = fold::unit_before(hay, end)?;
-        end = end.checked_sub(len).filter(|&s| s >= floor)?;
-        if let Some(b) = b {
-            return Some((b, end));
-        }
-    }
-}
-
 /// The run of units read as bytes satisfying `f` from `from`, at most
 /// `max` of them: `(end, count)`. The end is right after the last unit of
 /// the run, so invisible characters after it are not part of it.
@@ -198,7 +171,7 @@ fn run(hay: &[u8], from: usize, max: usize, f: impl Fn(u8) -> bool) -> (usize, u
             n += 1;
             continue;
         }
-        match read(hay, end) {
+        match fold::read_unit_from(hay, end) {
             Some((b, next)) if f(b) => {
                 end = next;
                 n += 1;
@@ -217,7 +190,7 @@ fn run_end(hay: &[u8], from: usize, f: impl Fn(u8) -> bool) -> usize {
 /// The offset after `prefix` when the text at `at` reads as it.
 fn read_prefix(hay: &[u8], at: usize, prefix: &[u8]) -> Option<usize> {
     prefix.iter().try_fold(at, |at, &p| {
-        read(hay, at).and_then(|(b, next)| (b == p).then_some(next))
+        fold::read_unit_from(hay, at).and_then(|(b, next)| (b == p).then_some(next))
     })
 }
 
@@ -440,7 +413,7 @@ fn email(hay: &[u8], at: usize, end: usize, floor: usize) -> Option<(usize, usiz
             s -= 1;
             continue;
         }
-        match read_back(hay, s, floor) {
+        match fold::read_unit_before(hay, s, floor) {
             Some((b, unit)) if local(b) => s = unit,
             _ => break,
         }
@@ -465,11 +438,11 @@ fn domain_end(hay: &[u8], from: usize) -> Option<usize> {
         labels += 1;
         if labels >= 2 {
             let (alpha, letters) = run(hay, label, usize::MAX, |b| b.is_ascii_alphabetic());
-            if letters >= 2 && !read(hay, alpha).is_some_and(|(b, _)| is_word(b)) {
+            if letters >= 2 && !fold::read_unit_from(hay, alpha).is_some_and(|(b, _)| is_word(b)) {
                 best = Some(alpha);
             }
         }
-        match read(hay, stop) {
+        match fold::read_unit_from(hay, stop) {
             Some((b'.', next)) => label = next,
             _ => break,
         }
@@ -485,7 +458,7 @@ fn jwt(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usize)> {
     // after the dot, or where the run that failed ends.
     let part = |from: usize| {
         let (end, n) = run(hay, from, usize::MAX, base64url);
-        match read(hay, end) {
+        match fold::read_unit_from(hay, end) {
             Some((b'.', next)) if n > 3 && read_prefix(hay, from, b"eyJ").is_some() => Ok(next),
             _ => Err(end),
         }
@@ -522,7 +495,7 @@ fn private_key(hay: &[u8], start: usize, memo: &mut Memo) -> Option<(usize, usiz
     let header = line(start, BEGIN)?;
     let mut i = header;
     if start >= memo.pem_no_end_before {
-        while let Some((b, next)) = read(hay, i) {
+        while let Some((b, next)) = fold::read_unit_from(hay, i) {
             if b == b'-' {
                 if let Some(end) = line(i, END) {
                     return Some((start, end));
