@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 out=out/envoy
 mkdir -p "$out"
+scripts/toolchain.sh
 envoy="$(scripts/install-envoy.sh)"
 
 echo "==> aegis test policies/ (every recorded case, native engine)"

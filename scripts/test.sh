@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints (native and
 # wasm32-wasip1), the Rust test suites (including the filter under wasmtime
-# and in a real Envoy installed from PyPI into .venv/) and the policy cases.
+# and in a real Envoy installed from PyPI into .venv/), the policy cases and
+# the real-client suite (pinned Stripe, OpenAI and MCP SDKs from PyPI
+# through Envoy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain (from rust-toolchain.toml)"
-rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
-rustup component add rustfmt clippy >/dev/null
-rustup target add wasm32-wasip1 >/dev/null
+scripts/toolchain.sh rustfmt clippy
 rustc --version
 # A full disk shows up as a linker crash (SIGBUS) far from its cause.
 df -h . | tail -n 1
@@ -42,3 +42,6 @@ cargo test --workspace --locked
 
 step "aegis test policies/"
 cargo run --quiet --locked -p aegis-compiler --bin aegis -- test policies/
+
+step "real clients through Envoy (stripe, openai, mcp 1.x and 2.x)"
+scripts/test-clients.sh

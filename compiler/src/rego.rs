@@ -27,7 +27,7 @@
 //! [`HEADER`] for the input document.
 
 use aegis_engine::build::bundle::{host_tools, specificity};
-use aegis_engine::eval::MCP_PLUMBING;
+use aegis_engine::eval::{MCP_GOVERNED, MCP_PLUMBING};
 use aegis_engine::ir::{self, Approval, Op, Predicate, Scalar};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -131,7 +131,16 @@ template_routes := [r |
 	regex.match(r.re, input.path)
 ]
 
-mcp_name := params.params.name
+# `resources/read` and `prompts/get` are actions where the catalog lists
+# them; otherwise the tool named by `tools/call`.
+mcp_name := params.method if {
+	governed_action
+} else := params.params.name
+
+governed_action if {
+	params.method in data.aegis.meta.mcp_governed
+	route.actions[params.method]
+}
 
 action_key := route.key if not route.mcp
 
@@ -175,9 +184,25 @@ decision := out("deny", null, "the authenticated agent has no policy (default de
 } else := out("deny", null, "mcp `tools/call` must be a json-rpc 2.0 request with an `id` (`jsonrpc: \"2.0\"`)") if {
 	route.mcp
 	not params.jsonrpc == "2.0"
+} else := out("allow", null, "mcp protocol method `response` allowed") if {
+	route.mcp
+	not params.method
+	rpc_id_ok
+	mcp_response
+	not params.params.name
+} else := out("deny", null, "json-rpc message has no `method` and is not a response (`id` with `result` or `error`)") if {
+	route.mcp
+	not params.method
 } else := out("deny", null, "mcp method is not allowed") if {
 	route.mcp
 	not is_string(params.method)
+} else := out("allow", null, "mcp protocol method `notifications/*` allowed") if {
+	route.mcp
+	startswith(params.method, "notifications/")
+	not rpc_id_ok
+} else := out("deny", null, "mcp method is not allowed") if {
+	route.mcp
+	startswith(params.method, "notifications/")
 } else := out("allow", null, sprintf("mcp protocol method `%s` allowed", [params.method])) if {
 	route.mcp
 	params.method != "tools/call"
@@ -185,6 +210,7 @@ decision := out("deny", null, "the authenticated agent has no policy (default de
 } else := out("deny", null, "mcp method is not allowed") if {
 	route.mcp
 	params.method != "tools/call"
+	not governed_action
 } else := out("deny", null, "mcp `tools/call` must be a json-rpc 2.0 request with an `id` (`jsonrpc: \"2.0\"`)") if {
 	route.mcp
 	not rpc_id_ok
@@ -205,6 +231,17 @@ decision := out("deny", null, "the authenticated agent has no policy (default de
 } else := out("allow", rule.id, sprintf("allowed by rule `%s`", [rule.id]))
 
 rpc_id_ok if is_number(params.id)
+
+# A JSON-RPC response: exactly one of `result` and `error`.
+mcp_response if {
+	"result" in object.keys(params)
+	not "error" in object.keys(params)
+}
+
+mcp_response if {
+	"error" in object.keys(params)
+	not "result" in object.keys(params)
+}
 
 rpc_id_ok if is_string(params.id)
 
@@ -366,6 +403,7 @@ fn tables(policy: &ir::Policy) -> Tables {
             "policy_version": policy.version,
             "wildcard_suffixes": wild.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
             "mcp_plumbing": MCP_PLUMBING,
+            "mcp_governed": MCP_GOVERNED,
         }),
         hosts: exact.into_iter().collect(),
         wildcards: wild,

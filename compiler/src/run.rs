@@ -13,6 +13,7 @@ use crate::frontend::{self, Diagnostic, Loaded};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::{Bundle, MAGIC};
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::reply::{error_type, message, Shape};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;
@@ -31,6 +32,10 @@ pub struct Outcome {
     pub agent: Option<String>,
     pub tool: Option<String>,
     pub action: Option<String>,
+    /// How the filter answers it when it blocks.
+    pub shape: Shape,
+    /// The MCP request's JSON-RPC id, as JSON text.
+    pub rpc_id: Option<String>,
 }
 
 /// JSON for `aegis eval` / `aegis test --format json`: the body as `body`
@@ -143,7 +148,65 @@ pub fn outcome(bundle: &Bundle, name: &str, d: &Decision<'_>, scratch: &Scratch)
         agent: d.agent.map(str::to_string),
         tool: d.tool.map(str::to_string),
         action: d.action.map(str::to_string),
+        shape: Shape::of(d, scratch.rpc_id.json().is_some()),
+        rpc_id: scratch
+            .rpc_id
+            .json()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
     }
+}
+
+/// The local reply the filter sends for a blocking outcome: its status and
+/// JSON body, `request_id` being the request's. The wasm and Envoy runners
+/// compare the filter's replies against it.
+pub fn expected_reply(out: &Outcome, request_id: &str) -> (u32, serde_json::Value) {
+    use serde_json::json;
+    let fields = json!({
+        "decision": out.decision,
+        "reason": out.reason,
+        "rule": out.rule,
+        "policy_version": out.policy_version,
+        "request_id": request_id,
+    });
+    let text = message(&out.decision, &out.reason);
+    let id: serde_json::Value = out
+        .rpc_id
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let rest = blocking_status(&out.reason);
+    let body = match out.shape {
+        Shape::Rest => {
+            let mut b = fields;
+            if let Some(m) = b.as_object_mut() {
+                m.insert(
+                    "error".into(),
+                    json!({
+                        "type": error_type(rest),
+                        "code": out.decision,
+                        "message": text,
+                    }),
+                );
+            }
+            b
+        }
+        Shape::ToolError => json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "result": {
+                "resultType": "complete",
+                "content": [{"type": "text", "text": text}],
+                "isError": true,
+                "_meta": {"aegis": fields},
+            },
+        }),
+        Shape::RpcError { code, .. } => json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": code, "message": text, "data": fields},
+        }),
+    };
+    (out.shape.status(rest), body)
 }
 
 /// Mismatches between what a case expects and what it got; empty = pass.
@@ -326,6 +389,8 @@ mod tests {
             agent: None,
             tool: None,
             action: None,
+            shape: Shape::Rest,
+            rpc_id: None,
         }
     }
 

@@ -73,9 +73,11 @@ fn reasons_never_echo_credentials_or_values() {
         let set = load_policy_set(std::slice::from_ref(&dir)).unwrap_or_else(|_| {
             panic!("policies in {} do not load", dir.display());
         });
-        let mut vocabulary = String::from(
-            "tools/call tools/list initialize ping notifications/initialized notifications/cancelled",
-        );
+        // The protocol's own words, which reasons name.
+        let mut vocabulary =
+            String::from("tools/call notifications/initialized notifications/cancelled ");
+        vocabulary.push_str(&aegis_engine::eval::MCP_PLUMBING.join(" "));
+        vocabulary.push_str(&aegis_engine::eval::MCP_GOVERNED.join(" "));
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();

@@ -247,6 +247,12 @@ fn plan(bundle: &Bundle, policy: &ir::Policy, case: &Case, scratch: &mut Scratch
         Reason::BadRequest(_) => Some("body reading (malformed, duplicate keys, limits)"),
         Reason::Gzip(_) => Some("gzip (the engine denied the compressed body)"),
         Reason::McpNotObject | Reason::McpHeaderMismatch(_) => Some("mcp framing and headers"),
+        Reason::McpNoSession { .. } | Reason::McpStreamBody { .. } => {
+            Some("mcp session stream (GET / DELETE)")
+        }
+        Reason::McpPlumbing {
+            method: "GET" | "DELETE",
+        } => Some("mcp session stream (GET / DELETE)"),
         Reason::DlpError(_) => Some("dlp error"),
         Reason::Internal(e) => panic!("{}: internal error {e}", case.name),
         _ => None,

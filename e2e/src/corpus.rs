@@ -587,6 +587,9 @@ pub fn observed(sent: &Sent, log: &Value, upstream: &[Recorded]) -> Outcome {
         agent: log_str(log, "agent"),
         tool: log_str(log, "tool"),
         action: log_str(log, "action"),
+        // The reply's shape is checked on the reply itself.
+        shape: aegis_engine::reply::Shape::Rest,
+        rpc_id: None,
     }
 }
 
@@ -758,7 +761,7 @@ pub fn judge(
     let blocks =
         r.mode == Mode::Enforce && matches!(want.decision.as_str(), "deny" | "approval_needed");
     if blocks {
-        let expected_status = aegis_compiler::run::blocking_status(&want.reason);
+        let (expected_status, expect) = aegis_compiler::run::expected_reply(want, &sent.request_id);
         if u32::from(resp.status) != expected_status {
             bad.push(format!(
                 "status {} for a {}, expected {expected_status}",
@@ -776,13 +779,6 @@ pub fn judge(
         }
         match resp.json() {
             Ok(j) => {
-                let expect = serde_json::json!({
-                    "decision": want.decision,
-                    "reason": want.reason,
-                    "rule": want.rule,
-                    "policy_version": want.policy_version,
-                    "request_id": sent.request_id,
-                });
                 if j != expect {
                     bad.push(format!("deny body {j}, expected {expect}"));
                 }
@@ -814,8 +810,24 @@ pub fn judge(
                 resp.text()
             ));
         }
-        if resp.header("x-aegis-decision").is_some() {
-            bad.push("x-aegis-decision on a forwarded request".into());
+        // The response says what became of a call that went through
+        // changed (sanitized) or only judged (shadow mode).
+        let (decision, shadow) = match (r.mode, want.decision.as_str()) {
+            (Mode::Shadow, v) => (Some("allow"), Some(v)),
+            (_, "sanitize") => (Some("sanitize"), None),
+            _ => (None, None),
+        };
+        if resp.header("x-aegis-decision") != decision {
+            bad.push(format!(
+                "x-aegis-decision {:?} on the response, expected {decision:?}",
+                resp.header("x-aegis-decision")
+            ));
+        }
+        if resp.header("x-aegis-shadow-decision") != shadow {
+            bad.push(format!(
+                "x-aegis-shadow-decision {:?} on the response, expected {shadow:?}",
+                resp.header("x-aegis-shadow-decision")
+            ));
         }
         match complete.as_slice() {
             [one] => {

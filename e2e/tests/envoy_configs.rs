@@ -21,6 +21,13 @@ use std::path::Path;
 fn blob_at_config_path(cwd: &Path, key: &ed25519_dalek::SigningKey) {
     let out = cwd.join("out").join("envoy");
     std::fs::create_dir_all(&out).unwrap();
+    // The tools' key files the gateway config reads (envoy/secrets/).
+    let secrets = cwd.join("envoy").join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("envoy").join("secrets")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, secrets.join(p.file_name().unwrap())).unwrap();
+    }
     blob::build(
         &[repo_root().join("policies").join("finance")],
         key,

@@ -178,6 +178,11 @@ fn check_local_reply(resp: &Resp, status: u16, want: &Outcome, id: &str) {
             "rule": want.rule,
             "policy_version": want.policy_version,
             "request_id": id,
+            "error": {
+                "type": if status == 413 { "request_too_large" } else { "permission_error" },
+                "code": want.decision,
+                "message": aegis_engine::reply::message(&want.decision, &want.reason),
+            },
         })
     );
 }

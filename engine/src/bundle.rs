@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"AEGISBND";
 pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
-pub const FORMAT_VERSION: u16 = 6;
+pub const FORMAT_VERSION: u16 = 7;
 /// Header flag: the payload is deflate-compressed.
 pub const FLAG_DEFLATE: u16 = 1;
 /// Largest `Model` encoding a bundle may inflate to.

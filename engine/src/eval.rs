@@ -14,8 +14,8 @@ use crate::http::{self, HttpError, PathBytes};
 use crate::index::{agent_hash, host_hash};
 use crate::jwt::{self, JwtError};
 use crate::params::{
-    extract_form, extract_json, extract_json_with, parse_number, ExtractError, KeySet, ParamPaths,
-    Text, Value, MAX_PARAMS,
+    extract_form, extract_json, extract_json_with, parse_number, Enc, ExtractError, KeySet,
+    ParamPaths, Text, Value, MAX_PARAMS,
 };
 use crate::types::{Approval, BodyKind, Mode};
 use core::fmt;
@@ -127,11 +127,20 @@ pub enum Reason<'a> {
     NoIdentityConfigured,
     /// The request line or framing headers have no single meaning.
     Http(HttpError),
-    MissingToken,
-    /// No `authorization` header, but a token in the query string.
-    TokenInQuery,
-    MultipleTokens,
-    BadAuthScheme,
+    /// No token header (`header`: the one the identity names).
+    MissingToken {
+        header: &'a str,
+    },
+    /// No token header, but a token in the query string.
+    TokenInQuery {
+        header: &'a str,
+    },
+    MultipleTokens {
+        header: &'a str,
+    },
+    BadAuthScheme {
+        header: &'a str,
+    },
     InvalidToken(JwtError),
     MissingAgentHeader,
     UnknownAgent,
@@ -160,6 +169,17 @@ pub enum Reason<'a> {
     McpPlumbing {
         method: &'static str,
     },
+    /// `GET` or `DELETE` on an MCP server's path without `mcp-session-id`.
+    McpNoSession {
+        method: &'static str,
+    },
+    /// `GET` or `DELETE` on an MCP server's path with a body.
+    McpStreamBody {
+        method: &'static str,
+    },
+    /// A JSON-RPC message that is neither a request, a notification nor a
+    /// response.
+    McpNotMessage,
     NotPermitted {
         tool: &'a str,
         action: &'a str,
@@ -274,14 +294,19 @@ impl fmt::Display for Reason<'_> {
                 "no identity configuration in the policy bundle: requests cannot be authenticated",
             ),
             Reason::Http(e) => write!(f, "{e}"),
-            Reason::MissingToken => f.write_str("missing bearer token in `authorization` header"),
-            Reason::TokenInQuery => f.write_str(
-                "agent token in the query string is not accepted; send it in the `authorization` header",
-            ),
-            Reason::MultipleTokens => {
-                f.write_str("more than one `authorization` header or credential")
+            Reason::MissingToken { header } => {
+                write!(f, "missing bearer token in `{header}` header")
             }
-            Reason::BadAuthScheme => f.write_str("`authorization` header is not a bearer token"),
+            Reason::TokenInQuery { header } => write!(
+                f,
+                "agent token in the query string is not accepted; send it in the `{header}` header"
+            ),
+            Reason::MultipleTokens { header } => {
+                write!(f, "more than one `{header}` header or credential")
+            }
+            Reason::BadAuthScheme { header } => {
+                write!(f, "`{header}` header is not a bearer token")
+            }
             Reason::InvalidToken(e) => write!(f, "invalid agent token: {e}"),
             Reason::MissingAgentHeader => f.write_str("missing or repeated `x-aegis-agent` header"),
             Reason::UnknownAgent => {
@@ -314,6 +339,16 @@ impl fmt::Display for Reason<'_> {
                 write!(f, "mcp tool name is not an action of `{tool}`")
             }
             Reason::McpPlumbing { method } => write!(f, "mcp protocol method `{method}` allowed"),
+            Reason::McpNoSession { method } => write!(
+                f,
+                "mcp `{method}` without an `mcp-session-id` header (initialize a session first)"
+            ),
+            Reason::McpStreamBody { method } => {
+                write!(f, "mcp `{method}` must not carry a body")
+            }
+            Reason::McpNotMessage => f.write_str(
+                "json-rpc message has no `method` and is not a response (`id` with `result` or `error`)",
+            ),
             Reason::NotPermitted { tool, action } => {
                 write!(
                     f,
@@ -381,6 +416,23 @@ impl fmt::Display for Reason<'_> {
     }
 }
 
+impl Reason<'_> {
+    /// The refusal judges the tool call an MCP `tools/call` asked for (the
+    /// agent reads it as the tool's result and can change course), not the
+    /// message that carried it.
+    pub fn refuses_tool_call(&self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownMcpTool { .. }
+                | Reason::NotPermitted { .. }
+                | Reason::NoRuleApplies { .. }
+                | Reason::ConditionFailed { .. }
+                | Reason::ApprovalRequired { .. }
+                | Reason::DlpDenied { .. }
+        )
+    }
+}
+
 /// The verdict and everything a decision log needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Decision<'a> {
@@ -399,6 +451,9 @@ pub struct Decision<'a> {
     /// The authenticated caller, for a later decision on the same request
     /// (see [`Caller::Known`]).
     pub caller: Option<AgentRef>,
+    /// The request went to an MCP server: a refusal is answered in MCP's
+    /// own shape where the message has an id ([`Scratch::rpc_id`]).
+    pub mcp: bool,
 }
 
 impl<'a> Decision<'a> {
@@ -415,6 +470,7 @@ impl<'a> Decision<'a> {
             cost_usd: None,
             write: false,
             caller: None,
+            mcp: false,
         }
     }
 }
@@ -447,6 +503,8 @@ impl fmt::Display for Shown<'_> {
 #[derive(Debug)]
 pub struct Scratch {
     pub dlp: dlp::Scratch,
+    /// The JSON-RPC id of the last decision's MCP request, if it had one.
+    pub rpc_id: RpcId,
     keys: KeySet,
     inflater: crate::gzip::Inflater,
     wrapped: alloc::vec::Vec<u8>,
@@ -469,6 +527,7 @@ impl Scratch {
     pub fn with_limits(limits: &Limits) -> Self {
         Scratch {
             dlp: dlp::Scratch::new(),
+            rpc_id: RpcId::new(),
             keys: KeySet::with_capacity(limits.max_params as usize),
             inflater: crate::gzip::Inflater::new(0),
             wrapped: alloc::vec::Vec::new(),
@@ -488,15 +547,113 @@ impl Scratch {
     }
 }
 
-/// MCP methods that carry no tool call and that any agent allowed to use the
-/// server needs for the protocol to work.
-pub const MCP_PLUMBING: [&str; 5] = [
+/// MCP requests that carry no tool call and that pass for any agent with a
+/// rule for the server: the session's lifecycle, discovery, the lists of
+/// what the server offers, subscriptions, completions and the log level.
+/// Notifications from the client (`notifications/...`) and its answers to
+/// the server's own requests (elicitation, sampling, roots) pass too. The
+/// agent's DLP still scans these bodies. Reading data ([`MCP_GOVERNED`])
+/// is the policy's to allow; any other method is denied.
+pub const MCP_PLUMBING: [&str; 11] = [
     "initialize",
-    "notifications/initialized",
     "ping",
+    "server/discover",
     "tools/list",
-    "notifications/cancelled",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "completion/complete",
+    "logging/setLevel",
 ];
+
+/// MCP methods that read the server's data: denied unless the catalog
+/// lists the method as an action of the server (`actions: [get_weather,
+/// resources/read]`), and then judged by the agent's rules for it like a
+/// tool (conditions read `params.arguments`, the arguments of
+/// `prompts/get`).
+pub const MCP_GOVERNED: [&str; 2] = ["resources/read", "prompts/get"];
+
+/// What [`Reason::McpPlumbing`] names for a client notification.
+pub const MCP_NOTIFICATION: &str = "notifications/*";
+/// What [`Reason::McpPlumbing`] names for a JSON-RPC response from the
+/// client.
+pub const MCP_RESPONSE: &str = "response";
+
+/// Longest JSON-RPC `id` (as JSON text, quotes included) a decision keeps
+/// to answer the request with.
+pub const RPC_ID_MAX: usize = 128;
+
+/// The JSON-RPC `id` of the MCP request a decision read, as JSON text (a
+/// number as sent, a string with its quotes and escapes as sent), so that
+/// a refusal answers that very request. Kept in the [`Scratch`]: a
+/// decision allocates nothing.
+#[derive(Clone)]
+pub struct RpcId {
+    buf: [u8; RPC_ID_MAX],
+    len: usize,
+}
+
+impl RpcId {
+    const fn new() -> Self {
+        RpcId {
+            buf: [0; RPC_ID_MAX],
+            len: 0,
+        }
+    }
+
+    /// The id as JSON text; `None` when the message had no usable id (a
+    /// notification, a batch, a body that is not JSON, an id longer than
+    /// [`RPC_ID_MAX`]).
+    pub fn json(&self) -> Option<&[u8]> {
+        self.buf.get(..self.len).filter(|b| !b.is_empty())
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn set(&mut self, v: &Value<'_>) {
+        self.len = 0;
+        let (quote, raw) = match v {
+            Value::Num(n) => (false, *n),
+            // The string as it stood between its quotes.
+            Value::Text(t) if matches!(t.enc, Enc::Json | Enc::Plain) => (true, t.raw),
+            _ => return,
+        };
+        let q = usize::from(quote);
+        let n = raw.len() + 2 * q;
+        let Some(out) = self.buf.get_mut(..n) else {
+            return;
+        };
+        if quote {
+            if let Some((first, rest)) = out.split_first_mut() {
+                *first = b'"';
+                if let Some((last, mid)) = rest.split_last_mut() {
+                    *last = b'"';
+                    mid.copy_from_slice(raw);
+                }
+            }
+        } else {
+            out.copy_from_slice(raw);
+        }
+        self.len = n;
+    }
+}
+
+impl fmt::Debug for RpcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.json() {
+            Some(b) => write!(
+                f,
+                "RpcId({})",
+                Shown(core::str::from_utf8(b).unwrap_or("?"))
+            ),
+            None => f.write_str("RpcId(none)"),
+        }
+    }
+}
 
 fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
     host.len() > suffix.len()
@@ -506,6 +663,30 @@ fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
 }
 
 impl Bundle {
+    /// The request headers that carry the agent's credential: the token
+    /// header, or with `insecure_agent_header` the agent and tenant
+    /// headers. The proxy removes them before a request goes upstream, so
+    /// a tool never sees an agent's token.
+    pub fn credential_headers(&self) -> impl Iterator<Item = &str> {
+        let id = self.model.identity.as_ref();
+        let insecure = id.is_some_and(|i| i.insecure_agent_header);
+        let token = id.filter(|_| !insecure).map(|i| i.token_header.as_str());
+        let agent = insecure.then_some(["x-aegis-agent", "x-aegis-tenant"]);
+        token.into_iter().chain(agent.into_iter().flatten())
+    }
+
+    /// Whether `method host path` goes to an MCP server of the catalog
+    /// (for answering a refusal in MCP's shape before the tool is matched).
+    fn is_mcp_server(&self, method: &str, host: &str, path: &str) -> bool {
+        matches!(method, "POST" | "GET" | "DELETE")
+            && self
+                .tools_for_host(host, host_hash(host))
+                .iter()
+                .filter_map(|&t| self.model.tools.get(usize::from(t)))
+                .filter_map(|t| t.mcp_path.as_ref())
+                .any(|p| PathBytes::new(path).eq(p.bytes()))
+    }
+
     /// The rules of `agent` for (tool, action), in policy order.
     fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
         let i = agent
@@ -588,20 +769,26 @@ impl Bundle {
             };
             return self.find_agent(tenant, agent).ok_or(Reason::UnknownAgent);
         }
-        let value = match header(req.headers, "authorization") {
+        let name = idc.token_header.as_str();
+        let value = match header(req.headers, name) {
             HeaderValue::Missing if query.is_some_and(has_query_token) => {
-                return Err(Reason::TokenInQuery)
+                return Err(Reason::TokenInQuery { header: name })
             }
-            HeaderValue::Missing => return Err(Reason::MissingToken),
-            HeaderValue::Many => return Err(Reason::MultipleTokens),
+            HeaderValue::Missing => return Err(Reason::MissingToken { header: name }),
+            HeaderValue::Many => return Err(Reason::MultipleTokens { header: name }),
             // HTTP/1 proxies join repeated headers with commas; a JWT never
             // contains one, so a comma means several credentials.
-            HeaderValue::One(v) if v.contains(',') => return Err(Reason::MultipleTokens),
+            HeaderValue::One(v) if v.contains(',') => {
+                return Err(Reason::MultipleTokens { header: name })
+            }
             HeaderValue::One(v) => v,
         };
+        // The authorization headers carry a scheme; a header of the
+        // policy's own may carry the bare token.
         let token = match value.split_once(' ') {
             Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-            _ => return Err(Reason::BadAuthScheme),
+            None if !name.ends_with("authorization") => value,
+            _ => return Err(Reason::BadAuthScheme { header: name }),
         };
         let Some(keys) = &self.keys else {
             return Err(Reason::NoIdentityConfigured);
@@ -620,7 +807,11 @@ impl Bundle {
         now: i64,
         scratch: &mut Scratch,
     ) -> Decision<'a> {
+        scratch.rpc_id.clear();
         // 0. one meaning for the request line, or none at all
+        if req.method.eq_ignore_ascii_case("CONNECT") {
+            return Decision::new(Verdict::Deny, Reason::Http(HttpError::Connect));
+        }
         let shape = http::split_path(req.path).and_then(|(p, q)| {
             let host = http::host_of(req.authority)?;
             http::check_host_header(req.headers, host)?;
@@ -649,7 +840,11 @@ impl Bundle {
         };
         let (caller, agent) = match agent {
             Ok(a) => a,
-            Err(r) => return Decision::new(Verdict::Deny, r),
+            Err(r) => {
+                let mut d = Decision::new(Verdict::Deny, r);
+                d.mcp = self.is_mcp_server(req.method, host, path);
+                return d;
+            }
         };
         let mut d = Decision::new(Verdict::Deny, Reason::Internal("unset"));
         d.caller = Some(caller);
@@ -660,6 +855,7 @@ impl Bundle {
         let hash = host_hash(host);
         if !self.egress_allowed(caller, agent, host, hash) {
             d.reason = Reason::EgressDenied { host };
+            d.mcp = self.is_mcp_server(req.method, host, path);
             return d;
         }
 
@@ -672,7 +868,11 @@ impl Bundle {
                 continue;
             };
             if let Some(mcp) = &tool.mcp_path {
-                if req.method == "POST" && PathBytes::new(path).eq(mcp.bytes()) {
+                // POST carries messages; GET opens the server's stream and
+                // DELETE ends the session (Streamable HTTP).
+                if matches!(req.method, "POST" | "GET" | "DELETE")
+                    && PathBytes::new(path).eq(mcp.bytes())
+                {
                     found = Some((ti, tool, None));
                     break;
                 }
@@ -710,6 +910,7 @@ impl Bundle {
         };
         d.tool = Some(&tool.name);
         let is_mcp = tool.mcp_path.is_some();
+        d.mcp = is_mcp;
 
         // For an HTTP tool the action is known from the route; see whether
         // the agent may call it before looking at any body.
@@ -734,6 +935,9 @@ impl Bundle {
                 action: "*",
             };
             return d;
+        }
+        if is_mcp && req.method != "POST" {
+            return mcp_stream(d, req);
         }
 
         // A JSON or form body is always read, even when no rule looks at
@@ -772,6 +976,7 @@ impl Bundle {
         };
         let Scratch {
             dlp: dlp_scratch,
+            rpc_id,
             keys,
             inflater,
             wrapped,
@@ -860,82 +1065,88 @@ impl Bundle {
             }
             Ok::<(), ExtractError>(())
         })();
+        // A request to an MCP server is answered by its id, also when it is
+        // refused for a flaw found after the id was read.
+        if is_mcp && matches!(slots.first(), Some(Value::Text(_))) {
+            if let Some(id) = slots.get(2) {
+                rpc_id.set(id);
+            }
+        }
         if let Err(e) = extracted {
             d.reason = Reason::BadRequest(e);
             return d;
         }
 
-        // MCP: the action is the JSON-RPC tool name.
-        let ai = match action {
-            Some(ai) => ai,
+        // MCP: the action is the JSON-RPC tool name; protocol messages pass
+        // without a rule, on to DLP.
+        let (ai, plumbing) = match action {
+            Some(ai) => (Some(ai), None),
             None => match mcp_action(tool, body, &slots, req.headers) {
-                Ok(McpCall::Tool(ai)) => ai,
-                Ok(McpCall::Plumbing(method)) => {
-                    d.verdict = Verdict::Allow;
-                    d.reason = Reason::McpPlumbing { method };
-                    return d;
-                }
+                Ok(McpCall::Tool(ai)) => (Some(ai), None),
+                Ok(McpCall::Plumbing(method)) => (None, Some(method)),
                 Err(r) => {
                     d.reason = r;
                     return d;
                 }
             },
         };
-        let Some(a) = tool.actions.get(ai) else {
-            d.reason = Reason::Internal("action");
-            return d;
-        };
-        d.action = Some(&a.name);
-        if is_mcp {
-            d.write = a.write || req.method == "POST";
-        }
-        let Some(rules) = self.rules_for(agent, ti, ai) else {
-            d.reason = Reason::NotPermitted {
-                tool: &tool.name,
-                action: &a.name,
+        if let Some(ai) = ai {
+            let Some(a) = tool.actions.get(ai) else {
+                d.reason = Reason::Internal("action");
+                return d;
             };
-            return d;
-        };
+            d.action = Some(&a.name);
+            if is_mcp {
+                d.write = a.write || req.method == "POST";
+            }
+            let Some(rules) = self.rules_for(agent, ti, ai) else {
+                d.reason = Reason::NotPermitted {
+                    tool: &tool.name,
+                    action: &a.name,
+                };
+                return d;
+            };
 
-        // 4. conditions
-        let mut chosen = None;
-        for r in rules {
-            let preds = self.model.preds.get(r.when.range()).unwrap_or_default();
-            if preds.iter().all(|p| self.holds(p, &slots)) {
-                chosen = Some(r);
-                break;
+            // 4. conditions
+            let mut chosen = None;
+            for r in rules {
+                let preds = self.model.preds.get(r.when.range()).unwrap_or_default();
+                if preds.iter().all(|p| self.holds(p, &slots)) {
+                    chosen = Some(r);
+                    break;
+                }
             }
-        }
-        let Some(rule) = chosen else {
-            d.reason = Reason::NoRuleApplies {
-                tool: &tool.name,
-                action: &a.name,
+            let Some(rule) = chosen else {
+                d.reason = Reason::NoRuleApplies {
+                    tool: &tool.name,
+                    action: &a.name,
+                };
+                return d;
             };
-            return d;
-        };
-        d.rule = Some(&rule.id);
-        d.cost_usd = rule.cost_usd;
-        let conds = self.model.preds.get(rule.conds.range()).unwrap_or_default();
-        if let Some(p) = conds.iter().find(|p| !self.holds(p, &slots)) {
-            let param = tool
-                .params
-                .get(usize::from(p.slot))
-                .map_or(&[][..], |v| v.as_slice());
-            d.reason = Reason::ConditionFailed {
-                param,
-                op: &p.op,
-                missing: slots.get(usize::from(p.slot)).is_none_or(Value::is_absent),
-                mcp: is_mcp,
-            };
-            if rule.approval == Approval::OnFailure {
+            d.rule = Some(&rule.id);
+            d.cost_usd = rule.cost_usd;
+            let conds = self.model.preds.get(rule.conds.range()).unwrap_or_default();
+            if let Some(p) = conds.iter().find(|p| !self.holds(p, &slots)) {
+                let param = tool
+                    .params
+                    .get(usize::from(p.slot))
+                    .map_or(&[][..], |v| v.as_slice());
+                d.reason = Reason::ConditionFailed {
+                    param,
+                    op: &p.op,
+                    missing: slots.get(usize::from(p.slot)).is_none_or(Value::is_absent),
+                    mcp: is_mcp,
+                };
+                if rule.approval == Approval::OnFailure {
+                    d.verdict = Verdict::ApprovalNeeded;
+                }
+                return d;
+            }
+            if rule.approval == Approval::Always {
                 d.verdict = Verdict::ApprovalNeeded;
+                d.reason = Reason::ApprovalRequired { rule: &rule.id };
+                return d;
             }
-            return d;
-        }
-        if rule.approval == Approval::Always {
-            d.verdict = Verdict::ApprovalNeeded;
-            d.reason = Reason::ApprovalRequired { rule: &rule.id };
-            return d;
         }
 
         // 5. DLP
@@ -985,7 +1196,11 @@ impl Bundle {
             }
         }
         d.verdict = Verdict::Allow;
-        d.reason = Reason::Allowed { rule: &rule.id };
+        d.reason = match (plumbing, d.rule) {
+            (Some(method), _) => Reason::McpPlumbing { method },
+            (None, Some(rule)) => Reason::Allowed { rule },
+            (None, None) => Reason::Internal("no rule"),
+        };
         d
     }
 
@@ -1057,7 +1272,38 @@ enum McpCall {
     Plumbing(&'static str),
 }
 
-/// Slots of an MCP tool: 0 `method`, 1 `params.name`, 2 `id`, 3 `jsonrpc`.
+/// `GET` (the server's stream of requests and notifications) and `DELETE`
+/// (the end of a session) on an MCP server's path: plumbing, for a session
+/// the server opened, with no body to judge.
+fn mcp_stream<'a, H: Headers + ?Sized>(mut d: Decision<'a>, req: &Request<'a, H>) -> Decision<'a> {
+    let method = if req.method == "GET" { "GET" } else { "DELETE" };
+    match header(req.headers, "mcp-session-id") {
+        HeaderValue::One(v) if !v.trim_ascii().is_empty() => {}
+        HeaderValue::Many => {
+            d.reason = Reason::Http(HttpError::RepeatedHeader("mcp-session-id"));
+            return d;
+        }
+        _ => {
+            d.reason = Reason::McpNoSession { method };
+            return d;
+        }
+    }
+    match req.body {
+        None => {
+            d.verdict = Verdict::NeedBody;
+            d.reason = Reason::NeedBody;
+        }
+        Some(b) if !b.is_empty() => d.reason = Reason::McpStreamBody { method },
+        Some(_) => {
+            d.verdict = Verdict::Allow;
+            d.reason = Reason::McpPlumbing { method };
+        }
+    }
+    d
+}
+
+/// Slots of an MCP tool: 0 `method`, 1 `params.name`, 2 `id`, 3 `jsonrpc`,
+/// 4 `result`, 5 `error`.
 #[allow(clippy::result_large_err)]
 fn mcp_action<'a, H: Headers + ?Sized>(
     tool: &'a ToolM,
@@ -1072,9 +1318,12 @@ fn mcp_action<'a, H: Headers + ?Sized>(
     if !is_20 {
         return Err(Reason::McpNotRequest);
     }
-    let Some(Value::Text(method)) = slots.first() else {
-        return Err(Reason::McpMethodDenied);
+    let method = match slots.first() {
+        Some(Value::Text(m)) => Some(m),
+        Some(Value::Absent) | None => None,
+        Some(_) => return Err(Reason::McpMethodDenied),
     };
+    let has_id = matches!(slots.get(2), Some(Value::Num(_) | Value::Text(_)));
     // Headers mirrored from the body (MCP Streamable HTTP, 2026-07-28) must
     // agree with it: intermediaries route on them, the server reads the body.
     let name = match slots.get(1) {
@@ -1085,7 +1334,7 @@ fn mcp_action<'a, H: Headers + ?Sized>(
         HeaderValue::Missing => {}
         HeaderValue::Many => return Err(Reason::McpHeaderMismatch("mcp-method")),
         HeaderValue::One(v) => {
-            if !method.eq_bytes(v.as_bytes()) {
+            if !method.is_some_and(|m| m.eq_bytes(v.as_bytes())) {
                 return Err(Reason::McpHeaderMismatch("mcp-method"));
             }
         }
@@ -1104,6 +1353,37 @@ fn mcp_action<'a, H: Headers + ?Sized>(
             }
         }
     }
+    let Some(method) = method else {
+        // The client's answer to a request of the server (elicitation,
+        // sampling, roots): an id and exactly one of `result` and `error`.
+        let present = |i: usize| slots.get(i).is_some_and(|v| !v.is_absent());
+        return if has_id && present(4) != present(5) && name.is_none() {
+            Ok(McpCall::Plumbing(MCP_RESPONSE))
+        } else {
+            Err(Reason::McpNotMessage)
+        };
+    };
+    // Read as the server reads it: escapes decoded.
+    const NOTIFICATIONS: &[u8] = b"notifications/";
+    if method
+        .bytes()
+        .take(NOTIFICATIONS.len())
+        .eq(NOTIFICATIONS.iter().copied())
+    {
+        return if has_id {
+            Err(Reason::McpMethodDenied)
+        } else {
+            Ok(McpCall::Plumbing(MCP_NOTIFICATION))
+        };
+    }
+    if let Some(m) = MCP_GOVERNED.iter().find(|m| method.eq_bytes(m.as_bytes())) {
+        return tool
+            .actions
+            .iter()
+            .position(|a| a.name == *m)
+            .map(McpCall::Tool)
+            .ok_or(Reason::McpMethodDenied);
+    }
     if !method.eq_bytes(b"tools/call") {
         return MCP_PLUMBING
             .iter()
@@ -1113,7 +1393,7 @@ fn mcp_action<'a, H: Headers + ?Sized>(
     }
     // A notification gets no answer, so it cannot be a tool call the
     // client waits on; refuse rather than guess what the server does.
-    if !matches!(slots.get(2), Some(Value::Num(_) | Value::Text(_))) {
+    if !has_id {
         return Err(Reason::McpNotRequest);
     }
     let Some(name) = name else {

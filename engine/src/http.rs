@@ -42,6 +42,8 @@ pub enum HttpError {
     Charset,
     /// The body is longer than the policy's `max_body_bytes`.
     BodyTooLarge { limit: u32 },
+    /// A `CONNECT` tunnel: what goes through it cannot be judged.
+    Connect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,11 @@ impl fmt::Display for HttpError {
             ),
             HttpError::Multipart => f.write_str("multipart bodies are not read"),
             HttpError::Charset => f.write_str("`content-type` charset must be utf-8"),
+            HttpError::Connect => f.write_str(
+                "`CONNECT` tunnels are not accepted: the gateway cannot judge what goes through them; \
+                 send plain http to the gateway (an `http://` base url, or `http://` through the proxy) \
+                 and it originates tls to the tool",
+            ),
             HttpError::BodyTooLarge { limit } => {
                 write!(
                     f,

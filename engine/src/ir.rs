@@ -146,4 +146,6 @@ pub struct Identity {
     /// Trust `x-aegis-agent` / `x-aegis-tenant` request headers instead of
     /// tokens. For local demos only; the compiler warns loudly.
     pub insecure_agent_header: bool,
+    /// Header carrying the token (lower case; `authorization` by default).
+    pub token_header: String,
 }

@@ -60,7 +60,14 @@ pub struct IdentityConfig {
     /// Trust `x-aegis-agent` / `x-aegis-tenant` headers instead of tokens.
     /// [`verify`] ignores it; the caller decides whether to call it at all.
     pub insecure_agent_header: bool,
+    /// The request header (lower case) that carries the agent's token:
+    /// `authorization` by default. The filter removes it before forwarding.
+    pub token_header: String,
 }
+
+/// The header agents send their token in unless the identity document
+/// names another.
+pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
 
 /// A trusted Ed25519 public key and the `kid` tokens name it by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +90,7 @@ impl IdentityConfig {
             max_age_secs: None,
             skew_secs: 60,
             insecure_agent_header: false,
+            token_header: DEFAULT_TOKEN_HEADER.into(),
         }
     }
 }
@@ -107,6 +115,7 @@ impl From<&crate::ir::Identity> for IdentityConfig {
             max_age_secs: id.max_age_secs,
             skew_secs: id.skew_secs,
             insecure_agent_header: id.insecure_agent_header,
+            token_header: id.token_header.clone(),
         }
     }
 }

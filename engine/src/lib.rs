@@ -20,6 +20,7 @@ mod index;
 pub mod json;
 pub mod jwt;
 pub mod params;
+pub mod reply;
 pub mod types;
 
 #[cfg(feature = "compile")]

@@ -713,6 +713,7 @@ fn from_ir_identity() {
         max_age_secs: Some(600),
         skew_secs: 30,
         insecure_agent_header: false,
+        token_header: "authorization".into(),
     };
     let c = IdentityConfig::from(&id);
     assert_eq!(c.keys, vec![trusted("k1", &key(1))]);

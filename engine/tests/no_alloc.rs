@@ -138,6 +138,7 @@ fn policy() -> Policy {
             max_age_secs: Some(3600),
             skew_secs: 60,
             insecure_agent_header: false,
+            token_header: "authorization".into(),
         }),
         tools: vec![
             Tool {

@@ -1072,8 +1072,9 @@ fn known_params(p: &Policy, ti: usize) -> BTreeSet<String> {
         .map(|pr| param_path(tool, &pr.param))
         .collect();
     if tool.mcp_path.is_some() {
-        known.insert("method".into());
-        known.insert("params.name".into());
+        for slot in ["method", "params.name", "id", "result", "error"] {
+            known.insert(slot.into());
+        }
     }
     for a in &p.tools[ti].actions {
         for seg in a.path.as_deref().unwrap_or("").split('/') {
@@ -1389,13 +1390,38 @@ fn reference(p: &Policy, r: &Req) -> Outcome {
             let Some(J::String(method)) = params.get("method") else {
                 return deny();
             };
+            let has_id = matches!(params.get("id"), Some(J::String(_) | J::Number(_)));
+            if method.starts_with("notifications/") {
+                // A notification has no id; with one it is a request of a
+                // method nobody answers.
+                return if has_id {
+                    deny()
+                } else {
+                    Outcome {
+                        verdict: Verdict::Allow,
+                        rule: None,
+                    }
+                };
+            }
+            // Reading data is governed like a tool where the catalog lists
+            // the method; the generated catalogs list only tool names.
+            assert!(!tool.actions.iter().any(|a| a.name == *method));
+            if method == "resources/read" || method == "prompts/get" {
+                return deny();
+            }
             if method != "tools/call" {
                 const PLUMBING: &[&str] = &[
                     "initialize",
-                    "notifications/initialized",
                     "ping",
+                    "server/discover",
                     "tools/list",
-                    "notifications/cancelled",
+                    "resources/list",
+                    "resources/templates/list",
+                    "resources/subscribe",
+                    "resources/unsubscribe",
+                    "prompts/list",
+                    "completion/complete",
+                    "logging/setLevel",
                 ];
                 return if PLUMBING.contains(&method.as_str()) {
                     Outcome {

@@ -25,6 +25,10 @@ use std::time::UNIX_EPOCH;
 /// The filter's version, logged at VM start.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Where Envoy keeps the tool host a route is bound to: the route's
+/// metadata, filter `aegis`, key `host`.
+const ROUTE_TOOL_HOST: [&str; 5] = ["xds", "route_metadata", "filter_metadata", "aegis", "host"];
+
 /// [`Host`] over proxy-wasm hostcalls, acting for the current context.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProxyHost;
@@ -89,6 +93,21 @@ impl Host for ProxyHost {
             name,
             value,
         ))
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
+        status(hostcalls::set_map_value(
+            MapType::HttpResponseHeaders,
+            name,
+            Some(value),
+        ))
+    }
+
+    fn route_tool_host(&self) -> Option<String> {
+        let value = hostcalls::get_property(ROUTE_TOOL_HOST.to_vec()).ok()??;
+        let host = String::from_utf8(value).ok()?;
+        let host = host.trim();
+        (!host.is_empty()).then(|| host.to_owned())
     }
 
     fn send_local_response(
@@ -264,5 +283,9 @@ impl HttpContext for Http {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         action(self.stream.on_request_trailers())
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        action(self.stream.on_response_headers())
     }
 }

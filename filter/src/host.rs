@@ -37,6 +37,12 @@ pub trait Host {
     fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String>;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String>;
+    /// Sets a header of the upstream's response (in its headers callback).
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String>;
+    /// The tool host the request's route stands for (base-URL mode): the
+    /// route's `metadata.filter_metadata.aegis.host` in Envoy; `None` when
+    /// the route names none.
+    fn route_tool_host(&self) -> Option<String>;
     /// Answers the downstream with a local reply; the request never goes
     /// (further) upstream.
     fn send_local_response(

@@ -33,7 +33,7 @@
 
 use crate::host::{Host, Level};
 use crate::metrics::{self, NONE};
-use crate::reply::Reply;
+use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
 use aegis_engine::eval::{AgentRef, Caller, Decision, Request, Verdict};
 use aegis_engine::types::Mode;
@@ -76,8 +76,20 @@ pub mod keys {
 
 /// Request header added in shadow mode.
 pub const SHADOW_HEADER: &str = "x-aegis-shadow-decision";
-/// Response header of local replies.
+/// Response header of local replies, and of the upstream's answer to a
+/// sanitized or shadowed call.
 pub const DECISION_HEADER: &str = "x-aegis-decision";
+
+/// What the upstream's response headers get, for a call the filter let
+/// through changed (sanitized) or only judged (shadow mode): the client
+/// learns from the response what became of its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    /// `x-aegis-decision`: what was done to the call.
+    decision: &'static str,
+    /// `x-aegis-shadow-decision`: the verdict shadow mode did not enforce.
+    shadow: Option<&'static str>,
+}
 
 /// A request whose body is being buffered.
 struct Pending {
@@ -127,10 +139,14 @@ struct Final<'a> {
     /// Status of the local reply if this outcome blocks.
     status: u32,
     request_id: &'a str,
+    /// How a refusal is answered (REST, or MCP's own shapes).
+    shape: Shape,
+    /// The MCP request's JSON-RPC id, as JSON text.
+    rpc_id: Option<&'a [u8]>,
 }
 
 impl<'a> Final<'a> {
-    fn from_decision(d: &Decision<'a>, request_id: &'a str) -> Self {
+    fn from_decision(d: &Decision<'a>, request_id: &'a str, rpc_id: Option<&'a [u8]>) -> Self {
         Final {
             verdict: d.verdict,
             reason: d.reason.to_string(),
@@ -141,6 +157,25 @@ impl<'a> Final<'a> {
             shadow: d.mode == Mode::Shadow,
             status: 403,
             request_id,
+            shape: Shape::of(d, rpc_id.is_some()),
+            rpc_id,
+        }
+    }
+
+    /// A refusal decided by the filter itself (no policy decision).
+    fn plain(verdict: Verdict, reason: String, status: u32, request_id: &'a str) -> Self {
+        Final {
+            verdict,
+            reason,
+            agent: None,
+            tool: None,
+            action: None,
+            rule: None,
+            shadow: false,
+            status,
+            request_id,
+            shape: Shape::Rest,
+            rpc_id: None,
         }
     }
 
@@ -150,6 +185,7 @@ impl<'a> Final<'a> {
         self.reason = format!("internal error: {reason}");
         self.rule = None;
         self.status = 500;
+        self.shape = Shape::Rest;
     }
 }
 
@@ -175,6 +211,9 @@ pub struct Stream<H: Host> {
     state: State,
     /// Time spent inside the filter's callbacks so far.
     busy_nanos: u64,
+    /// Headers for the upstream's response, when the call went through
+    /// changed or only judged.
+    stamp: Option<Stamp>,
 }
 
 impl<H: Host> Stream<H> {
@@ -186,7 +225,30 @@ impl<H: Host> Stream<H> {
             shared,
             state: State::Start,
             busy_nanos: 0,
+            stamp: None,
         }
+    }
+
+    /// The upstream's response headers: says what became of a sanitized
+    /// or shadowed call.
+    pub fn on_response_headers(&mut self) -> Flow {
+        let Some(stamp) = self.stamp.take() else {
+            return Flow::Continue;
+        };
+        let headers = [
+            (DECISION_HEADER, Some(stamp.decision)),
+            (SHADOW_HEADER, stamp.shadow),
+        ];
+        for (name, value) in headers {
+            let Some(value) = value else { continue };
+            if let Err(e) = self.host.set_response_header(name, value) {
+                self.host.log(
+                    Level::Warn,
+                    &format!("aegis: cannot add `{name}` to the response: {e}"),
+                );
+            }
+        }
+        Flow::Continue
     }
 
     pub fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
@@ -248,24 +310,45 @@ impl<H: Host> Stream<H> {
     fn headers(&mut self, end_of_stream: bool, t0: u64) -> Flow {
         let headers = self.host.request_headers();
         let Some(shared) = self.shared.clone() else {
-            let f = Final {
-                verdict: Verdict::Deny,
-                reason: "the aegis filter is not configured".into(),
-                agent: None,
-                tool: None,
-                action: None,
-                rule: None,
-                shadow: false,
-                status: 503,
-                request_id: find(&headers, "x-request-id").unwrap_or(NONE),
-            };
+            let f = Final::plain(
+                Verdict::Deny,
+                "the aegis filter is not configured".into(),
+                503,
+                find(&headers, "x-request-id").unwrap_or(NONE),
+            );
             return self.conclude(None, &f, Phase::Headers, t0);
         };
+        // The agent's credential never goes upstream, whatever the verdict:
+        // the tool gets its own key from the proxy. The decision reads the
+        // copy taken above.
+        for name in shared.bundle.credential_headers() {
+            if find(&headers, name).is_some() {
+                if let Err(e) = self.host.set_request_header(name, None) {
+                    self.host.log(
+                        Level::Error,
+                        &format!("aegis: cannot remove the agent credential `{name}`: {e}"),
+                    );
+                    let f = Final::plain(
+                        Verdict::Deny,
+                        format!("internal error: cannot remove the agent credential `{name}`"),
+                        500,
+                        find(&headers, "x-request-id").unwrap_or(NONE),
+                    );
+                    return self.conclude(Some(&shared), &f, Phase::Headers, t0);
+                }
+            }
+        }
         let method = find(&headers, ":method").unwrap_or_default();
-        let authority = find(&headers, ":authority")
-            .filter(|a| !a.is_empty())
-            .or_else(|| find(&headers, "host"))
-            .unwrap_or_default();
+        // Base-URL mode: the route the request took names the tool host it
+        // stands for (Envoy route metadata), and that is where it goes.
+        let bound = self.host.route_tool_host();
+        let authority = match bound.as_deref() {
+            Some(host) => host,
+            None => find(&headers, ":authority")
+                .filter(|a| !a.is_empty())
+                .or_else(|| find(&headers, "host"))
+                .unwrap_or_default(),
+        };
         let path = find(&headers, ":path").unwrap_or_default();
         let request_id = match find(&headers, "x-request-id").filter(|v| !v.is_empty()) {
             Some(v) => v.to_owned(),
@@ -288,7 +371,7 @@ impl<H: Host> Stream<H> {
         let d = shared.with_scratch(|s| shared.bundle.decide(&req, Caller::FromRequest, now, s));
 
         if d.verdict != Verdict::NeedBody || complete {
-            let mut f = Final::from_decision(&d, &request_id);
+            let mut f = Final::from_decision(&d, &request_id, None);
             if d.verdict == Verdict::NeedBody {
                 f.internal("the decision needs a body the request does not have".into());
             }
@@ -297,10 +380,11 @@ impl<H: Host> Stream<H> {
 
         let shadow = d.mode == Mode::Shadow;
         if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
-            let mut f = Final::from_decision(&d, &request_id);
+            let mut f = Final::from_decision(&d, &request_id, None);
             f.verdict = Verdict::Deny;
             f.reason = too_large(shared.max_body_bytes);
             f.status = 413;
+            f.shape = Shape::Rest;
             return self.conclude(Some(&shared), &f, Phase::Headers, t0);
         }
         // A rewrite changes the length. Held headers get the new length
@@ -368,17 +452,16 @@ impl<H: Host> Stream<H> {
             return Flow::Continue;
         };
         if over {
-            let f = Final {
-                verdict: Verdict::Deny,
-                reason: too_large(shared.max_body_bytes),
-                agent: p.agent.as_deref(),
-                tool: p.tool.as_deref(),
-                action: p.action.as_deref(),
-                rule: None,
-                shadow: p.shadow,
-                status: 413,
-                request_id: &p.request_id,
-            };
+            let mut f = Final::plain(
+                Verdict::Deny,
+                too_large(shared.max_body_bytes),
+                413,
+                &p.request_id,
+            );
+            f.agent = p.agent.as_deref();
+            f.tool = p.tool.as_deref();
+            f.action = p.action.as_deref();
+            f.shadow = p.shadow;
             return self.conclude(Some(&shared), &f, Phase::Body, t0);
         }
 
@@ -394,7 +477,7 @@ impl<H: Host> Stream<H> {
         let caller = p.caller.map_or(Caller::FromRequest, Caller::Known);
         shared.with_scratch(|scratch| {
             let d = shared.bundle.decide(&req, caller, now, scratch);
-            let mut f = Final::from_decision(&d, &p.request_id);
+            let mut f = Final::from_decision(&d, &p.request_id, scratch.rpc_id.json());
             match d.verdict {
                 Verdict::NeedBody => f.internal("the decision still needs the body".into()),
                 Verdict::Sanitize if !f.shadow => {
@@ -443,27 +526,40 @@ impl<H: Host> Stream<H> {
                     );
                 }
             }
+            self.stamp = Some(Stamp {
+                decision: Verdict::Allow.as_str(),
+                shadow: Some(f.verdict.as_str()),
+            });
             self.state = State::Forward;
             return Flow::Continue;
         }
         if !blocks {
+            if f.verdict == Verdict::Sanitize {
+                self.stamp = Some(Stamp {
+                    decision: f.verdict.as_str(),
+                    shadow: None,
+                });
+            }
             self.state = State::Forward;
             return Flow::Continue;
         }
         let decision = f.verdict.as_str();
-        let body = Reply {
+        let fields = Fields {
             decision,
             reason: &f.reason,
             rule: f.rule,
             policy_version: shared.map(|s| s.bundle.policy_version()),
             request_id: f.request_id,
-        }
-        .to_json();
+        };
+        let reply = Reply::build(f.shape, f.status, &fields, f.rpc_id);
         let headers = [
             ("content-type", "application/json"),
             (DECISION_HEADER, decision),
         ];
-        if let Err(e) = self.host.send_local_response(f.status, &headers, &body) {
+        if let Err(e) = self
+            .host
+            .send_local_response(reply.status, &headers, &reply.body)
+        {
             self.host.log(
                 Level::Error,
                 &format!("aegis: cannot send the local reply ({decision}): {e}"),

@@ -77,6 +77,7 @@ fn policy() -> Policy {
             max_age_secs: None,
             skew_secs: 60,
             insecure_agent_header: true,
+            token_header: "authorization".into(),
         }),
         tools: vec![
             Tool {
@@ -97,6 +98,22 @@ fn policy() -> Policy {
                 mcp_path: None,
                 gzip: false,
                 actions: vec![http("create_note", "POST", "/notes")],
+            },
+            Tool {
+                name: "files".into(),
+                hosts: vec!["mcp.files.internal".into()],
+                body: BodyKind::Json,
+                mcp_path: Some("/mcp".into()),
+                gzip: false,
+                actions: ["read_file", "delete_file"]
+                    .into_iter()
+                    .map(|name| Action {
+                        name: name.into(),
+                        method: None,
+                        path: None,
+                        write: false,
+                    })
+                    .collect(),
             },
         ],
         agents: vec![
@@ -131,6 +148,13 @@ fn policy() -> Policy {
                 &["notes.internal"],
                 true,
                 vec![rule("shadow-agent/notes/create_note#0", 1, 0, vec![])],
+            ),
+            agent(
+                "files-agent",
+                Mode::Enforce,
+                &["mcp.files.internal"],
+                false,
+                vec![rule("files-agent/files/read_file#0", 2, 0, vec![])],
             ),
         ],
         limits: Default::default(),
@@ -179,6 +203,8 @@ struct Mock {
     recorded: RefCell<BTreeMap<u32, Vec<u64>>>,
     logs: RefCell<Vec<(Level, String)>>,
     refuse_body_rewrite: Cell<bool>,
+    response_headers: RefCell<Vec<(String, String)>>,
+    route_host: RefCell<Option<String>>,
 }
 
 impl<T: Host + ?Sized> Host for Rc<T> {
@@ -199,6 +225,12 @@ impl<T: Host + ?Sized> Host for Rc<T> {
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
         (**self).set_request_header(name, value)
+    }
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
+        (**self).set_response_header(name, value)
+    }
+    fn route_tool_host(&self) -> Option<String> {
+        (**self).route_tool_host()
     }
     fn send_local_response(
         &self,
@@ -254,6 +286,15 @@ impl Host for Mock {
             h.push((name.to_owned(), v.to_owned()));
         }
         Ok(())
+    }
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.response_headers
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+    fn route_tool_host(&self) -> Option<String> {
+        self.route_host.borrow().clone()
     }
     fn send_local_response(
         &self,
@@ -500,6 +541,11 @@ fn egress_deny_is_a_local_403_with_the_json_body() {
             "rule": null,
             "policy_version": "test-7",
             "request_id": "req-2",
+            "error": {
+                "type": "permission_error",
+                "code": "deny",
+                "message": "this call was denied by the aegis policy: host `notes.internal` is not in the agent's egress allowlist",
+            },
         })
     );
     assert_eq!(m.state(keys::DECISION).as_deref(), Some("deny"));
@@ -955,7 +1001,7 @@ fn configuration_picks_and_checks_the_bundle() {
     let s = configure("", Some(&emb)).unwrap();
     assert_eq!(s.source.as_str(), "embedded");
     assert!(
-        s.summary().contains("policy `test-7` (3 agents"),
+        s.summary().contains("policy `test-7` (4 agents"),
         "{}",
         s.summary()
     );
@@ -1030,4 +1076,205 @@ fn empty_declared_body_is_judged_at_the_headers() {
     assert_eq!(r.body["decision"], "approval_needed");
     assert_eq!(r.body["reason"], "condition failed: `amount` is missing");
     assert_eq!(s.on_request_body(0, true), Flow::Pause);
+}
+
+#[test]
+fn the_agent_credential_never_goes_upstream() {
+    let sh = shared("");
+    for (path, want) in [
+        ("/v1/customers/cus_1", Flow::Continue),
+        ("/v1/refunds", Flow::Pause),
+    ] {
+        let m = request(
+            "finance-agent",
+            "GET",
+            "api.stripe.com",
+            path,
+            &[("authorization", "Bearer sk_live_x")],
+            b"",
+        );
+        let (_, flows) = run(&sh, &m, 1);
+        assert_eq!(flows, [want], "{path}");
+        // Insecure mode: the agent headers are the credential. A header the
+        // identity does not read (the client's own key) stays.
+        assert_eq!(m.header("x-aegis-agent"), None, "{path}");
+        assert_eq!(
+            m.header("authorization").as_deref(),
+            Some("Bearer sk_live_x")
+        );
+    }
+}
+
+#[test]
+fn a_route_bound_to_a_tool_host_is_judged_as_that_host() {
+    let sh = shared("");
+    let m = request(
+        "finance-agent",
+        "GET",
+        "127.0.0.1:10001",
+        "/v1/customers/cus_1",
+        &[],
+        b"",
+    );
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Pause]);
+    assert_eq!(
+        m.reply().unwrap().body["reason"],
+        "host `127.0.0.1` is not in the agent's egress allowlist"
+    );
+
+    let m = request(
+        "finance-agent",
+        "GET",
+        "127.0.0.1:10001",
+        "/v1/customers/cus_1",
+        &[],
+        b"",
+    );
+    *m.route_host.borrow_mut() = Some("api.stripe.com".into());
+    let (_, flows) = run(&sh, &m, 1);
+    assert_eq!(flows, [Flow::Continue]);
+    assert_eq!(m.reply(), None);
+    assert_eq!(
+        m.state(keys::RULE).as_deref(),
+        Some("finance-agent/stripe-payments/get_customer#0")
+    );
+}
+
+#[test]
+fn sanitized_and_shadowed_calls_say_so_on_the_response() {
+    let sh = shared("");
+    let body = br#"{"text":"customer ssn 123-45-6789"}"#;
+    for (agent, decision, shadow) in [
+        ("support-agent", "sanitize", None),
+        ("shadow-agent", "allow", Some("sanitize")),
+    ] {
+        let m = request(agent, "POST", "notes.internal", "/notes", &[], body);
+        let (mut s, _) = run(&sh, &m, 1);
+        assert_eq!(m.reply(), None);
+        assert!(m.response_headers.borrow().is_empty());
+        assert_eq!(s.on_response_headers(), Flow::Continue);
+        let mut want = vec![(DECISION_HEADER.to_owned(), decision.to_owned())];
+        if let Some(v) = shadow {
+            want.push((SHADOW_HEADER.to_owned(), v.to_owned()));
+        }
+        assert_eq!(*m.response_headers.borrow(), want, "{agent}");
+    }
+    // A plain allow leaves the response alone.
+    let m = request(
+        "support-agent",
+        "POST",
+        "notes.internal",
+        "/notes",
+        &[],
+        br#"{"text":"hello"}"#,
+    );
+    let (mut s, _) = run(&sh, &m, 1);
+    s.on_response_headers();
+    assert!(m.response_headers.borrow().is_empty());
+}
+
+fn mcp(m_body: &str) -> Rc<Mock> {
+    request(
+        "files-agent",
+        "POST",
+        "mcp.files.internal",
+        "/mcp",
+        &[("x-request-id", "req-m")],
+        m_body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_refused_mcp_tool_call_is_a_tool_error_for_its_request() {
+    let sh = shared("");
+    let m = mcp(
+        r#"{"jsonrpc":"2.0","id":"call-7","method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/"}}}"#,
+    );
+    run(&sh, &m, 1);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains(&(DECISION_HEADER.into(), "deny".into())));
+    assert_eq!(r.body["jsonrpc"], "2.0");
+    assert_eq!(r.body["id"], "call-7");
+    assert_eq!(r.body["result"]["isError"], true);
+    assert_eq!(
+        r.body["result"]["content"][0]["text"],
+        "this call was denied by the aegis policy: agent may not call `delete_file` on `files` (default deny)"
+    );
+    assert_eq!(r.body["result"]["_meta"]["aegis"]["decision"], "deny");
+    assert_eq!(r.body["result"]["_meta"]["aegis"]["request_id"], "req-m");
+
+    // The allowed tool goes through.
+    let m = mcp(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/a"}}}"#,
+    );
+    run(&sh, &m, 1);
+    assert_eq!(m.reply(), None);
+}
+
+#[test]
+fn a_refused_mcp_message_is_a_json_rpc_error_for_its_id() {
+    let sh = shared("");
+    let m = mcp(r#"{"jsonrpc":"2.0","id":12,"method":"sampling/createMessage","params":{}}"#);
+    run(&sh, &m, 1);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["id"], 12);
+    assert_eq!(r.body["error"]["code"], -32601);
+    assert_eq!(
+        r.body["error"]["data"]["reason"],
+        "mcp method is not allowed"
+    );
+
+    // No id to answer (a batch): a JSON-RPC error for `null`, with the
+    // status of the refusal.
+    let m = mcp(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#);
+    run(&sh, &m, 1);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["id"], serde_json::Value::Null);
+    assert_eq!(r.body["error"]["code"], -32600);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("batches are not accepted"));
+}
+
+#[test]
+fn mcp_protocol_plumbing_passes() {
+    let sh = shared("");
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"server/discover"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"resources/list"}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+        r#"{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"ok":true}}}"#,
+    ] {
+        let m = mcp(body);
+        run(&sh, &m, 1);
+        assert_eq!(m.reply(), None, "{body}");
+        assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"), "{body}");
+    }
+    for (method, session, allowed) in [
+        ("GET", true, true),
+        ("DELETE", true, true),
+        ("GET", false, false),
+        ("PUT", true, false),
+    ] {
+        let extra: &[(&str, &str)] = if session {
+            &[("mcp-session-id", "s-1")]
+        } else {
+            &[]
+        };
+        let m = request(
+            "files-agent",
+            method,
+            "mcp.files.internal",
+            "/mcp",
+            extra,
+            b"",
+        );
+        run(&sh, &m, 1);
+        assert_eq!(m.reply().is_none(), allowed, "{method} {session}");
+    }
 }

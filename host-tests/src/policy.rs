@@ -128,6 +128,7 @@ impl Issuer {
                     max_age_secs: None,
                     skew_secs: 60,
                     insecure_agent_header: false,
+                    token_header: "authorization".into(),
                 });
                 Ok((issuer, Trust::IdentityAdded))
             }

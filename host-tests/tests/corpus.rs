@@ -200,8 +200,15 @@ fn compare(
         match &o.local_response {
             None => p.push(format!("no local reply for `{}`: {o:?}", native.decision)),
             Some(r) => {
-                if r.status != aegis_compiler::run::blocking_status(&native.reason) {
-                    p.push(format!("local reply status {}", r.status));
+                let (status, want) = aegis_compiler::run::expected_reply(
+                    native,
+                    v.request_id.as_deref().unwrap_or_default(),
+                );
+                if r.status != status {
+                    p.push(format!(
+                        "local reply status {}, expected {status}",
+                        r.status
+                    ));
                 }
                 if r.header("x-aegis-decision") != Some(native.decision.as_str()) {
                     p.push(format!(
@@ -209,13 +216,6 @@ fn compare(
                         r.header("x-aegis-decision")
                     ));
                 }
-                let want = serde_json::json!({
-                    "decision": native.decision,
-                    "reason": native.reason,
-                    "rule": native.rule,
-                    "policy_version": native.policy_version,
-                    "request_id": v.request_id,
-                });
                 if r.json() != want {
                     p.push(format!("reply body {}, expected {want}", text(&r.body)));
                 }
@@ -243,6 +243,8 @@ fn compare(
         agent: v.agent.clone(),
         tool: v.tool.clone(),
         action: v.action.clone(),
+        shape: native.shape,
+        rpc_id: native.rpc_id.clone(),
     };
     p.extend(check(&case.expect, &as_native));
     p

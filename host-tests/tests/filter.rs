@@ -384,7 +384,24 @@ fn deny_answers_403_with_the_decision_json() {
         );
         assert_eq!(
             json.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["decision", "policy_version", "reason", "request_id", "rule"]
+            [
+                "decision",
+                "error",
+                "policy_version",
+                "reason",
+                "request_id",
+                "rule"
+            ]
+        );
+        // The object REST SDKs turn into their permission error.
+        assert_eq!(json["error"]["type"], "permission_error");
+        assert_eq!(json["error"]["code"], "deny");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with(json["reason"].as_str().unwrap()),
+            "{json}"
         );
         if config == HELD {
             // Envoy held the headers: nothing reached the upstream.

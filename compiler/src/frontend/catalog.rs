@@ -2,6 +2,7 @@
 //! (hosts, body encoding, HTTP method + path template per action, or an MCP
 //! endpoint whose actions are MCP tool names).
 
+use aegis_engine::eval::MCP_GOVERNED;
 use aegis_engine::ir;
 
 use super::diag::{list, Severity};
@@ -478,7 +479,16 @@ fn mcp_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
                 continue;
             }
         };
-        let Some(name) = cx.ident(name_node, "name") else {
+        // The MCP methods that read the server's data are governed by
+        // listing the method itself as an action.
+        let governed =
+            matches!(&name_node.kind, Kind::Str(s) if MCP_GOVERNED.contains(&s.as_str()));
+        let name = if governed {
+            cx.str(name_node, "name")
+        } else {
+            cx.ident(name_node, "name")
+        };
+        let Some(name) = name else {
             ok = false;
             continue;
         };
@@ -502,13 +512,14 @@ fn mcp_actions(cx: &mut Cx<'_>, node: &Node) -> Option<Vec<ir::Action>> {
 }
 
 /// An MCP action: every `tools/call` is a POST, so it counts as a write
-/// unless the catalog says otherwise.
+/// unless the catalog says otherwise; `resources/read` and `prompts/get`
+/// read.
 pub fn mcp_action(name: &str, write: Option<bool>) -> ir::Action {
     ir::Action {
         name: name.to_owned(),
         method: None,
         path: None,
-        write: write.unwrap_or(true),
+        write: write.unwrap_or(!MCP_GOVERNED.contains(&name)),
     }
 }
 

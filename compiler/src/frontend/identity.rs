@@ -15,6 +15,7 @@ const IDENTITY_KEYS: &[&str] = &[
     "max_token_age",
     "clock_skew",
     "insecure_agent_header",
+    "token_header",
 ];
 const KEY_KEYS: &[&str] = &["kid", "public_key", "public_key_file"];
 const CLAIM_KEYS: &[&str] = &["agent", "tenant", "scope"];
@@ -126,6 +127,10 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
         Some(n) => duration(cx, n, "clock_skew"),
         None => Some(DEFAULT_SKEW_SECS),
     };
+    let token_header = match f.get("token_header") {
+        Some(n) => token_header(cx, n),
+        None => Some(aegis_engine::jwt::DEFAULT_TOKEN_HEADER.to_owned()),
+    };
 
     if !ok {
         return None;
@@ -140,7 +145,62 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
         max_age_secs: max_age,
         skew_secs: skew?,
         insecure_agent_header: insecure,
+        token_header: token_header?,
     })
+}
+
+/// Headers that mean something else to the proxy, the upstream or Aegis
+/// itself: a token there would be read, or removed, for another purpose.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-aegis-agent",
+    "x-aegis-tenant",
+    "x-aegis-approval",
+    "x-aegis-decision",
+    "x-aegis-shadow-decision",
+    "mcp-session-id",
+    "mcp-method",
+    "mcp-name",
+    "mcp-protocol-version",
+];
+
+/// `token_header`: an HTTP header name, stored in lower case.
+fn token_header(cx: &mut Cx<'_>, node: &Node) -> Option<String> {
+    let name = cx.name(node, "token_header")?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        cx.error(
+            node,
+            format!("`token_header` `{name}` is not an http header name"),
+            "use letters, digits and `-`, e.g. `x-aegis-token` or `proxy-authorization`",
+        );
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("mcp-param-") {
+        cx.error(
+            node,
+            format!("`token_header` cannot be `{lower}`: that header means something else on the way upstream"),
+            "use `authorization` (the default), `proxy-authorization` or a header of your own such as `x-aegis-token`",
+        );
+        return None;
+    }
+    Some(lower)
 }
 
 fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8; 32])>> {

@@ -39,9 +39,16 @@ pub fn compile(
     encode(&model, key)
 }
 
-/// Parameter path segments for MCP slots 0 to 3 (the evaluator reads
+/// Parameter path segments for MCP slots 0 to 5 (the evaluator reads
 /// them by position).
-const MCP_SLOTS: [&[&str]; 4] = [&["method"], &["params", "name"], &["id"], &["jsonrpc"]];
+const MCP_SLOTS: [&[&str]; 6] = [
+    &["method"],
+    &["params", "name"],
+    &["id"],
+    &["jsonrpc"],
+    &["result"],
+    &["error"],
+];
 
 fn param_path(tool: &ir::Tool, param: &str) -> Vec<String> {
     let mut segs: Vec<String> = Vec::new();
