@@ -678,13 +678,10 @@ impl Bundle {
     /// Whether `method host path` goes to an MCP server of the catalog
     /// (for answering a refusal in MCP's shape before the tool is matched).
     fn is_mcp_server(&self, method: &str, host: &str, path: &str) -> bool {
-        matches!(method, "POST" | "GET" | "DELETE")
-            && self
-                .tools_for_host(host, host_hash(host))
-                .iter()
-                .filter_map(|&t| self.model.tools.get(usize::from(t)))
-                .filter_map(|t| t.mcp_path.as_ref())
-                .any(|p| PathBytes::new(path).eq(p.bytes()))
+        self.tools_for_host(host, host_hash(host))
+            .iter()
+            .filter_map(|&t| self.model.tools.get(usize::from(t)))
+            .any(|t| reaches_mcp_server(t, method, path))
     }
 
     /// The rules of `agent` for (tool, action), in policy order.
@@ -867,12 +864,8 @@ impl Bundle {
             let Some(tool) = self.model.tools.get(ti) else {
                 continue;
             };
-            if let Some(mcp) = &tool.mcp_path {
-                // POST carries messages; GET opens the server's stream and
-                // DELETE ends the session (Streamable HTTP).
-                if matches!(req.method, "POST" | "GET" | "DELETE")
-                    && PathBytes::new(path).eq(mcp.bytes())
-                {
+            if tool.mcp_path.is_some() {
+                if reaches_mcp_server(tool, req.method, path) {
                     found = Some((ti, tool, None));
                     break;
                 }
@@ -1270,6 +1263,17 @@ fn bind_template<'a>(template: &[TSeg], path: &'a str, slots: &mut [Value<'a>]) 
 enum McpCall {
     Tool(usize),
     Plumbing(&'static str),
+}
+
+/// Whether `method path` is a request to `tool`'s MCP server: POST carries
+/// messages, GET opens the server's stream and DELETE ends the session
+/// (Streamable HTTP).
+fn reaches_mcp_server(tool: &ToolM, method: &str, path: &str) -> bool {
+    matches!(method, "POST" | "GET" | "DELETE")
+        && tool
+            .mcp_path
+            .as_ref()
+            .is_some_and(|p| PathBytes::new(path).eq(p.bytes()))
 }
 
 /// `GET` (the server's stream of requests and notifications) and `DELETE`

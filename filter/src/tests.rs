@@ -1108,31 +1108,27 @@ fn the_agent_credential_never_goes_upstream() {
 #[test]
 fn a_route_bound_to_a_tool_host_is_judged_as_that_host() {
     let sh = shared("");
-    let m = request(
-        "finance-agent",
-        "GET",
-        "127.0.0.1:10001",
-        "/v1/customers/cus_1",
-        &[],
-        b"",
-    );
-    let (_, flows) = run(&sh, &m, 1);
+    let send = |bound: Option<&str>| {
+        let m = request(
+            "finance-agent",
+            "GET",
+            "127.0.0.1:10001",
+            "/v1/customers/cus_1",
+            &[],
+            b"",
+        );
+        *m.route_host.borrow_mut() = bound.map(str::to_owned);
+        let (_, flows) = run(&sh, &m, 1);
+        (m, flows)
+    };
+    let (m, flows) = send(None);
     assert_eq!(flows, [Flow::Pause]);
     assert_eq!(
         m.reply().unwrap().body["reason"],
         "host `127.0.0.1` is not in the agent's egress allowlist"
     );
 
-    let m = request(
-        "finance-agent",
-        "GET",
-        "127.0.0.1:10001",
-        "/v1/customers/cus_1",
-        &[],
-        b"",
-    );
-    *m.route_host.borrow_mut() = Some("api.stripe.com".into());
-    let (_, flows) = run(&sh, &m, 1);
+    let (m, flows) = send(Some("api.stripe.com"));
     assert_eq!(flows, [Flow::Continue]);
     assert_eq!(m.reply(), None);
     assert_eq!(
