@@ -62,6 +62,24 @@ INJECTED = {
     "mcp": "Bearer mcp-aegis-injected",
 }
 
+
+def assert_real_key_only(tool: str, seen: list[dict], token: str) -> None:
+    """Every request the tool's upstream saw carries the key the gateway
+    injects for that tool, and the agent's Aegis token nowhere."""
+    assert seen, f"the {tool} upstream saw no request"
+    for entry in seen:
+        auth = [v for k, v in entry["headers"] if k == "authorization"]
+        assert auth == [INJECTED[tool]], f"{entry['method']} {entry['body'][:80]}: authorization upstream {auth}"
+        leaked = [(k, v) for k, v in entry["headers"] if token in v]
+        assert not leaked, f"the Aegis token reached the {tool} upstream in {leaked}"
+
+
+def assert_forwarded_with_real_key(tool: str, seen: list[dict], token: str) -> dict:
+    """The one request the tool's upstream saw, checked as above."""
+    assert len(seen) == 1, f"the upstream saw {len(seen)} requests: {seen}"
+    assert_real_key_only(tool, seen, token)
+    return seen[0]
+
 # Fixed ports of envoy/agent-gateway.yaml and what they are.
 CONFIG_PORTS = {
     "proxy": 10000,

@@ -24,7 +24,7 @@ import anyio
 import pytest
 
 import sdks
-from harness import INJECTED
+from harness import assert_real_key_only
 
 mcp = sdks.require("mcp")
 
@@ -64,15 +64,6 @@ def messages(seen: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-def assert_real_key_only(seen: list[dict], token: str) -> None:
-    assert seen, "the MCP server saw no request"
-    for entry in seen:
-        auth = [v for k, v in entry["headers"] if k == "authorization"]
-        assert auth == [INJECTED["mcp"]], f"{entry['method']} {entry['body'][:80]}: authorization {auth}"
-        leaked = [(k, v) for k, v in entry["headers"] if token in v]
-        assert not leaked, f"the Aegis token reached the MCP server in {leaked}"
-
-
 @pytest.fixture(params=ERAS)
 def era(request):
     return request.param
@@ -100,7 +91,7 @@ def test_session_initializes_and_lists(gateway, mode, era):
     else:
         assert version != MODERN
     seen = gateway.seen_since("mcp", mark)
-    assert_real_key_only(seen, gateway.token(AGENT))
+    assert_real_key_only("mcp", seen, gateway.token(AGENT))
     methods = [m.get("method") for _, m in messages(seen)]
     assert methods[0] == ("server/discover" if era == "auto" else "initialize"), methods
 
@@ -193,7 +184,7 @@ def test_closing_the_session_deletes_it(gateway, mode, era):
     deletes = [e for e in seen if e["method"] == "DELETE"]
     assert len(deletes) == 1, "the MCP server never saw the session's DELETE"
     assert dict(deletes[0]["headers"]).get("mcp-session-id") in session_ids
-    assert_real_key_only(seen, gateway.token(AGENT))
+    assert_real_key_only("mcp", seen, gateway.token(AGENT))
 
 
 @pytest.mark.parametrize("mode", GATEWAY_MODES)

@@ -18,7 +18,7 @@ import json
 import pytest
 
 import sdks
-from harness import INJECTED
+from harness import assert_forwarded_with_real_key
 
 openai = sdks.require("openai")
 
@@ -57,16 +57,6 @@ def client_for(gateway):
         client.close()
 
 
-def assert_forwarded_with_real_key(seen: list[dict], token: str) -> dict:
-    assert len(seen) == 1, f"the upstream saw {len(seen)} requests: {seen}"
-    headers = seen[0]["headers"]
-    auth = [v for k, v in headers if k == "authorization"]
-    assert auth == [INJECTED["openai"]], f"authorization upstream: {auth}"
-    leaked = [(k, v) for k, v in headers if token in v]
-    assert not leaked, f"the Aegis token reached the upstream in {leaked}"
-    return seen[0]
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_chat_with_an_allowed_model(gateway, client_for, mode):
     client = client_for(mode)
@@ -78,7 +68,7 @@ def test_chat_with_an_allowed_model(gateway, client_for, mode):
 
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.content == "echo: What is the capital of France?"
-    request = assert_forwarded_with_real_key(gateway.seen_since("openai", mark), gateway.token(AGENT))
+    request = assert_forwarded_with_real_key("openai", gateway.seen_since("openai", mark), gateway.token(AGENT))
     assert request["path"] == "/v1/chat/completions"
     assert json.loads(request["body"])["model"] == "gpt-4o-mini"
 
@@ -95,7 +85,7 @@ def test_an_ssn_is_redacted_before_the_model_sees_it(gateway, client_for, mode):
     completion = raw.parse()
 
     assert completion.choices[0].message.content == "echo: My SSN is [REDACTED:ssn], file my taxes."
-    request = assert_forwarded_with_real_key(gateway.seen_since("openai", mark), gateway.token(AGENT))
+    request = assert_forwarded_with_real_key("openai", gateway.seen_since("openai", mark), gateway.token(AGENT))
     assert "123-45-6789" not in request["body"]
     assert "[REDACTED:ssn]" in json.loads(request["body"])["messages"][0]["content"]
     assert raw.headers.get("x-aegis-decision") == "sanitize"
@@ -124,7 +114,7 @@ def test_list_models(gateway, client_for, mode):
     models = [m.id for m in client.models.list()]
 
     assert "gpt-4o-mini" in models
-    request = assert_forwarded_with_real_key(gateway.seen_since("openai", mark), gateway.token(AGENT))
+    request = assert_forwarded_with_real_key("openai", gateway.seen_since("openai", mark), gateway.token(AGENT))
     assert request["method"] == "GET" and request["path"] == "/v1/models"
 
 
@@ -150,7 +140,7 @@ def test_legacy_httpx_client_as_proxy(gateway):
         client = openai.OpenAI(api_key=gateway.token(AGENT), base_url=gateway.tool_url("openai"), http_client=http)
         completion = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}])
     assert completion.choices[0].message.content == "echo: ping"
-    assert_forwarded_with_real_key(gateway.seen_since("openai", mark), gateway.token(AGENT))
+    assert_forwarded_with_real_key("openai", gateway.seen_since("openai", mark), gateway.token(AGENT))
 
 
 @pytest.mark.proxy
