@@ -1240,3 +1240,83 @@ fn a_known_caller_is_not_authenticated_again() {
     let fresh = b.decide(&req, Caller::FromRequest, NOW, &mut scratch);
     assert_eq!((fresh.verdict, fresh.rule), (resumed.verdict, resumed.rule));
 }
+
+#[test]
+fn the_token_comes_in_the_header_the_identity_names() {
+    let mut p = policy();
+    if let Some(id) = p.identity.as_mut() {
+        id.token_header = "x-aegis-token".into();
+    }
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Bundle::load(&bytes, &[]).unwrap();
+    assert_eq!(
+        b.credential_headers().collect::<Vec<_>>(),
+        ["x-aegis-token"]
+    );
+    let jwt = token("fin", "acme");
+    let bearer = format!("Bearer {jwt}");
+    let body = br#"{"amount": 10, "currency": "eur", "description": "tok"}"#;
+    let decide = |headers: &[(&str, &str)]| {
+        let req = Request {
+            method: "POST",
+            authority: "api.pay.test",
+            path: "/v1/pay",
+            headers,
+            body: Some(&body[..]),
+        };
+        let d = b.decide(&req, Caller::FromRequest, NOW, &mut Scratch::new());
+        (d.verdict, d.reason.to_string())
+    };
+    let ct = ("content-type", "application/json");
+    // Bare or with its scheme; the client's own `authorization` is left to
+    // the client.
+    for value in [jwt.as_str(), bearer.as_str()] {
+        let (v, why) = decide(&[
+            ct,
+            ("x-aegis-token", value),
+            ("authorization", "Bearer sk_live_x"),
+        ]);
+        assert_eq!(v, Verdict::Allow, "{why}");
+    }
+    // A token in `authorization` is not read when the identity names
+    // another header.
+    assert_eq!(
+        decide(&[ct, ("authorization", bearer.as_str())]),
+        (
+            Verdict::Deny,
+            "missing bearer token in `x-aegis-token` header".to_string()
+        )
+    );
+    assert_eq!(
+        decide(&[
+            ct,
+            ("x-aegis-token", jwt.as_str()),
+            ("x-aegis-token", jwt.as_str())
+        ])
+        .1,
+        "more than one `x-aegis-token` header or credential"
+    );
+    assert_eq!(
+        decide(&[ct, ("x-aegis-token", "Basic abc")]).1,
+        "`x-aegis-token` header is not a bearer token"
+    );
+
+    // The default header still needs its scheme.
+    let b = Bundle::load(unsigned(), &[]).unwrap();
+    assert_eq!(
+        b.credential_headers().collect::<Vec<_>>(),
+        ["authorization"]
+    );
+    let req = Request {
+        method: "POST",
+        authority: "api.pay.test",
+        path: "/v1/pay",
+        headers: &[ct, ("authorization", jwt.as_str())][..],
+        body: Some(&body[..]),
+    };
+    let d = b.decide(&req, Caller::FromRequest, NOW, &mut Scratch::new());
+    assert_eq!(
+        d.reason.to_string(),
+        "`authorization` header is not a bearer token"
+    );
+}

@@ -1141,6 +1141,36 @@ claims: {agnet: sub}
 }
 
 #[test]
+fn token_header_names_where_the_token_comes() {
+    let id = |extra: &str| format!("kind: Identity\ninsecure_agent_header: true\n{extra}");
+    let l = ok(&[("id.yaml", &id(""))]);
+    assert_eq!(l.policy.identity.unwrap().token_header, "authorization");
+    let l = ok(&[("id.yaml", &id("token_header: X-Aegis-Token\n"))]);
+    assert_eq!(l.policy.identity.unwrap().token_header, "x-aegis-token");
+
+    for (value, message) in [
+        (
+            "x aegis",
+            "`token_header` `x aegis` is not an http header name",
+        ),
+        (
+            "Cookie",
+            "`token_header` cannot be `cookie`: that header means something else on the way upstream",
+        ),
+        (
+            "mcp-param-repo",
+            "`token_header` cannot be `mcp-param-repo`: that header means something else on the way upstream",
+        ),
+    ] {
+        let es = errors_of(&[("id.yaml", &id(&format!("token_header: {value}\n")))]);
+        assert_eq!(es.len(), 1, "{value}");
+        assert_eq!(es[0].message(), message);
+        assert_eq!(es[0].location(), Some(("id.yaml".to_owned(), 3, 15)));
+        assert!(es[0].help_text().is_some());
+    }
+}
+
+#[test]
 fn document_kind_errors() {
     let es = errors_of(&[(
         "x.yaml",
