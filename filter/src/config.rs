@@ -7,7 +7,8 @@
 //!   "bundle": "QUVHSVNCTkQBAAAA...",
 //!   "max_body_bytes": 1048576,
 //!   "allow_on_headers_stop_iteration": true,
-//!   "filter_state": ["aegis_decision", "aegis_rule", "aegis_request_id"]
+//!   "filter_state": ["aegis_decision", "aegis_rule", "aegis_request_id"],
+//!   "tool_host_from_route": false
 //! }
 //! ```
 //!
@@ -43,6 +44,11 @@ pub struct Config {
     /// Filter-state keys written for access logs: bit `i` for
     /// `keys::ALL[i]`. All by default; each costs a host call.
     pub filter_state: u16,
+    /// Base-URL mode: judge a request as a call to the tool host its route
+    /// names (route metadata `filter_metadata.aegis.host`). Reading route
+    /// metadata costs Envoy about 12 µs per request, so only listeners
+    /// that bind routes to tools turn it on.
+    pub tool_host_from_route: bool,
 }
 
 impl Default for Config {
@@ -53,6 +59,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             hold_headers: false,
             filter_state: keys::EVERY,
+            tool_host_from_route: false,
         }
     }
 }
@@ -70,6 +77,8 @@ struct Raw {
     allow_on_headers_stop_iteration: bool,
     #[serde(default)]
     filter_state: Option<Vec<String>>,
+    #[serde(default)]
+    tool_host_from_route: bool,
 }
 
 /// SPKI DER prefix of an Ed25519 public key (RFC 8410): SEQUENCE {
@@ -181,6 +190,7 @@ impl Config {
             max_body_bytes,
             hold_headers: raw.allow_on_headers_stop_iteration,
             filter_state,
+            tool_host_from_route: raw.tool_host_from_route,
         })
     }
 }
@@ -221,8 +231,10 @@ mod tests {
             "bundle": STANDARD.encode(b"AEGISBND...."),
             "max_body_bytes": 4096,
             "allow_on_headers_stop_iteration": true,
+            "tool_host_from_route": true,
         });
         let c = Config::parse(json.to_string().as_bytes()).unwrap();
+        assert!(c.tool_host_from_route);
         assert_eq!(c.trusted_keys, vec![RFC8032_PK, RFC8032_PK]);
         assert_eq!(c.bundle.as_deref(), Some(&b"AEGISBND...."[..]));
         assert_eq!(c.max_body_bytes, 4096);

@@ -37,6 +37,8 @@ pub struct Shared {
     pub source: Source,
     pub max_body_bytes: usize,
     pub hold_headers: bool,
+    /// Read the tool host from the route (base-URL mode).
+    pub tool_host_from_route: bool,
     /// Filter-state keys to write: bit `i` for `keys::ALL[i]`.
     pub filter_state: u16,
     /// Agents whose requests DLP may rewrite.
@@ -128,6 +130,7 @@ impl Shared {
             source,
             max_body_bytes,
             hold_headers: config.hold_headers,
+            tool_host_from_route: config.tool_host_from_route,
             filter_state: config.filter_state,
             dlp_agents,
             metrics,
@@ -154,7 +157,7 @@ impl Shared {
     pub fn summary(&self) -> String {
         let b = &self.bundle;
         format!(
-            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}",
+            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}{}",
             b.policy_version(),
             b.model.agents.len(),
             b.hash_hex(),
@@ -168,6 +171,11 @@ impl Shared {
                 "headers held while the body is judged"
             } else {
                 "headers forwarded before the body is judged"
+            },
+            if self.tool_host_from_route {
+                ", tool host read from the route"
+            } else {
+                ""
             },
         )
     }

@@ -341,7 +341,11 @@ impl<H: Host> Stream<H> {
         let method = find(&headers, ":method").unwrap_or_default();
         // Base-URL mode: the route the request took names the tool host it
         // stands for (Envoy route metadata), and that is where it goes.
-        let bound = self.host.route_tool_host();
+        let bound = if shared.tool_host_from_route {
+            self.host.route_tool_host()
+        } else {
+            None
+        };
         let authority = match bound.as_deref() {
             Some(host) => host,
             None => find(&headers, ":authority")

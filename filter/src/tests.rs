@@ -1107,8 +1107,8 @@ fn the_agent_credential_never_goes_upstream() {
 
 #[test]
 fn a_route_bound_to_a_tool_host_is_judged_as_that_host() {
-    let sh = shared("");
-    let send = |bound: Option<&str>| {
+    let sh = shared(r#"{"tool_host_from_route": true}"#);
+    let send = |sh: &Rc<Shared>, bound: Option<&str>| {
         let m = request(
             "finance-agent",
             "GET",
@@ -1118,23 +1118,28 @@ fn a_route_bound_to_a_tool_host_is_judged_as_that_host() {
             b"",
         );
         *m.route_host.borrow_mut() = bound.map(str::to_owned);
-        let (_, flows) = run(&sh, &m, 1);
+        let (_, flows) = run(sh, &m, 1);
         (m, flows)
     };
-    let (m, flows) = send(None);
+    let (m, flows) = send(&sh, None);
     assert_eq!(flows, [Flow::Pause]);
     assert_eq!(
         m.reply().unwrap().body["reason"],
         "host `127.0.0.1` is not in the agent's egress allowlist"
     );
 
-    let (m, flows) = send(Some("api.stripe.com"));
+    let (m, flows) = send(&sh, Some("api.stripe.com"));
     assert_eq!(flows, [Flow::Continue]);
     assert_eq!(m.reply(), None);
     assert_eq!(
         m.state(keys::RULE).as_deref(),
         Some("finance-agent/stripe-payments/get_customer#0")
     );
+
+    // A listener that does not bind routes never reads them.
+    let (m, flows) = send(&shared(""), Some("api.stripe.com"));
+    assert_eq!(flows, [Flow::Pause]);
+    assert!(m.reply().is_some());
 }
 
 #[test]
