@@ -11,10 +11,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use aegis_benches::{
-    allowed_request, generated_policy, ledger_entry, load, sorted_agent_ids, FINANCE_CATALOG,
-    FINANCE_PAYMENTS, LEDGER_IDENTITY, LEDGER_POLICY,
+    allowed_request, generated_policy, ledger_entry, load, mcp_call, mcp_sources, sorted_agent_ids,
+    McpIdentity, FINANCE_CATALOG, FINANCE_PAYMENTS, LEDGER_IDENTITY, LEDGER_POLICY, MCP_AUDIENCE,
+    MCP_ISSUER, MCP_KID,
 };
 use aegis_compiler::blob::{build_signed, generic_filter};
+use aegis_compiler::token::{issue, TokenRequest};
 use aegis_host_tests::{Compiler, Host, HttpRequest, Plugin, PluginOptions};
 use base64::Engine as _;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -41,13 +43,21 @@ fn plugin(sources: &[(String, String)]) -> Plugin {
 
 /// The built, signed filter with `sources` (which name the identity).
 fn plugin_from(sources: &[(String, String)]) -> Plugin {
+    plugin_configured(sources, "")
+}
+
+/// [`plugin_from`] with more keys of the plugin configuration (`extra`:
+/// `"key": value, ...`).
+fn plugin_configured(sources: &[(String, String)], extra: &str) -> Plugin {
     let loaded = load(sources);
     let key = SigningKey::from_bytes(&[7; 32]);
     let blob = build_signed(&loaded.policy, &key, generic_filter().unwrap()).unwrap();
     let host = Host::with_compiler(&blob.wasm, Compiler::Cranelift).unwrap();
     let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
-    let config =
-        format!(r#"{{"trusted_keys": ["{pubkey}"], "allow_on_headers_stop_iteration": true}}"#);
+    let config = format!(
+        r#"{{"trusted_keys": ["{pubkey}"], "allow_on_headers_stop_iteration": true{}{extra}}}"#,
+        if extra.is_empty() { "" } else { ", " }
+    );
     host.plugin_with(PluginOptions::new(&config)).unwrap()
 }
 
@@ -106,6 +116,86 @@ fn cases() -> Vec<Case> {
         out.push(Case {
             name: format!("envoy_ledger/1KB_{label}"),
             plugin: plugin_from(&sources),
+            req,
+            body,
+            expect,
+        });
+    }
+    // The production shape: a 1 KB MCP `tools/call` with the agent named
+    // by a header, by a token found in the verified-token cache, and by a
+    // token verified on every request (the cache off).
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let bearer = format!(
+        "Bearer {}",
+        issue(
+            &key,
+            &TokenRequest {
+                kid: MCP_KID,
+                issuer: MCP_ISSUER,
+                audience: MCP_AUDIENCE,
+                agent: "mcp-agent",
+                tenant: None,
+                scope: None,
+                ttl_secs: 24 * 3600,
+                now,
+            },
+        )
+    );
+    let by_header = mcp_sources(McpIdentity::Header);
+    let by_token = mcp_sources(McpIdentity::Token(key.verifying_key().to_bytes()));
+    for (label, sources, extra, who, tool, expect) in [
+        (
+            "call_header",
+            &by_header,
+            "",
+            ("x-aegis-agent", "mcp-agent"),
+            "get_weather",
+            "allow",
+        ),
+        (
+            "call_jwt_hit",
+            &by_token,
+            "",
+            ("authorization", bearer.as_str()),
+            "get_weather",
+            "allow",
+        ),
+        (
+            "call_jwt_miss",
+            &by_token,
+            r#""token_cache": {"entries": 0}"#,
+            ("authorization", bearer.as_str()),
+            "get_weather",
+            "allow",
+        ),
+        (
+            "denied_call_jwt_hit",
+            &by_token,
+            "",
+            ("authorization", bearer.as_str()),
+            "delete_repo",
+            "deny",
+        ),
+    ] {
+        let body = mcp_call(1024, tool);
+        let req = HttpRequest::new("POST", "http://mcp.acme.internal/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .header("mcp-session-id", "3f6a9c1e2b7d4e08")
+            .header(who.0, who.1)
+            .header("content-length", &body.len().to_string())
+            .header("x-forwarded-proto", "http")
+            .header("x-request-id", "6f1c0b3e-3f0a-4d51-9c55-2b7d2f0e8a41");
+        out.push(Case {
+            name: format!("mcp/1KB_{label}"),
+            plugin: plugin_configured(sources, extra),
             req,
             body,
             expect,

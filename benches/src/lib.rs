@@ -663,6 +663,70 @@ pub fn ledger_entry(len: usize, pii: bool) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The production-shape workload: one MCP server (`weather`, at
+/// `mcp.acme.internal/mcp`) with `get_weather` and `delete_repo`, and
+/// `mcp-agent`, which may call `get_weather` only. No DLP.
+pub const MCP_CATALOG: &str = "kind: ToolCatalog
+tools:
+  - name: weather
+    mcp: {hosts: [mcp.acme.internal], path: /mcp}
+    actions: [get_weather, delete_repo]
+";
+pub const MCP_AGENT: &str = "agent: mcp-agent
+egress: {allow_hosts: [mcp.acme.internal]}
+allowed_tools:
+  - {name: weather, actions: [get_weather]}
+";
+pub const MCP_ISSUER: &str = "https://tokens.acme.internal";
+pub const MCP_AUDIENCE: &str = "aegis-gateway";
+pub const MCP_KID: &str = "bench-2026";
+
+/// How `mcp-agent` names itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpIdentity {
+    /// `x-aegis-agent` (local benchmarks only).
+    Header,
+    /// A per-agent EdDSA token signed by `key`.
+    Token([u8; 32]),
+}
+
+/// The sources of the MCP policy with that identity.
+pub fn mcp_sources(identity: McpIdentity) -> Vec<(String, String)> {
+    let identity = match identity {
+        McpIdentity::Header => "kind: Identity\ninsecure_agent_header: true\n".to_string(),
+        McpIdentity::Token(public_key) => {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::STANDARD.encode(public_key);
+            format!(
+                "kind: Identity\nissuer: {MCP_ISSUER}\naudience: {MCP_AUDIENCE}\n\
+                 keys:\n  - {{kid: {MCP_KID}, public_key: \"{key}\"}}\n"
+            )
+        }
+    };
+    [
+        ("catalog.yaml", MCP_CATALOG.to_string()),
+        ("agents.yaml", MCP_AGENT.to_string()),
+        ("identity.yaml", identity),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_string(), t))
+    .collect()
+}
+
+/// A JSON-RPC `tools/call` of `tool` of exactly `len` bytes (at least
+/// 128), its `city` argument padding it to size.
+pub fn mcp_call(len: usize, tool: &str) -> Vec<u8> {
+    let head = format!(
+        r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"units":"metric","city":""#
+    );
+    let tail = r#""}}}"#;
+    let pad = len.saturating_sub(head.len() + tail.len());
+    let mut s = head;
+    s.extend(std::iter::repeat_n('a', pad));
+    s.push_str(tail);
+    s.into_bytes()
+}
+
 /// Agent ids in the order the bundle sorts them, `(tenant or "", name)`.
 pub fn sorted_agent_ids(policy: &ir::Policy) -> Vec<String> {
     let mut v: Vec<(&str, &str, &str)> = policy
@@ -683,6 +747,14 @@ pub fn sorted_agent_ids(policy: &ir::Policy) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mcp_calls_have_the_requested_length_and_parse() {
+        let b = mcp_call(1024, "get_weather");
+        assert_eq!(b.len(), 1024);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["params"]["name"], "get_weather");
+    }
 
     #[test]
     fn bodies_have_the_requested_length_and_parse() {

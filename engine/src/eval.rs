@@ -12,7 +12,7 @@ use crate::dfa::{full_match, full_match_parts, is_match};
 use crate::dlp;
 use crate::http::{self, HttpError, PathBytes};
 use crate::index::{agent_hash, host_hash};
-use crate::jwt::{self, JwtError};
+use crate::jwt::{self, CacheHit, JwtError, TokenCache, TokenCacheConfig};
 use crate::params::{
     extract_form, extract_json, extract_json_with, parse_number, Enc, ExtractError, KeySet,
     ParamPaths, Text, Value, MAX_PARAMS,
@@ -505,6 +505,9 @@ pub struct Scratch {
     pub dlp: dlp::Scratch,
     /// The JSON-RPC id of the last decision's MCP request, if it had one.
     pub rpc_id: RpcId,
+    /// Verified agent tokens (off unless made by [`Scratch::for_bundle`]
+    /// for a bundle that verifies tokens).
+    pub tokens: TokenCache,
     keys: KeySet,
     inflater: crate::gzip::Inflater,
     wrapped: alloc::vec::Vec<u8>,
@@ -531,17 +534,35 @@ impl Scratch {
             keys: KeySet::with_capacity(limits.max_params as usize),
             inflater: crate::gzip::Inflater::new(0),
             wrapped: alloc::vec::Vec::new(),
+            tokens: TokenCache::off(),
         }
     }
 
     /// Sized for everything `bundle` may need, so that no decision ever
     /// allocates: with a tool that reads gzip, room for `max_body_bytes`
     /// of inflated body.
+    /// With a bundle that verifies agent tokens, a verified-token cache of
+    /// the default size ([`TokenCacheConfig::DEFAULT`]).
     pub fn for_bundle(bundle: &Bundle) -> Self {
+        Self::for_bundle_with(bundle, TokenCacheConfig::DEFAULT)
+    }
+
+    /// [`Scratch::for_bundle`] with a token cache of the given size (made
+    /// only when the bundle verifies tokens).
+    pub fn for_bundle_with(bundle: &Bundle, token_cache: TokenCacheConfig) -> Self {
         let limits = bundle.model.limits;
         let mut s = Self::with_limits(&limits);
         if bundle.model.tools.iter().any(|t| t.gzip) {
             s.inflater = crate::gzip::Inflater::new(limits.max_body_bytes as usize);
+        }
+        let verifies_tokens = bundle.keys.is_some()
+            && bundle
+                .model
+                .identity
+                .as_ref()
+                .is_some_and(|i| !i.insecure_agent_header);
+        if verifies_tokens {
+            s.tokens = TokenCache::new(token_cache);
         }
         s
     }
@@ -751,6 +772,7 @@ impl Bundle {
         req: &Request<'a, H>,
         query: Option<&str>,
         now: i64,
+        tokens: &mut TokenCache,
     ) -> Result<(AgentRef, &'a AgentM), Reason<'a>> {
         let Some(idc) = &self.model.identity else {
             return Err(Reason::NoIdentityConfigured);
@@ -790,9 +812,25 @@ impl Bundle {
         let Some(keys) = &self.keys else {
             return Err(Reason::NoIdentityConfigured);
         };
-        let p = jwt::verify(token.as_bytes(), idc, keys, now).map_err(Reason::InvalidToken)?;
-        self.find_agent(p.tenant.as_ref().map(|t| t.as_str()), p.agent.as_str())
-            .ok_or(Reason::UnknownAgent)
+        let token = token.as_bytes();
+        match tokens.lookup(&self.hash, token, idc, now) {
+            Some(CacheHit::Valid(i)) => {
+                let agent = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.model.agents.get(i))
+                    .ok_or(Reason::UnknownAgent)?;
+                return Ok((AgentRef(i), agent));
+            }
+            Some(CacheHit::Invalid(e)) => return Err(Reason::InvalidToken(e)),
+            None => {}
+        }
+        let (p, validity) =
+            jwt::verify_with_validity(token, idc, keys, now).map_err(Reason::InvalidToken)?;
+        let found = self
+            .find_agent(p.tenant.as_ref().map(|t| t.as_str()), p.agent.as_str())
+            .ok_or(Reason::UnknownAgent)?;
+        tokens.insert(&self.hash, token, found.0 .0, validity);
+        Ok(found)
     }
 
     /// Judges one request. With `req.body == None` the result may be
@@ -828,7 +866,7 @@ impl Bundle {
                 };
                 self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
             }
-            Caller::FromRequest => self.authenticate(req, query, now),
+            Caller::FromRequest => self.authenticate(req, query, now, &mut scratch.tokens),
             Caller::Known(r) => usize::try_from(r.0)
                 .ok()
                 .and_then(|i| self.model.agents.get(i))
@@ -973,6 +1011,7 @@ impl Bundle {
             keys,
             inflater,
             wrapped,
+            tokens: _,
         } = scratch;
         // A gzip body is judged on what it inflates to.
         let body = if gzip && !body.is_empty() {

@@ -24,6 +24,7 @@ use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Identity, Mode, Op, Policy,
     Predicate, Rule, Scalar, Tool,
 };
+use aegis_engine::jwt::TokenCacheConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -320,8 +321,14 @@ fn decide<'a>(b: &'a Bundle, c: &'a Case<'a>, scratch: &mut Scratch) -> Decision
 
 /// Warms up, checks the verdict, then measures `ROUNDS` decisions.
 fn assert_no_alloc(b: &Bundle, c: &Case<'_>) {
+    assert_no_alloc_with(b, c, TokenCacheConfig::DEFAULT);
+}
+
+/// [`assert_no_alloc`] with a verified-token cache of this size (`OFF`:
+/// every decision verifies the token).
+fn assert_no_alloc_with(b: &Bundle, c: &Case<'_>, tokens: TokenCacheConfig) {
     const ROUNDS: usize = 8;
-    let mut scratch = Scratch::for_bundle(b);
+    let mut scratch = Scratch::for_bundle_with(b, tokens);
     let d = decide(b, c, &mut scratch);
     assert_eq!(
         (d.verdict, d.rule),
@@ -664,23 +671,23 @@ fn call_with_a_jwt() {
     let b = bundle();
     let bearer = format!("Bearer {}", token("fin", "acme"));
     let body = br#"{"amount": 10, "currency": "eur", "note": "clean"}"#;
-    assert_no_alloc(
-        &b,
-        &Case {
-            name: "jwt",
-            method: "POST",
-            authority: "api.pay.test",
-            path: "/v1/payment_intents",
-            headers: vec![
-                ("content-type", "application/json"),
-                ("authorization", bearer.as_str()),
-            ],
-            body,
-            caller: Caller::FromRequest,
-            verdict: Verdict::Allow,
-            rule: Some("acme/fin/payments/create_payment#0"),
-        },
-    );
+    let case = Case {
+        name: "jwt",
+        method: "POST",
+        authority: "api.pay.test",
+        path: "/v1/payment_intents",
+        headers: vec![
+            ("content-type", "application/json"),
+            ("authorization", bearer.as_str()),
+        ],
+        body,
+        caller: Caller::FromRequest,
+        verdict: Verdict::Allow,
+        rule: Some("acme/fin/payments/create_payment#0"),
+    };
+    // Found in the verified-token cache, and verified every time.
+    assert_no_alloc(&b, &case);
+    assert_no_alloc_with(&b, &case, TokenCacheConfig::OFF);
     let expired = {
         let header = r#"{"alg":"EdDSA","kid":"k1"}"#;
         let claims = format!(

@@ -8,7 +8,8 @@
 //!   "max_body_bytes": 1048576,
 //!   "allow_on_headers_stop_iteration": true,
 //!   "filter_state": ["aegis_decision", "aegis_rule", "aegis_request_id"],
-//!   "tool_host_from_route": false
+//!   "tool_host_from_route": false,
+//!   "token_cache": {"entries": 4096, "max_token_bytes": 1024}
 //! }
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! errors.
 
 use crate::stream::keys;
+use aegis_engine::jwt::{TokenCacheConfig, MAX_TOKEN_LEN};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
@@ -49,6 +51,8 @@ pub struct Config {
     /// metadata costs Envoy about 12 µs per request, so only listeners
     /// that bind routes to tools turn it on.
     pub tool_host_from_route: bool,
+    /// Size of each VM's verified-token cache (`entries: 0`: off).
+    pub token_cache: TokenCacheConfig,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             hold_headers: false,
             filter_state: keys::EVERY,
             tool_host_from_route: false,
+            token_cache: TokenCacheConfig::DEFAULT,
         }
     }
 }
@@ -79,7 +84,22 @@ struct Raw {
     filter_state: Option<Vec<String>>,
     #[serde(default)]
     tool_host_from_route: bool,
+    #[serde(default)]
+    token_cache: Option<RawTokenCache>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenCache {
+    #[serde(default)]
+    entries: Option<u64>,
+    #[serde(default)]
+    max_token_bytes: Option<u64>,
+}
+
+/// Most entries a token cache may have: 2^20 tokens of 1 KiB are already
+/// 1 GiB per VM.
+const MAX_TOKEN_CACHE_ENTRIES: u64 = 1 << 20;
 
 /// SPKI DER prefix of an Ed25519 public key (RFC 8410): SEQUENCE {
 /// SEQUENCE { OID 1.3.101.112 }, BIT STRING (32 bytes) }.
@@ -184,6 +204,33 @@ impl Config {
                 bits
             }
         };
+        let token_cache = match raw.token_cache {
+            None => TokenCacheConfig::DEFAULT,
+            Some(t) => {
+                let entries = t
+                    .entries
+                    .unwrap_or(TokenCacheConfig::DEFAULT.entries as u64);
+                if entries > MAX_TOKEN_CACHE_ENTRIES {
+                    return Err(format!(
+                        "`token_cache.entries` {entries} is too large (at most \
+                         {MAX_TOKEN_CACHE_ENTRIES}; 0 turns the cache off)"
+                    ));
+                }
+                let max = t
+                    .max_token_bytes
+                    .unwrap_or(TokenCacheConfig::DEFAULT.max_token_bytes as u64);
+                if max == 0 || max > MAX_TOKEN_LEN as u64 {
+                    return Err(format!(
+                        "`token_cache.max_token_bytes` must be between 1 and {MAX_TOKEN_LEN}, \
+                         not {max}"
+                    ));
+                }
+                TokenCacheConfig {
+                    entries: entries as usize,
+                    max_token_bytes: max as usize,
+                }
+            }
+        };
         Ok(Config {
             trusted_keys,
             bundle,
@@ -191,6 +238,7 @@ impl Config {
             hold_headers: raw.allow_on_headers_stop_iteration,
             filter_state,
             tool_host_from_route: raw.tool_host_from_route,
+            token_cache,
         })
     }
 }
@@ -239,6 +287,40 @@ mod tests {
         assert_eq!(c.bundle.as_deref(), Some(&b"AEGISBND...."[..]));
         assert_eq!(c.max_body_bytes, 4096);
         assert!(c.hold_headers);
+        assert_eq!(c.token_cache, TokenCacheConfig::DEFAULT);
+    }
+
+    #[test]
+    fn token_cache_size() {
+        let tc = |json: &str| Config::parse(json.as_bytes()).map(|c| c.token_cache);
+        assert_eq!(
+            tc(r#"{"token_cache": {"entries": 100}}"#),
+            Ok(TokenCacheConfig {
+                entries: 100,
+                max_token_bytes: 1024
+            })
+        );
+        assert_eq!(
+            tc(r#"{"token_cache": {"entries": 0}}"#).map(|t| t.entries),
+            Ok(0)
+        );
+        assert_eq!(
+            tc(r#"{"token_cache": {"max_token_bytes": 2048}}"#),
+            Ok(TokenCacheConfig {
+                entries: 4096,
+                max_token_bytes: 2048
+            })
+        );
+        assert_eq!(
+            tc(r#"{"token_cache": {"max_token_bytes": 0}}"#).unwrap_err(),
+            "`token_cache.max_token_bytes` must be between 1 and 8192, not 0"
+        );
+        assert!(tc(r#"{"token_cache": {"entries": 2000000}}"#)
+            .unwrap_err()
+            .contains("too large"));
+        assert!(tc(r#"{"token_cache": {"size": 1}}"#)
+            .unwrap_err()
+            .contains("unknown field `size`"));
     }
 
     #[test]

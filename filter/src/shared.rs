@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::reply::RequestIds;
 use aegis_engine::bundle::{Bundle, LoadError};
 use aegis_engine::eval::Scratch;
+use aegis_engine::jwt::TokenCacheConfig;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -125,7 +126,7 @@ impl Shared {
         let limits = bundle.model.limits;
         let max_body_bytes = config.max_body_bytes.min(limits.max_body_bytes as usize);
         Ok(Shared {
-            scratch: RefCell::new(Scratch::for_bundle(&bundle)),
+            scratch: RefCell::new(Scratch::for_bundle_with(&bundle, config.token_cache)),
             bundle,
             source,
             max_body_bytes,
@@ -149,7 +150,10 @@ impl Shared {
     pub fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
         match self.scratch.try_borrow_mut() {
             Ok(mut s) => f(&mut s),
-            Err(_) => f(&mut Scratch::for_bundle(&self.bundle)),
+            Err(_) => f(&mut Scratch::for_bundle_with(
+                &self.bundle,
+                TokenCacheConfig::OFF,
+            )),
         }
     }
 
@@ -157,7 +161,7 @@ impl Shared {
     pub fn summary(&self) -> String {
         let b = &self.bundle;
         format!(
-            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}{}",
+            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}{}{}",
             b.policy_version(),
             b.model.agents.len(),
             b.hash_hex(),
@@ -176,6 +180,10 @@ impl Shared {
                 ", tool host read from the route"
             } else {
                 ""
+            },
+            match self.scratch.try_borrow().map(|s| s.tokens.capacity()) {
+                Ok(0) | Err(_) => String::new(),
+                Ok(n) => format!(", verified-token cache of {n} tokens"),
             },
         )
     }

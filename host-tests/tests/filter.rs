@@ -13,7 +13,9 @@ mod common;
 
 use aegis_engine::ir;
 use aegis_host_tests::policy::{self, Built, Issuer};
-use aegis_host_tests::{level, Error, Host, HttpRequest, MetricKind, Outcome, Plugin};
+use aegis_host_tests::{
+    level, Clock, Error, Host, HttpRequest, MetricKind, Outcome, Plugin, PluginOptions,
+};
 use ed25519_dalek::SigningKey;
 use std::sync::OnceLock;
 
@@ -364,6 +366,58 @@ fn a_request_without_a_body_is_decided_on_its_headers() {
     let json = assert_blocked(&o, 403, "deny");
     assert!(!o.headers_upstream);
     assert!(json["reason"].as_str().unwrap().contains("token"), "{json}");
+}
+
+#[test]
+fn a_token_is_judged_on_every_request_cached_or_not() {
+    let f = fixture();
+    let t0 = common::now_unix();
+    // `Issuer::token` is valid for five minutes; the policy allows 60 s
+    // of clock skew.
+    let bearer = format!("Bearer {}", f.issuer.token("scribe", None, t0));
+    let req = HttpRequest::new("GET", URL)
+        .header("authorization", &bearer)
+        .header("x-request-id", "req-42");
+    for config in [r#"{}"#, r#"{"token_cache": {"entries": 0}}"#] {
+        let mut p = f
+            .host
+            .plugin_with(PluginOptions {
+                clock: Clock::at_unix_secs(t0),
+                ..PluginOptions::new(config)
+            })
+            .unwrap();
+        let cached = !config.contains("entries");
+        assert_eq!(
+            p.logs()
+                .iter()
+                .any(|(_, m)| m.contains("verified-token cache of 4096 tokens")),
+            cached,
+            "{config}: {:?}",
+            p.logs()
+        );
+        for now in [t0, t0 + 200, t0 + 360] {
+            p.set_clock(Clock::at_unix_secs(now));
+            let o = p.request(&req, &[]).unwrap();
+            assert_eq!(o.decision().as_deref(), Some("allow"), "{config} at {now}");
+            assert_eq!(o.forwarded_header("authorization"), None);
+        }
+        p.set_clock(Clock::at_unix_secs(t0 + 361));
+        let o = p.request(&req, &[]).unwrap();
+        let json = assert_blocked(&o, 403, "deny");
+        assert_eq!(
+            json["reason"], "invalid agent token: token expired",
+            "{config}"
+        );
+        // Another token of the same agent, still valid, passes.
+        let fresh = format!("Bearer {}", f.issuer.token("scribe", None, t0 + 300));
+        let o = p
+            .request(
+                &HttpRequest::new("GET", URL).header("authorization", &fresh),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(o.decision().as_deref(), Some("allow"), "{config}");
+    }
 }
 
 #[test]

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::json::{Event, JStr, Parser};
 
+mod cache;
+pub use cache::{CacheHit, CacheStats, TokenCache, TokenCacheConfig};
+
 /// Longest token accepted, in bytes (the whole compact JWS).
 pub const MAX_TOKEN_LEN: usize = 8192;
 /// Longest accepted base64url header.
@@ -643,7 +646,51 @@ fn identity_str<const N: usize>(s: JStr<'_>, role: &'static str) -> Result<Inlin
     Ok(v)
 }
 
-fn check_claims(c: &Claims<'_>, cfg: &IdentityConfig, now: i64) -> Result<Principal, JwtError> {
+/// The time claims of a token: all a verified token needs to be judged
+/// again at another time (see [`TokenCache`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validity {
+    pub exp: f64,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+}
+
+impl Validity {
+    /// `exp`, `nbf`, `iat` and the maximum age at unix time `now`, with the
+    /// configured skew.
+    pub fn check(&self, cfg: &IdentityConfig, now: i64) -> Result<(), JwtError> {
+        // Unix times fit f64 exactly; f64 also takes fractional claims and
+        // cannot overflow.
+        let now = now as f64;
+        let skew = cfg.skew_secs as f64;
+        if now > self.exp + skew {
+            return Err(JwtError::Expired);
+        }
+        if let Some(nbf) = self.nbf {
+            if now + skew < nbf {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        if let Some(iat) = self.iat {
+            if iat > now + skew {
+                return Err(JwtError::IssuedInFuture);
+            }
+        }
+        if let Some(max_age) = cfg.max_age_secs {
+            let iat = self.iat.ok_or(JwtError::MissingClaim("iat"))?;
+            if now - iat > max_age as f64 {
+                return Err(JwtError::TooOld);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_claims(
+    c: &Claims<'_>,
+    cfg: &IdentityConfig,
+    now: i64,
+) -> Result<(Principal, Validity), JwtError> {
     match c.iss {
         None => return Err(JwtError::MissingClaim("iss")),
         Some(iss) if !iss.eq_bytes(cfg.issuer.as_bytes()) => return Err(JwtError::WrongIssuer),
@@ -655,30 +702,12 @@ fn check_claims(c: &Claims<'_>, cfg: &IdentityConfig, now: i64) -> Result<Princi
     if !c.aud_ok {
         return Err(JwtError::WrongAudience);
     }
-    // Unix times fit f64 exactly; f64 also takes fractional claims and
-    // cannot overflow.
-    let now = now as f64;
-    let skew = cfg.skew_secs as f64;
-    let exp = c.exp.ok_or(JwtError::MissingClaim("exp"))?;
-    if now > exp + skew {
-        return Err(JwtError::Expired);
-    }
-    if let Some(nbf) = c.nbf {
-        if now + skew < nbf {
-            return Err(JwtError::NotYetValid);
-        }
-    }
-    if let Some(iat) = c.iat {
-        if iat > now + skew {
-            return Err(JwtError::IssuedInFuture);
-        }
-    }
-    if let Some(max_age) = cfg.max_age_secs {
-        let iat = c.iat.ok_or(JwtError::MissingClaim("iat"))?;
-        if now - iat > max_age as f64 {
-            return Err(JwtError::TooOld);
-        }
-    }
+    let validity = Validity {
+        exp: c.exp.ok_or(JwtError::MissingClaim("exp"))?,
+        nbf: c.nbf,
+        iat: c.iat,
+    };
+    validity.check(cfg, now)?;
     let agent = c.agent.ok_or(JwtError::MissingClaim("agent"))?;
     let agent = identity_str::<128>(agent, "agent")?;
     let tenant = match c.tenant {
@@ -695,11 +724,14 @@ fn check_claims(c: &Claims<'_>, cfg: &IdentityConfig, now: i64) -> Result<Princi
         }
         None => InlineStr::new(),
     };
-    Ok(Principal {
-        agent,
-        tenant,
-        scope,
-    })
+    Ok((
+        Principal {
+            agent,
+            tenant,
+            scope,
+        },
+        validity,
+    ))
 }
 
 /// Verifies a compact JWS (the caller strips `Bearer `) at unix time `now`.
@@ -715,6 +747,17 @@ pub fn verify(
     keys: &VerifyingKeys,
     now: i64,
 ) -> Result<Principal, JwtError> {
+    verify_with_validity(token, cfg, keys, now).map(|(p, _)| p)
+}
+
+/// [`verify`], and the token's time claims, so that a cache can judge the
+/// token again later without its signature.
+pub fn verify_with_validity(
+    token: &[u8],
+    cfg: &IdentityConfig,
+    keys: &VerifyingKeys,
+    now: i64,
+) -> Result<(Principal, Validity), JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLarge);
     }
