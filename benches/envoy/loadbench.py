@@ -1,7 +1,19 @@
 #!/usr/bin/env python3
-"""The Envoy load benchmark (benches/envoy/README.md): one Envoy, four
-listeners that differ only in their HTTP filter chain, measured side by
-side in interleaved rounds.
+"""The Envoy load benchmark (benches/envoy/README.md): one Envoy whose
+listeners differ only in their HTTP filter chain, measured side by side in
+interleaved rounds, on two sets of workloads (`--workloads`).
+
+The MCP workloads (the production shape: an MCP server's tool calls, agents
+named by a verified JWT), each sent to
+
+  L0  router only
+  MH  the Aegis filter (benches/envoy/policy-mcp, header identity) + router
+  MJ  the Aegis filter (the same policy, per-agent JWT identity) + router
+  JA  (--jwt-authn) Envoy's own jwt_authn filter, verifying the same token
+      (its cache on) + router: no Aegis
+
+The ledger workloads (JSON tool calls of 1 KB and 16 KB, half with PII,
+agents named by a header), each sent to
 
   L0  router only
   L1  a no-op proxy-wasm filter (benches/envoy/noop-filter) + router
@@ -21,6 +33,7 @@ alone (it needs the paths run.sh passes). Standard library only.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import http.server
 import json
@@ -43,7 +56,9 @@ CORE = ["L0", "L1", "L2", "L3"]
 # the callbacks the filter does not use; Envoy skips a stream callback the
 # module does not export); L1 keeps every callback the SDK exports.
 PROBES = {"P0": "noop", "P1": "hold", "P2": "read", "P3": "calls"}
-LISTENERS = list(CORE)  # extended by --probes
+LEDGER = list(CORE)  # the ledger workloads' listeners; extended by --probes
+MCP = ["L0", "MH", "MJ"]  # the MCP workloads' listeners; JA with --jwt-authn
+LISTENERS: list[str] = []  # every listener Envoy runs, in this order
 LISTENER_DESC = {
     "L0": "router only",
     "L1": "no-op proxy-wasm filter",
@@ -53,6 +68,18 @@ LISTENER_DESC = {
     "P1": "probe: P0 + headers held, body buffered",
     "P2": "probe: P1 + headers and body read into the VM",
     "P3": "probe: P2 + Aegis's other host calls",
+    "MH": "Aegis filter, MCP policy, header identity",
+    "MJ": "Aegis filter, MCP policy, JWT identity",
+    "JA": "Envoy's jwt_authn (cache on), no Aegis",
+}
+# The listeners with the Aegis filter, and the histogram each filter
+# records its own time in (P3 times its callbacks the same way).
+AEGIS = ("L2", "MH", "MJ")
+FILTER_HISTOGRAM = {
+    "L2": "aegis_request_latency_us",
+    "MH": "aegis_request_latency_us",
+    "MJ": "aegis_request_latency_us",
+    "P3": "probe_latency_us",
 }
 AGENT = "bookkeeping-agent"
 HOST = "ledger.acme.internal"
@@ -60,6 +87,14 @@ PATH = "/v1/journal_entries"
 WRONG_PATH = "/v1/journal_entries/je_1042/void"
 SSN = "123-45-6789"
 CARD = "4111 1111 1111 1111"
+# The MCP server of benches/envoy/policy-mcp and the requests' MCP headers
+# (Streamable HTTP, protocol version 2026-07-28).
+MCP_AGENT = "mcp-agent"
+MCP_HOST = "mcp.acme.internal"
+MCP_PATH = "/mcp"
+MCP_SIZE = 1024  # bytes of each tools/call body
+MCP_ACCEPT = "application/json, text/event-stream"
+MCP_HEADERS = {"mcp-protocol-version": "2026-07-28", "mcp-session-id": "bench-session-4f1c2a"}
 ENVOY_CPU = "0"  # Envoy alone on CPU 0
 LOAD_CPU = "1"  # load generator and upstream share CPU 1
 
@@ -235,6 +270,228 @@ def tool_call(size: int, pii: bool) -> bytes:
     return body
 
 
+def mcp_call(tool: str, arguments: dict, rpc_id: int = 1, size: int = MCP_SIZE) -> bytes:
+    """A JSON-RPC 2.0 `tools/call` of exactly `size` bytes, one line: the
+    last argument pads the body to size."""
+    pad_key = list(arguments)[-1]
+    doc = {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool, "arguments": dict(arguments)}}
+    doc["params"]["arguments"][pad_key] = ""
+    need = size - len(json.dumps(doc, separators=(",", ":")).encode())
+    if need < 0:
+        die(f"a tools/call of {tool} cannot be as small as {size} bytes")
+    doc["params"]["arguments"][pad_key] = ((words(need // 4 + 8, 7) + " ") * 2)[:need]
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(body) == size and b"\n" not in body, (len(body), size)
+    return body
+
+
+def mcp_list(rpc_id: int = 2) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": rpc_id, "method": "tools/list", "params": {}}, separators=(",", ":")).encode()
+
+
+def schema(props: dict, required: list[str]) -> dict:
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+# What the MCP server (nginx) answers: a `tools/call` result, and for
+# `tools/list` (chosen by the request's `mcp-method` header) the server's
+# tools with their input schemas, the response a later change of the
+# filter will cut down to the tools the agent may call.
+MCP_CALL_REPLY = json.dumps(
+    {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}], "isError": False}},
+    separators=(",", ":"),
+)
+MCP_LIST_REPLY = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "result": {
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "title": "Weather forecast",
+                    "description": "Current weather and a forecast of up to 7 days for a location.",
+                    "inputSchema": schema(
+                        {
+                            "location": {"type": "string", "description": "City and country, e.g. Zurich, CH"},
+                            "units": {"type": "string", "enum": ["metric", "imperial"], "default": "metric"},
+                            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                            "context": {"type": "string", "description": "Why the forecast is needed"},
+                        },
+                        ["location"],
+                    ),
+                },
+                {
+                    "name": "delete_repo",
+                    "title": "Delete a repository",
+                    "description": "Deletes a repository and its history. Cannot be undone.",
+                    "inputSchema": schema(
+                        {
+                            "repo": {"type": "string", "description": "owner/name"},
+                            "confirm": {"type": "boolean"},
+                            "reason": {"type": "string"},
+                        },
+                        ["repo", "confirm"],
+                    ),
+                    "annotations": {"destructiveHint": True, "idempotentHint": True},
+                },
+                {
+                    "name": "search_issues",
+                    "title": "Search issues",
+                    "description": "Full-text search over the issues of a repository.",
+                    "inputSchema": schema(
+                        {
+                            "repo": {"type": "string"},
+                            "query": {"type": "string"},
+                            "state": {"type": "string", "enum": ["open", "closed", "all"]},
+                            "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                        ["repo", "query"],
+                    ),
+                    "annotations": {"readOnlyHint": True},
+                },
+                {
+                    "name": "create_issue",
+                    "title": "Open an issue",
+                    "description": "Opens an issue in a repository.",
+                    "inputSchema": schema(
+                        {
+                            "repo": {"type": "string"},
+                            "title": {"type": "string", "maxLength": 256},
+                            "body": {"type": "string"},
+                            "labels": {"type": "array", "items": {"type": "string"}},
+                        },
+                        ["repo", "title"],
+                    ),
+                },
+            ]
+        },
+    },
+    separators=(",", ":"),
+)
+
+
+def b64url_json(part: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def jwks_from_pub(pem: str, kid: str) -> dict:
+    """The JWKS of an Ed25519 SPKI PEM public key (`aegis keygen`'s
+    .pub): one OKP key, as Envoy's jwt_authn reads it."""
+    der = base64.b64decode("".join(line for line in pem.splitlines() if not line.startswith("-----")))
+    if len(der) != 44 or der[:12] != bytes.fromhex("302a300506032b6570032100"):
+        die("the issuer key is not an SPKI PEM Ed25519 public key")
+    x = base64.urlsafe_b64encode(der[12:]).rstrip(b"=").decode()
+    return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]}
+
+
+# ---------------------------------------------------------------- workloads
+
+
+class Workload:
+    """One kind of request, sent to each of its listeners in turn: POST
+    `path` on `host` with one of `bodies` (oha picks one at random for
+    each request; one a line in `file`) and the headers `headers_for` the
+    listener gives. The Aegis listeners must decide every request as one of
+    `decisions`; `answered_by_aegis`: they answer it themselves (a denied
+    call), the others forward it."""
+
+    def __init__(
+        self,
+        key: str,
+        label: str,
+        part: str,
+        listeners: list[str],
+        host: str,
+        path: str,
+        bodies: list[bytes],
+        headers_for,
+        decisions: set[str],
+        answered_by_aegis: bool = False,
+        upstream_reply: bytes = b'{"ok":true}',
+    ):
+        self.key, self.label, self.part, self.listeners = key, label, part, listeners
+        self.host, self.path, self.bodies, self.headers_for = host, path, bodies, headers_for
+        self.decisions, self.answered_by_aegis, self.upstream_reply = decisions, answered_by_aegis, upstream_reply
+        self.file: Path | None = None
+
+    def write(self, workdir: Path) -> None:
+        self.file = workdir / f"bodies-{self.key}.lines"
+        self.file.write_bytes(b"".join(b + b"\n" for b in self.bodies))
+
+
+def ledger_workloads(sizes: list[int]) -> list[Workload]:
+    """A 1 KB / 16 KB journal entry to the ledger, clean or with PII (half
+    of each)."""
+    return [
+        Workload(
+            f"ledger-{size}",
+            size_label(size),
+            "ledger",
+            LEDGER,
+            HOST,
+            PATH,
+            [tool_call(size, False), tool_call(size, True)],
+            lambda name: {"x-aegis-agent": AGENT},
+            {"allow", "sanitize"},
+        )
+        for size in sizes
+    ]
+
+
+def mcp_workloads(token: str) -> list[Workload]:
+    """The MCP server's calls as an MCP 2026-07-28 client sends them. MH
+    gets the agent's name in the header its identity trusts; MJ, JA and L0
+    (which ignores it) the agent's token."""
+
+    def headers(method: str, tool: str | None):
+        def for_listener(name: str) -> dict[str, str]:
+            h = {"accept": MCP_ACCEPT, **MCP_HEADERS, "mcp-method": method}
+            if tool:
+                h["mcp-name"] = tool
+            if name == "MH":
+                h["x-aegis-agent"] = MCP_AGENT
+            else:
+                h["authorization"] = f"Bearer {token}"
+            return h
+
+        return for_listener
+
+    weather = {"location": "Zurich, CH", "units": "metric", "days": 3, "context": ""}
+    repo = {"repo": "acme/payments-service", "confirm": True, "reason": ""}
+    common = dict(part="mcp", listeners=MCP, host=MCP_HOST, path=MCP_PATH)
+    return [
+        Workload(
+            "mcp-call-allowed",
+            "call allowed",
+            bodies=[mcp_call("get_weather", weather)],
+            headers_for=headers("tools/call", "get_weather"),
+            decisions={"allow"},
+            upstream_reply=MCP_CALL_REPLY.encode(),
+            **common,
+        ),
+        Workload(
+            "mcp-call-denied",
+            "call denied",
+            bodies=[mcp_call("delete_repo", repo)],
+            headers_for=headers("tools/call", "delete_repo"),
+            decisions={"deny"},
+            answered_by_aegis=True,
+            upstream_reply=MCP_CALL_REPLY.encode(),
+            **common,
+        ),
+        Workload(
+            "mcp-list",
+            "tools/list",
+            bodies=[mcp_list()],
+            headers_for=headers("tools/list", None),
+            decisions={"allow"},
+            upstream_reply=MCP_LIST_REPLY.encode(),
+            **common,
+        ),
+    ]
+
+
 # ---------------------------------------------------------------- RBAC
 
 
@@ -407,17 +664,42 @@ def aegis_configuration(trusted_key: str, filter_state: list[str] | None) -> dic
     return conf
 
 
+def jwt_authn_filter(issuer: str, audience: str, jwks: dict) -> dict:
+    """Envoy's own JWT verification (BoringSSL) of the agent token: the
+    same issuer, audience and key as MJ's identity, the JWKS inline, the
+    verified tokens cached, the payload written to the request's dynamic
+    metadata (as a filter after it would read it). Like Aegis it removes
+    the token before forwarding (`forward` is false by default)."""
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "agents": {
+                    "issuer": issuer,
+                    "audiences": [audience],
+                    "local_jwks": {"inline_string": json.dumps(jwks)},
+                    "payload_in_metadata": "agent_token",
+                    "jwt_cache_config": {"jwt_cache_size": 1000},
+                }
+            },
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "agents"}}],
+        },
+    }
+
+
 def envoy_config(
     admin: int,
     ports: dict[str, int],
     upstream: int,
-    noop_wasm: Path,
-    probe_wasm: Path,
-    aegis_wasm: Path,
+    wasms: dict[str, Path],
     trusted_key: str,
-    rbac: dict,
+    rbac: dict | None,
     filter_state: list[str] | None,
+    jwt_authn: dict | None,
 ) -> dict:
+    """`wasms`: the module of each wasm listener (`noop` for L1, `probe` for
+    P0-P3, and L2, MH, MJ); only the listeners in LISTENERS are set up."""
     router = {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -448,26 +730,27 @@ def envoy_config(
             },
         }
 
-    chains = {
-        "L0": [router],
-        "L1": [wasm("noop", noop_wasm, "{}"), router],
-        "L2": [
-            wasm(
-                "aegis",
-                aegis_wasm,
-                json.dumps(aegis_configuration(trusted_key, filter_state)),
-            ),
-            router,
-        ],
-        **{p: [wasm(f"probe-{mode}", probe_wasm, mode), router] for p, mode in PROBES.items()},
-        "L3": [
-            {
-                "name": "envoy.filters.http.rbac",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": rbac},
-            },
-            router,
-        ],
-    }
+    # The three Aegis listeners have the same plugin settings; only the
+    # blob (policy and identity) differs.
+    aegis_conf = json.dumps(aegis_configuration(trusted_key, filter_state))
+    plugin = {"L2": "aegis", "MH": "aegis-mh", "MJ": "aegis-mj"}
+
+    def chain(name: str) -> list[dict]:
+        if name == "L0":
+            return [router]
+        if name == "L1":
+            return [wasm("noop", wasms["noop"], "{}"), router]
+        if name in PROBES:
+            return [wasm(f"probe-{PROBES[name]}", wasms["probe"], PROBES[name]), router]
+        if name in plugin:
+            return [wasm(plugin[name], wasms[name], aegis_conf), router]
+        if name == "L3":
+            rules = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": rbac}
+            return [{"name": "envoy.filters.http.rbac", "typed_config": rules}, router]
+        if name == "JA":
+            return [jwt_authn, router]
+        raise ValueError(name)
+
     listeners = []
     for name in LISTENERS:
         prefix = name.lower()
@@ -496,7 +779,7 @@ def envoy_config(
                                             }
                                         ],
                                     },
-                                    "http_filters": chains[name],
+                                    "http_filters": chain(name),
                                 },
                             }
                         ]
@@ -506,6 +789,10 @@ def envoy_config(
         )
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        # No flush timer: Envoy merges the worker's histograms when the
+        # admin is asked for stats, so that the script can read the filter's
+        # own histogram before and after each run (Envoy.histogram).
+        "stats_flush_on_admin": True,
         "static_resources": {
             "listeners": listeners,
             "clusters": [
@@ -571,23 +858,39 @@ class Envoy:
         finally:
             c.close()
 
-    def filter_latency(self, name: str) -> dict[str, float]:
-        """Quantiles (P50, P90, P99) of a filter's own latency histogram
-        (`aegis_request_latency_us`: the time inside the Aegis filter's
-        callbacks, host calls included; `probe_latency_us`: the same for
-        probe P3), over every request since Envoy started."""
-        status, text = self.get(f"/stats?filter={name}$")
-        out: dict[str, float] = {}
-        if status != 200:
-            return out
-        for q in ("P50", "P90", "P99"):
-            m = re.search(rf"\b{q}\([^,]*,([0-9.]+)\)", text)
-            if m:
-                out[q] = float(m.group(1))
-        return out
+    def histogram(self, name: str) -> dict[tuple[float, float], int]:
+        """The buckets ((lower bound, width) -> count) of a filter's own
+        histogram (`aegis_request_latency_us`: the time inside the Aegis
+        filter's callbacks, host calls included; `probe_latency_us`: the
+        same for probe P3), over every request since Envoy started. Every
+        Aegis listener records into the same histogram (a wasm metric has
+        no per-plugin prefix), so `measure` takes the difference over one
+        run of one listener. Envoy merges the worker's share into these
+        totals when stats are asked for (`stats_flush_on_admin`), after the
+        answer: read until two reads agree."""
+        stat = f"wasmcustom.{name}"
+        prev = None
+        for _ in range(40):
+            status, text = self.get(f"/stats?format=json&histogram_buckets=detailed&filter={name}$")
+            if status != 200:
+                die(f"envoy /stats (histogram {name}) answered {status}")
+            cur: dict[tuple[float, float], int] = {}
+            for entry in json.loads(text).get("stats", []):
+                hist = entry.get("histograms")
+                for d in hist.get("details", []) if isinstance(hist, dict) else []:
+                    if d.get("name") == stat:
+                        for b in d.get("totals", []):
+                            cur[(b["lower_bound"], b["width"])] = b["count"]
+            if cur == prev:
+                return cur
+            prev = cur
+            time.sleep(0.05)
+        die(f"envoy's histogram {name} did not settle")
+        return {}
 
     def counters(self) -> dict[str, int]:
-        """Downstream request counters per listener and the Aegis decision
+        """Downstream request counters per listener, the Aegis decision
+        counters (by decision, every listener together) and jwt_authn's
         counters, by name."""
         status, text = self.get("/stats?usedonly")
         if status != 200:
@@ -595,7 +898,7 @@ class Envoy:
         out: dict[str, int] = {}
         for line in text.splitlines():
             name, _, value = line.partition(": ")
-            if re.fullmatch(r"http\.[lp][0-9]\.downstream_rq_(completed|2xx|4xx|5xx)", name):
+            if re.fullmatch(r"http\.[a-z0-9]+\.(downstream_rq_(completed|2xx|4xx|5xx)|jwt_authn\.[a-z_]+)", name):
                 out[name] = int(value)
             elif name.endswith("aegis_decision_total"):
                 m = re.search(r"decision=\.=([a-z_]+);", name)
@@ -634,6 +937,15 @@ class Echo(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
         else:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        with self.server.lock:
+            self.server.seen.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                    "body": body,
+                }
+            )
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -646,6 +958,27 @@ class Echo(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class EchoServer(http.server.ThreadingHTTPServer):
+    """The echo upstream, with every request it received (`take`)."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int):
+        super().__init__(("127.0.0.1", port), Echo)
+        self.lock = threading.Lock()
+        self.seen: list[dict] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def take(self) -> list[dict]:
+        with self.lock:
+            seen, self.seen = self.seen, []
+        return seen
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
 def send(
     port: int,
     path: str,
@@ -656,7 +989,7 @@ def send(
     content_type: str = "application/json",
     extra: dict | None = None,
 ) -> tuple[int, dict, bytes]:
-    headers = {"host": host, "x-aegis-agent": agent, **(extra or {})}
+    headers = {"host": host, **({"x-aegis-agent": agent} if agent else {}), **(extra or {})}
     if body is not None:
         headers["content-type"] = content_type
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -668,70 +1001,62 @@ def send(
         c.close()
 
 
-def verify_with_echo(ports: dict[str, int], upstream: int, bodies: dict[int, dict[str, bytes]]) -> list[str]:
-    """Every listener forwards the bench requests (200 through the
+def verify_with_echo(ports: dict[str, int], bodies: dict[int, dict[str, bytes]]) -> list[str]:
+    """Every ledger listener forwards the bench requests (200 through the
     upstream); L2 rewrites the PII bodies and nothing else; L2 and L3 deny a
     path the policy does not allow and an unknown agent."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", upstream), Echo)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
     report = []
-    try:
-        for size, pair in bodies.items():
-            for kind, body in pair.items():
-                for name in LISTENERS:
-                    status, headers, echoed = send(ports[name], PATH, body)
-                    if status != 200:
-                        die(f"{name} {size} B {kind}: status {status}: {echoed[:300]!r}")
-                    if name == "L2" and kind == "pii":
-                        text = echoed.decode()
-                        if SSN in text or CARD in text:
-                            die(f"L2 forwarded PII unredacted ({size} B)")
-                        if "[REDACTED:ssn]" not in text or "[REDACTED:credit_card]" not in text:
-                            die(f"L2 did not redact as expected ({size} B): {text[:300]}")
-                        want = json.loads(body)
-                        want["memo"] = want["memo"].replace(SSN, "[REDACTED:ssn]").replace(CARD, "[REDACTED:credit_card]")
-                        if json.loads(echoed) != want:
-                            die(f"L2 changed more than the PII ({size} B): {text[:300]}")
-                    elif echoed != body:
-                        die(f"{name} {size} B {kind}: the upstream got another body")
-        report.append(
-            "every listener answers 200 through the upstream for the 1 KB and 16 KB bodies; "
-            "only L2 rewrote them: the PII bodies arrived with [REDACTED:ssn] and "
-            "[REDACTED:credit_card], the clean ones byte for byte"
-        )
-        body = next(iter(bodies.values()))["clean"]
-        expect = {"L2": 403, "L3": 403}  # the others: 200
-        for name in LISTENERS:
-            want = expect.get(name, 200)
-            status, headers, reply = send(ports[name], WRONG_PATH, body)
-            if status != want:
-                die(f"{name}: POST {WRONG_PATH} gave {status}, expected {want}: {reply[:300]!r}")
-            if name == "L2" and headers.get("x-aegis-decision") != "deny":
-                die(f"L2: no `x-aegis-decision: deny` on the denied request: {headers}")
-            status, _, reply = send(ports[name], PATH, body, agent="intern-agent")
-            if status != want:
-                die(f"{name}: unknown agent gave {status}, expected {want}: {reply[:300]!r}")
-        report.append(
-            f"POST {WRONG_PATH} and an unknown agent: 200 on L0/L1, 403 on L2 (x-aegis-decision: deny) and L3 (RBAC)"
-        )
-        # The RBAC listener against Aegis on the header-level rules of the
-        # whole policy: both must agree, except where a body condition decides.
-        form = "application/x-www-form-urlencoded"
-        stripe = "api.stripe.com"
-        for what, kw, want_l2, want_l3 in RBAC_MATRIX(body, form, stripe):
-            got = (send(ports["L2"], **kw)[0], send(ports["L3"], **kw)[0])
-            if got != (want_l2, want_l3):
-                die(f"RBAC check `{what}`: L2/L3 answered {got}, expected {(want_l2, want_l3)}")
-        report.append(
-            f"L2 and L3 agree on {sum(1 for m in RBAC_MATRIX(body, form, stripe) if m[2] == m[3])} header-level "
-            "requests (agents, hosts, methods, paths, tenant header, host case and port) and differ where "
-            "only a body condition decides (L3 lets those through)"
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    for size, pair in bodies.items():
+        for kind, body in pair.items():
+            for name in LEDGER:
+                status, headers, echoed = send(ports[name], PATH, body)
+                if status != 200:
+                    die(f"{name} {size} B {kind}: status {status}: {echoed[:300]!r}")
+                if name == "L2" and kind == "pii":
+                    text = echoed.decode()
+                    if SSN in text or CARD in text:
+                        die(f"L2 forwarded PII unredacted ({size} B)")
+                    if "[REDACTED:ssn]" not in text or "[REDACTED:credit_card]" not in text:
+                        die(f"L2 did not redact as expected ({size} B): {text[:300]}")
+                    want = json.loads(body)
+                    want["memo"] = want["memo"].replace(SSN, "[REDACTED:ssn]").replace(CARD, "[REDACTED:credit_card]")
+                    if json.loads(echoed) != want:
+                        die(f"L2 changed more than the PII ({size} B): {text[:300]}")
+                elif echoed != body:
+                    die(f"{name} {size} B {kind}: the upstream got another body")
+    report.append(
+        f"every ledger listener answers 200 through the upstream for the {' and '.join(size_label(z) for z in bodies)} bodies; "
+        "only L2 rewrote them: the PII bodies arrived with [REDACTED:ssn] and "
+        "[REDACTED:credit_card], the clean ones byte for byte"
+    )
+    body = next(iter(bodies.values()))["clean"]
+    expect = {"L2": 403, "L3": 403}  # the others: 200
+    for name in LEDGER:
+        want = expect.get(name, 200)
+        status, headers, reply = send(ports[name], WRONG_PATH, body)
+        if status != want:
+            die(f"{name}: POST {WRONG_PATH} gave {status}, expected {want}: {reply[:300]!r}")
+        if name == "L2" and headers.get("x-aegis-decision") != "deny":
+            die(f"L2: no `x-aegis-decision: deny` on the denied request: {headers}")
+        status, _, reply = send(ports[name], PATH, body, agent="intern-agent")
+        if status != want:
+            die(f"{name}: unknown agent gave {status}, expected {want}: {reply[:300]!r}")
+    report.append(
+        f"POST {WRONG_PATH} and an unknown agent: 200 on L0/L1, 403 on L2 (x-aegis-decision: deny) and L3 (RBAC)"
+    )
+    # The RBAC listener against Aegis on the header-level rules of the
+    # whole policy: both must agree, except where a body condition decides.
+    form = "application/x-www-form-urlencoded"
+    stripe = "api.stripe.com"
+    for what, kw, want_l2, want_l3 in RBAC_MATRIX(body, form, stripe):
+        got = (send(ports["L2"], **kw)[0], send(ports["L3"], **kw)[0])
+        if got != (want_l2, want_l3):
+            die(f"RBAC check `{what}`: L2/L3 answered {got}, expected {(want_l2, want_l3)}")
+    report.append(
+        f"L2 and L3 agree on {sum(1 for m in RBAC_MATRIX(body, form, stripe) if m[2] == m[3])} header-level "
+        "requests (agents, hosts, methods, paths, tenant header, host case and port) and differ where "
+        "only a body condition decides (L3 lets those through)"
+    )
     return report
 
 
@@ -757,6 +1082,96 @@ def RBAC_MATRIX(body: bytes, form: str, stripe: str) -> list[tuple[str, dict, in
     ]
 
 
+def check_tool_error(where: str, status: int, headers: dict, reply: bytes, tool: str = "delete_repo") -> None:
+    """Aegis's answer to a refused tools/call, in MCP's shape: HTTP 200 and
+    a JSON-RPC result for the request's id with `isError: true`."""
+    try:
+        doc = json.loads(reply)
+        result = doc["result"]
+        text = result["content"][0]["text"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        die(f"{where}: not a JSON-RPC tool result: {status} {reply[:300]!r}")
+    if status != 200 or headers.get("x-aegis-decision") != "deny":
+        die(f"{where}: expected 200 with `x-aegis-decision: deny`, got {status} {headers}")
+    if doc.get("jsonrpc") != "2.0" or doc.get("id") != 1 or result.get("isError") is not True or tool not in text:
+        die(f"{where}: not the tool error for `{tool}`: {reply[:300]!r}")
+
+
+def verify_mcp_with_echo(ports: dict[str, int], server: EchoServer, workloads: list[Workload], token: str) -> list[str]:
+    """The MCP listeners against the echo upstream: the allowed call and
+    tools/list reach it byte for byte with their MCP headers, and without
+    the agent's token where a filter verified it (MJ, JA); the denied call
+    is answered by Aegis itself with a JSON-RPC tool error and never
+    reaches it (MH, MJ); MJ and JA refuse a request without a token or with
+    a bad one, MH one from an unknown agent."""
+    report = []
+    server.take()
+    for wl in workloads:
+        for name in wl.listeners:
+            sent = wl.headers_for(name)
+            status, headers, reply = send(ports[name], wl.path, wl.bodies[0], agent=None, host=wl.host, extra=sent)
+            seen = server.take()
+            where = f"{name} {wl.key}"
+            if wl.answered_by_aegis and name in AEGIS:
+                check_tool_error(where, status, headers, reply)
+                if seen:
+                    die(f"{where}: the upstream got the denied call")
+                continue
+            if status != 200 or reply != wl.bodies[0]:
+                die(f"{where}: {status} {reply[:300]!r}")
+            if len(seen) != 1 or seen[0]["path"] != wl.path or seen[0]["body"] != wl.bodies[0]:
+                got = [(r["path"], len(r["body"])) for r in seen]
+                die(f"{where}: the upstream did not get the request byte for byte: {got}")
+            got = seen[0]["headers"]
+            for k in ("mcp-protocol-version", "mcp-method", "mcp-name", "mcp-session-id"):
+                if [v for h, v in got if h == k] != ([sent[k]] if k in sent else []):
+                    die(f"{where}: the upstream got `{k}` as {[v for h, v in got if h == k]}, sent {sent.get(k)!r}")
+            if name in ("MJ", "JA") and any(h == "authorization" or token in v for h, v in got):
+                die(f"{where}: the upstream got the agent's token: {got}")
+    ja = " and JA" if "JA" in ports else ""
+    report.append(
+        f"the MCP listeners forward the allowed tools/call and tools/list to the upstream byte for byte with "
+        f"their MCP headers, MJ{ja} without the agent's token; MH and MJ answer the denied call themselves "
+        "(200, JSON-RPC result with isError: true, x-aegis-decision: deny) and the upstream never gets it; "
+        "L0 forwards all three"
+    )
+    call = next(wl for wl in workloads if wl.key == "mcp-call-allowed")
+    head, payload, sig = token.split(".")
+    i = len(sig) // 2
+    bad = ".".join([head, payload, sig[:i] + ("A" if sig[i] != "A" else "B") + sig[i + 1 :]])
+    without = {k: v for k, v in call.headers_for("MJ").items() if k != "authorization"}
+    refusals = [
+        ("MH", "an unknown agent", {**call.headers_for("MH"), "x-aegis-agent": "intern-agent"}),
+        ("MJ", "no token", without),
+        ("MJ", "a token whose signature does not verify", {**without, "authorization": f"Bearer {bad}"}),
+        ("JA", "no token", without),
+        ("JA", "a token whose signature does not verify", {**without, "authorization": f"Bearer {bad}"}),
+    ]
+    for name, what, hdrs in refusals:
+        if name not in ports:
+            continue
+        status, headers, reply = send(ports[name], call.path, call.bodies[0], agent=None, host=call.host, extra=hdrs)
+        if server.take():
+            die(f"{name}: a call with {what} reached the upstream")
+        if name == "JA":
+            if status != 401:
+                die(f"JA: a call with {what}: {status}, expected 401: {reply[:300]!r}")
+        elif name == "MJ":
+            # Refused before the message is read: a JSON-RPC error for id
+            # null, with the REST status.
+            doc = json.loads(reply) if reply.startswith(b"{") else {}
+            if status != 403 or headers.get("x-aegis-decision") != "deny" or "error" not in doc:
+                die(f"MJ: a call with {what}: {status} {headers}, expected 403 and a JSON-RPC error: {reply[:300]!r}")
+        elif headers.get("x-aegis-decision") != "deny":
+            die(f"{name}: a call with {what}: {status} {headers}, expected a refusal: {reply[:300]!r}")
+    report.append(
+        "MJ refuses a call without a token and one whose token signature does not verify (403, JSON-RPC error), "
+        + ("JA too (401), " if "JA" in ports else "")
+        + "MH one from an unknown agent; none reached the upstream"
+    )
+    return report
+
+
 # ---------------------------------------------------------------- nginx
 
 
@@ -779,20 +1194,33 @@ http {{
   keepalive_timeout 300s;
   client_max_body_size 1m;
   client_body_buffer_size 64k;
+  # The MCP server: the tools/list result when the request says it is one
+  # (MCP's `mcp-method` header), else a tools/call result.
+  map $http_mcp_method $mcp_reply {{
+    default '{call}';
+    tools/list '{tools}';
+  }}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     default_type application/json;
     location / {{ return 200 '{{"ok":true}}'; }}
+    location = {mcp_path} {{ return 200 $mcp_reply; }}
   }}
 }}
 """
+
+
+def nginx_conf(directory: Path, port: int) -> str:
+    for reply in (MCP_CALL_REPLY, MCP_LIST_REPLY):
+        assert not set("'$\\") & set(reply), "nginx would read this reply as a variable or an escape"
+    return NGINX_CONF.format(dir=directory, port=port, mcp_path=MCP_PATH, call=MCP_CALL_REPLY, tools=MCP_LIST_REPLY)
 
 
 # ---------------------------------------------------------------- oha
 
 
 def oha(
-    binary: str, port: int, bodies: Path, duration: float, connections: int, out: Path, rate: float | None = None
+    binary: str, port: int, wl: Workload, name: str, duration: float, connections: int, out: Path, rate: float | None = None
 ) -> dict:
     args = [
         binary,
@@ -813,15 +1241,14 @@ def oha(
         "-T",
         "application/json",
         "--host",
-        HOST,
-        "-H",
-        f"x-aegis-agent: {AGENT}",
-        "-Z",
-        str(bodies),
+        wl.host,
     ]
+    for k, v in wl.headers_for(name).items():
+        args += ["-A", v] if k == "accept" else ["-H", f"{k}: {v}"]
+    args += ["-Z", str(wl.file)]
     if rate is not None:
         args += ["-q", f"{rate:.0f}", "--latency-correction"]
-    args.append(f"http://127.0.0.1:{port}{PATH}")
+    args.append(f"http://127.0.0.1:{port}{wl.path}")
     err = out.with_suffix(".stderr")
     with open(err, "wb") as e:
         p = subprocess.Popen(["taskset", "-c", LOAD_CPU, *args], stdin=subprocess.DEVNULL, stdout=e, stderr=e)
@@ -855,14 +1282,16 @@ def oha_summary(res: dict) -> dict:
 # ---------------------------------------------------------------- measuring
 
 
-def measure(env: Envoy, args, port_name: str, port: int, bodies: Path, duration: float, out: Path, rate=None) -> dict:
+def measure(env: Envoy, args, wl: Workload, name: str, port: int, duration: float, out: Path, rate=None) -> dict:
+    hist = FILTER_HISTOGRAM.get(name)
+    hist0 = env.histogram(hist) if hist else {}
     before = env.counters()
     ticks0 = cpu_ticks(env.proc.pid)
     sched0 = worker_sched(env.proc.pid)
     ngx0 = cpu_ticks(NGINX[0].pid) if NGINX else 0
     load0 = cpu_idle(LOAD_CPU)
     t0 = time.monotonic()
-    res = oha(args.oha, port, bodies, duration, args.connections, out, rate)
+    res = oha(args.oha, port, wl, name, duration, args.connections, out, rate)
     wall = time.monotonic() - t0
     ticks1 = cpu_ticks(env.proc.pid)
     sched1 = worker_sched(env.proc.pid)
@@ -870,9 +1299,13 @@ def measure(env: Envoy, args, port_name: str, port: int, bodies: Path, duration:
     load1 = cpu_idle(LOAD_CPU)
     after = env.counters()
     s = oha_summary(res)
-    prefix = f"http.{port_name.lower()}"
-    completed = after.get(f"{prefix}.downstream_rq_completed", 0) - before.get(f"{prefix}.downstream_rq_completed", 0)
-    ok2xx = after.get(f"{prefix}.downstream_rq_2xx", 0) - before.get(f"{prefix}.downstream_rq_2xx", 0)
+
+    def delta(key: str) -> int:
+        return after.get(key, 0) - before.get(key, 0)
+
+    prefix = f"http.{name.lower()}"
+    completed = delta(f"{prefix}.downstream_rq_completed")
+    ok2xx = delta(f"{prefix}.downstream_rq_2xx")
     cpu_s = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK")
     s["envoy_completed"] = completed
     s["envoy_2xx"] = ok2xx
@@ -885,25 +1318,56 @@ def measure(env: Envoy, args, port_name: str, port: int, bodies: Path, duration:
     s["load_us_per_req"] = gen_s * 1e6 / completed if completed else float("nan")
     busy, total = load1[0] - load0[0], load1[1] - load0[1]
     s["load_cpu_busy"] = busy / total if total else 0.0
-    if port_name == "L2":
-        s["aegis"] = {
-            k.split(".", 1)[1]: after.get(k, 0) - before.get(k, 0)
-            for k in set(after) | set(before)
-            if k.startswith("aegis.")
-        }
+    if hist:
+        # This run's share of the filter's histogram (only this listener
+        # had traffic): [lower bound, width, count] per bucket.
+        hist1 = env.histogram(hist)
+        s["filter_hist"] = [
+            [lo, w, c - hist0.get((lo, w), 0)] for (lo, w), c in sorted(hist1.items()) if c > hist0.get((lo, w), 0)
+        ]
+    if name in AEGIS:
+        s["aegis"] = {k.split(".", 1)[1]: delta(k) for k in set(after) | set(before) if k.startswith("aegis.")}
+    if name == "JA":
+        jwt = f"{prefix}.jwt_authn."
+        s["jwt_authn"] = {k[len(jwt) :]: delta(k) for k in set(after) | set(before) if k.startswith(jwt)}
     problems = []
     if s["other_status"] or s["errors"]:
         problems.append(f"non-200 answers {s['other_status']} / errors {s['errors']}")
     if ok2xx != completed or completed < s["ok"]:
         problems.append(f"envoy counted {completed} requests, {ok2xx} 2xx; oha got {s['ok']} x 200")
-    if port_name == "L2":
+    if name in AEGIS:
         a = s["aegis"]
-        judged = a.get("allow", 0) + a.get("sanitize", 0)
-        if judged != completed or any(v for k, v in a.items() if k not in ("allow", "sanitize")):
-            problems.append(f"aegis decisions {a} do not add up to {completed} allowed/sanitized requests")
+        judged = sum(a.get(d, 0) for d in wl.decisions)
+        if judged != completed or any(v for k, v in a.items() if k not in wl.decisions):
+            want = "/".join(sorted(wl.decisions))
+            problems.append(f"aegis decisions {a} do not add up to {completed} requests decided {want}")
+    if name == "JA" and s["jwt_authn"].get("allowed", 0) != completed:
+        problems.append(f"jwt_authn counted {s['jwt_authn']} for {completed} requests")
     if problems:
-        die(f"{port_name}: " + "; ".join(problems))
+        die(f"{name} {wl.key}: " + "; ".join(problems))
     return s
+
+
+def hist_quantiles(runs: list[dict], qs=(0.5, 0.9, 0.99)) -> dict[str, float]:
+    """P50, P90, P99 (and n) of the filter histograms of `runs` added up,
+    linear within Envoy's buckets."""
+    buckets: dict[tuple[float, float], int] = {}
+    for r in runs:
+        for lo, w, c in r.get("filter_hist", []):
+            buckets[(lo, w)] = buckets.get((lo, w), 0) + c
+    total = sum(buckets.values())
+    if not total:
+        return {}
+    out: dict[str, float] = {}
+    for q in qs:
+        target, cum = q * total, 0
+        for (lo, w), c in sorted(buckets.items()):
+            if cum + c >= target:
+                out[f"P{q * 100:g}"] = lo + w * (target - cum) / c
+                break
+            cum += c
+    out["n"] = total
+    return out
 
 
 def median(xs: list[float]) -> float:
@@ -911,9 +1375,9 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def rotated(r: int) -> list[str]:
-    k = r % len(LISTENERS)
-    return LISTENERS[k:] + LISTENERS[:k]
+def rotated(r: int, listeners: list[str]) -> list[str]:
+    k = r % len(listeners)
+    return listeners[k:] + listeners[:k]
 
 
 def fmt(x: float, digits: int = 2) -> str:
@@ -935,109 +1399,184 @@ def size_label(size: int) -> str:
 # ---------------------------------------------------------------- main
 
 
+def aegis_eval(aegis: str, policy: Path, cases: list[dict], path: Path) -> list[dict]:
+    """`aegis eval` of `cases` (written to `path`) against `policy`: one
+    result per case, in order."""
+    path.write_text(json.dumps(cases, indent=1))
+    r = subprocess.run([aegis, "eval", str(policy), "--cases", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        die(f"aegis eval {policy} failed: {r.stderr}")
+    results = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    if len(results) != len(cases):
+        die(f"aegis eval {policy}: {len(results)} results for {len(cases)} cases")
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--oha", required=True)
     ap.add_argument("--nginx", required=True)
     ap.add_argument("--aegis", required=True, help="the aegis binary (for eval and explain)")
-    ap.add_argument("--aegis-wasm", required=True, type=Path)
-    ap.add_argument("--trusted-key", required=True, type=Path, help="the .pub of the blob's signing key")
-    ap.add_argument("--noop-wasm", required=True, type=Path)
-    ap.add_argument("--policy", required=True, type=Path)
+    ap.add_argument("--trusted-key", required=True, type=Path, help="the .pub of the blobs' signing key")
     ap.add_argument("--workdir", required=True, type=Path)
+    ap.add_argument(
+        "--workloads", default="all", help="which workloads: all, ledger, mcp (comma-separated; default all)"
+    )
+    ap.add_argument("--aegis-wasm", type=Path, help="ledger: the Aegis blob of --policy (L2)")
+    ap.add_argument("--noop-wasm", type=Path, help="ledger: the no-op filter (L1, and the probes)")
+    ap.add_argument("--policy", type=Path, help="ledger: the bench policy")
+    ap.add_argument("--mcp-policy", type=Path, help="mcp: the MCP policy with the header identity (MH)")
+    ap.add_argument("--mcp-jwt-policy", type=Path, help="mcp: the same policy with the JWT identity (MJ)")
+    ap.add_argument("--mcp-header-wasm", type=Path, help="mcp: the Aegis blob of --mcp-policy")
+    ap.add_argument("--mcp-jwt-wasm", type=Path, help="mcp: the Aegis blob of --mcp-jwt-policy")
+    ap.add_argument("--mcp-token", type=Path, help="mcp: a file with the agent's JWT")
+    ap.add_argument("--mcp-issuer-pub", type=Path, help="mcp: the token issuer's public key (.pub), for jwt_authn")
+    ap.add_argument("--jwt-authn", action="store_true", help="mcp: also listener JA, Envoy's jwt_authn and no Aegis")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per listener and body size")
-    ap.add_argument("--sizes", default="1024,16384", help="body sizes in bytes")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per listener and workload")
+    ap.add_argument("--sizes", default="1024,16384", help="ledger: body sizes in bytes")
     ap.add_argument("--load", type=float, default=0.5, help="open-loop rate as a fraction of L0's capacity")
     ap.add_argument(
         "--filter-state",
         default="-",
-        help="the Aegis listener's `filter_state` keys, comma-separated ('' for none, '-' for the default: all)",
+        help="the Aegis listeners' `filter_state` keys, comma-separated ('' for none, '-' for the default: all)",
     )
     ap.add_argument(
         "--probes",
         action="store_true",
-        help="also run the no-op filter as P0-P3 (phase 1 only) to split what L2 adds over L1",
+        help="ledger: also run the no-op filter as P0-P3 (phase 1 only) to split what L2 adds over L1",
     )
     ap.add_argument("--settings", default="", help="how the run was started (for the report)")
     args = ap.parse_args()
+    parts = {w.strip() for w in args.workloads.split(",") if w.strip()}
+    if "all" in parts:
+        parts = {"ledger", "mcp"}
+    if not parts or parts - {"ledger", "mcp"}:
+        die(f"--workloads {args.workloads!r}: give all, ledger or mcp")
+    needs = {
+        "ledger": ["aegis_wasm", "noop_wasm", "policy"],
+        "mcp": ["mcp_policy", "mcp_jwt_policy", "mcp_header_wasm", "mcp_jwt_wasm", "mcp_token", "mcp_issuer_pub"],
+    }
+    for part in parts:
+        missing = [f"--{a.replace('_', '-')}" for a in needs[part] if getattr(args, a) is None]
+        if missing:
+            die(f"the {part} workloads need {', '.join(missing)}")
+    if args.probes and "ledger" not in parts:
+        die("--probes splits the ledger workloads' L2: it needs --workloads with ledger")
+    if args.jwt_authn and "mcp" not in parts:
+        die("--jwt-authn adds a listener to the MCP workloads: it needs --workloads with mcp")
     if args.probes:
-        LISTENERS.extend(PROBES)
+        LEDGER.extend(PROBES)
+    if args.jwt_authn:
+        MCP.append("JA")
+    for name in (MCP if "mcp" in parts else []) + (LEDGER if "ledger" in parts else []):
+        if name not in LISTENERS:
+            LISTENERS.append(name)
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    sizes = [int(s) for s in args.sizes.split(",") if s] if "ledger" in parts else []
     filter_state = None if args.filter_state == "-" else [k for k in args.filter_state.split(",") if k]
     started = time.time()
 
-    # Bodies: per size one file of two lines (clean, PII); oha picks a line
+    # The workloads, MCP first (the production shape leads the report).
+    # Ledger: per size one file of two lines (clean, PII); oha picks a line
     # at random for every request, so half the requests carry PII.
-    bodies: dict[int, dict[str, bytes]] = {}
-    body_files: dict[int, Path] = {}
-    for size in sizes:
-        bodies[size] = {"clean": tool_call(size, False), "pii": tool_call(size, True)}
-        f = work / f"bodies-{size}.lines"
-        f.write_bytes(bodies[size]["clean"] + b"\n" + bodies[size]["pii"] + b"\n")
-        body_files[size] = f
+    token = args.mcp_token.read_text().strip() if "mcp" in parts else ""
+    workloads = (mcp_workloads(token) if "mcp" in parts else []) + ledger_workloads(sizes)
+    for wl in workloads:
+        wl.write(work)
+    ledger = [w for w in workloads if w.part == "ledger"]
+    bodies = {size: {"clean": wl.bodies[0], "pii": wl.bodies[1]} for size, wl in zip(sizes, ledger)}
 
-    # The exact bench requests, judged natively before anything runs.
-    cases = []
-    for size, pair in bodies.items():
-        for kind, body in pair.items():
-            cases.append(
-                {
-                    "name": f"{size}-{kind}",
-                    "agent": AGENT,
-                    "request": {
-                        "method": "POST",
-                        "url": f"https://{HOST}{PATH}",
-                        "headers": {"content-type": "application/json"},
-                        "body": body.decode(),
-                    },
-                    "expect": {"decision": "allow" if kind == "clean" else "sanitize"},
-                }
+    rbac, rbac_notes = None, []
+    if "ledger" in parts:
+        # The exact bench requests, judged natively before anything runs.
+        cases = []
+        for size, pair in bodies.items():
+            for kind, body in pair.items():
+                cases.append(
+                    {
+                        "name": f"{size}-{kind}",
+                        "agent": AGENT,
+                        "request": {
+                            "method": "POST",
+                            "url": f"https://{HOST}{PATH}",
+                            "headers": {"content-type": "application/json"},
+                            "body": body.decode(),
+                        },
+                        "expect": {"decision": "allow" if kind == "clean" else "sanitize"},
+                    }
+                )
+        for case, got in zip(cases, aegis_eval(args.aegis, args.policy, cases, work / "bench-requests.cases.yaml")):
+            want = case["expect"]["decision"]
+            if got["decision"] != want:
+                die(f"aegis eval: {case['name']} is {got['decision']} ({got.get('reason')}), expected {want}")
+            if want == "sanitize" and (SSN in got["body"] or CARD in got["body"]):
+                die(f"aegis eval: {case['name']} still carries PII after sanitizing")
+        log(f"==> aegis eval: the {len(cases)} bench bodies are allowed (clean) / sanitized (PII)")
+
+        # RBAC from the compiled policy.
+        r = subprocess.run([args.aegis, "explain", str(args.policy), "--format", "json"], capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"aegis explain failed: {r.stderr}")
+        rbac, rbac_notes = rbac_from_explain(json.loads(r.stdout))
+        (work / "rbac.json").write_text(json.dumps(rbac, indent=2))
+        (work / "rbac-notes.txt").write_text("\n".join(rbac_notes) + "\n")
+        log(f"==> RBAC rules for {len(rbac['policies'])} agents: {work / 'rbac.json'} (dropped: {work / 'rbac-notes.txt'})")
+
+    jwt_authn = None
+    if "mcp" in parts:
+        # The token must outlive the run by far: its expiry against a
+        # generous estimate of the run time.
+        head, claims = (b64url_json(x) for x in token.split(".")[:2])
+        runs = sum(len(wl.listeners) + len([n for n in wl.listeners if n not in PROBES]) for wl in workloads)
+        estimate = args.rounds * runs * (args.duration + 1.5) + len(workloads) * 4 * (args.warmup + 1.5) + 120
+        if claims.get("exp", 0) < time.time() + 2 * estimate + 600:
+            die(
+                f"the agent token expires at {time.ctime(claims.get('exp', 0))}, too soon for a run of about "
+                f"{estimate / 60:.0f} min: issue it with a longer --ttl"
             )
-    cases_file = work / "bench-requests.cases.yaml"
-    cases_file.write_text(json.dumps(cases, indent=1))
-    r = subprocess.run([args.aegis, "eval", str(args.policy), "--cases", str(cases_file)], capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"aegis eval failed: {r.stderr}")
-    for case, line in zip(cases, r.stdout.splitlines()):
-        got = json.loads(line)
-        want = case["expect"]["decision"]
-        if got["decision"] != want:
-            die(f"aegis eval: {case['name']} is {got['decision']} ({got.get('reason')}), expected {want}")
-        if want == "sanitize" and (SSN in got["body"] or CARD in got["body"]):
-            die(f"aegis eval: {case['name']} still carries PII after sanitizing")
-    log(f"==> aegis eval: the {len(cases)} bench bodies are allowed (clean) / sanitized (PII)")
-
-    # RBAC from the compiled policy.
-    r = subprocess.run([args.aegis, "explain", str(args.policy), "--format", "json"], capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"aegis explain failed: {r.stderr}")
-    rbac, rbac_notes = rbac_from_explain(json.loads(r.stdout))
-    (work / "rbac.json").write_text(json.dumps(rbac, indent=2))
-    (work / "rbac-notes.txt").write_text("\n".join(rbac_notes) + "\n")
-    log(f"==> RBAC rules for {len(rbac['policies'])} agents: {work / 'rbac.json'} (dropped: {work / 'rbac-notes.txt'})")
+        # The exact MCP requests, judged natively with the identity each
+        # listener has: MH by the agent header, MJ by the token.
+        for policy, name in ((args.mcp_policy, "MH"), (args.mcp_jwt_policy, "MJ")):
+            cases = []
+            for wl in (w for w in workloads if w.part == "mcp"):
+                headers = {"content-type": "application/json", **wl.headers_for(name)}
+                cases.append(
+                    {
+                        "name": f"{name}-{wl.key}",
+                        "request": {
+                            "method": "POST",
+                            "url": f"https://{wl.host}{wl.path}",
+                            "headers": headers,
+                            "body": wl.bodies[0].decode(),
+                        },
+                        "expect": {"decision": next(iter(wl.decisions))},
+                    }
+                )
+            for case, got in zip(cases, aegis_eval(args.aegis, policy, cases, work / f"mcp-requests-{name}.cases.yaml")):
+                want = case["expect"]["decision"]
+                if got["decision"] != want:
+                    die(f"aegis eval: {case['name']} is {got['decision']} ({got.get('reason')}), expected {want}")
+        log("==> aegis eval: the MCP requests as MH and MJ send them: allowed, denied, tools/list allowed")
+        if args.jwt_authn:
+            jwks = jwks_from_pub(args.mcp_issuer_pub.read_text(), head["kid"])
+            jwt_authn = jwt_authn_filter(claims["iss"], claims["aud"], jwks)
 
     admin, upstream, *lports = free_ports(2 + len(LISTENERS))
     ports = dict(zip(LISTENERS, lports))
-    probe_wasm = work / "probe.wasm"
-    probe_wasm.write_bytes(with_exports_of(args.noop_wasm.read_bytes(), args.aegis_wasm.read_bytes()))
-    config = envoy_config(
-        admin,
-        ports,
-        upstream,
-        args.noop_wasm.resolve(),
-        probe_wasm,
-        args.aegis_wasm.resolve(),
-        args.trusted_key.read_text(),
-        rbac,
-        filter_state,
-    )
+    wasms: dict[str, Path] = {}
+    if "ledger" in parts:
+        probe_wasm = work / "probe.wasm"
+        probe_wasm.write_bytes(with_exports_of(args.noop_wasm.read_bytes(), args.aegis_wasm.read_bytes()))
+        wasms |= {"noop": args.noop_wasm.resolve(), "probe": probe_wasm, "L2": args.aegis_wasm.resolve()}
+    if "mcp" in parts:
+        wasms |= {"MH": args.mcp_header_wasm.resolve(), "MJ": args.mcp_jwt_wasm.resolve()}
+    config = envoy_config(admin, ports, upstream, wasms, args.trusted_key.read_text(), rbac, filter_state, jwt_authn)
     config_path = work / "envoy.json"
     config_path.write_text(json.dumps(config, indent=2))
     envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True, text=True).stdout.strip()
@@ -1050,7 +1589,15 @@ def main() -> None:
         env = Envoy(args.envoy, config_path, work, admin)
 
         log("==> verifying with an echo upstream")
-        report = verify_with_echo(ports, upstream, bodies)
+        echo = EchoServer(upstream)
+        try:
+            report = []
+            if "mcp" in parts:
+                report += verify_mcp_with_echo(ports, echo, [w for w in workloads if w.part == "mcp"], token)
+            if "ledger" in parts:
+                report += verify_with_echo(ports, bodies)
+        finally:
+            echo.stop()
         for line in report:
             log(f"    ok: {line}")
 
@@ -1058,7 +1605,7 @@ def main() -> None:
         ngdir = work / "nginx"
         shutil.rmtree(ngdir, ignore_errors=True)
         ngdir.mkdir()
-        (ngdir / "nginx.conf").write_text(NGINX_CONF.format(dir=ngdir, port=upstream))
+        (ngdir / "nginx.conf").write_text(nginx_conf(ngdir, upstream))
         nginx = spawn(
             [args.nginx, "-p", str(ngdir), "-e", str(ngdir / "nginx-error.log"), "-c", str(ngdir / "nginx.conf")],
             LOAD_CPU,
@@ -1066,95 +1613,94 @@ def main() -> None:
         )
         wait_port(upstream, nginx, "nginx", ngdir / "nginx-error.log")
         NGINX.append(nginx)
-        for name in LISTENERS:
-            for size in sizes:
-                status, _, reply = send(ports[name], PATH, bodies[size]["pii"])
-                if status != 200 or reply != b'{"ok":true}':
-                    die(f"{name} through nginx: {status} {reply[:200]!r}")
+        for wl in workloads:
+            for name in wl.listeners:
+                extra = wl.headers_for(name)
+                status, headers, reply = send(ports[name], wl.path, wl.bodies[-1], agent=None, host=wl.host, extra=extra)
+                if wl.answered_by_aegis and name in AEGIS:
+                    check_tool_error(f"{name} {wl.key} through nginx", status, headers, reply)
+                elif status != 200 or reply != wl.upstream_reply:
+                    die(f"{name} {wl.key} through nginx: {status} {reply[:200]!r}")
 
-        raw = {"settings": vars(args) | {"sizes": sizes}, "runs": []}
+        raw = {"settings": vars(args) | {"sizes": sizes, "workloads": [w.key for w in workloads]}, "runs": []}
         runs_dir = work / "runs"
         shutil.rmtree(runs_dir, ignore_errors=True)
         runs_dir.mkdir()
 
         if args.warmup > 0:
-            log(f"==> warm-up: {args.warmup}s per listener and size")
-            for size in sizes:
-                for name in LISTENERS:
-                    measure(env, args, name, ports[name], body_files[size], args.warmup, runs_dir / "warmup.json")
+            log(f"==> warm-up: {args.warmup}s per listener and workload")
+            for wl in workloads:
+                for name in wl.listeners:
+                    measure(env, args, wl, name, ports[name], args.warmup, runs_dir / "warmup.json")
 
-        # Each round: phase 1 (closed loop, capacity) for every size and
+        # Each round: phase 1 (closed loop, capacity) for every workload and
         # listener, then phase 2 (open loop) at `--load` x the L0 capacity
-        # just measured in this round, so that the rate follows the machine
-        # when other processes come and go.
-        cap: dict[int, dict[str, list[dict]]] = {s: {n: [] for n in LISTENERS} for s in sizes}
-        lat: dict[int, dict[str, list[dict]]] = {s: {n: [] for n in LISTENERS} for s in sizes}
-        rates: dict[int, list[float]] = {s: [] for s in sizes}
+        # just measured in this round for that workload, so that the rate
+        # follows the machine when other processes come and go.
+        cap: dict[str, dict[str, list[dict]]] = {wl.key: {n: [] for n in wl.listeners} for wl in workloads}
+        lat: dict[str, dict[str, list[dict]]] = {wl.key: {n: [] for n in wl.listeners} for wl in workloads}
+        rates: dict[str, list[float]] = {wl.key: [] for wl in workloads}
         for r in range(args.rounds):
-            for size in sizes:
-                for name in rotated(r):
-                    s = measure(
-                        env, args, name, ports[name], body_files[size], args.duration, runs_dir / f"p1-r{r}-{size}-{name}.json"
-                    )
-                    cap[size][name].append(s)
-                    raw["runs"].append({"phase": 1, "round": r, "size": size, "listener": name, **s})
+            for wl in workloads:
+                for name in rotated(r, wl.listeners):
+                    s = measure(env, args, wl, name, ports[name], args.duration, runs_dir / f"p1-r{r}-{wl.key}-{name}.json")
+                    cap[wl.key][name].append(s)
+                    raw["runs"].append({"phase": 1, "round": r, "workload": wl.key, "listener": name, **s})
+                    extra = ""
+                    if "aegis" in s:
+                        extra = f", aegis {s['aegis']}"
+                    elif "jwt_authn" in s:
+                        extra = f", jwt_authn {s['jwt_authn']}"
                     log(
-                        f"    round {r + 1}/{args.rounds} phase 1 {size_label(size):>6} {name}: {s['rps']:7.0f} req/s, "
+                        f"    round {r + 1}/{args.rounds} phase 1 {wl.label:>12} {name}: {s['rps']:7.0f} req/s, "
                         f"{s['cpu_us_per_req']:6.1f} CPU-us/req; envoy worker on CPU {s['worker_on_cpu']:.0%}, "
                         f"waiting {s['worker_waiting']:.0%}; oha+nginx {s['load_us_per_req']:.1f} CPU-us/req, "
-                        f"CPU {LOAD_CPU} busy {s['load_cpu_busy']:.0%}"
-                        + (f", aegis {s['aegis']}" if name == "L2" else "")
+                        f"CPU {LOAD_CPU} busy {s['load_cpu_busy']:.0%}" + extra
                     )
-            for size in sizes:
-                rate = args.load * cap[size]["L0"][r]["rps"]
-                rates[size].append(rate)
-                for name in (n for n in rotated(r) if n in CORE):
+            for wl in workloads:
+                rate = args.load * cap[wl.key]["L0"][r]["rps"]
+                rates[wl.key].append(rate)
+                for name in (n for n in rotated(r, wl.listeners) if n not in PROBES):
                     s = measure(
-                        env,
-                        args,
-                        name,
-                        ports[name],
-                        body_files[size],
-                        args.duration,
-                        runs_dir / f"p2-r{r}-{size}-{name}.json",
-                        rate=rate,
+                        env, args, wl, name, ports[name], args.duration, runs_dir / f"p2-r{r}-{wl.key}-{name}.json", rate=rate
                     )
                     s["rate"] = rate
-                    lat[size][name].append(s)
-                    raw["runs"].append({"phase": 2, "round": r, "size": size, "listener": name, **s})
+                    lat[wl.key][name].append(s)
+                    raw["runs"].append({"phase": 2, "round": r, "workload": wl.key, "listener": name, **s})
                     log(
-                        f"    round {r + 1}/{args.rounds} phase 2 {size_label(size):>6} {name} @ {rate:.0f}/s: "
+                        f"    round {r + 1}/{args.rounds} phase 2 {wl.label:>12} {name} @ {rate:.0f}/s: "
                         f"p50 {s['p50_us']:7.1f} us, p99 {s['p99_us']:7.1f} us, p99.9 {s['p99.9_us']:7.1f} us "
                         f"(got {s['rps']:.0f}/s)"
                     )
-        filter_latency = {
-            "L2": env.filter_latency("aegis_request_latency_us"),
-            "P3": env.filter_latency("probe_latency_us") if args.probes else {},
-        }
         stop(nginx)
         stop(env.proc)
     finally:
         stop_all()
 
     elapsed = time.time() - started
-    md = report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes, filter_latency)
+    md = report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes)
     (work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     (work / "results.md").write_text(md)
     print(md)
     log(f"==> written: {work / 'results.md'}, {work / 'results.json'} (every run: {runs_dir})")
 
 
-def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes, filter_latency) -> str:
+def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes) -> str:
     rounds = range(args.rounds)
 
-    def ratio(table, size, a, b, key):
-        return median([table[size][a][r][key] / table[size][b][r][key] for r in rounds])
+    def ratio(table, key, a, b, field):
+        return median([table[key][a][r][field] / table[key][b][r][field] for r in rounds])
 
-    def diff(table, size, a, b, key):
-        return median([table[size][a][r][key] - table[size][b][r][key] for r in rounds])
+    def diff(table, key, a, b, field):
+        return median([table[key][a][r][field] - table[key][b][r][field] for r in rounds])
 
-    def med(table, size, name, key):
-        return median([table[size][name][r][key] for r in rounds if r < len(table[size][name])])
+    def med(table, key, name, field):
+        return median([table[key][name][r][field] for r in rounds if r < len(table[key][name])])
+
+    def own_time(key, name):
+        """The filter's own histogram over the listener's measured runs of
+        the workload (both phases; warm-up excluded)."""
+        return hist_quantiles(cap[key].get(name, []) + lat[key].get(name, []))
 
     model = "unknown"
     try:
@@ -1165,8 +1711,8 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
         pass
     oha_v = subprocess.run([args.oha, "--version"], capture_output=True, text=True).stdout.strip()
     ngx = subprocess.run([args.nginx, "-v"], capture_output=True, text=True).stderr.strip().replace("nginx version: ", "")
-    cols = " | ".join(size_label(s) for s in sizes)
-    sep = " | ".join("---:" for _ in sizes)
+    mcp = [w for w in workloads if w.part == "mcp"]
+    ledger = [w for w in workloads if w.part == "ledger"]
     L = []
     L.append("## Envoy load benchmark")
     L.append("")
@@ -1177,117 +1723,217 @@ def report_md(args, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac
     L.append(
         f"Settings: {args.rounds} round{'s' if args.rounds != 1 else ''} x {args.duration:g} s per run, {args.connections} connections, "
         f"warm-up {args.warmup:g} s, open loop at {args.load:.0%} of L0's capacity in the same round "
-        f"({', '.join(f'{size_label(s)}: {rate_range(rates[s])} req/s' for s in sizes)}); "
-        f"JSON tool calls, half of them with PII (SSN + card number, redacted by L2); "
-        f"total time {elapsed / 60:.1f} min. {args.settings}".rstrip()
+        f"({', '.join(f'{w.label}: {rate_range(rates[w.key])} req/s' for w in workloads)}); "
+        f"workloads: {', '.join(w.key for w in workloads)}; total time {elapsed / 60:.1f} min. {args.settings}".rstrip()
     )
     L.append("")
-    L.append("Medians over rounds of per-round ratios and differences (L2 = Aegis):")
-    L.append("")
-    L.append(f"| metric | {cols} | target (DESIGN.md 9) |")
-    L.append(f"| --- | {sep} | --- |")
-    for b in ["L0", "L1", "L3"]:
-        vals = " | ".join(fmt(ratio(cap, s, "L2", b, "rps")) for s in sizes)
-        L.append(f"| throughput L2/{b} | {vals} | {'>= 0.85 (1 KB)' if b == 'L0' else ''} |")
-    for b in ["L0", "L1", "L3"]:
-        vals = " | ".join(fmt(ratio(cap, s, "L2", b, "cpu_us_per_req")) for s in sizes)
-        L.append(f"| Envoy CPU-us/request L2/{b} | {vals} | |")
-    for k in ["p50", "p99", "p99.9"]:
-        for b in ["L0", "L1", "L3"]:
-            vals = " | ".join(fmt(diff(lat, s, "L2", b, f"{k}_us"), 1) for s in sizes)
-            tgt = "<= 50 us (1 KB)" if (k, b) == ("p99", "L0") else ""
-            L.append(f"| added {k} L2-{b} (us) | {vals} | {tgt} |")
-    vals = " | ".join(fmt(median([lat[s]["L2"][r]["rate"] / cap[s]["L2"][r]["rps"] for r in rounds])) for s in sizes)
-    L.append(f"| open-loop rate / L2's own capacity (above ~0.8: L2's latency is mostly queueing) | {vals} | |")
-    for a in ["L1", "L3"]:
-        vals = " | ".join(fmt(ratio(cap, s, a, "L0", "rps")) for s in sizes)
-        L.append(f"| (context) throughput {a}/L0 | {vals} | |")
-    for a in ["L1", "L3"]:
-        vals = " | ".join(fmt(ratio(cap, s, a, "L0", "cpu_us_per_req")) for s in sizes)
-        L.append(f"| (context) Envoy CPU-us/request {a}/L0 | {vals} | |")
-    L.append("")
-    L.append("Per listener, medians over rounds (context; absolute numbers drift between machines and runs):")
-    L.append("")
-    head = ["listener"]
-    for s in sizes:
-        lab = size_label(s)
-        head += [f"{lab} req/s", f"{lab} CPU-us/req", f"{lab} p50 us", f"{lab} p99 us", f"{lab} p99.9 us"]
-    L.append("| " + " | ".join(head) + " |")
-    L.append("| --- | " + " | ".join("---:" for _ in head[1:]) + " |")
-    for name in LISTENERS:
-        row = [f"{name} {LISTENER_DESC[name]}"]
-        for s in sizes:
-            row += [
-                fmt(med(cap, s, name, "rps"), 0),
-                fmt(med(cap, s, name, "cpu_us_per_req"), 1),
-                fmt(med(lat, s, name, "p50_us"), 1),
-                fmt(med(lat, s, name, "p99_us"), 1),
-                fmt(med(lat, s, name, "p99.9_us"), 1),
-            ]
-        L.append("| " + " | ".join(row) + " |")
-    L.append("")
-    if args.probes:
+
+    def unsustained(wls, names):
+        for w in wls:
+            for n in names:
+                got = median([r["rps"] / r["rate"] for r in lat[w.key].get(n, [])])
+                if got < 0.97:
+                    L.append(
+                        f"**{n} could not sustain the open-loop rate for {w.label}** (got {got:.0%} of it): its "
+                        "latency there is queueing in an overloaded proxy, not the cost of one request."
+                    )
+
+    if mcp:
+        cols = " | ".join(w.label for w in mcp)
+        sep = " | ".join("---:" for _ in mcp)
+        ja = "JA" in MCP
+        L.append("### MCP tool calls, agents with a JWT (the production shape)")
+        L.append("")
         L.append(
-            "Where L2's Envoy CPU over L1 goes (CPU-us per request, medians over rounds of per-round "
-            "differences; the probes run the no-op filter in phase 1 only, so their latency columns read n/a):"
+            f"`POST {MCP_PATH}` to `{MCP_HOST}`, MCP 2026-07-28 Streamable HTTP: a JSON-RPC `tools/call` of "
+            f"{MCP_SIZE} bytes for `get_weather` (allowed) or `delete_repo` (denied: MH and MJ answer it "
+            "themselves, HTTP 200 with a JSON-RPC tool error), and `tools/list`. MJ = Aegis with the agent's "
+            "EdDSA JWT verified per request, MH = the same policy naming the agent by a header (no token), "
+            "L0 = bare Envoy" + (", JA = Envoy's own jwt_authn verifying the same token (cache on), no Aegis" if ja else "")
+            + ". Medians over rounds of per-round ratios and differences:"
         )
         L.append("")
-        L.append(f"| step | {cols} |")
-        L.append(f"| --- | {sep} |")
-        steps = [
-            ("response, log and done callbacks not exported (P0 - L1)", "P0", "L1"),
-            ("headers held and body buffered (P1 - P0)", "P1", "P0"),
-            ("headers and body read into the VM (P2 - P1)", "P2", "P1"),
-            ("clock, filter state and metric calls (P3 - P2)", "P3", "P2"),
-            ("the rest: Aegis's own code in the VM, rewrites of PII bodies (L2 - P3)", "L2", "P3"),
-            ("total (L2 - L1)", "L2", "L1"),
-        ]
-        for what, a, b in steps:
-            vals = " | ".join(fmt(diff(cap, s, a, b, "cpu_us_per_req"), 1) for s in sizes)
-            L.append(f"| {what} | {vals} |")
+        L.append(f"| metric | {cols} | target (DESIGN.md 9) |")
+        L.append(f"| --- | {sep} | --- |")
+
+        def row(what, f, target=""):
+            L.append(f"| {what} | {' | '.join(f(w) for w in mcp)} | {target} |")
+
+        pct = f"{args.load:.0%}"
+        row("throughput MJ/L0", lambda w: fmt(ratio(cap, w.key, "MJ", "L0", "rps")), ">= 0.85 (1 KB call)")
+        row("throughput MJ/MH (JWT over header identity)", lambda w: fmt(ratio(cap, w.key, "MJ", "MH", "rps")))
+        row("throughput MH/L0", lambda w: fmt(ratio(cap, w.key, "MH", "L0", "rps")))
+        row(
+            f"added p99 MJ-L0 at {pct} of L0's capacity (us)",
+            lambda w: fmt(diff(lat, w.key, "MJ", "L0", "p99_us"), 1),
+            "<= 50 us (1 KB call)",
+        )
+        row(f"added p50 MJ-L0 at {pct} (us)", lambda w: fmt(diff(lat, w.key, "MJ", "L0", "p50_us"), 1))
+        row(f"added p99 MH-L0 at {pct} (us)", lambda w: fmt(diff(lat, w.key, "MH", "L0", "p99_us"), 1))
+        for n in ["L0", "MH", "MJ"] + (["JA"] if ja else []):
+            row(f"Envoy CPU-us/request {n}", lambda w, n=n: fmt(med(cap, w.key, n, "cpu_us_per_req"), 1))
+        row("Envoy CPU-us/request MJ-MH (the token)", lambda w: fmt(diff(cap, w.key, "MJ", "MH", "cpu_us_per_req"), 1))
+        row("Envoy CPU-us/request MJ-L0", lambda w: fmt(diff(cap, w.key, "MJ", "L0", "cpu_us_per_req"), 1))
+        for n in ("MH", "MJ"):
+            row(
+                f"Aegis's own time in its callbacks {n}, P50 / P90 / P99 (us)",
+                lambda w, n=n: " / ".join(fmt(own_time(w.key, n).get(q, float("nan")), 1) for q in ("P50", "P90", "P99")),
+            )
+        row(
+            "open-loop rate / MJ's own capacity (above ~0.8: MJ's latency is mostly queueing)",
+            lambda w: fmt(median([lat[w.key]["MJ"][r]["rate"] / cap[w.key]["MJ"][r]["rps"] for r in rounds])),
+        )
+        if ja:
+            row("(jwt_authn) throughput JA/L0", lambda w: fmt(ratio(cap, w.key, "JA", "L0", "rps")))
+            row("(jwt_authn) throughput MJ/JA", lambda w: fmt(ratio(cap, w.key, "MJ", "JA", "rps")))
+            row("(jwt_authn) Envoy CPU-us/request JA-L0", lambda w: fmt(diff(cap, w.key, "JA", "L0", "cpu_us_per_req"), 1))
+            row(f"(jwt_authn) added p99 JA-L0 at {pct} (us)", lambda w: fmt(diff(lat, w.key, "JA", "L0", "p99_us"), 1))
         L.append("")
+        L.append("Per listener, medians over rounds (context; absolute numbers drift between machines and runs):")
+        L.append("")
+        per_listener(L, mcp, MCP, cap, lat, med)
+        L.append(
+            "Aegis's own time: its `aegis_request_latency_us` histogram (the time inside its callbacks, host "
+            "calls included, as the filter measures it), read from Envoy's admin before and after each measured "
+            "run of MH and MJ (phases 1 and 2, no warm-up) and added up per listener and workload, so that each "
+            "listener's share is its own although all Aegis listeners record into one histogram; requests per "
+            "cell: "
+            + "; ".join(f"{n} {w.label} {own_time(w.key, n).get('n', 0):.0f}" for n in ("MH", "MJ") for w in mcp)
+            + "."
+        )
+        if ja:
+            j = [r.get("jwt_authn", {}) for w in mcp for r in cap[w.key]["JA"]]
+            hits, miss = sum(x.get("jwt_cache_hit", 0) for x in j), sum(x.get("jwt_cache_miss", 0) for x in j)
+            if hits + miss:
+                L.append(
+                    f"JA's jwt_authn in phase 1: {hits + miss} tokens looked up, {hits / (hits + miss):.2%} from its cache."
+                )
+        unsustained(mcp, ["MH", "MJ"] + (["JA"] if ja else []))
+        L.append("")
+
+    if ledger:
+        cols = " | ".join(w.label for w in ledger)
+        sep = " | ".join("---:" for _ in ledger)
+        L.append("### Ledger tool calls, agents named by a header, DLP")
+        L.append("")
+        L.append(
+            "JSON tool calls, half of them with PII (SSN + card number, redacted by L2). "
+            "Medians over rounds of per-round ratios and differences (L2 = Aegis):"
+        )
+        L.append("")
+        L.append(f"| metric | {cols} | target (DESIGN.md 9) |")
+        L.append(f"| --- | {sep} | --- |")
+        for b in ["L0", "L1", "L3"]:
+            vals = " | ".join(fmt(ratio(cap, w.key, "L2", b, "rps")) for w in ledger)
+            L.append(f"| throughput L2/{b} | {vals} | {'>= 0.85 (1 KB)' if b == 'L0' else ''} |")
+        for b in ["L0", "L1", "L3"]:
+            vals = " | ".join(fmt(ratio(cap, w.key, "L2", b, "cpu_us_per_req")) for w in ledger)
+            L.append(f"| Envoy CPU-us/request L2/{b} | {vals} | |")
+        for k in ["p50", "p99", "p99.9"]:
+            for b in ["L0", "L1", "L3"]:
+                vals = " | ".join(fmt(diff(lat, w.key, "L2", b, f"{k}_us"), 1) for w in ledger)
+                tgt = "<= 50 us (1 KB)" if (k, b) == ("p99", "L0") else ""
+                L.append(f"| added {k} L2-{b} (us) | {vals} | {tgt} |")
+        vals = " | ".join(
+            fmt(median([lat[w.key]["L2"][r]["rate"] / cap[w.key]["L2"][r]["rps"] for r in rounds])) for w in ledger
+        )
+        L.append(f"| open-loop rate / L2's own capacity (above ~0.8: L2's latency is mostly queueing) | {vals} | |")
+        for a in ["L1", "L3"]:
+            vals = " | ".join(fmt(ratio(cap, w.key, a, "L0", "rps")) for w in ledger)
+            L.append(f"| (context) throughput {a}/L0 | {vals} | |")
+        for a in ["L1", "L3"]:
+            vals = " | ".join(fmt(ratio(cap, w.key, a, "L0", "cpu_us_per_req")) for w in ledger)
+            L.append(f"| (context) Envoy CPU-us/request {a}/L0 | {vals} | |")
+        L.append("")
+        L.append("Per listener, medians over rounds (context; absolute numbers drift between machines and runs):")
+        L.append("")
+        per_listener(L, ledger, LEDGER, cap, lat, med)
+        if args.probes:
+            L.append(
+                "Where L2's Envoy CPU over L1 goes (CPU-us per request, medians over rounds of per-round "
+                "differences; the probes run the no-op filter in phase 1 only, so their latency columns read n/a):"
+            )
+            L.append("")
+            L.append(f"| step | {cols} |")
+            L.append(f"| --- | {sep} |")
+            steps = [
+                ("response, log and done callbacks not exported (P0 - L1)", "P0", "L1"),
+                ("headers held and body buffered (P1 - P0)", "P1", "P0"),
+                ("headers and body read into the VM (P2 - P1)", "P2", "P1"),
+                ("clock, filter state and metric calls (P3 - P2)", "P3", "P2"),
+                ("the rest: Aegis's own code in the VM, rewrites of PII bodies (L2 - P3)", "L2", "P3"),
+                ("total (L2 - L1)", "L2", "L1"),
+            ]
+            for what, a, b in steps:
+                vals = " | ".join(fmt(diff(cap, w.key, a, b, "cpu_us_per_req"), 1) for w in ledger)
+                L.append(f"| {what} | {vals} |")
+            L.append("")
+        for name, what in [
+            ("L2", "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`"),
+            ("P3", "The same for probe P3, whose callbacks make the same host calls and no decision (`probe_latency_us`"),
+        ]:
+            if name not in LEDGER:
+                continue
+            per = []
+            for w in ledger:
+                q = own_time(w.key, name)
+                if q:
+                    quantiles = ", ".join(f"{k} {q[k]:.1f} us" for k in ("P50", "P90", "P99"))
+                    per.append(f"{w.label}: {quantiles} ({q['n']:.0f} requests)")
+            if per:
+                L.append(f"{what}, {name}'s measured runs, warm-up excluded): {'; '.join(per)}.")
+        pii = []
+        for w in ledger:
+            a = [r.get("aegis", {}) for r in cap[w.key]["L2"]]
+            san = sum(x.get("sanitize", 0) for x in a)
+            tot = sum(x.get("sanitize", 0) + x.get("allow", 0) for x in a)
+            if tot:
+                pii.append(f"{w.label} {san / tot:.1%}")
+        L.append(f"Share of L2 requests sanitized (PII) in phase 1: {', '.join(pii)}.")
+        unsustained(ledger, CORE)
+        cond = sum(1 for n in rbac_notes if "conditions not expressible" in n)
+        dlp = sum(1 for n in rbac_notes if "DLP" in n)
+        L.append(
+            f"L3's RBAC rules come from `aegis explain`; they cannot express the conditions of {cond} rules "
+            f"and the DLP of {dlp} agents (rbac-notes.txt)."
+        )
+        L.append("")
+
+    every = [r for w in workloads for n in w.listeners for r in cap[w.key][n]]
+
     def allmed(key):
-        return median([r[key] for s in sizes for n in LISTENERS for r in cap[s][n]])
+        return median([r[key] for r in every])
 
     L.append(
         f"Closed loop, medians over all runs: Envoy's worker thread on CPU {allmed('worker_on_cpu'):.0%} of the "
         f"time and runnable but waiting for CPU {ENVOY_CPU} (taken by other processes) {allmed('worker_waiting'):.0%} "
-        f"(max {max(r['worker_waiting'] for s in sizes for n in LISTENERS for r in cap[s][n]):.0%}); "
+        f"(max {max(r['worker_waiting'] for r in every):.0%}); "
         f"Envoy {allmed('cpu_us_per_req'):.1f} CPU-us/request against {allmed('load_us_per_req'):.1f} for "
         f"oha + nginx together; CPU {LOAD_CPU} busy {allmed('load_cpu_busy'):.0%} (all processes). "
         f"On a quiet machine the worker is on CPU ~100% and waits ~0%."
     )
-    for s in sizes:
-        for n in CORE:
-            got = median([r["rps"] / r["rate"] for r in lat[s][n]])
-            if got < 0.97:
-                L.append(
-                    f"**{n} could not sustain the open-loop rate at {size_label(s)}** (got {got:.0%} of it): its "
-                    "latency there is queueing in an overloaded proxy, not the cost of one request."
-                )
-    for name, what in [
-        ("L2", "Time inside the Aegis filter's callbacks as it measures it itself (`aegis_request_latency_us`"),
-        ("P3", "The same for probe P3, whose callbacks make the same host calls and no decision (`probe_latency_us`"),
-    ]:
-        if filter_latency[name]:
-            quantiles = ", ".join(f"{q} {v:g} us" for q, v in filter_latency[name].items())
-            L.append(f"{what}, every {name} request of the run, all sizes): {quantiles}.")
-    pii = []
-    for s in sizes:
-        a = [r.get("aegis", {}) for r in cap[s]["L2"]]
-        san = sum(x.get("sanitize", 0) for x in a)
-        tot = sum(x.get("sanitize", 0) + x.get("allow", 0) for x in a)
-        if tot:
-            pii.append(f"{size_label(s)} {san / tot:.1%}")
-    L.append(f"Share of L2 requests sanitized (PII) in phase 1: {', '.join(pii)}.")
     L.append("Checked before measuring: " + "; ".join(checks) + ".")
-    cond = sum(1 for n in rbac_notes if "conditions not expressible" in n)
-    dlp = sum(1 for n in rbac_notes if "DLP" in n)
-    L.append(
-        f"L3's RBAC rules come from `aegis explain`; they cannot express the conditions of {cond} rules "
-        f"and the DLP of {dlp} agents (rbac-notes.txt)."
-    )
     return "\n".join(L) + "\n"
+
+
+def per_listener(L: list[str], wls: list[Workload], names: list[str], cap, lat, med) -> None:
+    head = ["listener"]
+    for w in wls:
+        head += [f"{w.label} req/s", f"{w.label} CPU-us/req", f"{w.label} p50 us", f"{w.label} p99 us", f"{w.label} p99.9 us"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("| --- | " + " | ".join("---:" for _ in head[1:]) + " |")
+    for name in names:
+        row = [f"{name} {LISTENER_DESC[name]}"]
+        for w in wls:
+            row += [
+                fmt(med(cap, w.key, name, "rps"), 0),
+                fmt(med(cap, w.key, name, "cpu_us_per_req"), 1),
+                fmt(med(lat, w.key, name, "p50_us"), 1),
+                fmt(med(lat, w.key, name, "p99_us"), 1),
+                fmt(med(lat, w.key, name, "p99.9_us"), 1),
+            ]
+        L.append("| " + " | ".join(row) + " |")
+    L.append("")
 
 
 if __name__ == "__main__":

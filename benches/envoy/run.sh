@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# The Envoy load benchmark (benches/envoy/README.md): Envoy with four
-# listeners (router only / no-op wasm / Aegis / native RBAC), closed-loop
-# capacity and CPU per request, then open-loop latency at 50% of bare
-# Envoy's capacity, interleaved in rounds. Prints a markdown table and
-# writes it to target/envoy-bench/results.md.
+# The Envoy load benchmark (benches/envoy/README.md): one Envoy, listeners
+# that differ only in their HTTP filter chain, closed-loop capacity and CPU
+# per request, then open-loop latency at 50% of bare Envoy's capacity,
+# interleaved in rounds. Two sets of workloads: MCP tool calls with the
+# agent's JWT (L0 bare / MH Aegis, header identity / MJ Aegis, JWT
+# identity) and ledger JSON tool calls with DLP (L0 bare / L1 no-op wasm /
+# L2 Aegis / L3 native RBAC). Prints a markdown table and writes it to
+# target/envoy-bench/results.md.
 #
-#     benches/envoy/run.sh [--quick] [--duration S] [--rounds N] [--connections C]
+#     benches/envoy/run.sh [--quick] [--workloads all|mcp|ledger] [--jwt-authn]
+#                          [--duration S] [--rounds N] [--connections C]
 #                          [--warmup S] [--sizes 1024,16384] [--load 0.5]
 #                          [--filter-state KEY,KEY] [--probes]
 #
-# --filter-state: the Aegis listener's `filter_state` configuration (the
-# filter-state keys it writes; "" for none). Default: all nine.
+# --workloads: mcp, ledger, or all (the default; also "mcp,ledger").
+# --jwt-authn: also listener JA for the MCP workloads: Envoy's own
+# jwt_authn filter verifying the same token (cache on), no Aegis.
+# --filter-state: the Aegis listeners' `filter_state` configuration (the
+# filter-state keys they write; "" for none). Default: all nine.
 # --probes: also run the no-op filter as P0 (no-op, with the callbacks
 # Aegis exports), P1 hold, P2 read and P3 calls (closed loop only) and
-# report where L2's CPU over L1 goes.
+# report where L2's CPU over L1 goes (ledger workloads).
 #
-# Environment (flags win): DURATION, ROUNDS, CONNECTIONS, WARMUP, SIZES.
-# Defaults: 10 s per run, 5 rounds, 32 connections, 3 s warm-up.
+# Environment (flags win): DURATION, ROUNDS, CONNECTIONS, WARMUP, SIZES,
+# WORKLOADS. Defaults: 10 s per run, 5 rounds, 32 connections, 3 s warm-up.
 # --quick: 1 s per run, 1 round, 0.5 s warm-up (checks that it all works).
 #
 # Needs 2 CPUs (Envoy on CPU 0; generator and upstream on CPU 1). Installs
-# what is missing: Envoy (scripts/install-envoy.sh, into .venv/), oha
-# (cargo install, into benches/envoy/.tools/) and nginx (apt-get install
-# nginx-light, needs root). Uses only 127.0.0.1, on free ports.
+# what is missing: Envoy (scripts/install-envoy.sh, into .venv/ or
+# $AEGIS_VENV), oha (cargo install, into benches/envoy/.tools/) and nginx
+# (apt-get install nginx-light, needs root). Uses only 127.0.0.1, on free
+# ports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -37,6 +45,8 @@ sizes="${SIZES:-1024,16384}"
 load=0.5
 filter_state="-"
 probes=""
+jwt_authn=""
+workloads="${WORKLOADS:-all}"
 quick=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -49,11 +59,34 @@ while [ "$#" -gt 0 ]; do
     --load) load="$2"; shift ;;
     --filter-state) filter_state="$2"; shift ;;
     --probes) probes="--probes" ;;
+    --jwt-authn) jwt_authn="--jwt-authn" ;;
+    --workloads) workloads="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
   esac
   shift
 done
+
+ledger=""
+mcp=""
+IFS=, read -ra parts <<<"$workloads"
+for part in "${parts[@]}"; do
+  case "$part" in
+    all) ledger=1; mcp=1 ;;
+    ledger) ledger=1 ;;
+    mcp) mcp=1 ;;
+    *) log "--workloads: unknown set \`$part\` (all, mcp, ledger)"; exit 2 ;;
+  esac
+done
+if [ -z "$ledger$mcp" ]; then
+  log "--workloads: give all, mcp or ledger"; exit 2
+fi
+if [ -n "$probes" ] && [ -z "$ledger" ]; then
+  log "--probes splits the ledger workloads' Aegis listener: use it with --workloads ledger or all"; exit 2
+fi
+if [ -n "$jwt_authn" ] && [ -z "$mcp" ]; then
+  log "--jwt-authn adds a listener to the MCP workloads: use it with --workloads mcp or all"; exit 2
+fi
 
 if [ "$(nproc)" -lt 2 ]; then
   log "error: needs 2 CPUs (Envoy pinned to CPU 0, load generator and upstream to CPU 1); nproc is $(nproc)"
@@ -87,31 +120,78 @@ if ! nginx="$(command -v nginx)"; then
   fi
 fi
 
-# --- the filters and the blob -----------------------------------------------
+# --- the filters and the blobs ----------------------------------------------
 work="$PWD/target/envoy-bench"
 rm -rf "$work"
 mkdir -p "$work"
 
-log "==> building aegis (release; it carries the generic filter) and the no-op filter"
+log "==> building aegis (release; it carries the generic filter)${ledger:+ and the no-op filter}"
 cargo build --quiet --release --locked -p aegis-compiler --bin aegis
-cargo build --quiet --release --locked -p aegis-bench-noop-filter --target wasm32-wasip1
+if [ -n "$ledger" ]; then
+  cargo build --quiet --release --locked -p aegis-bench-noop-filter --target wasm32-wasip1
+fi
 aegis="$PWD/target/release/aegis"
 noop="$PWD/target/wasm32-wasip1/release/aegis_bench_noop_filter.wasm"
 
-policy=benches/envoy/policy
-log "==> aegis test $policy"
-"$aegis" test "$policy" >&2
-
-log "==> aegis keygen + aegis build $policy -> $work/aegis.wasm"
+log "==> aegis keygen: the key that signs the blobs -> $work/bench.pub"
 "$aegis" keygen --out "$work/bench" >/dev/null
-"$aegis" build "$policy" --key "$work/bench.key" -o "$work/aegis.wasm" >&2
-"$aegis" verify "$work/aegis.wasm" --pubkey "$work/bench.pub" >/dev/null
+args=()
+
+if [ -n "$ledger" ]; then
+  policy=benches/envoy/policy
+  log "==> aegis test $policy"
+  "$aegis" test "$policy" >&2
+  log "==> aegis build $policy -> $work/aegis.wasm"
+  "$aegis" build "$policy" --key "$work/bench.key" -o "$work/aegis.wasm" >&2
+  "$aegis" verify "$work/aegis.wasm" --pubkey "$work/bench.pub" >/dev/null
+  args+=(--policy "$policy" --aegis-wasm "$work/aegis.wasm" --noop-wasm "$noop")
+fi
+
+if [ -n "$mcp" ]; then
+  # The MCP policy twice: as committed (header identity, listener MH), and
+  # with a per-agent JWT identity (listener MJ): an issuer key made for
+  # this run, the policy and its cases linked beside the identity.
+  mcp_policy=benches/envoy/policy-mcp
+  jwt_policy="$work/policy-mcp-jwt"
+  issuer=https://tokens.acme.internal
+  audience=aegis-gateway
+  kid=bench-issuer
+  mkdir -p "$jwt_policy"
+  ln -s "$PWD/$mcp_policy/mcp.yaml" "$PWD/$mcp_policy/mcp.cases.yaml" "$jwt_policy/"
+  "$aegis" keygen --out "$work/issuer" >/dev/null
+  cp "$work/issuer.pub" "$jwt_policy/issuer.pub"
+  {
+    echo "# Written by benches/envoy/run.sh: agents authenticate with an EdDSA JWT"
+    echo "# from the bench's issuer (a key made for this run), in \`authorization\`."
+    echo "kind: Identity"
+    echo "issuer: $issuer"
+    echo "audience: $audience"
+    echo "keys:"
+    echo "  - {kid: $kid, public_key_file: issuer.pub}"
+  } >"$jwt_policy/identity.yaml"
+  for p in "$mcp_policy" "$jwt_policy"; do
+    log "==> aegis test $p"
+    "$aegis" test "$p" >&2
+  done
+  log "==> aegis build $mcp_policy -> $work/mcp-header.wasm, $jwt_policy -> $work/mcp-jwt.wasm"
+  "$aegis" build "$mcp_policy" --key "$work/bench.key" -o "$work/mcp-header.wasm" >&2
+  "$aegis" build "$jwt_policy" --key "$work/bench.key" -o "$work/mcp-jwt.wasm" >&2
+  for w in mcp-header mcp-jwt; do
+    "$aegis" verify "$work/$w.wasm" --pubkey "$work/bench.pub" >/dev/null
+  done
+  # The agent's token, valid far longer than any run (loadbench.py checks
+  # its expiry against the run's length before it measures).
+  "$aegis" token issue --key "$work/issuer.key" --kid "$kid" --issuer "$issuer" \
+    --audience "$audience" --agent mcp-agent --ttl 12h >"$work/mcp-agent.jwt"
+  args+=(--mcp-policy "$mcp_policy" --mcp-jwt-policy "$jwt_policy"
+    --mcp-header-wasm "$work/mcp-header.wasm" --mcp-jwt-wasm "$work/mcp-jwt.wasm"
+    --mcp-token "$work/mcp-agent.jwt" --mcp-issuer-pub "$work/issuer.pub")
+fi
 
 settings="Command: \`benches/envoy/run.sh${orig_args:+ $orig_args}\`."
 exec python3 benches/envoy/loadbench.py \
   --envoy "$envoy" --oha "$oha" --nginx "$nginx" --aegis "$aegis" \
-  --aegis-wasm "$work/aegis.wasm" --trusted-key "$work/bench.pub" --noop-wasm "$noop" \
-  --policy "$policy" --workdir "$work" \
+  --trusted-key "$work/bench.pub" --workdir "$work" --workloads "$workloads" "${args[@]}" \
   --duration "$duration" --rounds "$rounds" --connections "$connections" \
   --warmup "$warmup" --sizes "$sizes" --load "$load" --filter-state "$filter_state" \
-  --settings "$settings" ${probes:+"$probes"}
+  --settings "$settings" ${probes:+"$probes"} ${jwt_authn:+"$jwt_authn"}
