@@ -663,23 +663,14 @@ pub fn ledger_entry(len: usize, pii: bool) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// The production-shape workload: one MCP server (`weather`, at
+/// The production-shape workload of the Envoy load benchmark
+/// (`benches/envoy/policy-mcp/`): one MCP server (`weather`, at
 /// `mcp.acme.internal/mcp`) with `get_weather` and `delete_repo`, and
 /// `mcp-agent`, which may call `get_weather` only. No DLP.
-pub const MCP_CATALOG: &str = "kind: ToolCatalog
-tools:
-  - name: weather
-    mcp: {hosts: [mcp.acme.internal], path: /mcp}
-    actions: [get_weather, delete_repo]
-";
-pub const MCP_AGENT: &str = "agent: mcp-agent
-egress: {allow_hosts: [mcp.acme.internal]}
-allowed_tools:
-  - {name: weather, actions: [get_weather]}
-";
+pub const MCP_POLICY: &str = include_str!("../envoy/policy-mcp/mcp.yaml");
 pub const MCP_ISSUER: &str = "https://tokens.acme.internal";
 pub const MCP_AUDIENCE: &str = "aegis-gateway";
-pub const MCP_KID: &str = "bench-2026";
+pub const MCP_KID: &str = "bench-issuer";
 
 /// How `mcp-agent` names itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -704,8 +695,7 @@ pub fn mcp_sources(identity: McpIdentity) -> Vec<(String, String)> {
         }
     };
     [
-        ("catalog.yaml", MCP_CATALOG.to_string()),
-        ("agents.yaml", MCP_AGENT.to_string()),
+        ("mcp.yaml", MCP_POLICY.to_string()),
         ("identity.yaml", identity),
     ]
     .into_iter()
