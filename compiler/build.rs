@@ -148,14 +148,13 @@ fn run() -> Result<(), String> {
 /// Envoy calls an exported callback on every stream whether or not the
 /// filter does anything in it (each call into the VM costs about a
 /// microsecond there); one that is not exported is skipped. The filter
-/// judges requests and touches only the response headers (to say what
-/// became of a sanitized or shadowed call): the other response callbacks,
-/// the access-log callback and `proxy_on_done` (whose answer without the
-/// export is the SDK's default, "done") are dropped from the generic
-/// filter.
+/// judges requests, touches the response headers (to say what became of a
+/// sanitized or shadowed call) and the body of an MCP `tools/list` answer
+/// (to filter it): the response trailers callback, the access-log callback
+/// and `proxy_on_done` (whose answer without the export is the SDK's
+/// default, "done") are dropped from the generic filter.
 /// `proxy_on_delete` stays: it frees the stream's context in the SDK.
 const UNUSED_CALLBACKS: &[&str] = &[
-    "proxy_on_response_body",
     "proxy_on_response_trailers",
     "proxy_on_log",
     "proxy_on_done",

@@ -657,10 +657,12 @@ def with_exports_of(wasm: bytes, model: bytes) -> bytes:
     return bytes(out)
 
 
-def aegis_configuration(trusted_key: str, filter_state: list[str] | None) -> dict:
+def aegis_configuration(trusted_key: str, filter_state: list[str] | None, token_cache: int | None) -> dict:
     conf = {"trusted_keys": [trusted_key], "allow_on_headers_stop_iteration": True}
     if filter_state is not None:
         conf["filter_state"] = filter_state
+    if token_cache is not None:
+        conf["token_cache"] = {"entries": token_cache}
     return conf
 
 
@@ -697,6 +699,7 @@ def envoy_config(
     rbac: dict | None,
     filter_state: list[str] | None,
     jwt_authn: dict | None,
+    token_cache: int | None = None,
 ) -> dict:
     """`wasms`: the module of each wasm listener (`noop` for L1, `probe` for
     P0-P3, and L2, MH, MJ); only the listeners in LISTENERS are set up."""
@@ -732,7 +735,7 @@ def envoy_config(
 
     # The three Aegis listeners have the same plugin settings; only the
     # blob (policy and identity) differs.
-    aegis_conf = json.dumps(aegis_configuration(trusted_key, filter_state))
+    aegis_conf = json.dumps(aegis_configuration(trusted_key, filter_state, token_cache))
     plugin = {"L2": "aegis", "MH": "aegis-mh", "MJ": "aegis-mj"}
 
     def chain(name: str) -> list[dict]:
@@ -1445,6 +1448,12 @@ def main() -> None:
         help="the Aegis listeners' `filter_state` keys, comma-separated ('' for none, '-' for the default: all)",
     )
     ap.add_argument(
+        "--token-cache-entries",
+        type=int,
+        default=None,
+        help="the Aegis listeners' `token_cache.entries` (0: verify every token; default: the filter's)",
+    )
+    ap.add_argument(
         "--probes",
         action="store_true",
         help="ledger: also run the no-op filter as P0-P3 (phase 1 only) to split what L2 adds over L1",
@@ -1576,7 +1585,9 @@ def main() -> None:
         wasms |= {"noop": args.noop_wasm.resolve(), "probe": probe_wasm, "L2": args.aegis_wasm.resolve()}
     if "mcp" in parts:
         wasms |= {"MH": args.mcp_header_wasm.resolve(), "MJ": args.mcp_jwt_wasm.resolve()}
-    config = envoy_config(admin, ports, upstream, wasms, args.trusted_key.read_text(), rbac, filter_state, jwt_authn)
+    config = envoy_config(
+        admin, ports, upstream, wasms, args.trusted_key.read_text(), rbac, filter_state, jwt_authn, args.token_cache_entries
+    )
     config_path = work / "envoy.json"
     config_path.write_text(json.dumps(config, indent=2))
     envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True, text=True).stdout.strip()

@@ -12,12 +12,16 @@
 #                          [--duration S] [--rounds N] [--connections C]
 #                          [--warmup S] [--sizes 1024,16384] [--load 0.5]
 #                          [--filter-state KEY,KEY] [--probes]
+#                          [--token-cache-entries N]
 #
 # --workloads: mcp, ledger, or all (the default; also "mcp,ledger").
 # --jwt-authn: also listener JA for the MCP workloads: Envoy's own
 # jwt_authn filter verifying the same token (cache on), no Aegis.
 # --filter-state: the Aegis listeners' `filter_state` configuration (the
 # filter-state keys they write; "" for none). Default: all nine.
+# --token-cache-entries: the Aegis listeners' verified-token cache size
+# (0: every token verified, what a cache miss costs). Default: the
+# filter's (4096).
 # --probes: also run the no-op filter as P0 (no-op, with the callbacks
 # Aegis exports), P1 hold, P2 read and P3 calls (closed loop only) and
 # report where L2's CPU over L1 goes (ledger workloads).
@@ -46,6 +50,7 @@ load=0.5
 filter_state="-"
 probes=""
 jwt_authn=""
+token_cache=""
 workloads="${WORKLOADS:-all}"
 quick=""
 while [ "$#" -gt 0 ]; do
@@ -60,6 +65,7 @@ while [ "$#" -gt 0 ]; do
     --filter-state) filter_state="$2"; shift ;;
     --probes) probes="--probes" ;;
     --jwt-authn) jwt_authn="--jwt-authn" ;;
+    --token-cache-entries) token_cache="$2"; shift ;;
     --workloads) workloads="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
@@ -194,4 +200,5 @@ exec python3 benches/envoy/loadbench.py \
   --trusted-key "$work/bench.pub" --workdir "$work" --workloads "$workloads" "${args[@]}" \
   --duration "$duration" --rounds "$rounds" --connections "$connections" \
   --warmup "$warmup" --sizes "$sizes" --load "$load" --filter-state "$filter_state" \
-  --settings "$settings" ${probes:+"$probes"} ${jwt_authn:+"$jwt_authn"}
+  --settings "$settings" ${probes:+"$probes"} ${jwt_authn:+"$jwt_authn"} \
+  ${token_cache:+--token-cache-entries "$token_cache"}

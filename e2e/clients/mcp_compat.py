@@ -82,7 +82,23 @@ class Session:
         self.events = events
 
     async def list_tools(self) -> list[str]:
-        return [t.name for t in (await self._s.list_tools()).tools]
+        """Every tool's name, page after page."""
+        names, cursor = [], None
+        while True:
+            tools, cursor = await self.list_tools_page(cursor)
+            names += [t.name for t in tools]
+            if cursor is None:
+                return names
+
+    async def list_tools_page(self, cursor: str | None = None) -> tuple[list[Any], str | None]:
+        """One `tools/list` page: the SDK's tool objects and the next cursor."""
+        if MAJOR >= 2:
+            result = await self._s.list_tools(cursor=cursor, cache_mode="bypass")
+            return list(result.tools), result.next_cursor
+        from mcp.types import PaginatedRequestParams
+
+        result = await self._s.list_tools(params=PaginatedRequestParams(cursor=cursor))
+        return list(result.tools), result.nextCursor
 
     async def list_resources(self) -> list[str]:
         return [str(r.uri) for r in (await self._s.list_resources()).resources]

@@ -80,7 +80,9 @@ def test_session_initializes_and_lists(gateway, mode, era):
 
     version, tools, resources, prompts = run(body)
 
-    assert {"get_weather", "book_meeting", "delete_repo"} <= set(tools)
+    # delete_repo is never callable by mcp-agent: the gateway drops it from
+    # the list (the server lists it).
+    assert sorted(tools) == ["book_meeting", "deploy_service", "get_weather"]
     assert resources == ["tools://readme"]
     assert prompts == ["summarize"]
     if era == "auto":
@@ -94,6 +96,55 @@ def test_session_initializes_and_lists(gateway, mode, era):
     assert_real_key_only("mcp", seen, gateway.token(AGENT))
     methods = [m.get("method") for _, m in messages(seen)]
     assert methods[0] == ("server/discover" if era == "auto" else "initialize"), methods
+
+
+@pytest.mark.parametrize("mode", GATEWAY_MODES)
+def test_tools_list_pages_show_only_what_the_agent_may_call(gateway, mode, era):
+    url, proxy = url_and_proxy(gateway, mode)
+    mark = gateway.mark("mcp")
+
+    async def body():
+        async with mcp_compat.connect(url, gateway.token(AGENT), proxy=proxy, mode=era) as s:
+            first, cursor = await s.list_tools_page()
+            second, last = await s.list_tools_page(cursor)
+            return first, cursor, second, last
+
+    first, cursor, second, last = run(body)
+
+    # The server pages two tools at a time: [book_meeting, get_weather],
+    # then [delete_repo, deploy_service]. The cursor passes through.
+    assert sorted(t.name for t in first) == ["book_meeting", "get_weather"]
+    assert cursor == "2"
+    assert [t.name for t in second] == ["deploy_service"]
+    assert last is None
+    deploy = second[0]
+    assert deploy.description.startswith("Deploys a service to production."), deploy.description
+    assert "need human approval under the aegis policy" in deploy.description, deploy.description
+    assert (deploy.meta or {}).get("aegis/approval") == "required", deploy
+    # Callable tools are listed as the server sent them.
+    weather = next(t for t in first if t.name == "get_weather")
+    assert weather.description == "Current weather for a city."
+    assert "aegis/approval" not in (weather.meta or {})
+    lists = [m for _, m in messages(gateway.seen_since("mcp", mark)) if m.get("method") == "tools/list"]
+    assert [(m.get("params") or {}).get("cursor") for m in lists] == [None, "2"]
+
+
+@pytest.mark.parametrize("mode", GATEWAY_MODES)
+def test_a_tool_that_needs_approval_is_listed_and_its_call_asks_for_it(gateway, mode, era):
+    url, proxy = url_and_proxy(gateway, mode)
+    mark = gateway.mark("mcp")
+
+    async def body():
+        async with mcp_compat.connect(url, gateway.token(AGENT), proxy=proxy, mode=era) as s:
+            return await s.list_tools(), await s.call_tool("deploy_service", {"service": "billing"})
+
+    tools, result = run(body)
+
+    assert "deploy_service" in tools
+    assert result.is_error, result.raw
+    assert "needs human approval" in result.text, result.text
+    calls = [m for _, m in messages(gateway.seen_since("mcp", mark)) if m.get("method") == "tools/call"]
+    assert calls == [], "deploy_service reached the MCP server without approval"
 
 
 @pytest.mark.parametrize("mode", GATEWAY_MODES)

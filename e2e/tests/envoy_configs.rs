@@ -187,7 +187,7 @@ fn shipped_configs_say_what_the_design_says() {
                 )
             })
             .collect();
-        for label in ["agent", "tool", "rule", "decision", "mode"] {
+        for label in ["agent", "tool", "rule", "decision", "mode", "outcome"] {
             let want = format!("({label}=\\.=(.*?);\\.;)");
             assert!(
                 tags.contains(&(label.to_string(), want.clone())),

@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"AEGISBND";
 pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 /// Header flag: the payload is deflate-compressed.
 pub const FLAG_DEFLATE: u16 = 1;
 /// Largest `Model` encoding a bundle may inflate to.
@@ -114,6 +114,8 @@ pub struct ToolM {
     pub actions: Vec<ActionM>,
     /// Reads `content-encoding: gzip` bodies.
     pub gzip: bool,
+    /// MCP: `tools/list` answers are filtered per agent.
+    pub filter_tools_list: bool,
     /// Parameter paths (segments) any rule of this tool looks at; the
     /// index is the slot.
     pub params: Vec<Vec<String>>,

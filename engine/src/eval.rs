@@ -706,7 +706,14 @@ impl Bundle {
     }
 
     /// The rules of `agent` for (tool, action), in policy order.
-    fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
+    /// The agent an earlier decision on this bundle found.
+    pub(crate) fn agent(&self, r: AgentRef) -> Option<&AgentM> {
+        usize::try_from(r.0)
+            .ok()
+            .and_then(|i| self.model.agents.get(i))
+    }
+
+    pub(crate) fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
         let i = agent
             .table
             .binary_search_by(|e| (usize::from(e.tool), usize::from(e.action)).cmp(&(tool, action)))
@@ -815,10 +822,7 @@ impl Bundle {
         let token = token.as_bytes();
         match tokens.lookup(&self.hash, token, idc, now) {
             Some(CacheHit::Valid(i)) => {
-                let agent = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| self.model.agents.get(i))
-                    .ok_or(Reason::UnknownAgent)?;
+                let agent = self.agent(AgentRef(i)).ok_or(Reason::UnknownAgent)?;
                 return Ok((AgentRef(i), agent));
             }
             Some(CacheHit::Invalid(e)) => return Err(Reason::InvalidToken(e)),
@@ -867,11 +871,7 @@ impl Bundle {
                 self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
             }
             Caller::FromRequest => self.authenticate(req, query, now, &mut scratch.tokens),
-            Caller::Known(r) => usize::try_from(r.0)
-                .ok()
-                .and_then(|i| self.model.agents.get(i))
-                .map(|a| (r, a))
-                .ok_or(Reason::UnknownAgent),
+            Caller::Known(r) => self.agent(r).map(|a| (r, a)).ok_or(Reason::UnknownAgent),
         };
         let (caller, agent) = match agent {
             Ok(a) => a,

@@ -38,6 +38,9 @@ pub struct Tool {
     pub actions: Vec<Action>,
     /// Accepts `content-encoding: gzip` bodies (`encodings: [gzip]`).
     pub gzip: bool,
+    /// MCP: the server's `tools/list` answers show each agent only the
+    /// tools it may call (`mcp: {filter_tools_list: false}` turns it off).
+    pub filter_tools_list: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,7 @@ pub mod http;
 mod index;
 pub mod json;
 pub mod jwt;
+pub mod listing;
 pub mod params;
 pub mod reply;
 pub mod types;

@@ -113,6 +113,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: None,
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![
                     action("create", "POST", "/v1/pay"),
                     action("customer", "GET", "/v1/customers/{id}"),
@@ -124,6 +125,7 @@ fn policy() -> Policy {
                 body: BodyKind::Form,
                 mcp_path: None,
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![action("submit", "POST", "/submit")],
             },
             Tool {
@@ -132,6 +134,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: Some("/mcp".into()),
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![mcp_action("read_file"), mcp_action("write_file")],
             },
         ],

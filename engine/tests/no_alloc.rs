@@ -148,6 +148,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: None,
                 gzip: true,
+                filter_tools_list: true,
                 actions: vec![
                     http("create_payment", "POST", "/v1/payment_intents"),
                     http("get_customer", "GET", "/v1/customers/{id}"),
@@ -160,6 +161,7 @@ fn policy() -> Policy {
                 body: BodyKind::Form,
                 mcp_path: None,
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![http("submit", "POST", "/v1/submit")],
             },
             Tool {
@@ -168,6 +170,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: Some("/mcp".into()),
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![mcp("read_file"), mcp("write_file")],
             },
         ],

@@ -427,6 +427,7 @@ fn build_policy(tools: &[ToolSeed], agents: &[AgentSeed]) -> Policy {
             },
             mcp_path: (t.kind == 2).then(|| MCP_PATH.into()),
             gzip: false,
+            filter_tools_list: true,
             actions: if t.kind == 2 {
                 let mut names = pick(MCP_TOOLS, &t.routes[..MCP_TOOLS.len()]);
                 if names.is_empty() {
@@ -1609,6 +1610,7 @@ fn one_rule(body: BodyKind, conds: Vec<Predicate>, approval: Approval) -> Policy
             body,
             mcp_path: None,
             gzip: false,
+            filter_tools_list: true,
             actions: vec![
                 Action {
                     name: "create".into(),

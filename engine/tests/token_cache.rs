@@ -50,6 +50,7 @@ fn policy(audience: &str, keys: &[(&str, u8)], max_age_secs: Option<u64>) -> Bun
             body: BodyKind::Json,
             mcp_path: Some("/mcp".into()),
             gzip: false,
+            filter_tools_list: true,
             actions: ["get_weather", "delete_repo"]
                 .iter()
                 .map(|n| Action {

@@ -37,6 +37,29 @@ fn status<T>(r: Result<T, proxy_wasm::types::Status>) -> Result<T, String> {
     r.map_err(|s| format!("host status {s:?}"))
 }
 
+/// A header map in one call. The byte form: a header value need not be
+/// UTF-8, and the string form of this call unwraps the conversion.
+fn header_map(map: MapType) -> Vec<(String, String)> {
+    match hostcalls::get_map_bytes(map) {
+        Ok(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8(v)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (k, v)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn buffer(kind: BufferType, len: usize) -> Vec<u8> {
+    match hostcalls::get_buffer(kind, 0, len) {
+        Ok(Some(body)) => body,
+        Ok(None) | Err(_) => Vec::new(),
+    }
+}
+
 impl Host for ProxyHost {
     fn now_nanos(&self) -> u64 {
         hostcalls::get_current_time()
@@ -56,31 +79,33 @@ impl Host for ProxyHost {
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
-        // The byte form: a header value need not be UTF-8, and the string
-        // form of this call unwraps the conversion.
-        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = String::from_utf8(v)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                    (k, v)
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        header_map(MapType::HttpRequestHeaders)
     }
 
     fn request_body(&self, len: usize) -> Vec<u8> {
-        match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len) {
-            Ok(Some(body)) => body,
-            Ok(None) | Err(_) => Vec::new(),
-        }
+        buffer(BufferType::HttpRequestBody, len)
     }
 
     fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
         status(hostcalls::set_buffer(
             BufferType::HttpRequestBody,
+            0,
+            len,
+            body,
+        ))
+    }
+
+    fn response_headers(&self) -> Vec<(String, String)> {
+        header_map(MapType::HttpResponseHeaders)
+    }
+
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        buffer(BufferType::HttpResponseBody, len)
+    }
+
+    fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        status(hostcalls::set_buffer(
+            BufferType::HttpResponseBody,
             0,
             len,
             body,
@@ -95,11 +120,11 @@ impl Host for ProxyHost {
         ))
     }
 
-    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
         status(hostcalls::set_map_value(
             MapType::HttpResponseHeaders,
             name,
-            Some(value),
+            value,
         ))
     }
 
@@ -287,5 +312,9 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers())
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_response_body(body_size, end_of_stream))
     }
 }

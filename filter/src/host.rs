@@ -37,8 +37,16 @@ pub trait Host {
     fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), String>;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String>;
-    /// Sets a header of the upstream's response (in its headers callback).
-    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String>;
+    /// Sets (`Some`) or removes (`None`) a header of the upstream's
+    /// response (in its headers callback).
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), String>;
+    /// All response headers, `:status` included, in one call.
+    fn response_headers(&self) -> Vec<(String, String)>;
+    /// The buffered response body, at most `len` bytes; empty if none.
+    fn response_body(&self, len: usize) -> Vec<u8>;
+    /// Replaces the first `len` bytes of the buffered response body (all
+    /// of it) with `body`.
+    fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), String>;
     /// The tool host the request's route stands for (base-URL mode): the
     /// route's `metadata.filter_metadata.aegis.host` in Envoy; `None` when
     /// the route names none.

@@ -12,6 +12,7 @@
 //! - `shared`, `config`: what `on_configure` builds
 //! - `embedded`, `locator`: the bundle `aegis build` embeds
 //! - `metrics`, `reply`: metric names and local replies
+//! - `listing`: the agent's view of an MCP server's `tools/list` answer
 //!
 //! See `README.md` for the configuration, filter state and metrics.
 
@@ -19,6 +20,7 @@ mod adapter;
 mod config;
 mod embedded;
 mod host;
+mod listing;
 mod locator;
 mod metrics;
 mod reply;

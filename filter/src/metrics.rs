@@ -33,10 +33,14 @@ pub const POLICY_VIOLATION_TOTAL: &str = "aegis_policy_violation_total";
 pub const LATENCY_MS: &str = "aegis_request_latency_ms";
 /// Histogram: the same time in microseconds, for a useful resolution.
 pub const LATENCY_US: &str = "aegis_request_latency_us";
+/// MCP `tools/list` answers, by `tool` and `outcome`: `filtered`,
+/// `unchanged` (every tool callable) or `unfiltered` (passed as sent: not
+/// readable, compressed or too large).
+pub const TOOLS_LIST_TOTAL: &str = "aegis_tools_list_total";
 
 /// Every label name used, for the `stats_tags` configuration.
 #[cfg(test)]
-pub const TAGS: [&str; 5] = ["agent", "tool", "rule", "decision", "mode"];
+pub const TAGS: [&str; 6] = ["agent", "tool", "rule", "decision", "mode", "outcome"];
 
 /// Stands for a missing value (no agent before authentication, no rule
 /// when no rule matched).

@@ -32,10 +32,12 @@
 //! before the body is judged.
 
 use crate::host::{Host, Level};
+use crate::listing::{self, Framing};
 use crate::metrics::{self, NONE};
 use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
 use aegis_engine::eval::{AgentRef, Caller, Decision, Request, Verdict};
+use aegis_engine::listing::ToolsList;
 use aegis_engine::types::Mode;
 use std::rc::Rc;
 
@@ -119,6 +121,19 @@ enum State {
     Forward,
     /// Answered locally; nothing more goes upstream.
     Blocked,
+}
+
+/// An allowed MCP `tools/list` whose answer is filtered for the agent.
+#[derive(Debug, Clone, Copy)]
+enum ListAnswer {
+    /// Waiting for the response headers.
+    Expected { list: ToolsList, tool_index: usize },
+    /// Buffering the response body.
+    Buffering {
+        list: ToolsList,
+        tool_index: usize,
+        framing: Framing,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +229,8 @@ pub struct Stream<H: Host> {
     /// Headers for the upstream's response, when the call went through
     /// changed or only judged.
     stamp: Option<Stamp>,
+    /// The answer to filter, for an allowed `tools/list`.
+    list: Option<ListAnswer>,
 }
 
 impl<H: Host> Stream<H> {
@@ -226,12 +243,17 @@ impl<H: Host> Stream<H> {
             state: State::Start,
             busy_nanos: 0,
             stamp: None,
+            list: None,
         }
     }
 
     /// The upstream's response headers: says what became of a sanitized
-    /// or shadowed call.
+    /// or shadowed call, and gets a `tools/list` answer ready for
+    /// filtering.
     pub fn on_response_headers(&mut self) -> Flow {
+        if let Some(ListAnswer::Expected { list, tool_index }) = self.list.take() {
+            self.expect_list(list, tool_index);
+        }
         let Some(stamp) = self.stamp.take() else {
             return Flow::Continue;
         };
@@ -241,7 +263,7 @@ impl<H: Host> Stream<H> {
         ];
         for (name, value) in headers {
             let Some(value) = value else { continue };
-            if let Err(e) = self.host.set_response_header(name, value) {
+            if let Err(e) = self.host.set_response_header(name, Some(value)) {
                 self.host.log(
                     Level::Warn,
                     &format!("aegis: cannot add `{name}` to the response: {e}"),
@@ -249,6 +271,118 @@ impl<H: Host> Stream<H> {
             }
         }
         Flow::Continue
+    }
+
+    /// A `tools/list` answer is filtered when it is a 200 in JSON or an
+    /// event stream, not compressed; its length will change, so
+    /// `content-length` goes now (Envoy frames the body itself).
+    fn expect_list(&mut self, list: ToolsList, tool_index: usize) {
+        let headers = self.host.response_headers();
+        let status = find(&headers, ":status").unwrap_or_default();
+        let framing = find(&headers, "content-type").and_then(Framing::of);
+        let encoded = find(&headers, "content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let framing = match framing {
+            Some(f) if status == "200" && !encoded => f,
+            // Not a list (an error status, a 202): nothing to filter.
+            _ if status != "200" => return,
+            _ => {
+                let why = if encoded {
+                    "the answer is compressed"
+                } else {
+                    "the answer is neither JSON nor an event stream"
+                };
+                return self.list_unfiltered(tool_index, why);
+            }
+        };
+        if let Err(e) = self.host.set_response_header("content-length", None) {
+            return self.list_unfiltered(tool_index, &format!("cannot drop `content-length`: {e}"));
+        }
+        self.list = Some(ListAnswer::Buffering {
+            list,
+            tool_index,
+            framing,
+        });
+    }
+
+    /// The upstream's response body: buffered and filtered only for a
+    /// `tools/list` answer, up to `max_body_bytes`.
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        let Some(ListAnswer::Buffering {
+            list,
+            tool_index,
+            framing,
+        }) = self.list
+        else {
+            return Flow::Continue;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return Flow::Continue;
+        };
+        if body_size > shared.max_body_bytes {
+            self.list = None;
+            self.list_unfiltered(tool_index, "the answer is larger than `max_body_bytes`");
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        self.list = None;
+        let body = self.host.response_body(body_size);
+        let bundle = &shared.bundle;
+        match listing::filter(framing, &body, |name| bundle.listing(list, name)) {
+            Ok(f) => {
+                if let Some(new) = &f.body {
+                    if let Err(e) = self.host.replace_response_body(body_size, new) {
+                        self.list_unfiltered(tool_index, &format!("cannot rewrite it: {e}"));
+                        return Flow::Continue;
+                    }
+                }
+                let outcome = if f.body.is_some() {
+                    "filtered"
+                } else {
+                    "unchanged"
+                };
+                self.count_list(&shared, tool_index, outcome);
+            }
+            Err(why) => self.list_unfiltered(tool_index, why),
+        }
+        Flow::Continue
+    }
+
+    /// A `tools/list` answer passed as the server sent it: logged and
+    /// counted (listing grants nothing; every call is still judged).
+    fn list_unfiltered(&mut self, tool_index: usize, why: &str) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let tool = shared
+            .bundle
+            .model
+            .tools
+            .get(tool_index)
+            .map_or(NONE, |t| t.name.as_str());
+        self.host.log(
+            Level::Warn,
+            &format!("aegis: `tools/list` answer of `{tool}` passed unfiltered: {why}"),
+        );
+        self.count_list(&shared, tool_index, "unfiltered");
+    }
+
+    fn count_list(&self, shared: &Shared, tool_index: usize, outcome: &str) {
+        let tool = shared
+            .bundle
+            .model
+            .tools
+            .get(tool_index)
+            .map_or(NONE, |t| t.name.as_str());
+        if let Ok(mut m) = shared.metrics.try_borrow_mut() {
+            m.count(
+                &self.host,
+                metrics::TOOLS_LIST_TOTAL,
+                &[("tool", tool), ("outcome", outcome)],
+            );
+        }
     }
 
     pub fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
@@ -481,6 +615,9 @@ impl<H: Host> Stream<H> {
         let caller = p.caller.map_or(Caller::FromRequest, Caller::Known);
         shared.with_scratch(|scratch| {
             let d = shared.bundle.decide(&req, caller, now, scratch);
+            if let Some(list) = shared.bundle.tools_list(&d) {
+                self.expect_list_answer(&shared, list, d.tool);
+            }
             let mut f = Final::from_decision(&d, &p.request_id, scratch.rpc_id.json());
             match d.verdict {
                 Verdict::NeedBody => f.internal("the decision still needs the body".into()),
@@ -507,6 +644,31 @@ impl<H: Host> Stream<H> {
             }
             self.conclude(Some(&shared), &f, Phase::Body, t0)
         })
+    }
+
+    /// An allowed `tools/list`: its answer will be filtered. Where the
+    /// headers are still held, `accept-encoding` goes, so that the server
+    /// answers in a form the filter can read.
+    fn expect_list_answer(&mut self, shared: &Shared, list: ToolsList, tool: Option<&str>) {
+        let Some(tool_index) = tool.and_then(|name| {
+            shared
+                .bundle
+                .model
+                .tools
+                .iter()
+                .position(|t| t.name == name)
+        }) else {
+            return;
+        };
+        if shared.hold_headers {
+            if let Err(e) = self.host.set_request_header("accept-encoding", None) {
+                self.host.log(
+                    Level::Warn,
+                    &format!("aegis: cannot drop `accept-encoding` from `tools/list`: {e}"),
+                );
+            }
+        }
+        self.list = Some(ListAnswer::Expected { list, tool_index });
     }
 
     /// Records the outcome and applies it.

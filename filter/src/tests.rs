@@ -3,7 +3,7 @@
 //! filter state and metrics.
 
 use crate::host::{Host, Level, MetricKind};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::reply::RequestIds;
 use crate::shared::Shared;
 use crate::stream::{keys, Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
@@ -86,6 +86,7 @@ fn policy() -> Policy {
                 body: BodyKind::Form,
                 mcp_path: None,
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![
                     http("create_payment", "POST", "/v1/payment_intents"),
                     http("get_customer", "GET", "/v1/customers/{id}"),
@@ -97,6 +98,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: None,
                 gzip: false,
+                filter_tools_list: true,
                 actions: vec![http("create_note", "POST", "/notes")],
             },
             Tool {
@@ -105,6 +107,7 @@ fn policy() -> Policy {
                 body: BodyKind::Json,
                 mcp_path: Some("/mcp".into()),
                 gzip: false,
+                filter_tools_list: true,
                 actions: ["read_file", "delete_file"]
                     .into_iter()
                     .map(|name| Action {
@@ -203,7 +206,9 @@ struct Mock {
     recorded: RefCell<BTreeMap<u32, Vec<u64>>>,
     logs: RefCell<Vec<(Level, String)>>,
     refuse_body_rewrite: Cell<bool>,
+    /// The upstream's response headers, as the filter leaves them.
     response_headers: RefCell<Vec<(String, String)>>,
+    response_body: RefCell<Vec<u8>>,
     route_host: RefCell<Option<String>>,
 }
 
@@ -226,8 +231,17 @@ impl<T: Host + ?Sized> Host for Rc<T> {
     fn set_request_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
         (**self).set_request_header(name, value)
     }
-    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
         (**self).set_response_header(name, value)
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        (**self).response_headers()
+    }
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        (**self).response_body(len)
+    }
+    fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        (**self).replace_response_body(len, body)
     }
     fn route_tool_host(&self) -> Option<String> {
         (**self).route_tool_host()
@@ -287,10 +301,24 @@ impl Host for Mock {
         }
         Ok(())
     }
-    fn set_response_header(&self, name: &str, value: &str) -> Result<(), String> {
-        self.response_headers
-            .borrow_mut()
-            .push((name.to_owned(), value.to_owned()));
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), String> {
+        let mut h = self.response_headers.borrow_mut();
+        h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            h.push((name.to_owned(), v.to_owned()));
+        }
+        Ok(())
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers.borrow().clone()
+    }
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        let b = self.response_body.borrow();
+        b.get(..len.min(b.len())).unwrap_or_default().to_vec()
+    }
+    fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), String> {
+        assert_eq!(len, self.response_body.borrow().len());
+        *self.response_body.borrow_mut() = body.to_vec();
         Ok(())
     }
     fn route_tool_host(&self) -> Option<String> {
@@ -1278,4 +1306,203 @@ fn mcp_protocol_plumbing_passes() {
         run(&sh, &m, 1);
         assert_eq!(m.reply().is_none(), allowed, "{method} {session}");
     }
+}
+
+// --- tools/list answers ---------------------------------------------------
+
+const TOOLS_LIST: &[u8] = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#;
+
+fn tools_answer(cursor: bool) -> String {
+    let mut result = serde_json::json!({"tools": [
+        {"name": "read_file", "description": "Read a file", "inputSchema": {"type": "object"}},
+        {"name": "delete_file", "description": "Delete a file", "inputSchema": {"type": "object"}},
+        {"name": "exec", "inputSchema": {"type": "object"}},
+    ]});
+    if cursor {
+        result["nextCursor"] = "c2".into();
+    }
+    serde_json::json!({"jsonrpc": "2.0", "id": 5, "result": result}).to_string()
+}
+
+/// An allowed `tools/list` by `files-agent`, then the server's answer with
+/// these headers and body, delivered in two chunks.
+fn list_answer(
+    config: &str,
+    response_headers: &[(&str, &str)],
+    body: &str,
+) -> (Rc<Mock>, Vec<Flow>) {
+    let sh = shared(config);
+    let m = request(
+        "files-agent",
+        "POST",
+        "mcp.files.internal",
+        "/mcp",
+        &[],
+        TOOLS_LIST,
+    );
+    m.headers
+        .borrow_mut()
+        .push(("accept-encoding".into(), "gzip, br".into()));
+    let (mut s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Continue));
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    *m.response_headers.borrow_mut() = response_headers
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    *m.response_body.borrow_mut() = body.as_bytes().to_vec();
+    let mut flows = vec![s.on_response_headers()];
+    let half = body.len() / 2;
+    flows.push(s.on_response_body(half, false));
+    flows.push(s.on_response_body(body.len(), true));
+    (m, flows)
+}
+
+fn listed(m: &Mock) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&m.response_body.borrow()).unwrap();
+    v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const JSON_200: &[(&str, &str)] = &[
+    (":status", "200"),
+    ("content-type", "application/json"),
+    ("content-length", "999"),
+];
+
+#[test]
+fn a_tools_list_answer_shows_only_the_callable_tools() {
+    let (m, flows) = list_answer("{}", JSON_200, &tools_answer(true));
+    assert_eq!(flows, [Flow::Continue, Flow::Pause, Flow::Continue]);
+    assert_eq!(listed(&m), ["read_file"]);
+    let v: serde_json::Value = serde_json::from_slice(&m.response_body.borrow()).unwrap();
+    assert_eq!(v["result"]["nextCursor"], "c2");
+    assert_eq!(v["id"], 5);
+    // The length changed: Envoy frames the new body itself.
+    assert!(!m
+        .response_headers
+        .borrow()
+        .iter()
+        .any(|(k, _)| k == "content-length"));
+    assert_eq!(
+        m.count(&metrics::tagged_name(
+            metrics::TOOLS_LIST_TOTAL,
+            &[("tool", "files"), ("outcome", "filtered")]
+        )),
+        1
+    );
+    // Headers forwarded before the body is judged: `accept-encoding` is
+    // already upstream and stays.
+    assert_eq!(m.header("accept-encoding").as_deref(), Some("gzip, br"));
+}
+
+#[test]
+fn held_headers_lose_accept_encoding_so_the_answer_is_readable() {
+    let (m, _) = list_answer(
+        r#"{"allow_on_headers_stop_iteration": true}"#,
+        JSON_200,
+        &tools_answer(false),
+    );
+    assert_eq!(m.header("accept-encoding"), None);
+    assert_eq!(listed(&m), ["read_file"]);
+}
+
+#[test]
+fn a_single_message_event_stream_is_filtered() {
+    let sse = format!("event: message\ndata: {}\n\n", tools_answer(false));
+    let (m, _) = list_answer(
+        "{}",
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        &sse,
+    );
+    let out = String::from_utf8(m.response_body.borrow().clone()).unwrap();
+    assert!(out.starts_with("event: message\ndata: {"), "{out}");
+    assert!(!out.contains("delete_file"), "{out}");
+    assert!(out.contains("read_file"), "{out}");
+}
+
+#[test]
+fn answers_the_filter_cannot_read_pass_unchanged_and_are_counted() {
+    let unfiltered = metrics::tagged_name(
+        metrics::TOOLS_LIST_TOTAL,
+        &[("tool", "files"), ("outcome", "unfiltered")],
+    );
+    let answer = tools_answer(false);
+    for (headers, body) in [
+        (JSON_200, "{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":"),
+        (
+            &[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ][..],
+            answer.as_str(),
+        ),
+        (
+            &[(":status", "200"), ("content-type", "text/html")][..],
+            answer.as_str(),
+        ),
+    ] {
+        let (m, flows) = list_answer("{}", headers, body);
+        assert!(!flows.contains(&Flow::Pause) || flows.last() == Some(&Flow::Continue));
+        assert_eq!(*m.response_body.borrow(), body.as_bytes(), "{headers:?}");
+        assert_eq!(m.count(&unfiltered), 1, "{headers:?}");
+        assert!(
+            m.logs
+                .borrow()
+                .iter()
+                .any(|(l, msg)| *l == Level::Warn && msg.contains("passed unfiltered")),
+            "{:?}",
+            m.logs.borrow()
+        );
+    }
+    // Larger than `max_body_bytes`: not buffered further, passed as sent.
+    let big = format!("{}{}", tools_answer(false), " ".repeat(200));
+    let (m, flows) = list_answer(r#"{"max_body_bytes": 300}"#, JSON_200, &big);
+    assert_eq!(flows, [Flow::Continue, Flow::Pause, Flow::Continue]);
+    assert_eq!(*m.response_body.borrow(), big.as_bytes());
+    assert_eq!(m.count(&unfiltered), 1);
+}
+
+#[test]
+fn error_answers_and_other_requests_are_not_touched() {
+    // An error status is not a list.
+    let (m, flows) = list_answer(
+        "{}",
+        &[(":status", "500"), ("content-type", "application/json")],
+        "{}",
+    );
+    assert_eq!(flows, [Flow::Continue; 3]);
+    assert!(m
+        .defined
+        .borrow()
+        .iter()
+        .all(|(_, n)| !n.contains("tools_list")));
+    // A tool call's answer is never buffered.
+    let sh = shared("{}");
+    let call = br#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"read_file","arguments":{}}}"#;
+    let m = request(
+        "files-agent",
+        "POST",
+        "mcp.files.internal",
+        "/mcp",
+        &[],
+        call,
+    );
+    let (mut s, _) = run(&sh, &m, 1);
+    *m.response_headers.borrow_mut() = JSON_200
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    assert_eq!(s.on_response_headers(), Flow::Continue);
+    assert_eq!(s.on_response_body(10, false), Flow::Continue);
+    assert!(m
+        .response_headers
+        .borrow()
+        .iter()
+        .any(|(k, _)| k == "content-length"));
 }

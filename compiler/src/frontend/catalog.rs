@@ -24,7 +24,7 @@ const CATALOG_KEYS: &[&str] = &["kind", "tools"];
 const TOOL_KEYS: &[&str] = &["name", "hosts", "body", "encodings", "actions", "mcp"];
 const ENCODINGS: &[&str] = &["gzip"];
 const ACTION_KEYS: &[&str] = &["name", "method", "path", "write"];
-const MCP_KEYS: &[&str] = &["hosts", "path"];
+const MCP_KEYS: &[&str] = &["hosts", "path", "filter_tools_list"];
 const MCP_ACTION_KEYS: &[&str] = &["name", "write"];
 const BODY_KINDS: &[&str] = &["json", "form", "none"];
 
@@ -84,7 +84,7 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
         Some(mcp) => mcp_tool(cx, &f, mcp),
         None => http_tool(cx, &f),
     };
-    let (hosts, body, mcp_path, actions, open_mcp) = parsed?;
+    let (hosts, body, mcp_path, actions, open_mcp, filter_tools_list) = parsed?;
     let gzip = match f.get("encodings") {
         None => false,
         Some(list) => {
@@ -106,17 +106,20 @@ fn tool(cx: &mut Cx<'_>, node: &Node, existing: &[ToolDef]) -> Option<ToolDef> {
             mcp_path,
             actions,
             gzip,
+            filter_tools_list,
         },
         loc: cx.loc(name_node?),
         open_mcp,
     })
 }
 
+/// Hosts, body, MCP path, actions, open MCP tool, filtered `tools/list`.
 type ToolParts = (
     Vec<String>,
     ir::BodyKind,
     Option<String>,
     Vec<ir::Action>,
+    bool,
     bool,
 );
 
@@ -148,7 +151,7 @@ fn http_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>) -> Option<ToolParts> 
         Some(a) => http_actions(cx, a),
         None => None,
     };
-    Some((hosts?, body?, None, actions?, false))
+    Some((hosts?, body?, None, actions?, false, false))
 }
 
 fn mcp_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>, mcp: &Node) -> Option<ToolParts> {
@@ -196,6 +199,10 @@ fn mcp_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>, mcp: &Node) -> Option<
         }),
         None => Some("/mcp".to_owned()),
     };
+    let filter_tools_list = match mf.get("filter_tools_list") {
+        Some(b) => cx.bool(b, "mcp.filter_tools_list"),
+        None => Some(true),
+    };
     let (actions, open) = match f.get("actions") {
         Some(a) => (mcp_actions(cx, a), false),
         None => (Some(Vec::new()), true),
@@ -205,7 +212,14 @@ fn mcp_tool(cx: &mut Cx<'_>, f: &super::read::Fields<'_>, mcp: &Node) -> Option<
     if !ok {
         return None;
     }
-    Some((hosts?, ir::BodyKind::Json, Some(path?), actions, open))
+    Some((
+        hosts?,
+        ir::BodyKind::Json,
+        Some(path?),
+        actions,
+        open,
+        filter_tools_list?,
+    ))
 }
 
 fn host_list(cx: &mut Cx<'_>, node: &Node, what: &str) -> Option<Vec<String>> {

@@ -1501,3 +1501,37 @@ fn tool_encodings() {
     assert!(es[0].message().contains("br"), "{}", es[0].message());
     assert_eq!(es[0].location(), Some(("c.yaml".to_owned(), 5, 17)));
 }
+
+#[test]
+fn an_mcp_server_may_turn_tools_list_filtering_off() {
+    let catalog = "kind: ToolCatalog
+tools:
+  - name: files
+    mcp: {hosts: [mcp.files.internal]}
+    actions: [read_file]
+  - name: open
+    mcp: {hosts: [mcp.open.internal], filter_tools_list: false}
+    actions: [read_file]
+  - name: stripe
+    hosts: [api.stripe.com]
+    actions: [{name: pay, method: POST, path: /v1/pay}]
+";
+    let l = ok(&[("catalog.yaml", catalog)]);
+    let filters: Vec<bool> = l.policy.tools.iter().map(|t| t.filter_tools_list).collect();
+    assert_eq!(filters, [true, false, false]);
+
+    let bad = "kind: ToolCatalog
+tools:
+  - name: files
+    mcp: {hosts: [mcp.files.internal], filter_tools_list: sometimes}
+    actions: [read_file]
+";
+    let es = errors_of(&[("catalog.yaml", bad)]);
+    assert_eq!(es.len(), 1);
+    assert!(
+        es[0].message().contains("mcp.filter_tools_list"),
+        "{}",
+        es[0].message()
+    );
+    assert_eq!(at(&es[0]), (4, 59));
+}

@@ -11,6 +11,8 @@ session). Tools:
 - get_weather(city): "Sunny in <city>"; sends a log message and a progress
   notification to the client first (the server->client stream);
 - delete_repo(repo): "deleted <repo>" (the policy never lets it through);
+- deploy_service(service): "deployed <service>" (the policy asks for a
+  human's approval on every call);
 - book_meeting(title): asks the client to confirm by elicitation; accept
   with confirm=true -> "booked <title>", anything else -> "not booked".
   On mcp 2.x the question is a resolver (`Elicit`), which the SDK sends as
@@ -18,7 +20,9 @@ session). Tools:
   `InputRequiredResult` the client answers by calling the tool again
   (2026-07-28).
 
-plus one resource (tools://readme) and one prompt (summarize). With
+plus one resource (tools://readme) and one prompt (summarize). `tools/list`
+answers in pages of PAGE_SIZE tools (`nextCursor` is the offset of the
+next page), as a server with many tools does. With
 --record, every HTTP request is appended to FILE as one JSON line (method,
 path, headers as pairs, body), like upstreams/rest_api.py. DNS-rebinding
 protection is off: the gateway forwards the tool's own host
@@ -107,6 +111,13 @@ def build_server():
         """Deletes a repository."""
         return f"deleted {repo}"
 
+    @server.tool()
+    def deploy_service(service: str) -> str:
+        """Deploys a service to production."""
+        return f"deployed {service}"
+
+    paginate(server)
+
     @server.resource("tools://readme", name="readme", mime_type="text/plain")
     def readme() -> str:
         return "Tools for the Aegis client suite."
@@ -117,6 +128,37 @@ def build_server():
         return f"Summarize this: {text}"
 
     return make_app()
+
+
+PAGE_SIZE = 2
+
+
+def page_of(tools: list, cursor: str | None):
+    """`(tools on the page, next cursor)` for an offset cursor."""
+    start = int(cursor or 0)
+    end = start + PAGE_SIZE
+    return tools[start:end], (str(end) if end < len(tools) else None)
+
+
+def paginate(server) -> None:
+    """Replaces the SDK's `tools/list` handler with one that pages."""
+    if MCP_MAJOR >= 2:
+        from mcp.types import ListToolsResult, PaginatedRequestParams
+
+        async def handler(ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
+            tools, next_cursor = page_of(await server.list_tools(), params.cursor if params else None)
+            return ListToolsResult(tools=tools, next_cursor=next_cursor)
+
+        server._lowlevel_server.add_request_handler("tools/list", PaginatedRequestParams, handler)
+    else:
+        from mcp.types import ListToolsRequest, ListToolsResult
+
+        async def handler(req: ListToolsRequest) -> ListToolsResult:
+            cursor = req.params.cursor if req.params else None
+            tools, next_cursor = page_of(await server.list_tools(), cursor)
+            return ListToolsResult(tools=tools, nextCursor=next_cursor)
+
+        server._mcp_server.list_tools()(handler)
 
 
 class Recording:

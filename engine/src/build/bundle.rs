@@ -361,6 +361,7 @@ fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
         mcp_path: t.mcp_path.clone(),
         actions,
         gzip: t.gzip,
+        filter_tools_list: t.filter_tools_list,
         params,
         routes,
         route_actions,
