@@ -1506,3 +1506,31 @@ fn error_answers_and_other_requests_are_not_touched() {
         .iter()
         .any(|(k, _)| k == "content-length"));
 }
+
+#[test]
+fn a_deny_the_headers_decide_is_answered_before_any_body() {
+    let sh = shared("");
+    let body = br#"{"amount":1}"#;
+    for (agent, host, path, why) in [
+        (
+            "nobody",
+            "api.stripe.com",
+            "/v1/payment_intents",
+            "unknown agent",
+        ),
+        ("finance-agent", "notes.internal", "/notes", "egress"),
+        ("finance-agent", "api.stripe.com", "/v1/refunds", "route"),
+        ("finance-agent", "mcp.files.internal", "/mcp", "mcp egress"),
+    ] {
+        let m = request(agent, "POST", host, path, &[], body);
+        let mut s = Stream::new(Rc::clone(&m), Some(Rc::clone(&sh)));
+        assert_eq!(s.on_request_headers(false), Flow::Pause, "{why}");
+        let r = m
+            .reply()
+            .unwrap_or_else(|| panic!("{why}: no reply in the headers callback"));
+        assert_eq!(r.status, 403, "{why}");
+        // What follows of the body is held and never judged.
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Pause, "{why}");
+        assert_eq!(m.replies.borrow().len(), 1, "{why}");
+    }
+}
