@@ -593,12 +593,12 @@ fn the_generic_filter_exports_only_the_callbacks_it_uses() {
         "proxy_on_request_body",
         "proxy_on_request_trailers",
         "proxy_on_response_headers",
+        "proxy_on_response_body",
         "proxy_on_delete",
     ] {
         assert!(exports.iter().any(|e| e == needed), "{needed}: {exports:?}");
     }
     for unused in [
-        "proxy_on_response_body",
         "proxy_on_response_trailers",
         "proxy_on_log",
         "proxy_on_done",
