@@ -11,9 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use aegis_benches::{
-    allowed_request, generated_policy, ledger_entry, load, mcp_call, mcp_sources, sorted_agent_ids,
-    McpIdentity, FINANCE_CATALOG, FINANCE_PAYMENTS, LEDGER_IDENTITY, LEDGER_POLICY, MCP_AUDIENCE,
-    MCP_ISSUER, MCP_KID,
+    allowed_request, fail, generated_policy, ledger_entry, load, mcp_call, mcp_sources,
+    sorted_agent_ids, McpIdentity, FINANCE_CATALOG, FINANCE_PAYMENTS, LEDGER_IDENTITY,
+    LEDGER_POLICY, MCP_AUDIENCE, MCP_ISSUER, MCP_KID,
 };
 use aegis_compiler::blob::{build_signed, generic_filter};
 use aegis_compiler::token::{issue, TokenRequest};
@@ -46,7 +46,7 @@ fn plugin(sources: &[(String, String)]) -> Plugin {
 /// curve25519 backend: `benches/README.md`).
 fn filter_module() -> Vec<u8> {
     match std::env::var_os("AEGIS_BENCH_FILTER") {
-        Some(path) => std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")),
+        Some(path) => std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path:?}: {e}"))),
         None => generic_filter().unwrap().to_vec(),
     }
 }

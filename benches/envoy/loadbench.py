@@ -409,10 +409,14 @@ class Workload:
         decisions: set[str],
         answered_by_aegis: bool = False,
         upstream_reply: bytes = b'{"ok":true}',
+        aegis_reply: dict | None = None,
     ):
         self.key, self.label, self.part, self.listeners = key, label, part, listeners
         self.host, self.path, self.bodies, self.headers_for = host, path, bodies, headers_for
         self.decisions, self.answered_by_aegis, self.upstream_reply = decisions, answered_by_aegis, upstream_reply
+        # What the client gets through an Aegis listener when the filter
+        # rewrites the upstream's answer (a filtered tools/list), as JSON.
+        self.aegis_reply = aegis_reply
         self.file: Path | None = None
 
     def write(self, workdir: Path) -> None:
@@ -487,9 +491,18 @@ def mcp_workloads(token: str) -> list[Workload]:
             headers_for=headers("tools/list", None),
             decisions={"allow"},
             upstream_reply=MCP_LIST_REPLY.encode(),
+            aegis_reply=filtered_list(MCP_LIST_REPLY, {"get_weather"}),
             **common,
         ),
     ]
+
+
+def filtered_list(reply: str, callable_tools: set[str]) -> dict:
+    """The tools/list answer as the Aegis filter hands it to mcp-agent:
+    only the tools it may call (it has no approval-only tools)."""
+    out = json.loads(reply)
+    out["result"]["tools"] = [t for t in out["result"]["tools"] if t["name"] in callable_tools]
+    return out
 
 
 # ---------------------------------------------------------------- RBAC
@@ -1630,6 +1643,9 @@ def main() -> None:
                 status, headers, reply = send(ports[name], wl.path, wl.bodies[-1], agent=None, host=wl.host, extra=extra)
                 if wl.answered_by_aegis and name in AEGIS:
                     check_tool_error(f"{name} {wl.key} through nginx", status, headers, reply)
+                elif wl.aegis_reply is not None and name in AEGIS:
+                    if status != 200 or json.loads(reply) != wl.aegis_reply:
+                        die(f"{name} {wl.key} through nginx: {status} {reply[:300]!r}, expected {wl.aegis_reply}")
                 elif status != 200 or reply != wl.upstream_reply:
                     die(f"{name} {wl.key} through nginx: {status} {reply[:200]!r}")
 
