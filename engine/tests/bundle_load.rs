@@ -477,7 +477,7 @@ fn bad_magic() {
 
 #[test]
 fn wrong_version() {
-    for v in [0u16, 1, 2, 3, 4, 5, 6, 8, 0x0100, u16::MAX] {
+    for v in [0u16, 1, 2, 3, 4, 5, 6, 7, 9, 0x0100, u16::MAX] {
         let mut b = unsigned().to_vec();
         b[8..10].copy_from_slice(&v.to_le_bytes());
         assert_eq!(err(&b, &[]), LoadError::UnsupportedVersion(v));
