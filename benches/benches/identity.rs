@@ -7,10 +7,7 @@
 //! Run: `cargo bench -p aegis-benches --bench identity`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use aegis_benches::{
-    compile_sources, mcp_call, mcp_sources, McpIdentity, MCP_AUDIENCE, MCP_ISSUER, MCP_KID,
-};
-use aegis_compiler::token::{issue, TokenRequest};
+use aegis_benches::{compile_sources, mcp_call, mcp_sources, mcp_token, McpIdentity};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::jwt::{self, TokenCacheConfig, VerifyingKeys};
@@ -22,19 +19,7 @@ const NOW: i64 = 1_750_000_000;
 
 fn bench(c: &mut Criterion) {
     let key = SigningKey::from_bytes(&[5; 32]);
-    let token = issue(
-        &key,
-        &TokenRequest {
-            kid: MCP_KID,
-            issuer: MCP_ISSUER,
-            audience: MCP_AUDIENCE,
-            agent: "mcp-agent",
-            tenant: None,
-            scope: None,
-            ttl_secs: 3600,
-            now: NOW,
-        },
-    );
+    let token = mcp_token(&key, NOW, 3600);
     let bearer = format!("Bearer {token}");
     let body = mcp_call(1024, "get_weather");
     let by_header = Bundle::load(&compile_sources(&mcp_sources(McpIdentity::Header)), &[]).unwrap();

@@ -11,12 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use aegis_benches::{
-    allowed_request, fail, generated_policy, ledger_entry, load, mcp_call, mcp_sources,
+    allowed_request, fail, generated_policy, ledger_entry, load, mcp_call, mcp_sources, mcp_token,
     sorted_agent_ids, McpIdentity, FINANCE_CATALOG, FINANCE_PAYMENTS, LEDGER_IDENTITY,
-    LEDGER_POLICY, MCP_AUDIENCE, MCP_ISSUER, MCP_KID,
+    LEDGER_POLICY,
 };
 use aegis_compiler::blob::{build_signed, generic_filter};
-use aegis_compiler::token::{issue, TokenRequest};
 use aegis_host_tests::{Compiler, Host, HttpRequest, Plugin, PluginOptions};
 use base64::Engine as _;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -139,22 +138,7 @@ fn cases() -> Vec<Case> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let bearer = format!(
-        "Bearer {}",
-        issue(
-            &key,
-            &TokenRequest {
-                kid: MCP_KID,
-                issuer: MCP_ISSUER,
-                audience: MCP_AUDIENCE,
-                agent: "mcp-agent",
-                tenant: None,
-                scope: None,
-                ttl_secs: 24 * 3600,
-                now,
-            },
-        )
-    );
+    let bearer = format!("Bearer {}", mcp_token(&key, now, 24 * 3600));
     let by_header = mcp_sources(McpIdentity::Header);
     let by_token = mcp_sources(McpIdentity::Token(key.verifying_key().to_bytes()));
     for (label, sources, extra, who, tool, expect) in [

@@ -703,6 +703,24 @@ pub fn mcp_sources(identity: McpIdentity) -> Vec<(String, String)> {
     .collect()
 }
 
+/// A token for `mcp-agent` that the [`McpIdentity::Token`] policy of
+/// `key` accepts, issued at `now` for `ttl_secs`.
+pub fn mcp_token(key: &ed25519_dalek::SigningKey, now: i64, ttl_secs: u64) -> String {
+    aegis_compiler::token::issue(
+        key,
+        &aegis_compiler::token::TokenRequest {
+            kid: MCP_KID,
+            issuer: MCP_ISSUER,
+            audience: MCP_AUDIENCE,
+            agent: "mcp-agent",
+            tenant: None,
+            scope: None,
+            ttl_secs,
+            now,
+        },
+    )
+}
+
 /// A JSON-RPC `tools/call` of `tool` of exactly `len` bytes (at least
 /// 128), its `city` argument padding it to size.
 pub fn mcp_call(len: usize, tool: &str) -> Vec<u8> {

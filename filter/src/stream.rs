@@ -212,6 +212,16 @@ fn unix_secs(nanos: u64) -> i64 {
     i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX)
 }
 
+/// The name of the bundle's tool `index`, `-` if there is none.
+fn tool_name(shared: &Shared, index: usize) -> &str {
+    shared
+        .bundle
+        .model
+        .tools
+        .get(index)
+        .map_or(NONE, |t| t.name.as_str())
+}
+
 fn find<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
     headers
         .iter()
@@ -356,12 +366,7 @@ impl<H: Host> Stream<H> {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let tool = shared
-            .bundle
-            .model
-            .tools
-            .get(tool_index)
-            .map_or(NONE, |t| t.name.as_str());
+        let tool = tool_name(&shared, tool_index);
         self.host.log(
             Level::Warn,
             &format!("aegis: `tools/list` answer of `{tool}` passed unfiltered: {why}"),
@@ -370,12 +375,7 @@ impl<H: Host> Stream<H> {
     }
 
     fn count_list(&self, shared: &Shared, tool_index: usize, outcome: &str) {
-        let tool = shared
-            .bundle
-            .model
-            .tools
-            .get(tool_index)
-            .map_or(NONE, |t| t.name.as_str());
+        let tool = tool_name(shared, tool_index);
         if let Ok(mut m) = shared.metrics.try_borrow_mut() {
             m.count(
                 &self.host,
