@@ -540,9 +540,9 @@ impl Scratch {
 
     /// Sized for everything `bundle` may need, so that no decision ever
     /// allocates: with a tool that reads gzip, room for `max_body_bytes`
-    /// of inflated body.
-    /// With a bundle that verifies agent tokens, a verified-token cache of
-    /// the default size ([`TokenCacheConfig::DEFAULT`]).
+    /// of inflated body; with a bundle that verifies agent tokens, a
+    /// verified-token cache of the default size
+    /// ([`TokenCacheConfig::DEFAULT`]).
     pub fn for_bundle(bundle: &Bundle) -> Self {
         Self::for_bundle_with(bundle, TokenCacheConfig::DEFAULT)
     }
@@ -705,7 +705,6 @@ impl Bundle {
             .any(|t| reaches_mcp_server(t, method, path))
     }
 
-    /// The rules of `agent` for (tool, action), in policy order.
     /// The agent an earlier decision on this bundle found.
     pub(crate) fn agent(&self, r: AgentRef) -> Option<&AgentM> {
         usize::try_from(r.0)
@@ -713,6 +712,7 @@ impl Bundle {
             .and_then(|i| self.model.agents.get(i))
     }
 
+    /// The rules of `agent` for (tool, action), in policy order.
     pub(crate) fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
         let i = agent
             .table
