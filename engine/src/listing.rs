@@ -28,6 +28,13 @@ pub struct ToolsList {
     tool: u16,
 }
 
+impl ToolsList {
+    /// The MCP server's index in the bundle's tools.
+    pub fn tool(&self) -> usize {
+        usize::from(self.tool)
+    }
+}
+
 impl Bundle {
     /// For a decision that let an MCP `tools/list` through: what filters
     /// its answer. `None` for any other request, for an agent in shadow
@@ -62,7 +69,7 @@ impl Bundle {
 
     /// How the tool called `name` (as the server lists it) is shown.
     pub fn listing(&self, list: ToolsList, name: &str) -> Listing {
-        let tool = usize::from(list.tool);
+        let tool = list.tool();
         let Some(agent) = self.agent(list.agent) else {
             return Listing::Hidden;
         };

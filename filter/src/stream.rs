@@ -127,13 +127,9 @@ enum State {
 #[derive(Debug, Clone, Copy)]
 enum ListAnswer {
     /// Waiting for the response headers.
-    Expected { list: ToolsList, tool_index: usize },
+    Expected(ToolsList),
     /// Buffering the response body.
-    Buffering {
-        list: ToolsList,
-        tool_index: usize,
-        framing: Framing,
-    },
+    Buffering { list: ToolsList, framing: Framing },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,13 +208,13 @@ fn unix_secs(nanos: u64) -> i64 {
     i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX)
 }
 
-/// The name of the bundle's tool `index`, `-` if there is none.
-fn tool_name(shared: &Shared, index: usize) -> &str {
+/// The name of the MCP server whose `tools/list` answer this is.
+fn tool_name(shared: &Shared, list: ToolsList) -> &str {
     shared
         .bundle
         .model
         .tools
-        .get(index)
+        .get(list.tool())
         .map_or(NONE, |t| t.name.as_str())
 }
 
@@ -261,8 +257,8 @@ impl<H: Host> Stream<H> {
     /// or shadowed call, and gets a `tools/list` answer ready for
     /// filtering.
     pub fn on_response_headers(&mut self) -> Flow {
-        if let Some(ListAnswer::Expected { list, tool_index }) = self.list.take() {
-            self.expect_list(list, tool_index);
+        if let Some(ListAnswer::Expected(list)) = self.list.take() {
+            self.expect_list(list);
         }
         let Some(stamp) = self.stamp.take() else {
             return Flow::Continue;
@@ -286,7 +282,7 @@ impl<H: Host> Stream<H> {
     /// A `tools/list` answer is filtered when it is a 200 in JSON or an
     /// event stream, not compressed; its length will change, so
     /// `content-length` goes now (Envoy frames the body itself).
-    fn expect_list(&mut self, list: ToolsList, tool_index: usize) {
+    fn expect_list(&mut self, list: ToolsList) {
         let headers = self.host.response_headers();
         let status = find(&headers, ":status").unwrap_or_default();
         let framing = find(&headers, "content-type").and_then(Framing::of);
@@ -302,28 +298,19 @@ impl<H: Host> Stream<H> {
                 } else {
                     "the answer is neither JSON nor an event stream"
                 };
-                return self.list_unfiltered(tool_index, why);
+                return self.list_unfiltered(list, why);
             }
         };
         if let Err(e) = self.host.set_response_header("content-length", None) {
-            return self.list_unfiltered(tool_index, &format!("cannot drop `content-length`: {e}"));
+            return self.list_unfiltered(list, &format!("cannot drop `content-length`: {e}"));
         }
-        self.list = Some(ListAnswer::Buffering {
-            list,
-            tool_index,
-            framing,
-        });
+        self.list = Some(ListAnswer::Buffering { list, framing });
     }
 
     /// The upstream's response body: buffered and filtered only for a
     /// `tools/list` answer, up to `max_body_bytes`.
     pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        let Some(ListAnswer::Buffering {
-            list,
-            tool_index,
-            framing,
-        }) = self.list
-        else {
+        let Some(ListAnswer::Buffering { list, framing }) = self.list else {
             return Flow::Continue;
         };
         let Some(shared) = self.shared.clone() else {
@@ -331,7 +318,7 @@ impl<H: Host> Stream<H> {
         };
         if body_size > shared.max_body_bytes {
             self.list = None;
-            self.list_unfiltered(tool_index, "the answer is larger than `max_body_bytes`");
+            self.list_unfiltered(list, "the answer is larger than `max_body_bytes`");
             return Flow::Continue;
         }
         if !end_of_stream {
@@ -344,7 +331,7 @@ impl<H: Host> Stream<H> {
             Ok(f) => {
                 if let Some(new) = &f.body {
                     if let Err(e) = self.host.replace_response_body(body_size, new) {
-                        self.list_unfiltered(tool_index, &format!("cannot rewrite it: {e}"));
+                        self.list_unfiltered(list, &format!("cannot rewrite it: {e}"));
                         return Flow::Continue;
                     }
                 }
@@ -353,29 +340,29 @@ impl<H: Host> Stream<H> {
                 } else {
                     "unchanged"
                 };
-                self.count_list(&shared, tool_index, outcome);
+                self.count_list(&shared, list, outcome);
             }
-            Err(why) => self.list_unfiltered(tool_index, why),
+            Err(why) => self.list_unfiltered(list, why),
         }
         Flow::Continue
     }
 
     /// A `tools/list` answer passed as the server sent it: logged and
     /// counted (listing grants nothing; every call is still judged).
-    fn list_unfiltered(&mut self, tool_index: usize, why: &str) {
+    fn list_unfiltered(&mut self, list: ToolsList, why: &str) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let tool = tool_name(&shared, tool_index);
+        let tool = tool_name(&shared, list);
         self.host.log(
             Level::Warn,
             &format!("aegis: `tools/list` answer of `{tool}` passed unfiltered: {why}"),
         );
-        self.count_list(&shared, tool_index, "unfiltered");
+        self.count_list(&shared, list, "unfiltered");
     }
 
-    fn count_list(&self, shared: &Shared, tool_index: usize, outcome: &str) {
-        let tool = tool_name(shared, tool_index);
+    fn count_list(&self, shared: &Shared, list: ToolsList, outcome: &str) {
+        let tool = tool_name(shared, list);
         if let Ok(mut m) = shared.metrics.try_borrow_mut() {
             m.count(
                 &self.host,
@@ -616,7 +603,7 @@ impl<H: Host> Stream<H> {
         shared.with_scratch(|scratch| {
             let d = shared.bundle.decide(&req, caller, now, scratch);
             if let Some(list) = shared.bundle.tools_list(&d) {
-                self.expect_list_answer(&shared, list, d.tool);
+                self.expect_list_answer(&shared, list);
             }
             let mut f = Final::from_decision(&d, &p.request_id, scratch.rpc_id.json());
             match d.verdict {
@@ -649,17 +636,7 @@ impl<H: Host> Stream<H> {
     /// An allowed `tools/list`: its answer will be filtered. Where the
     /// headers are still held, `accept-encoding` goes, so that the server
     /// answers in a form the filter can read.
-    fn expect_list_answer(&mut self, shared: &Shared, list: ToolsList, tool: Option<&str>) {
-        let Some(tool_index) = tool.and_then(|name| {
-            shared
-                .bundle
-                .model
-                .tools
-                .iter()
-                .position(|t| t.name == name)
-        }) else {
-            return;
-        };
+    fn expect_list_answer(&mut self, shared: &Shared, list: ToolsList) {
         if shared.hold_headers {
             if let Err(e) = self.host.set_request_header("accept-encoding", None) {
                 self.host.log(
@@ -668,7 +645,7 @@ impl<H: Host> Stream<H> {
                 );
             }
         }
-        self.list = Some(ListAnswer::Expected { list, tool_index });
+        self.list = Some(ListAnswer::Expected(list));
     }
 
     /// Records the outcome and applies it.

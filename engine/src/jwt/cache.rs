@@ -179,10 +179,7 @@ impl TokenCache {
         cfg: &IdentityConfig,
         now: i64,
     ) -> Option<CacheHit> {
-        if self.stamp.as_ref() != Some(bundle) {
-            self.clear();
-            self.stamp = Some(*bundle);
-        }
+        self.belong_to(bundle);
         let Some(i) = self.find(token) else {
             self.stats.misses += 1;
             return None;
@@ -207,10 +204,7 @@ impl TokenCache {
     /// `value` (what a hit returns) and its time claims. Tokens longer than
     /// the slot size are not kept.
     pub fn insert(&mut self, bundle: &[u8; 32], token: &[u8], value: u32, validity: Validity) {
-        if self.stamp.as_ref() != Some(bundle) {
-            self.clear();
-            self.stamp = Some(*bundle);
-        }
+        self.belong_to(bundle);
         let Some(len) = self.fits(token) else {
             return;
         };
@@ -249,6 +243,14 @@ impl TokenCache {
                 validity,
                 used: self.clock,
             };
+        }
+    }
+
+    /// Empties the cache if its entries belong to another bundle.
+    fn belong_to(&mut self, bundle: &[u8; 32]) {
+        if self.stamp.as_ref() != Some(bundle) {
+            self.clear();
+            self.stamp = Some(*bundle);
         }
     }
 
