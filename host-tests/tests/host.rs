@@ -258,8 +258,8 @@ fn winch_and_cranelift_run_the_blob_alike() {
 #[test]
 fn a_filter_that_holds_headers_stalls_an_envoy_that_does_not() {
     // The filter is told Envoy holds headers, Envoy is not: a pause in the
-    // headers callback stops the stream for good. (Why the README says the
-    // two settings must match.)
+    // headers callback stops the stream for good. (Why `filter/README.md`
+    // says the two settings must match.)
     let (issuer, built) = finance();
     let host = Host::new(&built.wasm).unwrap();
     let mut opts = PluginOptions::new(r#"{"allow_on_headers_stop_iteration": true}"#);
