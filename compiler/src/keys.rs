@@ -171,11 +171,10 @@ pub fn parse_verifying_key(text: &str) -> Result<VerifyingKey, KeyError> {
     Ok(vk)
 }
 
-/// Short stable fingerprint: the first 16 hex digits of SHA-256 of the raw
-/// 32-byte key. A good default `kid`.
+/// Short stable fingerprint ([`aegis_engine::trust::key_fingerprint`]: the
+/// one the filter logs). A good default `kid`.
 pub fn key_id(vk: &VerifyingKey) -> String {
-    let digest = Sha256::digest(vk.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    aegis_engine::trust::key_fingerprint(vk.as_bytes())
 }
 
 /// The key of the DLP `hash` action's tokens, derived from the bundle

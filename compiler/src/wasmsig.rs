@@ -185,9 +185,7 @@ pub fn signatures(module: &[u8]) -> Result<Option<Vec<SignatureEntry>>, WasmSigE
 }
 
 /// Lowercase hex, for key ids.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use aegis_engine::trust::hex;
 
 /// `"wasmsig" ‖ spec_version ‖ content_type ‖ hash_fn ‖ h1 ‖ … ‖ hn`
 fn message(hashes: &[[u8; HASH_LEN]]) -> Vec<u8> {

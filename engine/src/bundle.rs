@@ -377,13 +377,15 @@ impl<'a> Envelope<'a> {
 
     /// Requires a signature by one of `trusted` (when `trusted` is not empty).
     pub fn check_trust(&self, trusted: &[[u8; 32]]) -> Result<(), LoadError> {
-        if trusted.is_empty() {
-            return Ok(());
-        }
-        match self.signer {
-            None => Err(LoadError::Unsigned),
-            Some(k) if trusted.contains(&k) => Ok(()),
-            Some(_) => Err(LoadError::UntrustedSigner),
+        Ok(crate::trust::check_trust(self.signer.as_ref(), trusted)?)
+    }
+}
+
+impl From<crate::trust::TrustError> for LoadError {
+    fn from(e: crate::trust::TrustError) -> LoadError {
+        match e {
+            crate::trust::TrustError::Unsigned => LoadError::Unsigned,
+            crate::trust::TrustError::UntrustedSigner => LoadError::UntrustedSigner,
         }
     }
 }
@@ -502,7 +504,7 @@ impl Bundle {
 
     /// Hex of the content hash.
     pub fn hash_hex(&self) -> String {
-        hex(&self.hash)
+        crate::trust::hex(&self.hash)
     }
 
     /// Detector names of a DLP set, by slot.
@@ -512,14 +514,6 @@ impl Bundle {
             .into_iter()
             .flat_map(|s| s.pattern_names())
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {

@@ -22,6 +22,7 @@ pub mod jwt;
 pub mod listing;
 pub mod params;
 pub mod reply;
+pub mod trust;
 pub mod types;
 
 #[cfg(feature = "compile")]

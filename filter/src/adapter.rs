@@ -12,7 +12,7 @@ use crate::embedded;
 use crate::host::{Host, Level, MetricKind};
 use crate::metrics::Metrics;
 use crate::reply::RequestIds;
-use crate::shared::{fingerprint, Shared};
+use crate::shared::{signer_text, Shared};
 use crate::stream::{Flow, Stream};
 use aegis_engine::bundle::Bundle;
 use proxy_wasm::hostcalls;
@@ -228,10 +228,7 @@ impl RootContext for Root {
                 "aegis-filter {VERSION} started; embedded bundle: policy `{}`, hash {}, {}",
                 b.policy_version(),
                 b.hash_hex(),
-                match &b.signer {
-                    Some(k) => format!("signed by key {}", fingerprint(k)),
-                    None => "unsigned".into(),
-                }
+                signer_text(b.signer.as_ref())
             ),
             None => format!(
                 "aegis-filter {VERSION} started; no embedded bundle (the configuration must \

@@ -12,7 +12,7 @@ use crate::reply::RequestIds;
 use aegis_engine::bundle::{Bundle, LoadError};
 use aegis_engine::eval::Scratch;
 use aegis_engine::jwt::TokenCacheConfig;
-use sha2::{Digest, Sha256};
+use aegis_engine::trust;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -60,27 +60,12 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// The same rule as the engine's loader: with trusted keys configured, the
-/// bundle must be signed by one of them.
-fn check_trust(signer: Option<[u8; 32]>, trusted: &[[u8; 32]]) -> Result<(), LoadError> {
-    if trusted.is_empty() {
-        return Ok(());
-    }
+/// Who signed a bundle, for the log, with the key id `aegis` prints.
+pub fn signer_text(signer: Option<&[u8; 32]>) -> String {
     match signer {
-        None => Err(LoadError::Unsigned),
-        Some(k) if trusted.contains(&k) => Ok(()),
-        Some(_) => Err(LoadError::UntrustedSigner),
+        Some(k) => format!("signed by key {}", trust::key_fingerprint(k)),
+        None => "unsigned".into(),
     }
-}
-
-/// Key id of a signer for logs, as `aegis` prints it: the first 16 hex
-/// digits of SHA-256 of the raw key.
-pub fn fingerprint(key: &[u8; 32]) -> String {
-    Sha256::digest(key)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Shared {
@@ -103,8 +88,10 @@ impl Shared {
                 (Rc::new(b), Source::Configuration)
             }
             (None, Some(b)) => {
-                check_trust(b.signer, &config.trusted_keys)
-                    .map_err(|e| format!("cannot use the embedded bundle: {e}"))?;
+                // The loader's rule, for a bundle loaded when the VM started.
+                trust::check_trust(b.signer.as_ref(), &config.trusted_keys).map_err(|e| {
+                    format!("cannot use the embedded bundle: {}", LoadError::from(e))
+                })?;
                 (Rc::clone(b), Source::Embedded)
             }
             (None, None) => {
@@ -166,10 +153,7 @@ impl Shared {
             b.model.agents.len(),
             b.hash_hex(),
             self.source.as_str(),
-            match &b.signer {
-                Some(k) => format!("signed by key {}", fingerprint(k)),
-                None => "unsigned".into(),
-            },
+            signer_text(b.signer.as_ref()),
             self.max_body_bytes,
             if self.hold_headers {
                 "headers held while the body is judged"
