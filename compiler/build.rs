@@ -14,7 +14,17 @@
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+// Both are files of their own crates, included rather than depended on: the
+// engine as a build dependency would be compiled once more, with its
+// dependencies, before this script could start. Each uses only `core` or
+// `std`, and this script uses a part of each.
+#[allow(dead_code)]
+#[path = "../engine/src/locator.rs"]
+mod locator;
+#[allow(dead_code)]
+#[path = "src/nested_cargo.rs"]
+mod nested_cargo;
 
 const TARGET: &str = "wasm32-wasip1";
 
@@ -80,44 +90,9 @@ fn run() -> Result<(), String> {
     }
 
     let target_dir = out_dir.join("filter-target");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "-p",
-            "aegis-filter",
-            "--release",
-            "--target",
-            TARGET,
-        ])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir);
     // The outer build's settings are for the host, not for the filter.
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("CARGO_ENCODED_")
-            || key.starts_with("CARGO_BUILD_")
-            || key.starts_with("CARGO_PROFILE_")
-            || key.starts_with("CARGO_TARGET_")
-            || matches!(
-                key,
-                "RUSTFLAGS"
-                    | "RUSTDOCFLAGS"
-                    | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER"
-                    | "CARGO_INCREMENTAL"
-                    | "CARGO_LLVM_COV"
-                    | "CARGO_LLVM_COV_TARGET_DIR"
-                    | "LLVM_PROFILE_FILE"
-            )
-        {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("CARGO_TARGET_DIR", &target_dir);
-    let status = cmd
+    let status = nested_cargo::build_command(&root, &target_dir)
+        .args(["-p", "aegis-filter", "--release", "--target", TARGET])
         .status()
         .map_err(|e| format!("cannot run cargo to build the filter: {e}"))?;
     if !status.success() {
@@ -211,15 +186,13 @@ fn without_exports(wasm: &[u8], drop: &[&str]) -> Result<Vec<u8>, String> {
     Ok(out.finish())
 }
 
-/// Counts locators with offset and length zero: the magic, then 16 zero
-/// bytes. A cheap check; `aegis build` does the real one.
+/// Counts locators with offset and length zero. A cheap check; `aegis
+/// build` does the real one.
 fn generic_locators(path: &Path) -> Result<usize, String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut want = b"AEGIS-LOCATOR-01".to_vec();
-    want.extend_from_slice(&[0; 16]);
     Ok(bytes
-        .windows(want.len())
-        .filter(|w| *w == want.as_slice())
+        .windows(locator::LEN)
+        .filter(|w| *w == locator::EMPTY)
         .count())
 }
 

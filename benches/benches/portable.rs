@@ -42,6 +42,7 @@
 use aegis_benches::{
     compile_sources, dlp_policy, generated_cases, generated_policy, json_body, load,
 };
+use aegis_compiler::nested_cargo;
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Scanner, Scratch as DlpScratch};
@@ -190,32 +191,13 @@ fn write_inputs(dir: &Path) -> Vec<Case> {
 /// Builds the program with a nested cargo in `target_dir`, for the host
 /// or for `target`; returns the path of the result.
 fn build(root: &Path, target_dir: &Path, target: Option<&str>) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args(["build", "--release", "-p", PROGRAM])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"));
+    // The same code generation settings on both sides: the release
+    // profile, no flags from the environment.
+    let mut cmd = nested_cargo::build_command(root, target_dir);
+    cmd.args(["--release", "-p", PROGRAM]);
     if let Some(t) = target {
         cmd.args(["--target", t]);
     }
-    // The same code generation settings on both sides: the release
-    // profile, no flags from the environment.
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("CARGO_ENCODED_")
-            || key.starts_with("CARGO_BUILD_")
-            || key.starts_with("CARGO_PROFILE_")
-            || key.starts_with("CARGO_TARGET_")
-            || matches!(
-                key,
-                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER"
-            )
-        {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("CARGO_TARGET_DIR", target_dir);
     let t0 = Instant::now();
     let status = cmd.status().expect("cannot run cargo");
     assert!(

@@ -1,20 +1,13 @@
 //! The blob: the generic filter module with a compiled bundle embedded.
 //!
-//! The filter holds one static 32-byte locator in a data segment:
-//!
-//! ```text
-//!  0..16  "AEGIS-LOCATOR-01"
-//! 16..20  bundle offset in linear memory (u32 LE)
-//! 20..24  bundle length (u32 LE)
-//! 24..32  zero
-//! ```
-//!
-//! The generic filter has offset = length = 0. [`embed`] rewrites the module
-//! (parsed with `wasmparser`, written with `wasm-encoder`; sections it does
-//! not change are copied byte for byte): memory 0 grows by as many 64 KiB
-//! pages as the bundle needs, a new active data segment puts the bundle at
-//! the old end of the initial memory, and the locator is patched to point
-//! at it. The filter reads the locator at start.
+//! The filter holds one static 32-byte locator in a data segment (its
+//! layout: [`aegis_engine::locator`]). The generic filter has offset =
+//! length = 0. [`embed`] rewrites the module (parsed with `wasmparser`,
+//! written with `wasm-encoder`; sections it does not change are copied
+//! byte for byte): memory 0 grows by as many 64 KiB pages as the bundle
+//! needs, a new active data segment puts the bundle at the old end of the
+//! initial memory, and the locator is patched to point at it. The filter
+//! reads the locator at start.
 //!
 //! Nothing else lives there: the linker's `__heap_end` still marks the old
 //! end, and wasi-libc's malloc (what Rust's `System` allocator is on
@@ -23,14 +16,14 @@
 //! locator with a volatile (or `black_box`) load, or the optimizer folds
 //! the zeros of the generic filter into the code.
 
+use aegis_engine::locator;
 use std::ops::Range;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasmparser::{DataKind, Encoding, Operator, Parser, Payload, TypeRef};
 
 /// First 16 bytes of the locator.
-pub const LOCATOR_MAGIC: &[u8; 16] = b"AEGIS-LOCATOR-01";
-/// Size of the locator in bytes.
-pub const LOCATOR_LEN: usize = 32;
+pub use aegis_engine::locator::MAGIC as LOCATOR_MAGIC;
+
 const PAGE: u64 = 65_536;
 /// Pages a 32-bit memory can have (4 GiB).
 const MAX_PAGES: u64 = 65_536;
@@ -139,11 +132,7 @@ pub enum BlobError {
 
 /// Where the locator points: offset and length of the bundle in linear
 /// memory. Both zero in the generic filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Locator {
-    pub offset: u32,
-    pub len: u32,
-}
+pub use aegis_engine::locator::Span as Locator;
 
 /// Returns `filter_wasm` with `bundle` embedded and the locator patched.
 /// Any `signature` section is dropped (the content changed); sign after.
@@ -212,14 +201,10 @@ pub fn embed(filter_wasm: &[u8], bundle: &[u8]) -> Result<Vec<u8>, BlobError> {
             continue;
         }
         let mut bytes = seg.data.to_vec();
-        let at = found.at;
-        let field = bytes
-            .get_mut(at + 16..at + 24)
-            .ok_or(BlobError::NoLocator)?;
-        let mut patch = [0u8; 8];
-        patch[..4].copy_from_slice(&offset.to_le_bytes());
-        patch[4..].copy_from_slice(&len.to_le_bytes());
-        field.copy_from_slice(&patch);
+        bytes
+            .get_mut(found.at..found.at + locator::LEN)
+            .ok_or(BlobError::NoLocator)?
+            .copy_from_slice(&locator::encode(Locator { offset, len }));
         match &seg.offset_expr {
             Some(expr) => {
                 let expr = RoundtripReencoder
@@ -371,20 +356,14 @@ struct Found {
 
 impl Found {
     fn read(&self, m: &Scanned<'_>) -> Result<Locator, BlobError> {
-        let seg = m.segments.get(self.segment).ok_or(BlobError::NoLocator)?;
-        Ok(Locator {
-            offset: u32_at(seg.data, self.at + 16)?,
-            len: u32_at(seg.data, self.at + 20)?,
-        })
+        let raw = m
+            .segments
+            .get(self.segment)
+            .and_then(|seg| seg.data.get(self.at..self.at + locator::LEN))
+            .and_then(|raw| <&[u8; locator::LEN]>::try_from(raw).ok())
+            .ok_or(BlobError::NoLocator)?;
+        Ok(locator::fields(raw))
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Result<u32, BlobError> {
-    bytes
-        .get(at..at + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes)
-        .ok_or(BlobError::NoLocator)
 }
 
 fn slice<'a>(bytes: &'a [u8], r: &Range<usize>) -> Result<&'a [u8], BlobError> {
@@ -406,17 +385,11 @@ impl<'a> Scanned<'a> {
             if seg.offset_expr.is_none() {
                 continue;
             }
-            for (at, w) in seg.data.windows(LOCATOR_LEN).enumerate() {
-                if w.starts_with(LOCATOR_MAGIC)
-                    && w.get(24..).is_some_and(|z| z.iter().all(|b| *b == 0))
-                {
-                    hits.push(Found {
-                        segment: i,
-                        at,
-                        memory_index: seg.memory_index,
-                    });
-                }
-            }
+            hits.extend(locator::find(seg.data).map(|at| Found {
+                segment: i,
+                at,
+                memory_index: seg.memory_index,
+            }));
         }
         match hits.len() {
             0 => Err(BlobError::NoLocator),

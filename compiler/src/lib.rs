@@ -6,6 +6,7 @@ pub mod cases;
 pub mod cli;
 pub mod frontend;
 pub mod keys;
+pub mod nested_cargo;
 pub mod rego;
 pub mod run;
 pub mod token;

@@ -20,6 +20,7 @@ mod index;
 pub mod json;
 pub mod jwt;
 pub mod listing;
+pub mod locator;
 pub mod params;
 pub mod reply;
 pub mod trust;

@@ -1,7 +1,8 @@
 //! The embedded bundle: the locator static and the one function that reads
-//! linear memory. See `locator.rs` for the contract with the blob builder.
+//! linear memory. `aegis_engine::locator` holds the layout and the contract
+//! with the blob builder.
 
-use crate::locator::{self, LocatorError};
+use aegis_engine::locator::{self, LocatorError, Span};
 
 /// The only copy of the locator magic in the module. `#[used]` and the
 /// volatile read in [`bundle_bytes`] keep it (and its data segment) in the
@@ -22,7 +23,7 @@ pub fn bundle_bytes() -> Result<Option<Vec<u8>>, LocatorError> {
     let Some(span) = locator::parse(&raw)? else {
         return Ok(None);
     };
-    locator::check_bounds(span, memory_bytes())?;
+    check_bounds(span, memory_bytes())?;
     let (Ok(offset), Ok(len)) = (usize::try_from(span.offset), usize::try_from(span.len)) else {
         return Err(LocatorError::Overflow);
     };
@@ -42,6 +43,18 @@ pub fn bundle_bytes() -> Result<Option<Vec<u8>>, LocatorError> {
     Ok(Some(bytes.to_vec()))
 }
 
+/// Checks that `span` lies inside `memory_bytes` of linear memory.
+fn check_bounds(span: Span, memory_bytes: u64) -> Result<(), LocatorError> {
+    let end = u64::from(span.offset) + u64::from(span.len);
+    if end > memory_bytes {
+        return Err(LocatorError::OutOfMemory {
+            end,
+            memory: memory_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Size of linear memory 0 in bytes.
 #[cfg(target_arch = "wasm32")]
 fn memory_bytes() -> u64 {
@@ -56,8 +69,32 @@ fn memory_bytes() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_generic_filter_has_no_embedded_bundle() {
-        assert_eq!(super::bundle_bytes(), Ok(None));
+        assert_eq!(bundle_bytes(), Ok(None));
+    }
+
+    #[test]
+    fn bounds_are_checked_against_memory() {
+        let span = Span {
+            offset: 65536,
+            len: 100,
+        };
+        assert_eq!(check_bounds(span, 65536 + 100), Ok(()));
+        assert_eq!(
+            check_bounds(span, 65536 + 99),
+            Err(LocatorError::OutOfMemory {
+                end: 65636,
+                memory: 65635
+            })
+        );
+        // The largest span that fits in 32 bits is still checked in 64.
+        let top = Span {
+            offset: u32::MAX - 1,
+            len: 1,
+        };
+        assert_eq!(check_bounds(top, 1 << 32), Ok(()));
     }
 }

@@ -10,7 +10,7 @@
 //! - `stream`: one request, from headers to verdict, against the `Host`
 //!   trait so it is unit-tested natively
 //! - `shared`, `config`: what `on_configure` builds
-//! - `embedded`, `locator`: the bundle `aegis build` embeds
+//! - `embedded`: the bundle `aegis build` embeds
 //! - `metrics`, `reply`: metric names and local replies
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
 //!
@@ -21,7 +21,6 @@ mod config;
 mod embedded;
 mod host;
 mod listing;
-mod locator;
 mod metrics;
 mod reply;
 mod shared;
