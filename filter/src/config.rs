@@ -17,7 +17,7 @@
 //! bundle, unsigned or signed by anyone, 1 MiB bodies". Unknown keys are
 //! errors.
 
-use crate::stream::keys;
+use crate::state_keys as keys;
 use aegis_engine::jwt::{TokenCacheConfig, MAX_TOKEN_LEN};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;

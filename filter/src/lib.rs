@@ -10,6 +10,7 @@
 //! - `stream`: one request, from headers to verdict, against the `Host`
 //!   trait so it is unit-tested natively
 //! - `shared`, `config`: what `on_configure` builds
+//! - `state_keys`: the filter-state keys a decision is written to
 //! - `embedded`: the bundle `aegis build` embeds
 //! - `metrics`, `reply`: metric names and local replies
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
@@ -24,6 +25,7 @@ mod listing;
 mod metrics;
 mod reply;
 mod shared;
+mod state_keys;
 mod stream;
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use crate::listing::{self, Framing};
 use crate::metrics::{self, NONE};
 use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
+use crate::state_keys as keys;
 use aegis_engine::eval::{AgentRef, Caller, Decision, Request, Verdict};
 use aegis_engine::listing::ToolsList;
 use aegis_engine::types::Mode;
@@ -46,34 +47,6 @@ use std::rc::Rc;
 pub enum Flow {
     Continue,
     Pause,
-}
-
-/// Filter state keys. Envoy stores each as `wasm.<key>`.
-pub mod keys {
-    pub const DECISION: &str = "aegis_decision";
-    pub const REASON: &str = "aegis_reason";
-    pub const RULE: &str = "aegis_rule";
-    pub const AGENT: &str = "aegis_agent";
-    pub const TOOL: &str = "aegis_tool";
-    pub const ACTION: &str = "aegis_action";
-    pub const POLICY_VERSION: &str = "aegis_policy_version";
-    pub const REQUEST_ID: &str = "aegis_request_id";
-    pub const MODE: &str = "aegis_mode";
-
-    /// Every key, in the order of the bits of `Config::filter_state`.
-    pub const ALL: [&str; 9] = [
-        DECISION,
-        REASON,
-        RULE,
-        AGENT,
-        TOOL,
-        ACTION,
-        POLICY_VERSION,
-        REQUEST_ID,
-        MODE,
-    ];
-    /// The bits of every key.
-    pub const EVERY: u16 = (1 << ALL.len()) - 1;
 }
 
 /// Request header added in shadow mode.

@@ -6,7 +6,8 @@ use crate::host::{Host, Level, MetricKind};
 use crate::metrics::{self, Metrics};
 use crate::reply::RequestIds;
 use crate::shared::Shared;
-use crate::stream::{keys, Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
+use crate::state_keys as keys;
+use crate::stream::{Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir::{
