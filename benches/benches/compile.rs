@@ -11,8 +11,9 @@
 )]
 
 use aegis_benches::{generated_policy, load};
-use aegis_compiler::blob::{build_signed, embed, generic_filter, signed_bundle};
-use aegis_compiler::{frontend, wasmsig};
+use aegis_compiler::frontend;
+use aegis_compiler::package::blob::{build_signed, embed, generic_filter, signed_bundle};
+use aegis_compiler::package::wasmsig;
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::build::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;

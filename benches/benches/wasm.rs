@@ -15,7 +15,7 @@ use aegis_benches::{
     sorted_agent_ids, McpIdentity, FINANCE_CATALOG, FINANCE_PAYMENTS, LEDGER_IDENTITY,
     LEDGER_POLICY,
 };
-use aegis_compiler::blob::{build_signed, generic_filter};
+use aegis_compiler::package::blob::{build_signed, generic_filter};
 use aegis_host_tests::{Compiler, Host, HttpRequest, Plugin, PluginOptions};
 use base64::Engine as _;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

@@ -3,21 +3,18 @@
 //! wasmtime / Envoy runners all compare against what this produces.
 //!
 //! What the engine is given for a case, which the other runners reproduce
-//! (see [`crate::cases`]): the url's authority, its path and query exactly
+//! (see [`crate::format`]): the url's authority, its path and query exactly
 //! as written (fragment included, no normalization; a missing path is
 //! `/`), the case's headers in order with repeats but without `host`
 //! (Envoy replaces `Host` by the url's authority), and the body bytes.
 
-use crate::cases::{Case, Expect};
-use crate::frontend::{self, Diagnostic, Loaded};
-use aegis_engine::build::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::{Bundle, MAGIC};
+use crate::format::{Case, Expect};
+use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::reply::{error_type, message, Shape};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
 
 /// What one case produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +206,6 @@ pub fn expected_reply(out: &Outcome, request_id: &str) -> (u32, serde_json::Valu
     (out.shape.status(rest), body)
 }
 
-/// Mismatches between what a case expects and what it got; empty = pass.
 /// The status the filter answers a blocking verdict with, by its reason:
 /// 413 for a body over `max_body_bytes` (the engine and the filter say it
 /// with the same sentence), 500 for a failure of the filter itself, else
@@ -224,6 +220,7 @@ pub fn blocking_status(reason: &str) -> u32 {
     }
 }
 
+/// Mismatches between what a case expects and what it got; empty = pass.
 pub fn check(expect: &Expect, got: &Outcome) -> Vec<String> {
     let mut out = Vec::new();
     if expect.decision != got.decision {
@@ -289,52 +286,10 @@ pub fn show_bytes(b: &[u8]) -> String {
     }
 }
 
-/// A policy set ready to evaluate, from sources or a compiled bundle file.
-pub struct Loadedbundle {
-    pub bundle: Bundle,
-    pub warnings: Vec<Diagnostic>,
-}
-
-/// Why a policy set could not be loaded.
-#[derive(Debug)]
-pub enum LoadFailure {
-    Diagnostics(Vec<Diagnostic>),
-    Other(String),
-}
-
-fn is_bundle_file(p: &Path) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(p) else {
-        return false;
-    };
-    let mut head = [0u8; 8];
-    f.read_exact(&mut head).is_ok() && &head == MAGIC
-}
-
-/// Loads `paths` (policy files/dirs, or one compiled bundle).
-pub fn load_policy_set(paths: &[PathBuf]) -> Result<Loadedbundle, LoadFailure> {
-    if let [one] = paths {
-        if one.is_file() && is_bundle_file(one) {
-            let bytes = std::fs::read(one)
-                .map_err(|e| LoadFailure::Other(format!("cannot read `{}`: {e}", one.display())))?;
-            let bundle = Bundle::load(&bytes, &[])
-                .map_err(|e| LoadFailure::Other(format!("`{}`: {e}", one.display())))?;
-            return Ok(Loadedbundle {
-                bundle,
-                warnings: Vec::new(),
-            });
-        }
-    }
-    let Loaded { policy, warnings } =
-        frontend::load(paths, None).map_err(LoadFailure::Diagnostics)?;
-    let bytes = compile(&policy, &BuildOptions::default(), None).map_err(LoadFailure::Other)?;
-    let bundle = Bundle::load(&bytes, &[]).map_err(|e| LoadFailure::Other(e.to_string()))?;
-    Ok(Loadedbundle { bundle, warnings })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{CaseRequest, Protocol};
 
     #[test]
     fn urls_are_split_not_normalized() {
@@ -361,16 +316,48 @@ mod tests {
         assert_eq!(url_scheme("a/"), None);
     }
 
-    fn case(src: &str) -> Case {
-        crate::cases::parse_cases("c.cases.yaml", src)
-            .unwrap()
-            .remove(0)
+    fn case(headers: &[(&str, &str)], expect: Expect) -> Case {
+        Case {
+            name: "x".into(),
+            agent: None,
+            tenant: None,
+            now: None,
+            request: CaseRequest {
+                method: "GET".into(),
+                url: "https://a.example/x".into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: None,
+            },
+            expect,
+            envoy: None,
+            protocols: Protocol::ALL.to_vec(),
+            location: ("c.cases.yaml".into(), 1),
+        }
+    }
+
+    fn expect(decision: &str) -> Expect {
+        Expect {
+            decision: decision.into(),
+            reason_contains: None,
+            rule: None,
+            body: None,
+            body_contains: Vec::new(),
+            body_not_contains: Vec::new(),
+        }
     }
 
     #[test]
     fn the_engine_gets_repeats_but_no_host() {
         let c = case(
-            "- name: x\n  request:\n    url: https://a.example/x\n    headers: [{authorization: a}, {host: b.example}, {authorization: b}]\n  expect: {decision: deny}\n",
+            &[
+                ("authorization", "a"),
+                ("host", "b.example"),
+                ("authorization", "b"),
+            ],
+            expect("deny"),
         );
         assert_eq!(
             engine_headers(&c),
@@ -397,10 +384,15 @@ mod tests {
     #[test]
     fn bodies_compare_as_bytes() {
         let c = case(
-            "- name: x\n  request: {url: http://a/}\n  expect:\n    decision: sanitize\n    body_base64: //7/AA==\n    body_contains: [\"\\xFE\"]\n",
+            &[],
+            Expect {
+                body: Some(vec![0xff, 0xfe, 0xff, 0]),
+                body_contains: vec!["\u{fe}".into()],
+                ..expect("sanitize")
+            },
         );
         let got = outcome(Some(&[0xff, 0xfe, 0xff, 0]));
-        // `\xFE` in YAML is U+00FE, two bytes in UTF-8: not in the body.
+        // U+00FE is two bytes in UTF-8: not in the body.
         let problems = check(&c.expect, &got);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("base64://7/AA=="), "{problems:?}");

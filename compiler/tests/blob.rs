@@ -8,8 +8,8 @@
     clippy::indexing_slicing
 )]
 
-use aegis_compiler::blob::{self, BlobError, Locator, LOCATOR_MAGIC};
-use aegis_compiler::wasmsig::{self, WasmSigError};
+use aegis_compiler::package::blob::{self, BlobError, Locator, LOCATOR_MAGIC};
+use aegis_compiler::package::wasmsig::{self, WasmSigError};
 use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

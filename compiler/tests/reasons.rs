@@ -8,8 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use aegis_compiler::cases::{case_groups, load_cases, Case};
-use aegis_compiler::run::{load_policy_set, run_case};
+use aegis_cases::format::{case_groups, Case};
+use aegis_cases::runner::run_case;
+use aegis_compiler::case_file::load_cases;
+use aegis_compiler::policy_set::load_policy_set;
 use aegis_engine::eval::Scratch;
 use std::path::PathBuf;
 

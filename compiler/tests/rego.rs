@@ -22,10 +22,11 @@
     clippy::indexing_slicing
 )]
 
-use aegis_compiler::cases::{load_cases, Case};
+use aegis_cases::format::Case;
+use aegis_cases::runner::{engine_headers, request_path, split_url};
+use aegis_compiler::case_file::load_cases;
 use aegis_compiler::frontend;
 use aegis_compiler::rego::{export, export_with_data, DECISION_RULE};
-use aegis_compiler::run::{engine_headers, request_path, split_url};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Reason, Request, Scratch, Verdict};

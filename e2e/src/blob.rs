@@ -3,7 +3,8 @@
 //! and the keys the tests use.
 
 use crate::{err, Result};
-use aegis_compiler::{blob, frontend, keys, wasmsig};
+use aegis_compiler::package::{blob, wasmsig};
+use aegis_compiler::{frontend, keys};
 use aegis_engine::bundle::Bundle;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -29,10 +29,11 @@ use crate::h2c::{self, H2Client};
 use crate::upstream::{EchoServer, Recorded, ECHO_HEADER};
 use crate::wire::{self, NoResponse, WireRequest};
 use crate::{err, repo_root, Result};
-use aegis_compiler::cases::{load_cases, Case, EnvoyExpect, Protocol};
-use aegis_compiler::run::{
+use aegis_cases::format::{Case, EnvoyExpect, Protocol};
+use aegis_cases::runner::{
     check, now_unix, request_path, run_case, show_bytes, split_url, url_scheme, Outcome,
 };
+use aegis_compiler::case_file::load_cases;
 use aegis_compiler::token::{issue, TokenRequest};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
@@ -78,7 +79,7 @@ pub fn fixture_folders() -> Result<Vec<Folder>> {
 pub fn folders_in(root: &Path, label: &str) -> Result<Vec<Folder>> {
     let root = root.to_path_buf();
     Ok(
-        aegis_compiler::cases::case_groups(std::slice::from_ref(&root))
+        aegis_cases::format::case_groups(std::slice::from_ref(&root))
             .into_iter()
             .map(|(dir, case_files)| {
                 let name = dir
@@ -229,7 +230,7 @@ fn add_key_to_identity(dir: &Path, public_b64: &str) -> Result<Option<FoundIdent
     files.sort();
     for f in files {
         let is_yaml = f.extension().is_some_and(|x| x == "yaml" || x == "yml");
-        if !is_yaml || aegis_compiler::cases::is_cases_file(&f) {
+        if !is_yaml || aegis_cases::format::is_cases_file(&f) {
             continue;
         }
         let text = std::fs::read_to_string(&f)
@@ -761,7 +762,7 @@ pub fn judge(
     let blocks =
         r.mode == Mode::Enforce && matches!(want.decision.as_str(), "deny" | "approval_needed");
     if blocks {
-        let (expected_status, expect) = aegis_compiler::run::expected_reply(want, &sent.request_id);
+        let (expected_status, expect) = aegis_cases::runner::expected_reply(want, &sent.request_id);
         if u32::from(resp.status) != expected_status {
             bad.push(format!(
                 "status {} for a {}, expected {expected_status}",

@@ -16,7 +16,7 @@
 
 mod common;
 
-use aegis_compiler::cases::Protocol;
+use aegis_cases::format::Protocol;
 use aegis_e2e::blob::fresh_key;
 use aegis_e2e::config::{self, Listener, Mode};
 use aegis_e2e::corpus::{self, Clients, Known, Tally};

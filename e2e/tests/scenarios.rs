@@ -13,7 +13,7 @@
 
 mod common;
 
-use aegis_compiler::run::{now_unix, outcome, Outcome};
+use aegis_cases::runner::{now_unix, outcome, Outcome};
 use aegis_e2e::blob::fresh_key;
 use aegis_e2e::client::{send, Req, Resp, SlowRequest};
 use aegis_e2e::config::{self, Gateway, Listener, Mode};

@@ -230,16 +230,16 @@ impl HttpRequest {
     /// `url`: `scheme://authority/path?query#fragment` (scheme defaults to
     /// https), split the way the native runner splits a case's url: the
     /// path, query and fragment exactly as written, `/` only for a missing
-    /// path ([`aegis_compiler::run::request_path`]).
+    /// path ([`aegis_cases::runner::request_path`]).
     pub fn new(method: &str, url: &str) -> Self {
-        let (authority, _) = aegis_compiler::run::split_url(url);
+        let (authority, _) = aegis_cases::runner::split_url(url);
         HttpRequest {
             method: method.to_ascii_uppercase(),
-            scheme: aegis_compiler::run::url_scheme(url)
+            scheme: aegis_cases::runner::url_scheme(url)
                 .unwrap_or("https")
                 .to_string(),
             authority: authority.to_string(),
-            path: aegis_compiler::run::request_path(url).into_owned(),
+            path: aegis_cases::runner::request_path(url).into_owned(),
             headers: Vec::new(),
             trailers: Vec::new(),
         }

@@ -6,8 +6,9 @@
 //! the key (DLP hash key derived from it), check it loads, embed it in the
 //! generic filter the `aegis` binary carries, sign the module.
 
-use aegis_compiler::cases::Case;
-use aegis_compiler::{blob, frontend, token};
+use aegis_cases::format::Case;
+use aegis_compiler::package::blob;
+use aegis_compiler::{frontend, token};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir;
 use ed25519_dalek::SigningKey;
@@ -185,13 +186,13 @@ impl Issuer {
 /// body. `bearer`: a token to send as `authorization` (for cases that name
 /// their agent directly). The case's headers go in order, repeats as
 /// repeated pairs, except `host`: through Envoy the authority is the url's
-/// and `Host` is replaced by it ([`aegis_compiler::run::engine_headers`]).
+/// and `Host` is replaced by it ([`aegis_cases::runner::engine_headers`]).
 /// `content-length` is added when the case has a body, gives none and is
 /// not chunked (`transfer-encoding: chunked` bodies have no length).
 pub fn case_request(case: &Case, bearer: Option<&str>) -> (crate::HttpRequest, Vec<u8>) {
     let r = &case.request;
     let mut req = crate::HttpRequest::new(&r.method, &r.url);
-    for (k, v) in aegis_compiler::run::engine_headers(case) {
+    for (k, v) in aegis_cases::runner::engine_headers(case) {
         req = req.header(k, v);
     }
     if let Some(t) = bearer {

@@ -1,6 +1,6 @@
 //! Every `policies/**/*.cases.yaml` case (and the wire fixtures in
 //! `e2e/tests/fixtures/`) through the built blob under wasmtime, compared
-//! with the native engine (`aegis_compiler::run::run_case`, what `aegis
+//! with the native engine (`aegis_cases::runner::run_case`, what `aegis
 //! test` runs) on the very bundle inside the blob, and with the case's own
 //! expectations. Repeated headers reach the filter as repeated pairs and a
 //! case's `host` header is dropped, as natively (`policy::case_request`).
@@ -28,8 +28,9 @@
 
 mod common;
 
-use aegis_compiler::cases::{load_cases, Case};
-use aegis_compiler::run::{check, run_case, Outcome as Native};
+use aegis_cases::format::Case;
+use aegis_cases::runner::{check, run_case, Outcome as Native};
+use aegis_compiler::case_file::load_cases;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::Scratch;
 use aegis_engine::types::Mode;
@@ -200,7 +201,7 @@ fn compare(
         match &o.local_response {
             None => p.push(format!("no local reply for `{}`: {o:?}", native.decision)),
             Some(r) => {
-                let (status, want) = aegis_compiler::run::expected_reply(
+                let (status, want) = aegis_cases::runner::expected_reply(
                     native,
                     v.request_id.as_deref().unwrap_or_default(),
                 );
@@ -472,7 +473,7 @@ impl Seen {
             reason: o.property("aegis_reason"),
             status: o.status(),
             forwarded: o.forwarded,
-            forwarded_body: aegis_compiler::run::show_bytes(&o.forwarded_body),
+            forwarded_body: aegis_cases::runner::show_bytes(&o.forwarded_body),
             stalled: o.stalled,
         }
     }

@@ -315,7 +315,7 @@ fn plugin_for(f: &Fixture, config: &str) -> Plugin {
 
 #[test]
 fn the_generic_filter_without_a_bundle_refuses_to_configure() {
-    let generic = aegis_compiler::blob::generic_filter().unwrap();
+    let generic = aegis_compiler::package::blob::generic_filter().unwrap();
     let host = Host::new(generic).unwrap();
     let line = rejection(&refused(&host, "{}"));
     assert!(line.contains("no policy bundle"), "{line}");
@@ -492,8 +492,8 @@ fn native_decision(
     issuer: &Issuer,
     agent: &str,
     body: &str,
-) -> aegis_compiler::run::Outcome {
-    let case = aegis_compiler::cases::parse_cases(
+) -> aegis_cases::runner::Outcome {
+    let case = aegis_compiler::case_file::parse_cases(
         "inline.cases.yaml",
         &serde_json::json!([{
             "name": "inline",
@@ -512,7 +512,7 @@ fn native_decision(
     )
     .unwrap();
     let mut scratch = aegis_engine::eval::Scratch::new();
-    aegis_compiler::run::run_case(bundle, &case[0], &mut scratch)
+    aegis_cases::runner::run_case(bundle, &case[0], &mut scratch)
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn every_import_of_the_blob_is_provided() {
         );
     }
     // The same for the generic filter the `aegis` binary carries.
-    let generic = aegis_compiler::blob::generic_filter().unwrap();
+    let generic = aegis_compiler::package::blob::generic_filter().unwrap();
     assert_eq!(imports::list(generic).unwrap(), list);
 }
 
@@ -315,7 +315,7 @@ fn vms_are_independent() {
 
 #[test]
 fn case_requests_carry_repeats_raw_paths_and_no_host() {
-    let case = aegis_compiler::cases::parse_cases(
+    let case = aegis_compiler::case_file::parse_cases(
         "inline.cases.yaml",
         r#"
 - name: repeats

@@ -2,7 +2,8 @@
 //! compile, embed the bundle in the filter, sign the module.
 
 use super::{exit, print_diagnostics, Format};
-use crate::{blob, frontend, wasmsig};
+use crate::frontend;
+use crate::package::{blob, wasmsig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -1,7 +1,8 @@
 //! `aegis eval PATH... --cases FILE`: one JSON object per case per line.
 
 use super::{exit, print_diagnostics, Format};
-use crate::run::{load_policy_set, run_case, LoadFailure};
+use crate::policy_set::{load_policy_set, LoadFailure};
+use aegis_cases::runner::run_case;
 use aegis_engine::eval::Scratch;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ pub fn run(paths: &[PathBuf], cases: &Path) -> i32 {
             return exit::ERROR;
         }
     };
-    let cases = match crate::cases::load_cases(cases) {
+    let cases = match crate::case_file::load_cases(cases) {
         Ok(c) => c,
         Err(d) => {
             print_diagnostics(&[d], Format::Human);

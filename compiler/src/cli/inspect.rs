@@ -3,7 +3,7 @@
 //! `aegis verify` for that).
 
 use super::{exit, Format};
-use crate::{blob, wasmsig};
+use crate::package::{blob, wasmsig};
 use aegis_engine::bundle::Bundle;
 use ed25519_dalek::VerifyingKey;
 use std::path::Path;

@@ -2,7 +2,8 @@
 //! against the policies of the directory that holds it.
 
 use super::{exit, print_diagnostics, Format};
-use crate::run::{check, load_policy_set, run_case, LoadFailure};
+use crate::policy_set::{load_policy_set, LoadFailure};
+use aegis_cases::runner::{check, run_case};
 use aegis_engine::eval::Scratch;
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
             return exit::ERROR;
         }
     }
-    let groups = crate::cases::case_groups(paths);
+    let groups = aegis_cases::format::case_groups(paths);
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut scratch = Scratch::new();
     for (dir, files) in &groups {
@@ -30,7 +31,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
             }
         };
         for file in files {
-            let cases = match crate::cases::load_cases(file) {
+            let cases = match crate::case_file::load_cases(file) {
                 Ok(c) => c,
                 Err(d) => {
                     print_diagnostics(&[d], format);

@@ -40,7 +40,7 @@ pub fn run(a: &Args) -> i32 {
             tenant: a.tenant.as_deref(),
             scope: a.scope.as_deref(),
             ttl_secs: ttl,
-            now: crate::run::now_unix(),
+            now: aegis_cases::runner::now_unix(),
         },
     );
     println!("{token}");

@@ -39,8 +39,8 @@ pub fn run(file: &Path, pubkey: &Path, format: Format) -> i32 {
 
 /// Both signatures of a blob: the module's and the embedded bundle's.
 fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<(), String> {
-    crate::wasmsig::verify(bytes, vk).map_err(|e| format!("module signature: {e}"))?;
-    let bundle = crate::blob::extract(bytes)
+    crate::package::wasmsig::verify(bytes, vk).map_err(|e| format!("module signature: {e}"))?;
+    let bundle = crate::package::blob::extract(bytes)
         .map_err(|e| e.to_string())?
         .ok_or("no bundle embedded (generic filter)")?;
     Envelope::parse(&bundle)

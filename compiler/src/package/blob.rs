@@ -50,7 +50,7 @@ pub enum BuildError {
     /// The filter module cannot carry the bundle.
     Embed(BlobError),
     /// The module cannot be signed.
-    Sign(crate::wasmsig::WasmSigError),
+    Sign(super::wasmsig::WasmSigError),
 }
 
 impl std::fmt::Display for BuildError {
@@ -91,7 +91,7 @@ pub fn build_signed(
 ) -> Result<SignedBlob, BuildError> {
     let (bundle, loaded) = signed_bundle(policy, key).map_err(BuildError::Bundle)?;
     let module = embed(filter, &bundle).map_err(BuildError::Embed)?;
-    let wasm = crate::wasmsig::sign(&module, key).map_err(BuildError::Sign)?;
+    let wasm = super::wasmsig::sign(&module, key).map_err(BuildError::Sign)?;
     Ok(SignedBlob {
         bundle,
         loaded,
@@ -477,8 +477,8 @@ fn scan(wasm: &[u8]) -> Result<Scanned<'_>, BlobError> {
             }
             Payload::DataCountSection { count, .. } => SectionKind::DataCount(*count),
             Payload::CustomSection(c)
-                if c.name() == crate::wasmsig::SECTION_NAME
-                    || c.name() == crate::wasmsig::DELIMITER_NAME =>
+                if c.name() == super::wasmsig::SECTION_NAME
+                    || c.name() == super::wasmsig::DELIMITER_NAME =>
             {
                 SectionKind::Signature
             }

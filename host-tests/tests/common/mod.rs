@@ -33,7 +33,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// with them; the cases of a folder are judged by the policies of that
 /// folder, as in `aegis test`.
 pub fn case_folders() -> Vec<(PathBuf, Vec<PathBuf>)> {
-    aegis_compiler::cases::case_groups(&[policies_dir(), fixtures_dir()])
+    aegis_cases::format::case_groups(&[policies_dir(), fixtures_dir()])
 }
 
 /// A case folder as reports name it: `finance`, `fixtures/wire`.
@@ -77,5 +77,5 @@ pub fn verdict(o: &Outcome) -> Option<WasmVerdict> {
 
 /// `secs` since the Unix epoch now.
 pub fn now_unix() -> i64 {
-    aegis_compiler::run::now_unix()
+    aegis_cases::runner::now_unix()
 }
