@@ -85,14 +85,23 @@ pub fn parse(
         Some(n) => egress(cx, n).map(Some),
         None => {
             let key = f.key("agent").unwrap_or(name_node);
-            cx.warn(
-                key,
-                format!(
-                    "agent `{}` has no `egress`: its calls are not restricted by host",
-                    name.unwrap_or("?")
-                ),
-                "add `egress: {allow_hosts: [...]}` listing the hosts this agent may call",
-            );
+            let d = cx
+                .diag(
+                    Severity::Warning,
+                    key,
+                    format!(
+                        "agent `{}` has no `egress`: its calls are not restricted by host",
+                        name.unwrap_or("?")
+                    ),
+                )
+                .with_help(
+                    "add `egress: {allow_hosts: [...]}` listing the hosts this agent may call",
+                )
+                .with_group(
+                    name.unwrap_or("?"),
+                    "agents have no `egress`: their calls are not restricted by host",
+                );
+            cx.push(d);
             Some(None)
         }
     };

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use aegis_engine::ir;
 use sha2::{Digest, Sha256};
 
-pub use diag::{render, render_colored, to_json, Diagnostic, Severity, SourceFile};
+pub use diag::{group, render, render_colored, to_json, Diagnostic, Severity, SourceFile};
 pub(crate) use read::Cx;
 
 use read::Loc;
