@@ -1,5 +1,5 @@
 //! The `aegis` binary; everything lives in `aegis_compiler::cli`.
 
-fn main() {
-    std::process::exit(aegis_compiler::cli::main());
+fn main() -> std::process::ExitCode {
+    aegis_compiler::cli::main()
 }

@@ -283,3 +283,93 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// Runs aegis in `dir`, so that file names in diagnostics are relative.
+fn aegis_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aegis"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run aegis")
+}
+
+/// A catalog and `n` agents, none with `egress`.
+fn agents_without_egress(dir: &Path, n: usize) {
+    let mut text =
+        String::from("kind: ToolCatalog\ntools:\n  - name: t\n    hosts: [t.example]\n    actions: [{name: get, method: GET, path: /x}]\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "---\nagent: finance-{i}\nallowed_tools: [{{name: t, actions: [get]}}]\n"
+        ));
+    }
+    write(dir, "p.yaml", &text);
+}
+
+#[test]
+fn a_warning_repeated_for_many_agents_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    agents_without_egress(dir.path(), 5);
+    let o = aegis_in(dir.path(), &["check", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!("check_grouped_warning", stderr(&o));
+
+    // --verbose: each one, as the output of one is repeated.
+    let o = aegis_in(dir.path(), &["check", "p.yaml", "--verbose"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!("check_verbose_warnings", stderr(&o));
+    assert_eq!(stderr(&o).matches("has no `egress`").count(), 5);
+
+    // Machines get every one.
+    let o = aegis_in(dir.path(), &["check", "p.yaml", "--format", "json"]);
+    assert_eq!(stdout(&o).lines().count(), 5);
+
+    // The same grouping where warnings come with a compiled bundle.
+    let o = aegis_in(dir.path(), &["compile", "p.yaml", "-o", "p.bundle"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(err.contains("5 agents have no `egress`"), "{err}");
+    assert!(err.contains("and 2 more)"), "{err}");
+    assert_eq!(err.matches("has no `egress`").count(), 0, "{err}");
+}
+
+#[test]
+fn a_warning_for_one_agent_is_printed_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    agents_without_egress(dir.path(), 1);
+    let o = aegis_in(dir.path(), &["check", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!("check_single_warning", stderr(&o));
+    let verbose = aegis_in(dir.path(), &["check", "p.yaml", "--verbose"]);
+    assert_eq!(stderr(&o), stderr(&verbose));
+}
+
+#[test]
+fn errors_are_printed_once_with_their_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.key").display().to_string();
+    let o = aegis(&[
+        "compile",
+        "policies/finance",
+        "-o",
+        "/dev/null",
+        "--key",
+        &missing,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty());
+
+    let o = aegis(&["explain", "policies/finance", "--agent", "nobody"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: no agent `nobody`\n");
+
+    let bad = write(dir.path(), "bad.yaml", "agent: a\nallowed_tools: 5\n");
+    let o = aegis(&["check", &bad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).ends_with("error: 1 errors\n"), "{}", stderr(&o));
+}

@@ -1,81 +1,60 @@
 //! `aegis build PATH... --key PREFIX.key -o filter.wasm [--filter FILE]`:
 //! compile, embed the bundle in the filter, sign the module.
 
-use super::{exit, print_diagnostics, Format};
+use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
 use crate::frontend;
 use crate::package::{blob, wasmsig};
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
-pub struct Args<'a> {
-    pub paths: &'a [PathBuf],
-    pub key: &'a Path,
-    pub out: &'a Path,
-    pub filter: Option<&'a Path>,
-    pub policy_version: Option<&'a str>,
-    pub format: Format,
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Signing key written by `aegis keygen` (PREFIX.key).
+    #[arg(long, value_name = "PREFIX.key")]
+    key: PathBuf,
+    #[arg(short = 'o', long, value_name = "OUT")]
+    out: PathBuf,
+    /// Filter module to embed into (default: the one built into aegis).
+    #[arg(long, value_name = "FILE")]
+    filter: Option<PathBuf>,
+    /// Policy version reported in decisions (default: content hash).
+    #[arg(long)]
+    policy_version: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
 }
 
-pub fn run(a: &Args<'_>) -> i32 {
+pub fn run(a: &Args) -> Result<ExitCode, Error> {
     let started = Instant::now();
-    let loaded = match frontend::load(a.paths, a.policy_version) {
-        Ok(l) => l,
-        Err(diags) => {
-            print_diagnostics(&diags, a.format);
-            return exit::FAILED;
-        }
-    };
-    print_diagnostics(&loaded.warnings, a.format);
-    let key = match crate::keys::read_signing_key(a.key) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
-    let filter_owned;
-    let filter: &[u8] = match a.filter {
-        Some(path) => match std::fs::read(path) {
-            Ok(b) => {
-                filter_owned = b;
-                &filter_owned
-            }
-            Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", path.display());
-                return exit::ERROR;
-            }
-        },
-        None => match blob::generic_filter() {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
-            }
-        },
+    let loaded = frontend::load(&a.paths, a.policy_version.as_deref())
+        .map_err(|diags| Error::diagnostics(diags, a.format, a.verbose))?;
+    print_diagnostics(&loaded.warnings, a.format, a.verbose);
+    let key = crate::keys::read_signing_key(&a.key).map_err(Error::input)?;
+    let filter: Cow<'_, [u8]> = match &a.filter {
+        Some(path) => Cow::Owned(
+            std::fs::read(path)
+                .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", path.display())))?,
+        ),
+        None => Cow::Borrowed(blob::generic_filter().map_err(Error::input)?),
     };
     let filter_name = a
         .filter
+        .as_ref()
         .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
-    let built = match blob::build_signed(&loaded.policy, &key, filter) {
-        Ok(b) => b,
-        Err(e @ blob::BuildError::Bundle(_)) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-        Err(e @ blob::BuildError::Embed(_)) => {
-            eprintln!("error: filter `{filter_name}`: {e}");
-            return exit::ERROR;
-        }
-        Err(e @ blob::BuildError::Sign(_)) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
+    let built = blob::build_signed(&loaded.policy, &key, &filter).map_err(|e| match e {
+        blob::BuildError::Bundle(_) => Error::failed(e),
+        blob::BuildError::Embed(_) => Error::input(format_args!("filter `{filter_name}`: {e}")),
+        blob::BuildError::Sign(_) => Error::input(e),
+    })?;
     let (signed, bundle_bytes, bundle) = (&built.wasm, &built.bundle, &built.loaded);
-    if let Err(e) = std::fs::write(a.out, signed) {
-        eprintln!("error: cannot write `{}`: {e}", a.out.display());
-        return exit::ERROR;
-    }
+    std::fs::write(&a.out, signed)
+        .map_err(|e| Error::input(format_args!("cannot write `{}`: {e}", a.out.display())))?;
     let elapsed = started.elapsed();
 
     let m = &bundle.model;
@@ -120,5 +99,5 @@ pub fn run(a: &Args<'_>) -> i32 {
             println!("signed by key {signer} (module signature key id {module_key_id})");
         }
     }
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }

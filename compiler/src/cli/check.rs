@@ -1,13 +1,25 @@
 //! `aegis check PATH...`: validate policies, print diagnostics.
 
-use super::{exit, print_diagnostics, Format};
+use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
 use crate::frontend;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(paths: &[PathBuf], format: Format) -> i32 {
-    match frontend::load(paths, None) {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let format = args.format;
+    match frontend::load(&args.paths, None) {
         Ok(loaded) => {
-            print_diagnostics(&loaded.warnings, format);
+            print_diagnostics(&loaded.warnings, format, args.verbose);
             if format == Format::Human {
                 eprintln!(
                     "ok: {} agents, {} tools, {} warnings",
@@ -16,15 +28,16 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
                     loaded.warnings.len()
                 );
             }
-            exit::OK
+            Ok(ExitCode::SUCCESS)
         }
         Err(diags) => {
-            print_diagnostics(&diags, format);
-            if format == Format::Human {
-                let errors = diags.iter().filter(|d| d.is_error()).count();
-                eprintln!("error: {errors} errors");
-            }
-            exit::FAILED
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            let e = Error::diagnostics(diags, format, args.verbose);
+            Err(if format == Format::Human {
+                e.then(format_args!("{errors} errors"))
+            } else {
+                e
+            })
         }
     }
 }

@@ -1,55 +1,50 @@
 //! `aegis compile PATH... -o OUT [--key PREFIX.key]`
 
-use super::{exit, print_diagnostics, Format};
+use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
 use crate::frontend;
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(
-    paths: &[PathBuf],
-    out: &Path,
-    key: Option<&Path>,
-    version: Option<&str>,
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(short = 'o', long, value_name = "OUT")]
+    out: PathBuf,
+    /// Signing key written by `aegis keygen` (PREFIX.key).
+    #[arg(long, value_name = "PREFIX.key")]
+    key: Option<PathBuf>,
+    /// Policy version reported in decisions (default: content hash).
+    #[arg(long)]
+    policy_version: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
     format: Format,
-) -> i32 {
-    let loaded = match frontend::load(paths, version) {
-        Ok(l) => l,
-        Err(diags) => {
-            print_diagnostics(&diags, format);
-            return exit::FAILED;
-        }
-    };
-    print_diagnostics(&loaded.warnings, format);
-    let signing = match key.map(crate::keys::read_signing_key).transpose() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let (format, out) = (args.format, &args.out);
+    let loaded = frontend::load(&args.paths, args.policy_version.as_deref())
+        .map_err(|diags| Error::diagnostics(diags, format, args.verbose))?;
+    print_diagnostics(&loaded.warnings, format, args.verbose);
+    let signing = args
+        .key
+        .as_deref()
+        .map(crate::keys::read_signing_key)
+        .transpose()
+        .map_err(Error::input)?;
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(signing.as_ref()),
     };
-    let bytes = match compile(&loaded.policy, &opts, signing.as_ref()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
+    let bytes = compile(&loaded.policy, &opts, signing.as_ref()).map_err(Error::failed)?;
     // Load what we wrote: the bundle the filter gets must be one the engine accepts.
-    let bundle = match Bundle::load(&bytes, &[]) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: compiled bundle does not load: {e}");
-            return exit::FAILED;
-        }
-    };
-    if let Err(e) = std::fs::write(out, &bytes) {
-        eprintln!("error: cannot write `{}`: {e}", out.display());
-        return exit::ERROR;
-    }
+    let bundle = Bundle::load(&bytes, &[])
+        .map_err(|e| Error::failed(format_args!("compiled bundle does not load: {e}")))?;
+    std::fs::write(out, &bytes)
+        .map_err(|e| Error::input(format_args!("cannot write `{}`: {e}", out.display())))?;
     let m = &bundle.model;
     let signer = signing
         .as_ref()
@@ -86,5 +81,5 @@ pub fn run(
             }
         }
     }
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,40 +1,35 @@
 //! `aegis eval PATH... --cases FILE`: one JSON object per case per line.
 
-use super::{exit, print_diagnostics, Format};
+use super::{Error, Format, VERBOSE_HELP};
 use crate::policy_set::{load_policy_set, LoadFailure};
 use aegis_cases::runner::run_case;
 use aegis_engine::eval::Scratch;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(paths: &[PathBuf], cases: &Path) -> i32 {
-    let set = match load_policy_set(paths) {
-        Ok(s) => s,
-        Err(LoadFailure::Diagnostics(d)) => {
-            print_diagnostics(&d, Format::Human);
-            return exit::FAILED;
-        }
-        Err(LoadFailure::Other(e)) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
-    let cases = match crate::case_file::load_cases(cases) {
-        Ok(c) => c,
-        Err(d) => {
-            print_diagnostics(&[d], Format::Human);
-            return exit::ERROR;
-        }
-    };
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy files/directories, or one compiled bundle.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    cases: PathBuf,
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let set = load_policy_set(&args.paths).map_err(|e| match e {
+        LoadFailure::Diagnostics(d) => Error::diagnostics(d, Format::Human, args.verbose),
+        LoadFailure::Other(e) => Error::input(e),
+    })?;
+    let cases = crate::case_file::load_cases(&args.cases)
+        .map_err(|d| Error::diagnostics(vec![d], Format::Human, args.verbose).as_input())?;
     let mut scratch = Scratch::new();
     for case in &cases {
         let out = run_case(&set.bundle, case, &mut scratch);
-        match serde_json::to_string(&out) {
-            Ok(line) => println!("{line}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
-            }
-        }
+        let line = serde_json::to_string(&out).map_err(Error::input)?;
+        println!("{line}");
     }
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,19 +1,29 @@
 //! `aegis explain PATH... [--agent ID]`: the decision table for humans.
 
-use super::{exit, print_diagnostics, Format};
+use super::{Error, Format, VERBOSE_HELP};
 use crate::frontend;
 use aegis_engine::ir::{Agent, Approval, Op, Policy, Predicate, Rule, Scalar};
 use std::fmt::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(paths: &[PathBuf], agent: Option<&str>, format: Format) -> i32 {
-    let loaded = match frontend::load(paths, None) {
-        Ok(l) => l,
-        Err(d) => {
-            print_diagnostics(&d, Format::Human);
-            return exit::FAILED;
-        }
-    };
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Only this agent (`name` or `tenant/name`).
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let agent = args.agent.as_deref();
+    let loaded = frontend::load(&args.paths, None)
+        .map_err(|d| Error::diagnostics(d, Format::Human, args.verbose))?;
     let p = &loaded.policy;
     let agents: Vec<&Agent> = p
         .agents
@@ -21,14 +31,16 @@ pub fn run(paths: &[PathBuf], agent: Option<&str>, format: Format) -> i32 {
         .filter(|a| agent.is_none_or(|want| a.id == want || a.name == want))
         .collect();
     if agents.is_empty() {
-        eprintln!("error: no agent `{}`", agent.unwrap_or(""));
-        return exit::FAILED;
+        return Err(Error::failed(format_args!(
+            "no agent `{}`",
+            agent.unwrap_or("")
+        )));
     }
-    match format {
+    match args.format {
         Format::Human => print!("{}", explain_text(p, &agents)),
         Format::Json => println!("{}", explain_json(p, &agents)),
     }
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }
 
 fn scalar(s: &Scalar) -> String {

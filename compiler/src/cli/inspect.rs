@@ -2,35 +2,29 @@
 //! trusting it (nothing here checks against a key you chose; use
 //! `aegis verify` for that).
 
-use super::{exit, Format};
+use super::{Error, Format};
 use crate::package::{blob, wasmsig};
 use aegis_engine::bundle::Bundle;
 use ed25519_dalek::VerifyingKey;
-use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(file: &Path, format: Format) -> i32 {
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", file.display());
-            return exit::ERROR;
-        }
-    };
-    let (locator, embedded) =
-        match blob::locator(&bytes).and_then(|l| Ok((l, blob::extract(&bytes)?))) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("error: `{}`: {e}", file.display());
-                return exit::ERROR;
-            }
-        };
-    let signatures = match wasmsig::signatures(&bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: `{}`: {e}", file.display());
-            return exit::FAILED;
-        }
-    };
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    file: PathBuf,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let (file, format) = (&args.file, args.format);
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", file.display())))?;
+    let (locator, embedded) = blob::locator(&bytes)
+        .and_then(|l| Ok((l, blob::extract(&bytes)?)))
+        .map_err(|e| Error::input(format_args!("`{}`: {e}", file.display())))?;
+    let signatures = wasmsig::signatures(&bytes)
+        .map_err(|e| Error::failed(format_args!("`{}`: {e}", file.display())))?;
     let key_ids: Vec<String> = signatures
         .iter()
         .flatten()
@@ -41,20 +35,16 @@ pub fn run(file: &Path, format: Format) -> i32 {
         })
         .collect();
 
-    let bundle = match embedded
+    let bundle = embedded
         .as_deref()
         .map(|b| Bundle::load(b, &[]))
         .transpose()
-    {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!(
-                "error: `{}`: the embedded bundle does not load: {e}",
+        .map_err(|e| {
+            Error::failed(format_args!(
+                "`{}`: the embedded bundle does not load: {e}",
                 file.display()
-            );
-            return exit::FAILED;
-        }
-    };
+            ))
+        })?;
     let signer = bundle
         .as_ref()
         .and_then(|b| b.signer)
@@ -135,5 +125,5 @@ pub fn run(file: &Path, format: Format) -> i32 {
             }
         }
     }
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,18 +1,18 @@
 //! `aegis keygen --out PREFIX`
 
-use super::exit;
-use std::path::Path;
+use super::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(prefix: &Path) -> i32 {
-    match crate::keys::keygen(prefix) {
-        Ok((key, public)) => {
-            println!("wrote {} (secret, mode 0600)", key.display());
-            println!("wrote {}", public.display());
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::ERROR
-        }
-    }
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let (key, public) = crate::keys::keygen(&args.out).map_err(Error::input)?;
+    println!("wrote {} (secret, mode 0600)", key.display());
+    println!("wrote {}", public.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,43 +1,44 @@
 //! `aegis test PATH...`: every `*.cases.yaml` under each PATH is evaluated
 //! against the policies of the directory that holds it.
 
-use super::{exit, print_diagnostics, Format};
+use super::{exit, Error, Format, VERBOSE_HELP};
 use crate::policy_set::{load_policy_set, LoadFailure};
 use aegis_cases::runner::{check, run_case};
 use aegis_engine::eval::Scratch;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub fn run(paths: &[PathBuf], format: Format) -> i32 {
-    for p in paths {
-        if !p.exists() {
-            eprintln!("error: `{}` does not exist", p.display());
-            return exit::ERROR;
-        }
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[arg(long, help = VERBOSE_HELP)]
+    verbose: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let format = args.format;
+    if let Some(p) = args.paths.iter().find(|p| !p.exists()) {
+        return Err(Error::input(format_args!(
+            "`{}` does not exist",
+            p.display()
+        )));
     }
-    let groups = aegis_cases::format::case_groups(paths);
+    let groups = aegis_cases::format::case_groups(&args.paths);
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut scratch = Scratch::new();
     for (dir, files) in &groups {
-        let set = match load_policy_set(std::slice::from_ref(dir)) {
-            Ok(s) => s,
-            Err(LoadFailure::Diagnostics(d)) => {
-                print_diagnostics(&d, format);
-                eprintln!("error: policies in `{}` do not compile", dir.display());
-                return exit::FAILED;
-            }
-            Err(LoadFailure::Other(e)) => {
-                eprintln!("error: {e}");
-                return exit::FAILED;
-            }
-        };
+        let set = load_policy_set(std::slice::from_ref(dir)).map_err(|e| match e {
+            LoadFailure::Diagnostics(d) => Error::diagnostics(d, format, args.verbose).then(
+                format_args!("policies in `{}` do not compile", dir.display()),
+            ),
+            LoadFailure::Other(e) => Error::failed(e),
+        })?;
         for file in files {
-            let cases = match crate::case_file::load_cases(file) {
-                Ok(c) => c,
-                Err(d) => {
-                    print_diagnostics(&[d], format);
-                    return exit::FAILED;
-                }
-            };
+            let cases = crate::case_file::load_cases(file)
+                .map_err(|d| Error::diagnostics(vec![d], format, args.verbose))?;
             for case in &cases {
                 let got = run_case(&set.bundle, case, &mut scratch);
                 let problems = check(&case.expect, &got);
@@ -74,12 +75,11 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
         Format::Human => println!("{passed} passed, {failed} failed"),
     }
     if passed + failed == 0 {
-        eprintln!("error: no `*.cases.yaml` files found");
-        return exit::FAILED;
+        return Err(Error::failed("no `*.cases.yaml` files found"));
     }
-    if failed > 0 {
+    Ok(ExitCode::from(if failed > 0 {
         exit::FAILED
     } else {
         exit::OK
-    }
+    }))
 }

@@ -1,35 +1,41 @@
 //! `aegis token issue ...`: print a signed agent JWT.
 
-use super::exit;
+use super::{Error, EXIT_CODES};
 use crate::token::{issue, parse_ttl, TokenRequest};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-pub struct Args {
-    pub key: PathBuf,
-    pub kid: String,
-    pub issuer: String,
-    pub audience: String,
-    pub agent: String,
-    pub tenant: Option<String>,
-    pub scope: Option<String>,
-    pub ttl: String,
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Issue a short-lived EdDSA JWT for an agent.
+    #[command(after_help = EXIT_CODES)]
+    Issue(Args),
 }
 
-pub fn run(a: &Args) -> i32 {
-    let ttl = match parse_ttl(&a.ttl) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
-    let key = match crate::keys::read_signing_key(&a.key) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, value_name = "PREFIX.key")]
+    key: PathBuf,
+    #[arg(long)]
+    kid: String,
+    #[arg(long)]
+    issuer: String,
+    #[arg(long)]
+    audience: String,
+    #[arg(long)]
+    agent: String,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    scope: Option<String>,
+    /// Lifetime: `30s`, `15m`, `1h`, `2d` or seconds.
+    #[arg(long, default_value = "15m")]
+    ttl: String,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode, Error> {
+    let ttl = parse_ttl(&a.ttl).map_err(Error::input)?;
+    let key = crate::keys::read_signing_key(&a.key).map_err(Error::input)?;
     let token = issue(
         &key,
         &TokenRequest {
@@ -44,5 +50,5 @@ pub fn run(a: &Args) -> i32 {
         },
     );
     println!("{token}");
-    exit::OK
+    Ok(ExitCode::SUCCESS)
 }

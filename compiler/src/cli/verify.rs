@@ -3,25 +3,25 @@
 //! both the module signature and the embedded bundle's signature must be
 //! by the key.
 
-use super::{exit, Format};
+use super::{exit, Error, Format};
 use aegis_engine::bundle::Envelope;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-pub fn run(file: &Path, pubkey: &Path, format: Format) -> i32 {
-    let vk = match crate::keys::read_verifying_key(pubkey) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", file.display());
-            return exit::ERROR;
-        }
-    };
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    file: PathBuf,
+    #[arg(long, value_name = "PREFIX.pub")]
+    pubkey: PathBuf,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, Error> {
+    let (file, format) = (args.file.as_path(), args.format);
+    let vk = crate::keys::read_verifying_key(&args.pubkey).map_err(Error::input)?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", file.display())))?;
     let id = crate::keys::key_id(&vk);
     if bytes.starts_with(b"\0asm") {
         let signed = format!(
@@ -48,21 +48,28 @@ fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<(), Str
         .map_err(|e| format!("embedded bundle: {e}"))
 }
 
-/// Prints `signed` or why not, and gives the exit code.
-fn report(file: &Path, format: Format, result: Result<(), String>, signed: String) -> i32 {
+/// Prints `signed`, or says why not: a JSON answer on stdout either way; in
+/// human form a signature that does not verify is an error.
+fn report(
+    file: &Path,
+    format: Format,
+    result: Result<(), String>,
+    signed: String,
+) -> Result<ExitCode, Error> {
     let ok = result.is_ok();
     let message = match result {
         Ok(()) => signed,
         Err(e) => format!("invalid: `{}`: {e}", file.display()),
     };
     match format {
-        Format::Json => println!("{}", serde_json::json!({"valid": ok, "message": message})),
-        Format::Human if ok => println!("{message}"),
-        Format::Human => eprintln!("{message}"),
-    }
-    if ok {
-        exit::OK
-    } else {
-        exit::FAILED
+        Format::Json => {
+            println!("{}", serde_json::json!({"valid": ok, "message": message}));
+            Ok(ExitCode::from(if ok { exit::OK } else { exit::FAILED }))
+        }
+        Format::Human if ok => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Format::Human => Err(Error::rejected(message)),
     }
 }
