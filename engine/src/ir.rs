@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 
 pub use crate::types::{Approval, BodyKind, Detector, DlpAction, Mode};
 
+use crate::jwt::IdentityConfig;
+
 /// Everything one compile produces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -18,7 +20,7 @@ pub struct Policy {
     pub version: String,
     /// How agents authenticate; `None` means only directly given identities
     /// (test cases) are accepted and every proxied request is denied.
-    pub identity: Option<Identity>,
+    pub identity: Option<IdentityConfig>,
     pub tools: Vec<Tool>,
     pub agents: Vec<Agent>,
     /// Request limits (`kind: Limits`), defaults when not given.
@@ -131,24 +133,4 @@ pub struct Dlp {
     /// `(name, regex)` pairs.
     pub custom: Vec<(String, String)>,
     pub action: DlpAction,
-}
-
-/// From a `kind: Identity` document.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub issuer: String,
-    pub audience: String,
-    /// `(kid, raw Ed25519 public key)`.
-    pub keys: Vec<(String, [u8; 32])>,
-    pub agent_claim: String,
-    pub tenant_claim: String,
-    pub scope_claim: String,
-    /// Reject tokens whose `iat` is older than this many seconds.
-    pub max_age_secs: Option<u64>,
-    pub skew_secs: u64,
-    /// Trust `x-aegis-agent` / `x-aegis-tenant` request headers instead of
-    /// tokens. For local demos only; the compiler warns loudly.
-    pub insecure_agent_header: bool,
-    /// Header carrying the token (lower case; `authorization` by default).
-    pub token_header: String,
 }

@@ -28,9 +28,10 @@ use aegis_engine::bundle::{
 };
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::ir::{
-    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Identity, Mode, Op, Policy,
-    Predicate, Rule, Scalar, Tool,
+    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
+    Scalar, Tool,
 };
+use aegis_engine::jwt::{IdentityConfig, TrustedKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -94,10 +95,13 @@ fn policy() -> Policy {
     };
     Policy {
         version: "load-1".into(),
-        identity: Some(Identity {
+        identity: Some(IdentityConfig {
             issuer: ISS.into(),
             audience: AUD.into(),
-            keys: vec![("k1".into(), token_key().verifying_key().to_bytes())],
+            keys: vec![TrustedKey {
+                kid: "k1".into(),
+                key: token_key().verifying_key().to_bytes(),
+            }],
             agent_claim: "sub".into(),
             tenant_claim: "tenant".into(),
             scope_claim: "scope".into(),

@@ -700,28 +700,6 @@ fn config_survives_postcard() {
     assert_eq!(back, c);
 }
 
-#[cfg(feature = "compile")]
-#[test]
-fn from_ir_identity() {
-    let id = aegis_engine::ir::Identity {
-        issuer: ISS.into(),
-        audience: AUD.into(),
-        keys: vec![("k1".into(), key(1).verifying_key().to_bytes())],
-        agent_claim: "sub".into(),
-        tenant_claim: "tenant".into(),
-        scope_claim: "scope".into(),
-        max_age_secs: Some(600),
-        skew_secs: 30,
-        insecure_agent_header: false,
-        token_header: "authorization".into(),
-    };
-    let c = IdentityConfig::from(&id);
-    assert_eq!(c.keys, vec![trusted("k1", &key(1))]);
-    assert_eq!(c.max_age_secs, Some(600));
-    assert_eq!(c.skew_secs, 30);
-    assert!(check(&token(&[]), &c).is_ok());
-}
-
 #[test]
 fn verify_does_not_allocate() {
     let (cfg, keys) = &*TWO_KEYS;

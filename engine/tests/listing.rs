@@ -8,8 +8,9 @@ use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{
-    Action, Agent, Approval, BodyKind, Identity, Mode, Op, Policy, Predicate, Rule, Tool,
+    Action, Agent, Approval, BodyKind, Mode, Op, Policy, Predicate, Rule, Tool,
 };
+use aegis_engine::jwt::IdentityConfig;
 use aegis_engine::listing::Listing;
 
 fn mcp_tool(name: &str, host: &str, actions: &[&str], filter: bool) -> Tool {
@@ -71,7 +72,7 @@ fn bundle() -> Bundle {
     use Approval::*;
     let p = Policy {
         version: "listing-1".into(),
-        identity: Some(Identity {
+        identity: Some(IdentityConfig {
             issuer: "https://tokens.acme.test".into(),
             audience: "aegis".into(),
             keys: vec![],

@@ -21,10 +21,10 @@ use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{
-    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Identity, Mode, Op, Policy,
-    Predicate, Rule, Scalar, Tool,
+    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
+    Scalar, Tool,
 };
-use aegis_engine::jwt::TokenCacheConfig;
+use aegis_engine::jwt::{IdentityConfig, TokenCacheConfig, TrustedKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -129,10 +129,13 @@ fn policy() -> Policy {
     let files = 2;
     Policy {
         version: "no-alloc-1".into(),
-        identity: Some(Identity {
+        identity: Some(IdentityConfig {
             issuer: ISS.into(),
             audience: AUD.into(),
-            keys: vec![("k1".into(), token_key().verifying_key().to_bytes())],
+            keys: vec![TrustedKey {
+                kid: "k1".into(),
+                key: token_key().verifying_key().to_bytes(),
+            }],
             agent_claim: "sub".into(),
             tenant_claim: "tenant".into(),
             scope_claim: "scope".into(),

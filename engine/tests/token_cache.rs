@@ -8,8 +8,8 @@
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
-use aegis_engine::ir::{Action, Agent, Approval, BodyKind, Identity, Mode, Policy, Rule, Tool};
-use aegis_engine::jwt::{CacheStats, TokenCacheConfig};
+use aegis_engine::ir::{Action, Agent, Approval, BodyKind, Mode, Policy, Rule, Tool};
+use aegis_engine::jwt::{CacheStats, IdentityConfig, TokenCacheConfig, TrustedKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -29,12 +29,15 @@ fn key(n: u8) -> SigningKey {
 fn policy(audience: &str, keys: &[(&str, u8)], max_age_secs: Option<u64>) -> Bundle {
     let p = Policy {
         version: "token-cache-1".into(),
-        identity: Some(Identity {
+        identity: Some(IdentityConfig {
             issuer: ISS.into(),
             audience: audience.into(),
             keys: keys
                 .iter()
-                .map(|(kid, n)| ((*kid).into(), key(*n).verifying_key().to_bytes()))
+                .map(|(kid, n)| TrustedKey {
+                    kid: (*kid).into(),
+                    key: key(*n).verifying_key().to_bytes(),
+                })
                 .collect(),
             agent_claim: "sub".into(),
             tenant_claim: "tenant".into(),

@@ -11,9 +11,10 @@ use crate::stream::{Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
 use aegis_engine::build::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir::{
-    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Identity, Mode, Op, Policy,
-    Predicate, Rule, Tool,
+    Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
+    Tool,
 };
+use aegis_engine::jwt::IdentityConfig;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
@@ -68,7 +69,7 @@ fn agent(id: &str, mode: Mode, hosts: &[&str], dlp: bool, rules: Vec<Rule>) -> A
 fn policy() -> Policy {
     Policy {
         version: "test-7".into(),
-        identity: Some(Identity {
+        identity: Some(IdentityConfig {
             issuer: "https://tokens.test".into(),
             audience: "aegis".into(),
             keys: vec![],

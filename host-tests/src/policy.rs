@@ -11,6 +11,7 @@ use aegis_compiler::package::blob;
 use aegis_compiler::{frontend, token};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir;
+use aegis_engine::jwt::{IdentityConfig, TrustedKey};
 use ed25519_dalek::SigningKey;
 use std::path::PathBuf;
 
@@ -119,10 +120,13 @@ impl Issuer {
                     issuer: "https://tokens.host-tests.invalid".into(),
                     audience: "aegis-host-tests".into(),
                 };
-                policy.identity = Some(ir::Identity {
+                policy.identity = Some(IdentityConfig {
                     issuer: issuer.issuer.clone(),
                     audience: issuer.audience.clone(),
-                    keys: vec![(TEST_KID.into(), raw)],
+                    keys: vec![TrustedKey {
+                        kid: TEST_KID.into(),
+                        key: raw,
+                    }],
                     agent_claim: "sub".into(),
                     tenant_claim: "tenant".into(),
                     scope_claim: "scope".into(),
@@ -144,10 +148,13 @@ impl Issuer {
                         id.agent_claim, id.tenant_claim
                     ));
                 }
-                if id.keys.iter().any(|(k, _)| k == TEST_KID) {
+                if id.keys.iter().any(|k| k.kid == TEST_KID) {
                     return Err(format!("the identity already has a key `{TEST_KID}`"));
                 }
-                id.keys.push((TEST_KID.into(), raw));
+                id.keys.push(TrustedKey {
+                    kid: TEST_KID.into(),
+                    key: raw,
+                });
                 let issuer = Issuer {
                     key,
                     kid: TEST_KID.into(),

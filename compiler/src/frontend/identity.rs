@@ -1,7 +1,7 @@
 //! The `kind: Identity` document: how agents authenticate (JWT issuer,
 //! audience, Ed25519 keys, claim names, token age limits).
 
-use aegis_engine::ir;
+use aegis_engine::jwt::{IdentityConfig, TrustedKey};
 
 use super::read::Cx;
 use super::yaml::{Kind, Node};
@@ -23,7 +23,7 @@ const CLAIM_KEYS: &[&str] = &["agent", "tenant", "scope"];
 /// Default allowed clock difference between token issuer and proxy.
 const DEFAULT_SKEW_SECS: u64 = 60;
 
-pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
+pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<IdentityConfig> {
     let f = cx.fields(doc, "Identity", "an identity document", IDENTITY_KEYS)?;
     let mut ok = true;
 
@@ -135,7 +135,7 @@ pub fn parse(cx: &mut Cx<'_>, doc: &Node) -> Option<ir::Identity> {
     if !ok {
         return None;
     }
-    Some(ir::Identity {
+    Some(IdentityConfig {
         issuer: issuer?,
         audience: audience?,
         keys: keys?,
@@ -203,7 +203,7 @@ fn token_header(cx: &mut Cx<'_>, node: &Node) -> Option<String> {
     Some(lower)
 }
 
-fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8; 32])>> {
+fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<TrustedKey>> {
     let items = cx.seq(node, "keys")?;
     if items.is_empty() && !insecure {
         cx.error(
@@ -214,11 +214,11 @@ fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8
         return None;
     }
     let mut ok = true;
-    let mut out: Vec<(String, [u8; 32])> = Vec::with_capacity(items.len());
+    let mut out: Vec<TrustedKey> = Vec::with_capacity(items.len());
     for item in items {
         match key(cx, item) {
             Some((kid, kid_node, bytes)) => {
-                if out.iter().any(|(k, _)| *k == kid) {
+                if out.iter().any(|k| k.kid == kid) {
                     cx.error(
                         kid_node,
                         format!("duplicate key id `{kid}`"),
@@ -226,7 +226,7 @@ fn keys(cx: &mut Cx<'_>, node: &Node, insecure: bool) -> Option<Vec<(String, [u8
                     );
                     ok = false;
                 } else {
-                    out.push((kid, bytes));
+                    out.push(TrustedKey { kid, key: bytes });
                 }
             }
             None => ok = false,

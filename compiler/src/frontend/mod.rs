@@ -299,7 +299,7 @@ fn compile(
         catalog::parse(&mut cx, node, &mut tools);
     }
 
-    let mut identity: Option<ir::Identity> = None;
+    let mut identity: Option<aegis_engine::jwt::IdentityConfig> = None;
     let mut identity_seen: Option<Loc> = None;
     for (file, node, _) in docs
         .iter()

@@ -1068,9 +1068,9 @@ clock_skew: 30s
     let i = l.policy.identity.unwrap();
     assert_eq!(i.issuer, "https://tokens.acme.internal");
     assert_eq!(i.audience, "aegis");
-    let kids: Vec<&str> = i.keys.iter().map(|(k, _)| k.as_str()).collect();
+    let kids: Vec<&str> = i.keys.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids, vec!["k1", "k2", "k3", "k4"]);
-    assert!(i.keys.iter().all(|(_, k)| *k == raw));
+    assert!(i.keys.iter().all(|k| k.key == raw));
     assert_eq!(i.agent_claim, "agent_id");
     assert_eq!(i.tenant_claim, "tenant");
     assert_eq!(i.scope_claim, "scope");

@@ -8,7 +8,6 @@ use crate::bundle::{
     TableEntry, ToolM,
 };
 use crate::ir::{self, Op, Predicate, Scalar};
-use crate::jwt::IdentityConfig;
 use crate::params::MAX_PARAMS;
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -222,7 +221,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     Ok(Model {
         policy_version: policy.version.clone(),
         compiler_version: COMPILER_VERSION.into(),
-        identity: policy.identity.as_ref().map(IdentityConfig::from),
+        identity: policy.identity.clone(),
         limits: policy.limits,
         tools,
         exact_hosts,

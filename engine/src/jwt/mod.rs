@@ -42,7 +42,8 @@ const fn decoded_cap(b64_len: usize) -> usize {
     b64_len.div_ceil(4) * 3
 }
 
-/// How agent tokens are checked; the runtime form of `ir::Identity`.
+/// How agent tokens are checked: the `kind: Identity` document, as the
+/// IR and the bundle both carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdentityConfig {
     /// Required value of `iss`.
@@ -94,31 +95,6 @@ impl IdentityConfig {
             skew_secs: 60,
             insecure_agent_header: false,
             token_header: DEFAULT_TOKEN_HEADER.into(),
-        }
-    }
-}
-
-#[cfg(feature = "compile")]
-impl From<&crate::ir::Identity> for IdentityConfig {
-    fn from(id: &crate::ir::Identity) -> Self {
-        IdentityConfig {
-            issuer: id.issuer.clone(),
-            audience: id.audience.clone(),
-            keys: id
-                .keys
-                .iter()
-                .map(|(kid, key)| TrustedKey {
-                    kid: kid.clone(),
-                    key: *key,
-                })
-                .collect(),
-            agent_claim: id.agent_claim.clone(),
-            tenant_claim: id.tenant_claim.clone(),
-            scope_claim: id.scope_claim.clone(),
-            max_age_secs: id.max_age_secs,
-            skew_secs: id.skew_secs,
-            insecure_agent_header: id.insecure_agent_header,
-            token_header: id.token_header.clone(),
         }
     }
 }
