@@ -10,7 +10,7 @@
 use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, TSeg, ToolM};
 use crate::dfa::{full_match, full_match_parts, is_match};
 use crate::dlp;
-use crate::http::{self, HttpError, PathBytes};
+use crate::http::{self, header, HeaderValue, Headers, HttpError, PathBytes};
 use crate::index::{agent_hash, host_hash};
 use crate::jwt::{self, CacheHit, JwtError, TokenCache, TokenCacheConfig};
 use crate::params::{
@@ -23,43 +23,6 @@ use core::fmt;
 /// No parameters: what a tool without prepared paths would read (the
 /// loader prepares them for every tool).
 static NO_PARAMS: ParamPaths = ParamPaths::EMPTY;
-
-/// Request headers, looked up by name (ASCII case-insensitive).
-pub trait Headers {
-    /// The first value of `name` and how many times the header appears.
-    fn get(&self, name: &str) -> (Option<&str>, usize);
-}
-
-impl<K: AsRef<str>, V: AsRef<str>> Headers for [(K, V)] {
-    fn get(&self, name: &str) -> (Option<&str>, usize) {
-        let mut first = None;
-        let mut n = 0;
-        for (k, v) in self {
-            if k.as_ref().eq_ignore_ascii_case(name) {
-                if first.is_none() {
-                    first = Some(v.as_ref());
-                }
-                n += 1;
-            }
-        }
-        (first, n)
-    }
-}
-
-/// One header's value, when it is given exactly once.
-pub enum HeaderValue<'h> {
-    Missing,
-    One(&'h str),
-    Many,
-}
-
-pub(crate) fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &str) -> HeaderValue<'h> {
-    match h.get(name) {
-        (Some(v), 1) => HeaderValue::One(v),
-        (_, 0) | (None, _) => HeaderValue::Missing,
-        _ => HeaderValue::Many,
-    }
-}
 
 /// The parts of an HTTP request the evaluator reads.
 pub struct Request<'r, H: ?Sized> {

@@ -13,11 +13,50 @@
 //! applies them too: host names compare without ASCII case and without one
 //! trailing dot, and `%XX` escapes of unreserved characters in the path
 //! (`/v1/%70ayment_intents`) match as the characters they stand for.
+//!
+//! [`Headers`] is how the engine reads a request's headers, whatever holds
+//! them.
 
-use crate::eval::{HeaderValue, Headers};
 use crate::params::pct_at;
 use crate::types::BodyKind;
 use core::fmt;
+
+/// Request headers, looked up by name (ASCII case-insensitive).
+pub trait Headers {
+    /// The first value of `name` and how many times the header appears.
+    fn get(&self, name: &str) -> (Option<&str>, usize);
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> Headers for [(K, V)] {
+    fn get(&self, name: &str) -> (Option<&str>, usize) {
+        let mut first = None;
+        let mut n = 0;
+        for (k, v) in self {
+            if k.as_ref().eq_ignore_ascii_case(name) {
+                if first.is_none() {
+                    first = Some(v.as_ref());
+                }
+                n += 1;
+            }
+        }
+        (first, n)
+    }
+}
+
+/// One header's value, when it is given exactly once.
+pub enum HeaderValue<'h> {
+    Missing,
+    One(&'h str),
+    Many,
+}
+
+pub(crate) fn header<'h, H: Headers + ?Sized>(h: &'h H, name: &str) -> HeaderValue<'h> {
+    match h.get(name) {
+        (Some(v), 1) => HeaderValue::One(v),
+        (_, 0) | (None, _) => HeaderValue::Missing,
+        _ => HeaderValue::Many,
+    }
+}
 
 /// What is wrong with a request's shape. Display gives the deny reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +351,7 @@ fn check_port(p: &str) -> Result<(), HttpError> {
 /// same host (Envoy folds HTTP/1 `Host` into `:authority`; other hosts may
 /// not).
 pub fn check_host_header<H: Headers + ?Sized>(headers: &H, host: &str) -> Result<(), HttpError> {
-    match crate::eval::header(headers, "host") {
+    match header(headers, "host") {
         HeaderValue::Missing => Ok(()),
         HeaderValue::Many => Err(HttpError::RepeatedHeader("host")),
         HeaderValue::One(v) => match host_of(v.trim_ascii()) {
@@ -443,7 +482,7 @@ pub fn check_body_headers<H: Headers + ?Sized>(
 ) -> Result<Coding, HttpError> {
     // Header values are trimmed of ASCII white space only: what HTTP calls
     // white space around a value (a Unicode space is part of the value).
-    let coding = match crate::eval::header(headers, "content-encoding") {
+    let coding = match header(headers, "content-encoding") {
         HeaderValue::Missing => Coding::Identity,
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-encoding")),
         HeaderValue::One(v) => match v.trim_ascii() {
@@ -457,7 +496,7 @@ pub fn check_body_headers<H: Headers + ?Sized>(
             _ => return Err(HttpError::EncodedBody),
         },
     };
-    let ct = match crate::eval::header(headers, "content-type") {
+    let ct = match header(headers, "content-type") {
         HeaderValue::Many => return Err(HttpError::RepeatedHeader("content-type")),
         // Proxies join a repeated header with commas; a media type has
         // none. Known before the body arrives.
