@@ -380,6 +380,18 @@ impl fmt::Display for Reason<'_> {
 }
 
 impl Reason<'_> {
+    /// The HTTP status a request refused for this reason is answered with:
+    /// 413 for a body over `max_body_bytes`, 500 for a failure of the
+    /// evaluator itself, 403 for every other refusal. Meaningless for the
+    /// reasons that let a request through.
+    pub fn status(&self) -> u16 {
+        match self {
+            Reason::Http(e) => e.status(),
+            Reason::Internal(_) => 500,
+            _ => 403,
+        }
+    }
+
     /// The refusal judges the tool call an MCP `tools/call` asked for (the
     /// agent reads it as the tool's result and can change course), not the
     /// message that carried it.
@@ -1443,4 +1455,27 @@ fn has_query_token(query: &str) -> bool {
         }
         .eq_bytes(b"access_token")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn status_is_a_property_of_the_reason() {
+        let too_large = Reason::Http(HttpError::BodyTooLarge { limit: 1024 });
+        assert_eq!(too_large.status(), 413);
+        assert_eq!(
+            too_large.to_string(),
+            "request body is larger than the 1024 bytes accepted (`max_body_bytes`)"
+        );
+        let denied = Reason::NotPermitted {
+            tool: "stripe-payments",
+            action: "create_refund",
+        };
+        assert_eq!(denied.status(), 403);
+        assert_eq!(Reason::Http(HttpError::HostMismatch).status(), 403);
+        assert_eq!(Reason::Internal("no rule").status(), 500);
+    }
 }

@@ -85,6 +85,17 @@ pub enum HttpError {
     Connect,
 }
 
+impl HttpError {
+    /// The HTTP status of a refusal for this flaw: 413 for a body over the
+    /// limit (the client may retry with less), 403 for the rest.
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::BodyTooLarge { .. } => 413,
+            _ => 403,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorityFlaw {
     Empty,

@@ -38,8 +38,10 @@ use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
 use crate::state_keys as keys;
 use aegis_engine::eval::{AgentRef, Caller, Decision, Request, Verdict};
+use aegis_engine::http::HttpError;
 use aegis_engine::listing::ToolsList;
 use aegis_engine::types::Mode;
+use std::fmt;
 use std::rc::Rc;
 
 /// What the proxy should do after a callback.
@@ -139,7 +141,7 @@ impl<'a> Final<'a> {
             action: d.action,
             rule: d.rule,
             shadow: d.mode == Mode::Shadow,
-            status: 403,
+            status: d.reason.status().into(),
             request_id,
             shape: Shape::of(d, rpc_id.is_some()),
             rpc_id,
@@ -164,17 +166,35 @@ impl<'a> Final<'a> {
     }
 
     /// Turns this outcome into a failure of the filter itself.
-    fn internal(&mut self, reason: String) {
+    fn internal(&mut self, e: Internal) {
         self.verdict = Verdict::Deny;
-        self.reason = format!("internal error: {reason}");
+        self.reason = e.to_string();
         self.rule = None;
-        self.status = 500;
+        self.status = Internal::STATUS.into();
         self.shape = Shape::Rest;
     }
 }
 
-fn too_large(max: usize) -> String {
-    format!("request body is larger than the {max} bytes accepted (`max_body_bytes`)")
+/// A failure of the filter itself, not a policy refusal.
+struct Internal(String);
+
+impl Internal {
+    /// The client did nothing wrong: a server error.
+    const STATUS: u16 = 500;
+}
+
+impl fmt::Display for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "internal error: {}", self.0)
+    }
+}
+
+/// The refusal of a body over the filter's `max_body_bytes`, in the
+/// engine's words.
+fn too_large(max: usize) -> HttpError {
+    HttpError::BodyTooLarge {
+        limit: u32::try_from(max).unwrap_or(u32::MAX),
+    }
 }
 
 fn unix_secs(nanos: u64) -> i64 {
@@ -471,7 +491,9 @@ impl<H: Host> Stream<H> {
         if d.verdict != Verdict::NeedBody || complete {
             let mut f = Final::from_decision(&d, &request_id, None);
             if d.verdict == Verdict::NeedBody {
-                f.internal("the decision needs a body the request does not have".into());
+                f.internal(Internal(
+                    "the decision needs a body the request does not have".into(),
+                ));
             }
             return self.conclude(Some(&shared), &f, Phase::Headers, t0);
         }
@@ -480,8 +502,9 @@ impl<H: Host> Stream<H> {
         if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
             let mut f = Final::from_decision(&d, &request_id, None);
             f.verdict = Verdict::Deny;
-            f.reason = too_large(shared.max_body_bytes);
-            f.status = 413;
+            let e = too_large(shared.max_body_bytes);
+            f.reason = e.to_string();
+            f.status = e.status().into();
             f.shape = Shape::Rest;
             return self.conclude(Some(&shared), &f, Phase::Headers, t0);
         }
@@ -550,10 +573,11 @@ impl<H: Host> Stream<H> {
             return Flow::Continue;
         };
         if over {
+            let e = too_large(shared.max_body_bytes);
             let mut f = Final::plain(
                 Verdict::Deny,
-                too_large(shared.max_body_bytes),
-                413,
+                e.to_string(),
+                e.status().into(),
                 &p.request_id,
             );
             f.agent = p.agent.as_deref();
@@ -580,7 +604,9 @@ impl<H: Host> Stream<H> {
             }
             let mut f = Final::from_decision(&d, &p.request_id, scratch.rpc_id.json());
             match d.verdict {
-                Verdict::NeedBody => f.internal("the decision still needs the body".into()),
+                Verdict::NeedBody => {
+                    f.internal(Internal("the decision still needs the body".into()))
+                }
                 Verdict::Sanitize if !f.shadow => {
                     let len = p.body_size.max(body.len());
                     let out = &scratch.dlp.out;
@@ -597,7 +623,7 @@ impl<H: Host> Stream<H> {
                             Level::Error,
                             &format!("aegis: cannot rewrite the request body: {e}"),
                         );
-                        f.internal(format!("cannot rewrite the request body: {e}"));
+                        f.internal(Internal(format!("cannot rewrite the request body: {e}")));
                     }
                 }
                 _ => {}
