@@ -12,7 +12,7 @@ use aegis_benches::{
     compile_sources, generated_cases, generated_policy, load, FINANCE_CATALOG, FINANCE_PAYMENTS,
     ORDERS_BODY, ORDERS_POLICY,
 };
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

@@ -12,7 +12,7 @@
 )]
 
 use aegis_benches::{compile_sources, dlp_policy, json_body, DLP_SIZES, JSON_SECRETS, JSON_TEXTS};
-use aegis_engine::build::dlp::build_dlp;
+use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};

@@ -43,7 +43,7 @@ use aegis_benches::{
     compile_sources, dlp_policy, generated_cases, generated_policy, json_body, load,
 };
 use aegis_compiler::nested_cargo;
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Scanner, Scratch as DlpScratch};
 use aegis_engine::types::BodyKind;

@@ -39,7 +39,7 @@ use aegis_benches::{
     OwnedRequest, ORDERS_BODY, ORDERS_POLICY, TOOLS,
 };
 use aegis_compiler::rego::{export, export_with_data, DECISION_RULE};
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Reason, Request, Scratch, Verdict};
 use aegis_engine::ir;

@@ -6,7 +6,7 @@
 //! same policy and the same bytes.
 
 use aegis_compiler::frontend;
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::ir::{self, Op, Scalar};
 use std::fmt::Write as _;
 

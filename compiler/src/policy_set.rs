@@ -3,7 +3,7 @@
 //! `aegis test` run their cases against what this loads.
 
 use crate::frontend::{self, Diagnostic, Loaded};
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::{Bundle, MAGIC};
 use std::path::{Path, PathBuf};
 

@@ -26,7 +26,7 @@
 //! budgets). The caller hands it a request already read; see
 //! [`HEADER`] for the input document.
 
-use aegis_engine::build::bundle::{host_tools, specificity};
+use aegis_engine::builder::bundle::{host_tools, specificity};
 use aegis_engine::eval::{MCP_GOVERNED, MCP_PLUMBING};
 use aegis_engine::ir::{self, Approval, Op, Predicate, Scalar};
 use serde_json::{json, Map, Value};

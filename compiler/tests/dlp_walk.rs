@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use aegis_compiler::frontend::load_sources;
-use aegis_engine::build::bundle::{compile, BuildOptions};
-use aegis_engine::build::dlp::build_dlp;
+use aegis_engine::builder::bundle::{compile, BuildOptions};
+use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::bundle::Bundle;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch as DlpScratch};
 use aegis_engine::eval::{Caller, Reason, Request, Scratch, Verdict};

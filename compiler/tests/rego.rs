@@ -27,7 +27,7 @@ use aegis_cases::runner::{engine_headers, request_path, split_url};
 use aegis_compiler::case_file::load_cases;
 use aegis_compiler::frontend;
 use aegis_compiler::rego::{export, export_with_data, DECISION_RULE};
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Reason, Request, Scratch, Verdict};
 use aegis_engine::ir::{self, BodyKind};

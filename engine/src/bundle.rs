@@ -90,28 +90,29 @@ pub struct Model {
     pub compiler_version: String,
     pub identity: Option<IdentityConfig>,
     pub limits: Limits,
-    pub tools: Vec<ToolM>,
+    pub tools: Vec<ToolEntry>,
     /// Sorted by host; values are tool indices.
     pub exact_hosts: Vec<(String, Vec<u16>)>,
     /// `(".suffix", tools)`, longest suffix first.
     pub wildcard_hosts: Vec<(String, Vec<u16>)>,
     /// Sorted by `(tenant, name)`, agents without a tenant first.
-    pub agents: Vec<AgentM>,
-    pub rules: Vec<RuleM>,
-    pub preds: Vec<PredM>,
+    pub agents: Vec<AgentEntry>,
+    pub rules: Vec<RuleEntry>,
+    pub preds: Vec<PredEntry>,
     /// Condition regex DFAs (serialized, unanchored).
     pub regexes: Vec<Vec<u8>>,
     pub dlp: Vec<DlpSpec>,
 }
 
+/// One tool: an entry of [`Model::tools`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolM {
+pub struct ToolEntry {
     pub name: String,
     pub hosts: Vec<String>,
     pub body: BodyKind,
     /// MCP endpoint path; actions are `tools/call` names.
     pub mcp_path: Option<String>,
-    pub actions: Vec<ActionM>,
+    pub actions: Vec<ActionEntry>,
     /// Reads `content-encoding: gzip` bodies.
     pub gzip: bool,
     /// MCP: `tools/list` answers are filtered per agent.
@@ -125,8 +126,9 @@ pub struct ToolM {
     pub route_actions: Vec<u16>,
 }
 
+/// One action of a tool: an entry of [`ToolEntry::actions`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActionM {
+pub struct ActionEntry {
     pub name: String,
     pub method: String,
     pub template: Vec<TSeg>,
@@ -148,20 +150,22 @@ pub struct HostList {
     pub suffixes: Vec<String>,
 }
 
+/// An agent's spending limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BudgetM {
+pub struct AgentBudget {
     pub daily_usd: Option<f64>,
     pub rps: Option<f64>,
 }
 
+/// One agent: an entry of [`Model::agents`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentM {
+pub struct AgentEntry {
     pub id: String,
     pub name: String,
     pub tenant: Option<String>,
     pub mode: Mode,
     pub allow_hosts: Option<HostList>,
-    pub budget: Option<BudgetM>,
+    pub budget: Option<AgentBudget>,
     pub dlp: Option<u32>,
     /// Sorted by `(tool, action)`.
     pub table: Vec<TableEntry>,
@@ -188,8 +192,10 @@ impl Span {
     }
 }
 
+/// One rule: an entry of [`Model::rules`]; its predicates are spans of
+/// [`Model::preds`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RuleM {
+pub struct RuleEntry {
     pub id: String,
     pub when: Span,
     pub conds: Span,
@@ -197,14 +203,16 @@ pub struct RuleM {
     pub cost_usd: Option<f64>,
 }
 
+/// One predicate: an entry of [`Model::preds`], on a parameter slot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PredM {
+pub struct PredEntry {
     pub slot: u16,
-    pub op: OpM,
+    pub op: PredOp,
 }
 
+/// What a predicate checks; regexes are indices into [`Model::regexes`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum OpM {
+pub enum PredOp {
     Eq(Lit),
     Ne(Lit),
     In(Vec<Lit>),
@@ -615,7 +623,7 @@ fn validate(m: &Model) -> Result<(), String> {
                         check(usize::from(p.slot) < tool.params.len(), || {
                             format!("rule `{}`: slot out of range", r.id)
                         })?;
-                        if let OpM::Matches(x) | OpM::NotMatches(x) = p.op {
+                        if let PredOp::Matches(x) | PredOp::NotMatches(x) = p.op {
                             check((x as usize) < m.regexes.len(), || {
                                 format!("rule `{}`: regex out of range", r.id)
                             })?;
@@ -631,7 +639,7 @@ fn validate(m: &Model) -> Result<(), String> {
 /// Sort key of agents. `Option` rather than `""` for "no tenant": equal
 /// empty strings would still go through `memcmp`, which is needlessly slow
 /// on some libc builds.
-pub(crate) fn agent_key(a: &AgentM) -> (Option<&str>, &str) {
+pub(crate) fn agent_key(a: &AgentEntry) -> (Option<&str>, &str) {
     (a.tenant.as_deref(), a.name.as_str())
 }
 

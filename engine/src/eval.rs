@@ -7,7 +7,9 @@
 //! compare decoded bytes on the fly and the scratch space (DLP buffers,
 //! object keys, inflated gzip) is reused across requests.
 
-use crate::bundle::{agent_key, AgentM, Bundle, Limits, Lit, OpM, PredM, RuleM, TSeg, ToolM};
+use crate::bundle::{
+    agent_key, AgentEntry, Bundle, Limits, Lit, PredEntry, PredOp, RuleEntry, TSeg, ToolEntry,
+};
 use crate::dfa::{full_match, full_match_parts, is_match};
 use crate::dlp;
 use crate::http::{self, header, HeaderValue, Headers, HttpError, PathBytes};
@@ -153,7 +155,7 @@ pub enum Reason<'a> {
     },
     ConditionFailed {
         param: &'a [alloc::string::String],
-        op: &'a OpM,
+        op: &'a PredOp,
         missing: bool,
         mcp: bool,
     },
@@ -329,37 +331,37 @@ impl fmt::Display for Reason<'_> {
                 mcp,
             } => {
                 let p = Dotted(param, *mcp);
-                if *missing && !matches!(op, OpM::Absent) {
+                if *missing && !matches!(op, PredOp::Absent) {
                     return write!(f, "condition failed: `{p}` is missing");
                 }
                 match op {
-                    OpM::Eq(l) => write!(f, "condition failed: `{p}` must equal `{}`", LitFmt(l)),
-                    OpM::Ne(l) => {
+                    PredOp::Eq(l) => write!(f, "condition failed: `{p}` must equal `{}`", LitFmt(l)),
+                    PredOp::Ne(l) => {
                         write!(f, "condition failed: `{p}` must not equal `{}`", LitFmt(l))
                     }
-                    OpM::In(l) => {
+                    PredOp::In(l) => {
                         write!(f, "condition failed: `{p}` must be one of [{}]", ListFmt(l))
                     }
-                    OpM::NotIn(l) => {
+                    PredOp::NotIn(l) => {
                         write!(
                             f,
                             "condition failed: `{p}` must not be one of [{}]",
                             ListFmt(l)
                         )
                     }
-                    OpM::Lt(n) => write!(f, "condition failed: `{p}` must be a number < {n}"),
-                    OpM::Le(n) => write!(f, "condition failed: `{p}` must be a number <= {n}"),
-                    OpM::Gt(n) => write!(f, "condition failed: `{p}` must be a number > {n}"),
-                    OpM::Ge(n) => write!(f, "condition failed: `{p}` must be a number >= {n}"),
-                    OpM::Matches(_) => write!(
+                    PredOp::Lt(n) => write!(f, "condition failed: `{p}` must be a number < {n}"),
+                    PredOp::Le(n) => write!(f, "condition failed: `{p}` must be a number <= {n}"),
+                    PredOp::Gt(n) => write!(f, "condition failed: `{p}` must be a number > {n}"),
+                    PredOp::Ge(n) => write!(f, "condition failed: `{p}` must be a number >= {n}"),
+                    PredOp::Matches(_) => write!(
                         f,
                         "condition failed: `{p}` does not match the required pattern"
                     ),
-                    OpM::NotMatches(_) => {
+                    PredOp::NotMatches(_) => {
                         write!(f, "condition failed: `{p}` matches a forbidden pattern")
                     }
-                    OpM::Exists => write!(f, "condition failed: `{p}` is missing"),
-                    OpM::Absent => write!(f, "condition failed: `{p}` must be absent"),
+                    PredOp::Exists => write!(f, "condition failed: `{p}` is missing"),
+                    PredOp::Absent => write!(f, "condition failed: `{p}` must be absent"),
                 }
             }
             Reason::ApprovalRequired { rule } => {
@@ -681,14 +683,19 @@ impl Bundle {
     }
 
     /// The agent an earlier decision on this bundle found.
-    pub(crate) fn agent(&self, r: AgentRef) -> Option<&AgentM> {
+    pub(crate) fn agent(&self, r: AgentRef) -> Option<&AgentEntry> {
         usize::try_from(r.0)
             .ok()
             .and_then(|i| self.model.agents.get(i))
     }
 
     /// The rules of `agent` for (tool, action), in policy order.
-    pub(crate) fn rules_for(&self, agent: &AgentM, tool: usize, action: usize) -> Option<&[RuleM]> {
+    pub(crate) fn rules_for(
+        &self,
+        agent: &AgentEntry,
+        tool: usize,
+        action: usize,
+    ) -> Option<&[RuleEntry]> {
         let i = agent
             .table
             .binary_search_by(|e| (usize::from(e.tool), usize::from(e.action)).cmp(&(tool, action)))
@@ -697,7 +704,7 @@ impl Bundle {
         self.model.rules.get(e.rules.range())
     }
 
-    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<(AgentRef, &AgentM)> {
+    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<(AgentRef, &AgentEntry)> {
         let key = (tenant, name);
         let agents = &self.model.agents;
         let i = self.agent_index.find(agent_hash(tenant, name), |i| {
@@ -724,7 +731,7 @@ impl Bundle {
     }
 
     /// Whether `agent` may reach `host` (`hash`: its [`host_hash`]).
-    fn egress_allowed(&self, who: AgentRef, agent: &AgentM, host: &str, hash: u64) -> bool {
+    fn egress_allowed(&self, who: AgentRef, agent: &AgentEntry, host: &str, hash: u64) -> bool {
         let Some(list) = &agent.allow_hosts else {
             return true;
         };
@@ -755,7 +762,7 @@ impl Bundle {
         query: Option<&str>,
         now: i64,
         tokens: &mut TokenCache,
-    ) -> Result<(AgentRef, &'a AgentM), Reason<'a>> {
+    ) -> Result<(AgentRef, &'a AgentEntry), Reason<'a>> {
         let Some(idc) = &self.model.identity else {
             return Err(Reason::NoIdentityConfigured);
         };
@@ -870,7 +877,7 @@ impl Bundle {
         }
 
         // 3. tool + action
-        let mut found: Option<(usize, &ToolM, Option<usize>)> = None;
+        let mut found: Option<(usize, &ToolEntry, Option<usize>)> = None;
         let plain_path = !path.as_bytes().contains(&b'%');
         for &ti in self.tools_for_host(host, hash) {
             let ti = usize::from(ti);
@@ -1211,24 +1218,24 @@ impl Bundle {
         d
     }
 
-    fn holds(&self, p: &PredM, slots: &[Value<'_>]) -> bool {
+    fn holds(&self, p: &PredEntry, slots: &[Value<'_>]) -> bool {
         let v = slots.get(usize::from(p.slot)).copied().unwrap_or_default();
         if v.is_absent() {
-            return matches!(p.op, OpM::Absent);
+            return matches!(p.op, PredOp::Absent);
         }
         match &p.op {
-            OpM::Absent => false,
-            OpM::Exists => true,
-            OpM::Eq(l) => lit_eq(l, &v),
-            OpM::Ne(l) => !lit_eq(l, &v),
-            OpM::In(ls) => ls.iter().any(|l| lit_eq(l, &v)),
-            OpM::NotIn(ls) => !ls.iter().any(|l| lit_eq(l, &v)),
-            OpM::Lt(n) => v.number().is_some_and(|x| x < *n),
-            OpM::Le(n) => v.number().is_some_and(|x| x <= *n),
-            OpM::Gt(n) => v.number().is_some_and(|x| x > *n),
-            OpM::Ge(n) => v.number().is_some_and(|x| x >= *n),
-            OpM::Matches(r) => self.regex_match(*r, &v) == Some(true),
-            OpM::NotMatches(r) => self.regex_match(*r, &v) == Some(false),
+            PredOp::Absent => false,
+            PredOp::Exists => true,
+            PredOp::Eq(l) => lit_eq(l, &v),
+            PredOp::Ne(l) => !lit_eq(l, &v),
+            PredOp::In(ls) => ls.iter().any(|l| lit_eq(l, &v)),
+            PredOp::NotIn(ls) => !ls.iter().any(|l| lit_eq(l, &v)),
+            PredOp::Lt(n) => v.number().is_some_and(|x| x < *n),
+            PredOp::Le(n) => v.number().is_some_and(|x| x <= *n),
+            PredOp::Gt(n) => v.number().is_some_and(|x| x > *n),
+            PredOp::Ge(n) => v.number().is_some_and(|x| x >= *n),
+            PredOp::Matches(r) => self.regex_match(*r, &v) == Some(true),
+            PredOp::NotMatches(r) => self.regex_match(*r, &v) == Some(false),
         }
     }
 
@@ -1282,7 +1289,7 @@ enum McpCall {
 /// Whether `method path` is a request to `tool`'s MCP server: POST carries
 /// messages, GET opens the server's stream and DELETE ends the session
 /// (Streamable HTTP).
-fn reaches_mcp_server(tool: &ToolM, method: &str, path: &str) -> bool {
+fn reaches_mcp_server(tool: &ToolEntry, method: &str, path: &str) -> bool {
     matches!(method, "POST" | "GET" | "DELETE")
         && tool
             .mcp_path
@@ -1324,7 +1331,7 @@ fn mcp_stream<'a, H: Headers + ?Sized>(mut d: Decision<'a>, req: &Request<'a, H>
 /// 4 `result`, 5 `error`.
 #[allow(clippy::result_large_err)]
 fn mcp_action<'a, H: Headers + ?Sized>(
-    tool: &'a ToolM,
+    tool: &'a ToolEntry,
     body: &[u8],
     slots: &[Value<'_>],
     headers: &H,

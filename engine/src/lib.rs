@@ -27,6 +27,6 @@ pub mod trust;
 pub mod types;
 
 #[cfg(feature = "compile")]
-pub mod build;
+pub mod builder;
 #[cfg(feature = "compile")]
 pub mod ir;

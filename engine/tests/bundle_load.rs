@@ -21,9 +21,9 @@
     clippy::indexing_slicing
 )]
 
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::{
-    encode, encode_with, Bundle, Envelope, LoadError, Model, OpM, Span, TSeg, FLAG_DEFLATE,
+    encode, encode_with, Bundle, Envelope, LoadError, Model, PredOp, Span, TSeg, FLAG_DEFLATE,
     FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
 };
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
@@ -747,7 +747,7 @@ fn inconsistent_models_are_invalid() {
         }),
         ("regex id", |m| {
             for p in &mut m.preds {
-                p.op = OpM::Matches(m.regexes.len() as u32);
+                p.op = PredOp::Matches(m.regexes.len() as u32);
             }
         }),
         ("dlp set", |m| {
@@ -961,7 +961,7 @@ fn edit_model(m: &mut Model, e: &ModelEdit) {
         }
         ModelEdit::Regex(i, r) => {
             let n = m.preds.len();
-            m.preds[i.index(n)].op = OpM::NotMatches(*r);
+            m.preds[i.index(n)].op = PredOp::NotMatches(*r);
         }
         ModelEdit::TableTool(a, ei, t) | ModelEdit::TableAction(a, ei, t) => {
             let na = m.agents.len();

@@ -15,8 +15,8 @@
     clippy::indexing_slicing
 )]
 
-use aegis_engine::build::dlp::build_dlp;
-use aegis_engine::build::regex::DLP_DFA_LIMIT;
+use aegis_engine::builder::dlp::build_dlp;
+use aegis_engine::builder::regex::DLP_DFA_LIMIT;
 use aegis_engine::dfa::load_dense;
 use aegis_engine::dlp::{
     DlpErrorKind, DlpSpec, Offset, Outcome, Scanner, Scratch, Trigger, Validator, MAX_PATTERNS,

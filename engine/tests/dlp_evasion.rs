@@ -17,7 +17,7 @@
     clippy::indexing_slicing
 )]
 
-use aegis_engine::build::dlp::build_dlp;
+use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::dlp::{Outcome, Scanner, Scratch};
 use aegis_engine::json::{self, Event, Parser};
 use aegis_engine::types::{BodyKind, Detector, DlpAction};

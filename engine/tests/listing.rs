@@ -4,7 +4,7 @@
 // Test helpers outside `#[test]` fns fall outside clippy's in-test allowances.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{

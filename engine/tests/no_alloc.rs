@@ -17,7 +17,7 @@
     clippy::indexing_slicing
 )]
 
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{

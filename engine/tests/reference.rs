@@ -54,7 +54,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::ir::{

@@ -8,7 +8,7 @@ use crate::reply::RequestIds;
 use crate::shared::Shared;
 use crate::state_keys as keys;
 use crate::stream::{Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,

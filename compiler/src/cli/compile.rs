@@ -2,7 +2,7 @@
 
 use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
 use crate::frontend;
-use aegis_engine::build::bundle::{compile, BuildOptions};
+use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::bundle::Bundle;
 use std::path::PathBuf;
 use std::process::ExitCode;

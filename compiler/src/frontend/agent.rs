@@ -297,7 +297,7 @@ fn dlp(cx: &mut Cx<'_>, node: &Node) -> Option<ir::Dlp> {
         // Custom patterns have limits only the DLP builder knows (empty
         // matches, combined DFA size, pattern count): ask it now, so the
         // error points at the policy instead of failing the bundle build.
-        let built = aegis_engine::build::dlp::build_dlp(&detectors, &custom, action, [0; 32]);
+        let built = aegis_engine::builder::dlp::build_dlp(&detectors, &custom, action, [0; 32]);
         if let Err(msg) = built {
             let at = custom
                 .iter()

@@ -1,7 +1,7 @@
 //! Condition maps (`when:` and `conditions:`) to IR predicates, with the
 //! sugar forms (`max_x: n`, `min_x: n`, `param: scalar`) expanded.
 
-use aegis_engine::build::regex::validate_regex;
+use aegis_engine::builder::regex::validate_regex;
 use aegis_engine::ir::{Approval, Op, Predicate, Scalar};
 
 use super::diag::{suggest, Severity};

@@ -1411,8 +1411,8 @@ fn compiled_ir_builds_a_bundle() {
         ("full.yaml", FULL),
         ("seed.yaml", SEED),
     ]);
-    let opts = aegis_engine::build::bundle::BuildOptions::default();
-    let bytes = aegis_engine::build::bundle::compile(&l.policy, &opts, None);
+    let opts = aegis_engine::builder::bundle::BuildOptions::default();
+    let bytes = aegis_engine::builder::bundle::compile(&l.policy, &opts, None);
     assert!(bytes.is_ok(), "{:?}", bytes.err());
 }
 

@@ -71,7 +71,7 @@ pub fn signed_bundle(
     policy: &aegis_engine::ir::Policy,
     key: &ed25519_dalek::SigningKey,
 ) -> Result<(Vec<u8>, aegis_engine::bundle::Bundle), String> {
-    use aegis_engine::build::bundle::{compile, BuildOptions};
+    use aegis_engine::builder::bundle::{compile, BuildOptions};
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
     };

@@ -1,6 +1,6 @@
 //! DLP: detect and rewrite sensitive data in request bodies.
 //!
-//! A [`DlpSpec`] (built by `build::dlp`, carried in the bundle) holds one
+//! A [`DlpSpec`] (built by `builder::dlp`, carried in the bundle) holds one
 //! leftmost-first multi-pattern regex as a serialized forward and reverse
 //! dense DFA, plus a [`Validator`] per pattern. [`Scanner::load`] turns it
 //! into owned, validated DFAs; [`Scanner::scan`] walks a body (JSON string

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use aegis_engine::build::dlp::build_dlp;
+use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::dlp::{DlpSpec, Outcome, Scanner, Scratch};
 use aegis_engine::types::{BodyKind, Detector, DlpAction};
 use std::collections::BTreeMap;

@@ -4,8 +4,8 @@
 use super::dlp::build_dlp;
 use super::regex::{condition_dfa, describe, serialize};
 use crate::bundle::{
-    encode, ActionM, AgentM, BudgetM, HostList, Lit, Model, OpM, PredM, RuleM, Span, TSeg,
-    TableEntry, ToolM,
+    encode, ActionEntry, AgentBudget, AgentEntry, HostList, Lit, Model, PredEntry, PredOp,
+    RuleEntry, Span, TSeg, TableEntry, ToolEntry,
 };
 use crate::ir::{self, Op, Predicate, Scalar};
 use crate::params::MAX_PARAMS;
@@ -121,8 +121,8 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     let mut regexes: Vec<Vec<u8>> = Vec::new();
     let mut dlp_ids: Vec<(ir::Dlp, u32)> = Vec::new();
     let mut dlp = Vec::new();
-    let mut rules: Vec<RuleM> = Vec::new();
-    let mut preds: Vec<PredM> = Vec::new();
+    let mut rules: Vec<RuleEntry> = Vec::new();
+    let mut preds: Vec<PredEntry> = Vec::new();
 
     let mut order: Vec<&ir::Agent> = policy.agents.iter().collect();
     order.sort_by(|a, b| {
@@ -137,7 +137,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
         }
         let mut table = Vec::with_capacity(groups.len());
         for ((tool, action), rs) in groups {
-            let tm: &ToolM = tools
+            let tm: &ToolEntry = tools
                 .get(tool)
                 .ok_or_else(|| format!("agent `{}` refers to a missing tool", a.id))?;
             let t16 = u16::try_from(tool).map_err(|_| String::from("too many tools"))?;
@@ -164,7 +164,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
                     &mut regex_ids,
                     &mut regexes,
                 )?;
-                rules.push(RuleM {
+                rules.push(RuleEntry {
                     id: r.id.clone(),
                     when,
                     conds,
@@ -196,13 +196,13 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
                 }
             }),
         };
-        agents.push(AgentM {
+        agents.push(AgentEntry {
             id: a.id.clone(),
             name: a.name.clone(),
             tenant: a.tenant.clone(),
             mode: a.mode,
             allow_hosts: a.allow_hosts.as_ref().map(|hs| host_list(hs)),
-            budget: a.budget.map(|b| BudgetM {
+            budget: a.budget.map(|b| AgentBudget {
                 daily_usd: b.daily_usd,
                 rps: b.rps,
             }),
@@ -322,7 +322,7 @@ pub fn specificity(a: &ir::Action) -> usize {
         .count()
 }
 
-fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
+fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolEntry, String> {
     let slot_of = |name: &str| -> Result<u16, String> {
         params
             .iter()
@@ -341,7 +341,7 @@ fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
                 }
             }
         }
-        actions.push(ActionM {
+        actions.push(ActionEntry {
             name: a.name.clone(),
             method: a.method.clone().unwrap_or_default(),
             template,
@@ -353,7 +353,7 @@ fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolM, String> {
     } else {
         route_dfa(t)?
     };
-    Ok(ToolM {
+    Ok(ToolEntry {
         name: t.name.clone(),
         hosts: t.hosts.clone(),
         body: t.body,
@@ -414,8 +414,8 @@ fn lit(s: &Scalar) -> Lit {
 fn push_preds(
     list: &[Predicate],
     tool: &ir::Tool,
-    tm: &ToolM,
-    preds: &mut Vec<PredM>,
+    tm: &ToolEntry,
+    preds: &mut Vec<PredEntry>,
     regex_ids: &mut BTreeMap<String, u32>,
     regexes: &mut Vec<Vec<u8>>,
 ) -> Result<Span, String> {
@@ -438,20 +438,20 @@ fn push_preds(
             Ok(id)
         };
         let op = match &p.op {
-            Op::Eq(s) => OpM::Eq(lit(s)),
-            Op::Ne(s) => OpM::Ne(lit(s)),
-            Op::In(v) => OpM::In(v.iter().map(lit).collect()),
-            Op::NotIn(v) => OpM::NotIn(v.iter().map(lit).collect()),
-            Op::Lt(n) => OpM::Lt(*n),
-            Op::Le(n) => OpM::Le(*n),
-            Op::Gt(n) => OpM::Gt(*n),
-            Op::Ge(n) => OpM::Ge(*n),
-            Op::Matches(r) => OpM::Matches(regex(r)?),
-            Op::NotMatches(r) => OpM::NotMatches(regex(r)?),
-            Op::Exists => OpM::Exists,
-            Op::Absent => OpM::Absent,
+            Op::Eq(s) => PredOp::Eq(lit(s)),
+            Op::Ne(s) => PredOp::Ne(lit(s)),
+            Op::In(v) => PredOp::In(v.iter().map(lit).collect()),
+            Op::NotIn(v) => PredOp::NotIn(v.iter().map(lit).collect()),
+            Op::Lt(n) => PredOp::Lt(*n),
+            Op::Le(n) => PredOp::Le(*n),
+            Op::Gt(n) => PredOp::Gt(*n),
+            Op::Ge(n) => PredOp::Ge(*n),
+            Op::Matches(r) => PredOp::Matches(regex(r)?),
+            Op::NotMatches(r) => PredOp::NotMatches(regex(r)?),
+            Op::Exists => PredOp::Exists,
+            Op::Absent => PredOp::Absent,
         };
-        preds.push(PredM { slot, op });
+        preds.push(PredEntry { slot, op });
     }
     Ok(Span {
         start,
