@@ -45,7 +45,8 @@ pub fn load_policy_set(paths: &[PathBuf]) -> Result<LoadedPolicySet, LoadFailure
     }
     let Loaded { policy, warnings } =
         frontend::load(paths, None).map_err(LoadFailure::Diagnostics)?;
-    let bytes = compile(&policy, &BuildOptions::default(), None).map_err(LoadFailure::Other)?;
+    let bytes = compile(&policy, &BuildOptions::default(), None)
+        .map_err(|e| LoadFailure::Other(e.to_string()))?;
     let bundle = Bundle::load(&bytes, &[]).map_err(|e| LoadFailure::Other(e.to_string()))?;
     Ok(LoadedPolicySet { bundle, warnings })
 }

@@ -643,9 +643,30 @@ pub(crate) fn agent_key(a: &AgentEntry) -> (Option<&str>, &str) {
     (a.tenant.as_deref(), a.name.as_str())
 }
 
+/// Why a model does not encode into bundle bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The model does not serialize.
+    Serialize(String),
+    /// The payload is over [`MAX_MODEL_BYTES`] or its length field.
+    TooLarge,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::Serialize(e) => write!(f, "encode bundle: {e}"),
+            EncodeError::TooLarge => f.write_str("bundle too large"),
+        }
+    }
+}
+
 /// Serializes a model into bundle bytes, compressed, optionally signed.
 #[cfg(feature = "compile")]
-pub fn encode(model: &Model, key: Option<&ed25519_dalek::SigningKey>) -> Result<Vec<u8>, String> {
+pub fn encode(
+    model: &Model,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<Vec<u8>, EncodeError> {
     encode_with(model, key, true)
 }
 
@@ -655,14 +676,13 @@ pub fn encode_with(
     model: &Model,
     key: Option<&ed25519_dalek::SigningKey>,
     compress: bool,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EncodeError> {
     use ed25519_dalek::Signer;
-    let too_large = || String::from("bundle too large");
-    let raw = postcard::to_allocvec(model).map_err(|e| format!("encode bundle: {e}"))?;
+    let raw = postcard::to_allocvec(model).map_err(|e| EncodeError::Serialize(format!("{e}")))?;
     let raw_len = u32::try_from(raw.len())
         .ok()
         .filter(|n| *n <= MAX_MODEL_BYTES)
-        .ok_or_else(too_large)?;
+        .ok_or(EncodeError::TooLarge)?;
     let (flags, payload) = if compress {
         let mut p = raw_len.to_le_bytes().to_vec();
         // Level 9 would cost 35 ms more on a 1,000-agent policy (about
@@ -672,7 +692,7 @@ pub fn encode_with(
     } else {
         (0, raw)
     };
-    let len = u32::try_from(payload.len()).map_err(|_| too_large())?;
+    let len = u32::try_from(payload.len()).map_err(|_| EncodeError::TooLarge)?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + SIG_BLOCK_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());

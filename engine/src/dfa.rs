@@ -8,6 +8,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::dfa::Automaton;
 use regex_automata::util::primitives::StateID;
@@ -17,16 +18,34 @@ use regex_automata::Anchored;
 /// An owned, validated DFA.
 pub type Dfa = DFA<Vec<u32>>;
 
+/// Why serialized bytes are not a DFA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DfaError {
+    /// The aligned copy could not be made.
+    Buffer,
+    /// The automaton does not validate.
+    Invalid(String),
+}
+
+impl fmt::Display for DfaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DfaError::Buffer => f.write_str("dfa buffer too small"),
+            DfaError::Invalid(e) => write!(f, "invalid dfa: {e}"),
+        }
+    }
+}
+
 /// Copies `bytes` into 4-byte aligned memory and validates it as a DFA.
-pub fn load_dense(bytes: &[u8]) -> Result<Dfa, String> {
+pub fn load_dense(bytes: &[u8]) -> Result<Dfa, DfaError> {
     let mut words = alloc::vec![0u32; bytes.len().div_ceil(4)];
     let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     dst.get_mut(..bytes.len())
-        .ok_or_else(|| String::from("dfa buffer too small"))?
+        .ok_or(DfaError::Buffer)?
         .copy_from_slice(bytes);
     let aligned: &[u8] = bytemuck::cast_slice(&words);
     let (dfa, _) = DFA::from_bytes(aligned.get(..bytes.len()).unwrap_or_default())
-        .map_err(|e| format!("invalid dfa: {e}"))?;
+        .map_err(|e| DfaError::Invalid(format!("{e}")))?;
     Ok(dfa.to_owned())
 }
 

@@ -812,7 +812,9 @@ fn builder_errors() {
             .iter()
             .map(|(n, r)| (n.to_string(), r.to_string()))
             .collect();
-        build_dlp(&[Detector::Ssn], &custom, DlpAction::Redact, KEY).unwrap_err()
+        build_dlp(&[Detector::Ssn], &custom, DlpAction::Redact, KEY)
+            .unwrap_err()
+            .to_string()
     };
     let e = err(&[("patient_id", "PT-[0-9")]);
     assert!(
@@ -843,7 +845,10 @@ fn builder_errors() {
         .map(|i| (format!("c{i}"), format!("x{i}y")))
         .collect();
     let e = build_dlp(&[Detector::Ssn], &many, DlpAction::Redact, KEY).unwrap_err();
-    assert_eq!(e, "dlp has 33 detectors, more than the limit of 32");
+    assert_eq!(
+        e.to_string(),
+        "dlp has 33 detectors, more than the limit of 32"
+    );
     assert!(build_dlp(&[], &many[..MAX_PATTERNS], DlpAction::Redact, KEY).is_ok());
     for e in [
         err(&[("patient_id", "PT-[0-9")]),
@@ -931,12 +936,15 @@ fn corrupt_specs_never_panic() {
     assert!(Scanner::load(&sp).is_err());
     let mut sp = good.clone();
     sp.patterns.pop();
-    assert!(Scanner::load(&sp).unwrap_err().contains("patterns"));
+    assert!(Scanner::load(&sp)
+        .unwrap_err()
+        .to_string()
+        .contains("patterns"));
     // Names are written into rewritten bodies as they are.
     for name in ["", "a\"b", "a\\b", "new\nline", "é", &"x".repeat(65)] {
         let mut sp = good.clone();
         sp.patterns[0].name = name.to_string();
-        let err = Scanner::load(&sp).unwrap_err();
+        let err = Scanner::load(&sp).unwrap_err().to_string();
         assert_eq!(
             err, "dlp spec names detector 0 with an invalid name",
             "{name:?}"

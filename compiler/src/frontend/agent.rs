@@ -298,7 +298,8 @@ fn dlp(cx: &mut Cx<'_>, node: &Node) -> Option<ir::Dlp> {
         // matches, combined DFA size, pattern count): ask it now, so the
         // error points at the policy instead of failing the bundle build.
         let built = aegis_engine::builder::dlp::build_dlp(&detectors, &custom, action, [0; 32]);
-        if let Err(msg) = built {
+        if let Err(e) = built {
+            let msg = e.to_string();
             let at = custom
                 .iter()
                 .zip(&custom_nodes)

@@ -2,6 +2,7 @@
 //! sugar forms (`max_x: n`, `min_x: n`, `param: scalar`) expanded.
 
 use aegis_engine::builder::regex::validate_regex;
+use aegis_engine::builder::BuildError;
 use aegis_engine::ir::{Approval, Op, Predicate, Scalar};
 
 use super::diag::{suggest, Severity};
@@ -313,11 +314,12 @@ pub fn check_regex(cx: &mut Cx<'_>, node: &Node, pattern: &str) -> bool {
     if cx.regexes.contains(pattern) {
         return true;
     }
-    let Err(msg) = validate_regex(pattern) else {
+    let Err(e) = validate_regex(pattern) else {
         cx.regexes.insert(pattern.to_owned());
         return true;
     };
-    let (message, help) = if msg.contains("larger than the limit") {
+    let msg = e.to_string();
+    let (message, help) = if matches!(e, BuildError::RegexTooLarge { .. }) {
         (
             msg,
             "simplify the pattern (bounded repetitions like `{0,1000}` multiply its size); \

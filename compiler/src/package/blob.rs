@@ -75,7 +75,7 @@ pub fn signed_bundle(
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
     };
-    let bundle = compile(policy, &opts, Some(key))?;
+    let bundle = compile(policy, &opts, Some(key)).map_err(|e| e.to_string())?;
     let loaded = aegis_engine::bundle::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
         .map_err(|e| format!("compiled bundle does not load: {e}"))?;
     Ok((bundle, loaded))

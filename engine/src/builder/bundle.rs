@@ -3,12 +3,14 @@
 
 use super::dlp::build_dlp;
 use super::regex::{condition_dfa, describe, serialize};
+use super::BuildError;
 use crate::bundle::{
     encode, ActionEntry, AgentBudget, AgentEntry, HostList, Lit, Model, PredEntry, PredOp,
     RuleEntry, Span, TSeg, TableEntry, ToolEntry,
 };
 use crate::ir::{self, Op, Predicate, Scalar};
 use crate::params::MAX_PARAMS;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -33,9 +35,9 @@ pub fn compile(
     policy: &ir::Policy,
     opts: &BuildOptions,
     key: Option<&ed25519_dalek::SigningKey>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BuildError> {
     let model = build_model(policy, opts)?;
-    encode(&model, key)
+    Ok(encode(&model, key)?)
 }
 
 /// Parameter path segments for MCP slots 0 to 5 (the evaluator reads
@@ -64,7 +66,7 @@ fn template_params(path: &str) -> impl Iterator<Item = &str> {
         .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
 
-pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, String> {
+pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, BuildError> {
     // Parameter slots per tool: template bindings, then every parameter
     // any rule of any agent looks at.
     let mut params: Vec<Vec<Vec<String>>> = Vec::with_capacity(policy.tools.len());
@@ -87,13 +89,12 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     }
     for agent in &policy.agents {
         for r in &agent.rules {
-            let tool = policy
-                .tools
-                .get(r.tool)
-                .ok_or_else(|| format!("rule `{}` refers to a missing tool", r.id))?;
-            let p = params
-                .get_mut(r.tool)
-                .ok_or_else(|| format!("rule `{}` refers to a missing tool", r.id))?;
+            let tool = policy.tools.get(r.tool).ok_or_else(|| {
+                BuildError::Invalid(format!("rule `{}` refers to a missing tool", r.id))
+            })?;
+            let p = params.get_mut(r.tool).ok_or_else(|| {
+                BuildError::Invalid(format!("rule `{}` refers to a missing tool", r.id))
+            })?;
             for pred in r.when.iter().chain(r.conditions.iter()) {
                 let path = param_path(tool, &pred.param);
                 if !p.contains(&path) {
@@ -106,11 +107,11 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     let mut tools = Vec::with_capacity(policy.tools.len());
     for (t, p) in policy.tools.iter().zip(params) {
         if p.len() > MAX_PARAMS {
-            return Err(format!(
+            return Err(BuildError::Invalid(format!(
                 "tool `{}`: rules look at {} distinct parameters, the limit is {MAX_PARAMS}",
                 t.name,
                 p.len()
-            ));
+            )));
         }
         tools.push(build_tool(t, p)?);
     }
@@ -137,17 +138,19 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
         }
         let mut table = Vec::with_capacity(groups.len());
         for ((tool, action), rs) in groups {
-            let tm: &ToolEntry = tools
-                .get(tool)
-                .ok_or_else(|| format!("agent `{}` refers to a missing tool", a.id))?;
-            let t16 = u16::try_from(tool).map_err(|_| String::from("too many tools"))?;
-            let a16 = u16::try_from(action).map_err(|_| String::from("too many actions"))?;
+            let tm: &ToolEntry = tools.get(tool).ok_or_else(|| {
+                BuildError::Invalid(format!("agent `{}` refers to a missing tool", a.id))
+            })?;
+            let t16 =
+                u16::try_from(tool).map_err(|_| BuildError::Invalid("too many tools".into()))?;
+            let a16 = u16::try_from(action)
+                .map_err(|_| BuildError::Invalid("too many actions".into()))?;
             let start = len32(rules.len())?;
             for r in rs {
                 let tool_ir = policy
                     .tools
                     .get(tool)
-                    .ok_or_else(|| String::from("missing tool"))?;
+                    .ok_or_else(|| BuildError::Invalid("missing tool".into()))?;
                 let when = push_preds(
                     &r.when,
                     tool_ir,
@@ -188,8 +191,12 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
                 None => {
                     let id = len32(dlp.len())?;
                     dlp.push(
-                        build_dlp(&d.detectors, &d.custom, d.action, opts.dlp_hash_key)
-                            .map_err(|e| format!("agent `{}` dlp: {e}", a.id))?,
+                        build_dlp(&d.detectors, &d.custom, d.action, opts.dlp_hash_key).map_err(
+                            |e| BuildError::AgentDlp {
+                                agent: a.id.clone(),
+                                error: Box::new(e),
+                            },
+                        )?,
                     );
                     dlp_ids.push((d.clone(), id));
                     id
@@ -213,7 +220,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     for w in agents.windows(2) {
         if let [x, y] = w {
             if crate::bundle::agent_key(x) == crate::bundle::agent_key(y) {
-                return Err(format!("duplicate agent `{}`", y.id));
+                return Err(BuildError::Invalid(format!("duplicate agent `{}`", y.id)));
             }
         }
     }
@@ -234,8 +241,8 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, St
     })
 }
 
-fn len32(n: usize) -> Result<u32, String> {
-    u32::try_from(n).map_err(|_| String::from("policy too large"))
+fn len32(n: usize) -> Result<u32, BuildError> {
+    u32::try_from(n).map_err(|_| BuildError::Invalid("policy too large".into()))
 }
 
 fn host_list(hosts: &[String]) -> HostList {
@@ -285,15 +292,17 @@ pub fn host_tools(policy: &ir::Policy) -> (HostTools, HostTools) {
 /// Host and the indexes of its tools.
 pub type HostTools = Vec<(String, Vec<usize>)>;
 
-fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), String> {
-    let narrow = |table: HostTools| -> Result<HostTable, String> {
+fn host_tables(policy: &ir::Policy) -> Result<(HostTable, HostTable), BuildError> {
+    let narrow = |table: HostTools| -> Result<HostTable, BuildError> {
         table
             .into_iter()
             .map(|(h, tools)| {
                 let tools = tools
                     .into_iter()
-                    .map(|i| u16::try_from(i).map_err(|_| String::from("too many tools")))
-                    .collect::<Result<Vec<u16>, String>>()?;
+                    .map(|i| {
+                        u16::try_from(i).map_err(|_| BuildError::Invalid("too many tools".into()))
+                    })
+                    .collect::<Result<Vec<u16>, BuildError>>()?;
                 Ok((h, tools))
             })
             .collect()
@@ -322,13 +331,13 @@ pub fn specificity(a: &ir::Action) -> usize {
         .count()
 }
 
-fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolEntry, String> {
-    let slot_of = |name: &str| -> Result<u16, String> {
+fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolEntry, BuildError> {
+    let slot_of = |name: &str| -> Result<u16, BuildError> {
         params
             .iter()
             .position(|p| p.len() == 1 && p.first().is_some_and(|s| s == name))
             .and_then(|i| u16::try_from(i).ok())
-            .ok_or_else(|| format!("tool `{}`: no slot for `{name}`", t.name))
+            .ok_or_else(|| BuildError::Invalid(format!("tool `{}`: no slot for `{name}`", t.name)))
     };
     let mut actions = Vec::with_capacity(t.actions.len());
     for a in &t.actions {
@@ -367,7 +376,7 @@ fn build_tool(t: &ir::Tool, params: Vec<Vec<String>>) -> Result<ToolEntry, Strin
     })
 }
 
-fn route_dfa(t: &ir::Tool) -> Result<(Vec<u8>, Vec<u16>), String> {
+fn route_dfa(t: &ir::Tool) -> Result<(Vec<u8>, Vec<u16>), BuildError> {
     let mut order: Vec<usize> = (0..t.actions.len()).collect();
     order.sort_by_key(|&i| core::cmp::Reverse(t.actions.get(i).map_or(0, specificity)));
     let mut patterns = Vec::with_capacity(order.len());
@@ -387,7 +396,8 @@ fn route_dfa(t: &ir::Tool) -> Result<(Vec<u8>, Vec<u16>), String> {
         }
         p.push_str("\\z");
         patterns.push(p);
-        route_actions.push(u16::try_from(i).map_err(|_| String::from("too many actions"))?);
+        route_actions
+            .push(u16::try_from(i).map_err(|_| BuildError::Invalid("too many actions".into()))?);
     }
     let dfa = dense::Builder::new()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
@@ -418,7 +428,7 @@ fn push_preds(
     preds: &mut Vec<PredEntry>,
     regex_ids: &mut BTreeMap<String, u32>,
     regexes: &mut Vec<Vec<u8>>,
-) -> Result<Span, String> {
+) -> Result<Span, BuildError> {
     let start = len32(preds.len())?;
     for p in list {
         let path = param_path(tool, &p.param);
@@ -427,8 +437,8 @@ fn push_preds(
             .iter()
             .position(|x| *x == path)
             .and_then(|i| u16::try_from(i).ok())
-            .ok_or_else(|| format!("no slot for parameter `{}`", p.param))?;
-        let mut regex = |src: &str| -> Result<u32, String> {
+            .ok_or_else(|| BuildError::Invalid(format!("no slot for parameter `{}`", p.param)))?;
+        let mut regex = |src: &str| -> Result<u32, BuildError> {
             if let Some(id) = regex_ids.get(src) {
                 return Ok(*id);
             }

@@ -46,6 +46,7 @@ use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, MatchKind};
 
 use super::regex::{describe, serialize, DLP_DFA_LIMIT};
+use super::BuildError;
 use crate::dlp::{
     bitmap_set, valid_name, DlpPattern, DlpSpec, Offset, Trigger, Validator, MAX_NAME_LEN,
     MAX_PATTERNS,
@@ -201,9 +202,18 @@ pub fn builtin(d: Detector) -> Builtin {
 }
 
 /// Builds the DLP spec for `detectors` (any order, duplicates ignored) and
-/// `custom` `(name, regex)` pairs. Errors are lowercase sentences; a bad
-/// custom regex is named with the regex in backticks.
+/// `custom` `(name, regex)` pairs. A bad custom regex is named with the
+/// regex in backticks.
 pub fn build_dlp(
+    detectors: &[Detector],
+    custom: &[(String, String)],
+    action: DlpAction,
+    hash_key: [u8; 32],
+) -> Result<DlpSpec, BuildError> {
+    build(detectors, custom, action, hash_key).map_err(BuildError::Dlp)
+}
+
+fn build(
     detectors: &[Detector],
     custom: &[(String, String)],
     action: DlpAction,

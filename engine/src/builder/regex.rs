@@ -1,12 +1,13 @@
 //! Regex to serialized DFA, with the size limits every policy regex obeys.
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use regex_automata::dfa::{dense, StartKind};
 use regex_automata::nfa::thompson;
 use regex_automata::util::syntax;
 use regex_automata::MatchKind;
+
+use super::BuildError;
 
 /// Upper bound for one condition regex's DFA, in bytes.
 pub const CONDITION_DFA_LIMIT: usize = 256 * 1024;
@@ -14,14 +15,13 @@ pub const CONDITION_DFA_LIMIT: usize = 256 * 1024;
 pub const DLP_DFA_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Checks that `pattern` compiles to a DFA within the condition limit.
-/// The error is a lowercase sentence suitable for a diagnostic.
-pub fn validate_regex(pattern: &str) -> Result<(), String> {
+pub fn validate_regex(pattern: &str) -> Result<(), BuildError> {
     condition_dfa(pattern).map(|_| ())
 }
 
 /// Builds the unanchored forward DFA used by `matches` / `not_matches`
 /// and returns its serialized little-endian bytes (without padding).
-pub fn condition_dfa(pattern: &str) -> Result<Vec<u8>, String> {
+pub fn condition_dfa(pattern: &str) -> Result<Vec<u8>, BuildError> {
     let dfa = dense::Builder::new()
         .syntax(syntax::Config::new().unicode(true).utf8(true))
         .thompson(thompson::Config::new().utf8(true))
@@ -47,11 +47,30 @@ pub(crate) fn serialize(dfa: &dense::DFA<Vec<u32>>) -> Vec<u8> {
     bytes.get(pad..).map(<[u8]>::to_vec).unwrap_or_default()
 }
 
-pub(crate) fn describe(pattern: &str, e: &dense::BuildError) -> String {
-    let msg = format!("{e}");
-    if msg.contains("exceeded") || msg.contains("limit") {
-        format!("regex `{pattern}` would compile to a DFA larger than the limit: {msg}")
+pub(crate) fn describe(pattern: &str, e: &dense::BuildError) -> BuildError {
+    let detail = format!("{e}");
+    let pattern = pattern.into();
+    if detail.contains("exceeded") || detail.contains("limit") {
+        BuildError::RegexTooLarge { pattern, detail }
     } else {
-        format!("invalid regex `{pattern}`: {msg}")
+        BuildError::InvalidRegex { pattern, detail }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn errors_say_whether_the_regex_is_too_large_or_invalid() {
+        let e = validate_regex("[01]*1[01]{20}").unwrap_err();
+        assert!(matches!(e, BuildError::RegexTooLarge { .. }), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with("regex `[01]*1[01]{20}` would compile to a DFA larger than the limit: "));
+        let e = validate_regex("(?<=a)b").unwrap_err();
+        assert!(matches!(e, BuildError::InvalidRegex { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("invalid regex `(?<=a)b`: "));
     }
 }

@@ -442,9 +442,23 @@ impl fmt::Debug for Scanner {
     }
 }
 
+/// Why a [`DlpSpec`] does not load: it names the inconsistency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError(String);
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Scanner {
     /// Never panics on any spec (specs come from untrusted bundle bytes).
-    pub fn load(spec: &DlpSpec) -> Result<Scanner, String> {
+    pub fn load(spec: &DlpSpec) -> Result<Scanner, SpecError> {
+        Self::checked(spec).map_err(SpecError)
+    }
+
+    fn checked(spec: &DlpSpec) -> Result<Scanner, String> {
         let n = spec.patterns.len();
         if n > MAX_PATTERNS {
             return Err(format!(
