@@ -31,6 +31,10 @@ pub struct Outcome {
     pub action: Option<String>,
     /// How the filter answers it when it blocks.
     pub shape: Shape,
+    /// The HTTP status of the refusal when it is answered as REST
+    /// ([`aegis_engine::eval::Reason::status`]): 413 for a body over
+    /// `max_body_bytes`, 500 for a failure of the evaluator, else 403.
+    pub status: u16,
     /// The MCP request's JSON-RPC id, as JSON text.
     pub rpc_id: Option<String>,
 }
@@ -146,6 +150,7 @@ pub fn outcome(bundle: &Bundle, name: &str, d: &Decision<'_>, scratch: &Scratch)
         tool: d.tool.map(str::to_string),
         action: d.action.map(str::to_string),
         shape: Shape::of(d, scratch.rpc_id.json().is_some()),
+        status: d.reason.status(),
         rpc_id: scratch
             .rpc_id
             .json()
@@ -171,7 +176,7 @@ pub fn expected_reply(out: &Outcome, request_id: &str) -> (u32, serde_json::Valu
         .as_deref()
         .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(serde_json::Value::Null);
-    let rest = blocking_status(&out.reason);
+    let rest = u32::from(out.status);
     let body = match out.shape {
         Shape::Rest => {
             let mut b = fields;
@@ -204,20 +209,6 @@ pub fn expected_reply(out: &Outcome, request_id: &str) -> (u32, serde_json::Valu
         }),
     };
     (out.shape.status(rest), body)
-}
-
-/// The status the filter answers a blocking verdict with, by its reason:
-/// 413 for a body over `max_body_bytes` (the engine and the filter say it
-/// with the same sentence), 500 for a failure of the filter itself, else
-/// 403. The wasm and Envoy runners check replies against this.
-pub fn blocking_status(reason: &str) -> u32 {
-    if reason.starts_with("request body is larger than") {
-        413
-    } else if reason.starts_with("internal error") {
-        500
-    } else {
-        403
-    }
 }
 
 /// Mismatches between what a case expects and what it got; empty = pass.
@@ -377,6 +368,7 @@ mod tests {
             tool: None,
             action: None,
             shape: Shape::Rest,
+            status: 403,
             rpc_id: None,
         }
     }

@@ -571,9 +571,9 @@ fn log_str(log: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// The outcome Envoy produced, from its access log (filter state) and the
-/// body the upstream received.
-pub fn observed(sent: &Sent, log: &Value, upstream: &[Recorded]) -> Outcome {
+/// The outcome Envoy produced, from its access log (filter state), the
+/// body the upstream received and the status Envoy answered.
+pub fn observed(sent: &Sent, log: &Value, upstream: &[Recorded], resp_status: u16) -> Outcome {
     let decision = log_str(log, "decision").unwrap_or_default();
     let body = (decision == "sanitize")
         .then(|| upstream.iter().find(|r| r.complete).map(|r| r.body.clone()))
@@ -588,8 +588,10 @@ pub fn observed(sent: &Sent, log: &Value, upstream: &[Recorded]) -> Outcome {
         agent: log_str(log, "agent"),
         tool: log_str(log, "tool"),
         action: log_str(log, "action"),
-        // The reply's shape is checked on the reply itself.
+        // The reply's shape is checked on the reply itself; the status is
+        // the one Envoy answered.
         shape: aegis_engine::reply::Shape::Rest,
+        status: resp_status,
         rpc_id: None,
     }
 }
@@ -685,7 +687,7 @@ pub fn judge(
             log_str(log, "details").unwrap_or_else(|| "no details".into())
         )];
     }
-    let got = observed(sent, log, upstream);
+    let got = observed(sent, log, upstream, resp.status);
     let mut want = r.now.clone();
     let mut diverges = false;
     if let Some(k) = known.iter().find(|k| {

@@ -245,6 +245,7 @@ fn compare(
         tool: v.tool.clone(),
         action: v.action.clone(),
         shape: native.shape,
+        status: native.status,
         rpc_id: native.rpc_id.clone(),
     };
     p.extend(check(&case.expect, &as_native));
