@@ -44,9 +44,9 @@ use aegis_benches::{
 };
 use aegis_compiler::nested_cargo;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
-use aegis_engine::dlp::{Scanner, Scratch as DlpScratch};
-use aegis_engine::types::BodyKind;
+use aegis_engine::unstable::dlp::{Scanner, Scratch as DlpScratch};
+use aegis_engine::BodyKind;
+use aegis_engine::Bundle;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -487,7 +487,7 @@ pub fn generated_cases(policy: &ir::Policy) -> Vec<GenCase> {
             let Some(agent) = policy.agents.iter().find(|a| &a.id == id) else {
                 continue;
             };
-            if agent.mode != aegis_engine::types::Mode::Enforce || dlp_class(agent) != class {
+            if agent.mode != aegis_engine::Mode::Enforce || dlp_class(agent) != class {
                 continue;
             }
             if let Some(r) = try_allowed_request(policy, id) {

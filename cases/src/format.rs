@@ -121,7 +121,7 @@ pub struct CaseRequest {
 impl CaseRequest {
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        aegis_engine::http::Headers::get(self.headers.as_slice(), name).0
+        aegis_engine::Headers::get(self.headers.as_slice(), name).0
     }
 
     /// Whether header `name` is given at all.

@@ -9,9 +9,9 @@
 //! (Envoy replaces `Host` by the url's authority), and the body bytes.
 
 use crate::format::{Case, Expect};
-use aegis_engine::bundle::Bundle;
-use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::reply::{error_type, message, Shape};
+use aegis_engine::Bundle;
+use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;
@@ -32,7 +32,7 @@ pub struct Outcome {
     /// How the filter answers it when it blocks.
     pub shape: Shape,
     /// The HTTP status of the refusal when it is answered as REST
-    /// ([`aegis_engine::eval::Reason::status`]): 413 for a body over
+    /// ([`aegis_engine::Reason::status`]): 413 for a body over
     /// `max_body_bytes`, 500 for a failure of the evaluator, else 403.
     pub status: u16,
     /// The MCP request's JSON-RPC id, as JSON text.

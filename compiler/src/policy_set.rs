@@ -4,7 +4,7 @@
 
 use crate::frontend::{self, Diagnostic, Loaded};
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::{Bundle, MAGIC};
+use aegis_engine::{Bundle, BUNDLE_MAGIC as MAGIC};
 use std::path::{Path, PathBuf};
 
 /// A policy set ready to evaluate, from sources or a compiled bundle file.

@@ -27,8 +27,8 @@
 //! [`HEADER`] for the input document.
 
 use aegis_engine::builder::bundle::{host_tools, specificity};
-use aegis_engine::eval::{MCP_GOVERNED, MCP_PLUMBING};
 use aegis_engine::ir::{self, Approval, Op, Predicate, Scalar};
+use aegis_engine::{MCP_GOVERNED, MCP_PLUMBING};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -429,7 +429,7 @@ fn build_then_verify_and_inspect() {
     let wasm = std::fs::read(&out).unwrap();
     validate(&wasm);
     let bundle = blob::extract(&wasm).unwrap().unwrap();
-    let loaded = aegis_engine::bundle::Bundle::load(&bundle, &[]).unwrap();
+    let loaded = aegis_engine::Bundle::load(&bundle, &[]).unwrap();
     assert_eq!(loaded.model.policy_version, "fin-7");
     // wasmsign2 accepts the blob with the public key from `aegis keygen`.
     let vk = aegis_compiler::keys::read_verifying_key(Path::new(&s.public)).unwrap();

@@ -12,7 +12,7 @@ use aegis_cases::format::{case_groups, Case};
 use aegis_cases::runner::run_case;
 use aegis_compiler::case_file::load_cases;
 use aegis_compiler::policy_set::load_policy_set;
-use aegis_engine::eval::Scratch;
+use aegis_engine::Scratch;
 use std::path::PathBuf;
 
 fn root() -> PathBuf {
@@ -78,8 +78,8 @@ fn reasons_never_echo_credentials_or_values() {
         // The protocol's own words, which reasons name.
         let mut vocabulary =
             String::from("tools/call notifications/initialized notifications/cancelled ");
-        vocabulary.push_str(&aegis_engine::eval::MCP_PLUMBING.join(" "));
-        vocabulary.push_str(&aegis_engine::eval::MCP_GOVERNED.join(" "));
+        vocabulary.push_str(&aegis_engine::MCP_PLUMBING.join(" "));
+        vocabulary.push_str(&aegis_engine::MCP_GOVERNED.join(" "));
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();

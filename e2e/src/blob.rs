@@ -5,7 +5,7 @@
 use crate::{err, Result};
 use aegis_compiler::package::{blob, wasmsig};
 use aegis_compiler::{frontend, keys};
-use aegis_engine::bundle::Bundle;
+use aegis_engine::Bundle;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -31,7 +31,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        aegis_engine::http::Headers::get(self.headers.as_slice(), name).0
+        aegis_engine::Headers::get(self.headers.as_slice(), name).0
     }
 
     pub fn text(&self) -> String {

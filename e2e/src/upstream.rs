@@ -36,7 +36,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        aegis_engine::http::Headers::get(self.headers.as_slice(), name).0
+        aegis_engine::Headers::get(self.headers.as_slice(), name).0
     }
 
     /// The `x-request-id` the request carried.

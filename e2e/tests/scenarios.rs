@@ -20,7 +20,7 @@ use aegis_e2e::config::{self, Gateway, Listener, Mode};
 use aegis_e2e::corpus::{self, Prepared};
 use aegis_e2e::prom;
 use aegis_e2e::upstream::{EchoServer, Recorded, ECHO_HEADER};
-use aegis_engine::eval::{Caller, Request, Scratch};
+use aegis_engine::{Caller, Request, Scratch};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,29 +4,46 @@
 //! `no_std` + `alloc` so the same evaluator runs natively (`aegis eval`) and
 //! inside the proxy-wasm filter. The `compile` feature (native only) adds the
 //! builder that turns the IR into a bundle.
+//!
+//! What users of the engine need is at the crate root: load a [`Bundle`],
+//! give it a [`Request`] and a [`Caller`] with a [`Scratch`] made once, and
+//! read the [`Decision`]. Beside it, the contracts other crates share:
+//! [`jwt`] (agent tokens), [`reply`] (how a refusal is worded and shaped),
+//! [`locator`] (where a blob holds its bundle), [`trust`] (which signers are
+//! accepted), and with `compile` the [`ir`] and its [`builder`].
+//! [`unstable`] is for the project's own tests and benches.
 #![no_std]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod bundle;
-pub mod dfa;
-pub mod dlp;
-pub mod eval;
-pub mod gzip;
-pub mod http;
+mod eval;
+mod http;
 mod index;
-pub mod json;
+mod listing;
+mod types;
+
 pub mod jwt;
-pub mod listing;
 pub mod locator;
-pub mod params;
 pub mod reply;
 pub mod trust;
-pub mod types;
+#[doc(hidden)]
+pub mod unstable;
 
 #[cfg(feature = "compile")]
 pub mod builder;
 #[cfg(feature = "compile")]
 pub mod ir;
+
+// The internals live under `unstable`; the crate itself names them from
+// the root.
+use unstable::{bundle, dfa, dlp, gzip, json, params};
+
+pub use bundle::{Bundle, Envelope, Limits, LoadError, MAGIC as BUNDLE_MAGIC};
+pub use eval::{
+    AgentRef, Caller, Decision, Reason, Request, Scratch, Verdict, MCP_GOVERNED, MCP_PLUMBING,
+};
+pub use http::{Headers, HttpError};
+pub use listing::{Listing, ToolsList};
+pub use types::{Approval, BodyKind, Detector, DlpAction, Mode};

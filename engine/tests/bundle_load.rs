@@ -22,16 +22,17 @@
 )]
 
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::{
-    encode, encode_with, Bundle, Envelope, LoadError, Model, PredOp, Span, TSeg, FLAG_DEFLATE,
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
-};
-use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
     Scalar, Tool,
 };
 use aegis_engine::jwt::{IdentityConfig, TrustedKey};
+use aegis_engine::unstable::bundle::{
+    encode, encode_with, Model, PredOp, Span, TSeg, FLAG_DEFLATE, FORMAT_VERSION, HEADER_LEN,
+    MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
+};
+use aegis_engine::{Bundle, Envelope, LoadError, BUNDLE_MAGIC as MAGIC};
+use aegis_engine::{Caller, Request, Scratch, Verdict};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -1091,7 +1092,7 @@ fn leaves(
 /// Sets one scalar of the spec's serde form to a hostile value (or to
 /// another scalar of the same spec); keeps the spec when the result does
 /// not deserialize.
-fn edit_dlp_field(spec: &mut aegis_engine::dlp::DlpSpec, field: Index, value: Index) {
+fn edit_dlp_field(spec: &mut aegis_engine::unstable::dlp::DlpSpec, field: Index, value: Index) {
     let forward = std::mem::take(&mut spec.forward);
     let reverse = std::mem::take(&mut spec.reverse);
     let mut doc = serde_json::to_value(&*spec).expect("spec to json");

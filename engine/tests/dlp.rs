@@ -17,12 +17,12 @@
 
 use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::builder::regex::DLP_DFA_LIMIT;
-use aegis_engine::dfa::load_dense;
-use aegis_engine::dlp::{
+use aegis_engine::unstable::dfa::load_dense;
+use aegis_engine::unstable::dlp::{
     DlpErrorKind, DlpSpec, Offset, Outcome, Scanner, Scratch, Trigger, Validator, MAX_PATTERNS,
 };
-use aegis_engine::json::{self, Event, Parser};
-use aegis_engine::types::{BodyKind, Detector, DlpAction};
+use aegis_engine::unstable::json::{self, Event, Parser};
+use aegis_engine::{BodyKind, Detector, DlpAction};
 use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use regex_automata::dfa::regex::Regex;
@@ -1256,9 +1256,16 @@ fn to_json(v: &J, escape_digits: bool, out: &mut Vec<u8>) {
 /// All built-in detectors with every validator switched off, so that the
 /// scanner reports the DFA's matches as they are; and the same DFAs as a
 /// plain `regex_automata` regex, which searches without skipping.
-fn unvalidated() -> &'static (Scanner, Regex<aegis_engine::dfa::Dfa>, Vec<String>) {
-    static UNVALIDATED: OnceLock<(Scanner, Regex<aegis_engine::dfa::Dfa>, Vec<String>)> =
-        OnceLock::new();
+fn unvalidated() -> &'static (
+    Scanner,
+    Regex<aegis_engine::unstable::dfa::Dfa>,
+    Vec<String>,
+) {
+    static UNVALIDATED: OnceLock<(
+        Scanner,
+        Regex<aegis_engine::unstable::dfa::Dfa>,
+        Vec<String>,
+    )> = OnceLock::new();
     UNVALIDATED.get_or_init(|| {
         let mut sp = spec(
             &Detector::ALL,

@@ -18,9 +18,9 @@
 )]
 
 use aegis_engine::builder::dlp::build_dlp;
-use aegis_engine::dlp::{Outcome, Scanner, Scratch};
-use aegis_engine::json::{self, Event, Parser};
-use aegis_engine::types::{BodyKind, Detector, DlpAction};
+use aegis_engine::unstable::dlp::{Outcome, Scanner, Scratch};
+use aegis_engine::unstable::json::{self, Event, Parser};
+use aegis_engine::{BodyKind, Detector, DlpAction};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
-use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Mode, Op, Policy, Predicate, Rule, Tool,
 };
 use aegis_engine::jwt::IdentityConfig;
-use aegis_engine::listing::Listing;
+use aegis_engine::Bundle;
+use aegis_engine::Listing;
+use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
 
 fn mcp_tool(name: &str, host: &str, actions: &[&str], filter: bool) -> Tool {
     Tool {

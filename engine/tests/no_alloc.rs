@@ -18,13 +18,13 @@
 )]
 
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
-use aegis_engine::eval::{Caller, Decision, Request, Scratch, Verdict};
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
     Scalar, Tool,
 };
 use aegis_engine::jwt::{IdentityConfig, TokenCacheConfig, TrustedKey};
+use aegis_engine::Bundle;
+use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -767,9 +767,9 @@ fn dlp_sanitized_body() {
 fn gzip_bodies() {
     let b = bundle();
     let mut clean = Vec::new();
-    aegis_engine::gzip::write_stored(PAYMENT, &mut clean);
+    aegis_engine::unstable::gzip::write_stored(PAYMENT, &mut clean);
     let mut pii = Vec::new();
-    aegis_engine::gzip::write_stored(
+    aegis_engine::unstable::gzip::write_stored(
         br#"{"amount": 10, "currency": "usd", "note": "ssn 123-45-6789"}"#,
         &mut pii,
     );

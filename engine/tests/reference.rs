@@ -55,11 +55,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
-use aegis_engine::eval::{Caller, Request, Scratch, Verdict};
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Mode, Op, Policy, Predicate, Rule, Scalar, Tool,
 };
+use aegis_engine::Bundle;
+use aegis_engine::{Caller, Request, Scratch, Verdict};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::FileFailurePersistence;

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::reply::RequestIds;
 use crate::shared::{signer_text, Shared};
 use crate::stream::{Flow, Stream};
-use aegis_engine::bundle::Bundle;
+use aegis_engine::Bundle;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};

@@ -1,5 +1,5 @@
 //! Rewrites an MCP server's answer to `tools/list` so that it lists only
-//! the tools the agent may call ([`aegis_engine::listing`]); tools that
+//! the tools the agent may call ([`aegis_engine::ToolsList`]); tools that
 //! need human approval stay, marked in their description and `_meta`.
 //!
 //! The answer is JSON or a `text/event-stream` carrying one message. Only
@@ -9,7 +9,7 @@
 //! member, several SSE messages) is left as it is, and the caller counts
 //! it: listing grants nothing, every call is still judged.
 
-use aegis_engine::listing::Listing;
+use aegis_engine::Listing;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;

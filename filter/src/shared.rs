@@ -9,10 +9,10 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::reply::RequestIds;
-use aegis_engine::bundle::{Bundle, LoadError};
-use aegis_engine::eval::Scratch;
 use aegis_engine::jwt::TokenCacheConfig;
 use aegis_engine::trust;
+use aegis_engine::Scratch;
+use aegis_engine::{Bundle, LoadError};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;

@@ -9,12 +9,12 @@ use crate::shared::Shared;
 use crate::state_keys as keys;
 use crate::stream::{Flow, Stream, DECISION_HEADER, SHADOW_HEADER};
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Detector, Dlp, DlpAction, Mode, Op, Policy, Predicate, Rule,
     Tool,
 };
 use aegis_engine::jwt::IdentityConfig;
+use aegis_engine::Bundle;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;

@@ -202,7 +202,7 @@ pub struct LocalResponse {
 
 impl LocalResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        aegis_engine::http::Headers::get(self.headers.as_slice(), name).0
+        aegis_engine::Headers::get(self.headers.as_slice(), name).0
     }
 
     /// The body as JSON (`Null` if it is not JSON).

@@ -488,7 +488,7 @@ fn the_engine_and_the_filter_agree_on_a_malformed_json_body() {
 }
 
 fn native_decision(
-    bundle: &aegis_engine::bundle::Bundle,
+    bundle: &aegis_engine::Bundle,
     issuer: &Issuer,
     agent: &str,
     body: &str,
@@ -511,7 +511,7 @@ fn native_decision(
         .to_string(),
     )
     .unwrap();
-    let mut scratch = aegis_engine::eval::Scratch::new();
+    let mut scratch = aegis_engine::Scratch::new();
     aegis_cases::runner::run_case(bundle, &case[0], &mut scratch)
 }
 

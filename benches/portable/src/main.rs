@@ -25,10 +25,10 @@
 //! batches; the result is the median batch. One JSON line per case goes to
 //! stdout.
 
-use aegis_engine::bundle::Bundle;
-use aegis_engine::dlp::{Scanner, Scratch as DlpScratch};
-use aegis_engine::eval::{Caller, Request, Scratch};
-use aegis_engine::types::BodyKind;
+use aegis_engine::unstable::dlp::{Scanner, Scratch as DlpScratch};
+use aegis_engine::BodyKind;
+use aegis_engine::Bundle;
+use aegis_engine::{Caller, Request, Scratch};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;

@@ -3,7 +3,7 @@
 use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
 use crate::frontend;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::bundle::Bundle;
+use aegis_engine::Bundle;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

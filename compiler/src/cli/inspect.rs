@@ -4,7 +4,7 @@
 
 use super::{Error, Format};
 use crate::package::{blob, wasmsig};
-use aegis_engine::bundle::Bundle;
+use aegis_engine::Bundle;
 use ed25519_dalek::VerifyingKey;
 use std::path::PathBuf;
 use std::process::ExitCode;

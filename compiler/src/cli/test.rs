@@ -4,7 +4,7 @@
 use super::{exit, Error, Format, VERBOSE_HELP};
 use crate::policy_set::{load_policy_set, LoadFailure};
 use aegis_cases::runner::{check, run_case};
-use aegis_engine::eval::Scratch;
+use aegis_engine::Scratch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 //! by the key.
 
 use super::{exit, Error, Format};
-use aegis_engine::bundle::Envelope;
+use aegis_engine::Envelope;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

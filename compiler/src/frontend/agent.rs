@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use aegis_engine::ir::{self, Approval};
-use aegis_engine::types::Detector;
+use aegis_engine::Detector;
 
 use super::catalog::{self, ToolDef};
 use super::conditions;

@@ -2,8 +2,8 @@
 //! (hosts, body encoding, HTTP method + path template per action, or an MCP
 //! endpoint whose actions are MCP tool names).
 
-use aegis_engine::eval::MCP_GOVERNED;
 use aegis_engine::ir;
+use aegis_engine::MCP_GOVERNED;
 
 use super::diag::{list, Severity};
 use super::hosts;

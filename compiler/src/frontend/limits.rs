@@ -1,7 +1,7 @@
 //! The `kind: Limits` document: how much of a request the gate reads
 //! before it denies (body size, JSON nesting, number of values).
 
-use aegis_engine::bundle::Limits;
+use aegis_engine::Limits;
 
 use super::read::Cx;
 use super::yaml::{Kind, Node};

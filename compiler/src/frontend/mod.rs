@@ -327,7 +327,7 @@ fn compile(
         identity = identity::parse(&mut cx, node);
     }
 
-    let mut limits = aegis_engine::bundle::Limits::default();
+    let mut limits = aegis_engine::Limits::default();
     let mut limits_seen = false;
     for (file, node, _) in docs.iter().filter(|(_, _, k)| matches!(k, DocKind::Limits)) {
         let mut cx = Cx {

@@ -1438,7 +1438,7 @@ fn thousand_agents_timing() {
 
 #[test]
 fn limits_document() {
-    use aegis_engine::bundle::Limits;
+    use aegis_engine::Limits;
     let l = ok(&[(
         "l.yaml",
         "kind: Limits\nmax_body_bytes: 4096\nmax_json_depth: 8\nmax_params: 64\n",

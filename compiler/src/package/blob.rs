@@ -37,7 +37,7 @@ pub struct SignedBlob {
     /// The signed bundle, as embedded.
     pub bundle: Vec<u8>,
     /// The bundle, loaded and verified against the signing key.
-    pub loaded: aegis_engine::bundle::Bundle,
+    pub loaded: aegis_engine::Bundle,
     /// The filter module with the bundle embedded, signed.
     pub wasm: Vec<u8>,
 }
@@ -70,13 +70,13 @@ impl std::error::Error for BuildError {}
 pub fn signed_bundle(
     policy: &aegis_engine::ir::Policy,
     key: &ed25519_dalek::SigningKey,
-) -> Result<(Vec<u8>, aegis_engine::bundle::Bundle), String> {
+) -> Result<(Vec<u8>, aegis_engine::Bundle), String> {
     use aegis_engine::builder::bundle::{compile, BuildOptions};
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
     };
     let bundle = compile(policy, &opts, Some(key)).map_err(|e| e.to_string())?;
-    let loaded = aegis_engine::bundle::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
+    let loaded = aegis_engine::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
         .map_err(|e| format!("compiled bundle does not load: {e}"))?;
     Ok((bundle, loaded))
 }

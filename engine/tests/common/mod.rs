@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use aegis_engine::builder::dlp::build_dlp;
-use aegis_engine::dlp::{DlpSpec, Outcome, Scanner, Scratch};
-use aegis_engine::types::{BodyKind, Detector, DlpAction};
+use aegis_engine::unstable::dlp::{DlpSpec, Outcome, Scanner, Scratch};
+use aegis_engine::{BodyKind, Detector, DlpAction};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
