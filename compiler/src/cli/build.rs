@@ -1,7 +1,7 @@
 //! `aegis build PATH... --key PREFIX.key -o filter.wasm [--filter FILE]`:
 //! compile, embed the bundle in the filter, sign the module.
 
-use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
+use super::{print_diagnostics, Error, Format, Output};
 use crate::frontend;
 use crate::package::{blob, wasmsig};
 use std::borrow::Cow;
@@ -24,17 +24,15 @@ pub struct Args {
     /// Policy version reported in decisions (default: content hash).
     #[arg(long)]
     policy_version: Option<String>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    #[arg(long, help = VERBOSE_HELP)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let loaded = frontend::load(&a.paths, a.policy_version.as_deref())
-        .map_err(|diags| Error::diagnostics(diags, a.format, a.verbose))?;
-    print_diagnostics(&loaded.warnings, a.format, a.verbose);
+        .map_err(|diags| Error::diagnostics(diags, a.output.format, a.output.verbose))?;
+    print_diagnostics(&loaded.warnings, a.output.format, a.output.verbose);
     let key = crate::keys::read_signing_key(&a.key).map_err(Error::input)?;
     let filter: Cow<'_, [u8]> = match &a.filter {
         Some(path) => Cow::Owned(
@@ -62,7 +60,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
     let signer = crate::keys::key_id(&vk);
     let module_key_id = wasmsig::hex(&wasmsig::default_key_id(&vk));
     let agents: Vec<&str> = m.agents.iter().map(|a| a.id.as_str()).collect();
-    match a.format {
+    match a.output.format {
         Format::Json => println!(
             "{}",
             serde_json::json!({

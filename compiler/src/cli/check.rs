@@ -1,6 +1,6 @@
 //! `aegis check PATH...`: validate policies, print diagnostics.
 
-use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
+use super::{print_diagnostics, Error, Format, Output};
 use crate::frontend;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,17 +9,15 @@ use std::process::ExitCode;
 pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    #[arg(long, help = VERBOSE_HELP)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
-    let format = args.format;
+    let format = args.output.format;
     match frontend::load(&args.paths, None) {
         Ok(loaded) => {
-            print_diagnostics(&loaded.warnings, format, args.verbose);
+            print_diagnostics(&loaded.warnings, format, args.output.verbose);
             if format == Format::Human {
                 eprintln!(
                     "ok: {} agents, {} tools, {} warnings",
@@ -32,7 +30,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
         }
         Err(diags) => {
             let errors = diags.iter().filter(|d| d.is_error()).count();
-            let e = Error::diagnostics(diags, format, args.verbose);
+            let e = Error::diagnostics(diags, format, args.output.verbose);
             Err(if format == Format::Human {
                 e.then(format_args!("{errors} errors"))
             } else {

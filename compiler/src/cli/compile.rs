@@ -1,6 +1,6 @@
 //! `aegis compile PATH... -o OUT [--key PREFIX.key]`
 
-use super::{print_diagnostics, Error, Format, VERBOSE_HELP};
+use super::{print_diagnostics, Error, Format, Output};
 use crate::frontend;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::Bundle;
@@ -19,17 +19,15 @@ pub struct Args {
     /// Policy version reported in decisions (default: content hash).
     #[arg(long)]
     policy_version: Option<String>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    #[arg(long, help = VERBOSE_HELP)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
-    let (format, out) = (args.format, &args.out);
+    let (format, out) = (args.output.format, &args.out);
     let loaded = frontend::load(&args.paths, args.policy_version.as_deref())
-        .map_err(|diags| Error::diagnostics(diags, format, args.verbose))?;
-    print_diagnostics(&loaded.warnings, format, args.verbose);
+        .map_err(|diags| Error::diagnostics(diags, format, args.output.verbose))?;
+    print_diagnostics(&loaded.warnings, format, args.output.verbose);
     let signing = args
         .key
         .as_deref()

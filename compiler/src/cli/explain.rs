@@ -1,6 +1,6 @@
 //! `aegis explain PATH... [--agent ID]`: the decision table for humans.
 
-use super::{Error, Format, VERBOSE_HELP};
+use super::{Error, Format, Output};
 use crate::frontend;
 use aegis_engine::ir::{Agent, Approval, Op, Policy, Predicate, Rule, Scalar};
 use std::fmt::Write;
@@ -14,16 +14,14 @@ pub struct Args {
     /// Only this agent (`name` or `tenant/name`).
     #[arg(long)]
     agent: Option<String>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    #[arg(long, help = VERBOSE_HELP)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let agent = args.agent.as_deref();
     let loaded = frontend::load(&args.paths, None)
-        .map_err(|d| Error::diagnostics(d, Format::Human, args.verbose))?;
+        .map_err(|d| Error::diagnostics(d, Format::Human, args.output.verbose))?;
     let p = &loaded.policy;
     let agents: Vec<&Agent> = p
         .agents
@@ -36,7 +34,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
             agent.unwrap_or("")
         )));
     }
-    match args.format {
+    match args.output.format {
         Format::Human => print!("{}", explain_text(p, &agents)),
         Format::Json => println!("{}", explain_json(p, &agents)),
     }

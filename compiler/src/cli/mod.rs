@@ -35,6 +35,15 @@ const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  policy errors, failed 
 const VERBOSE_HELP: &str =
     "Print each warning; by default one repeated for many agents is printed once, with a count";
 
+/// How a command that reads policies prints: `--format` and `--verbose`.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    #[arg(long, help = VERBOSE_HELP)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,

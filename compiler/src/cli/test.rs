@@ -1,7 +1,7 @@
 //! `aegis test PATH...`: every `*.cases.yaml` under each PATH is evaluated
 //! against the policies of the directory that holds it.
 
-use super::{exit, Error, Format, VERBOSE_HELP};
+use super::{exit, Error, Format, Output};
 use crate::policy_set::{load_policy_set, LoadFailure};
 use aegis_cases::runner::{check, run_case};
 use aegis_engine::Scratch;
@@ -12,14 +12,12 @@ use std::process::ExitCode;
 pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    #[arg(long, help = VERBOSE_HELP)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
-    let format = args.format;
+    let format = args.output.format;
     if let Some(p) = args.paths.iter().find(|p| !p.exists()) {
         return Err(Error::input(format_args!(
             "`{}` does not exist",
@@ -31,14 +29,14 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let mut scratch = Scratch::new();
     for (dir, files) in &groups {
         let set = load_policy_set(std::slice::from_ref(dir)).map_err(|e| match e {
-            LoadFailure::Diagnostics(d) => Error::diagnostics(d, format, args.verbose).then(
+            LoadFailure::Diagnostics(d) => Error::diagnostics(d, format, args.output.verbose).then(
                 format_args!("policies in `{}` do not compile", dir.display()),
             ),
             LoadFailure::Other(e) => Error::failed(e),
         })?;
         for file in files {
             let cases = crate::case_file::load_cases(file)
-                .map_err(|d| Error::diagnostics(vec![d], format, args.verbose))?;
+                .map_err(|d| Error::diagnostics(vec![d], format, args.output.verbose))?;
             for case in &cases {
                 let got = run_case(&set.bundle, case, &mut scratch);
                 let problems = check(&case.expect, &got);
