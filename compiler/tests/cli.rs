@@ -333,6 +333,48 @@ fn a_warning_repeated_for_many_agents_is_printed_once() {
 }
 
 #[test]
+fn an_uncovered_tool_host_is_grouped_per_tool() {
+    // Four agents whose egress misses the host of tool `t`, one that
+    // misses the host of tool `u`: one line for `t`, the full warning
+    // for `u`.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "kind: ToolCatalog\ntools:\n  - name: t\n    hosts: [t.example]\n    actions: [{name: get, method: GET, path: /x}]\n  - name: u\n    hosts: [u.example]\n    actions: [{name: get, method: GET, path: /y}]\n",
+    );
+    for i in 0..4 {
+        text.push_str(&format!(
+            "---\nagent: ops-{i}\negress: {{allow_hosts: [other.example]}}\nallowed_tools: [{{name: t, actions: [get]}}]\n"
+        ));
+    }
+    text.push_str(
+        "---\nagent: solo\negress: {allow_hosts: [t.example]}\nallowed_tools: [{name: u, actions: [get]}]\n",
+    );
+    write(dir.path(), "p.yaml", &text);
+    let o = aegis_in(dir.path(), &["check", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    // The renderer wraps long messages: compare with the wrapping undone.
+    let flat = err
+        .lines()
+        .map(|l| l.trim_start_matches([' ', '│', '⚠']).trim_end())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("4 agents may call tool `t`, served by `t.example`, which their `egress.allow_hosts` does not cover: their calls to it will be denied (ops-0, ops-1, ops-2, and 1 more)"),
+        "{err}"
+    );
+    assert!(
+        flat.contains(
+            "tool `u` is served by `u.example` which `egress.allow_hosts` does not cover"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("tool `t` is served by").count(), 0, "{err}");
+    let o = aegis_in(dir.path(), &["check", "p.yaml", "--verbose"]);
+    assert_eq!(stderr(&o).matches("tool `t` is served by").count(), 4);
+}
+
+#[test]
 fn a_warning_for_one_agent_is_printed_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     agents_without_egress(dir.path(), 1);

@@ -551,14 +551,23 @@ fn rules(
                     .map(String::as_str)
                     .collect();
                 if !uncovered.is_empty() {
-                    cx.warn(
-                        tool_node,
-                        format!(
-                            "tool `{tool_name}` is served by {} which `egress.allow_hosts` does not cover: calls to it will be denied",
-                            list(&uncovered)
-                        ),
-                        format!("add {} to `egress.allow_hosts`", list(&uncovered)),
-                    );
+                    let hosts = list(&uncovered);
+                    let d = cx
+                        .diag(
+                            Severity::Warning,
+                            tool_node,
+                            format!(
+                                "tool `{tool_name}` is served by {hosts} which `egress.allow_hosts` does not cover: calls to it will be denied"
+                            ),
+                        )
+                        .with_help(format!("add {hosts} to `egress.allow_hosts`"))
+                        .with_group(
+                            agent_id,
+                            format!(
+                                "agents may call tool `{tool_name}`, served by {hosts}, which their `egress.allow_hosts` does not cover: their calls to it will be denied"
+                            ),
+                        );
+                    cx.push(d);
                 }
             }
         }
