@@ -136,7 +136,7 @@ fn build(c: &mut Criterion, key: &SigningKey) {
     let cold = t0.elapsed();
     eprintln!(
         "build/1000_agents: generic filter {} bytes, signed bundle {} bytes, blob {} bytes \
-         ({:.3} MB; DESIGN target < 1.5 MB: {}); cold run {cold:?}",
+         ({:.3} MB; target < 1.5 MB: {}); cold run {cold:?}",
         filter.len(),
         blob.bundle.len(),
         blob.wasm.len(),

@@ -470,7 +470,7 @@ fn main() {
     if let Some(worst) = wasm_dlp.iter().copied().reduce(f64::min) {
         let _ = writeln!(
             table,
-            "\nslowest DLP scan in wasm: {worst:.0} MB/s (DESIGN.md section 9 target: >= 400 MB/s): {}",
+            "\nslowest DLP scan in wasm: {worst:.0} MB/s (target: >= 400 MB/s): {}",
             if worst >= 400.0 { "met" } else { "missed" }
         );
     }

@@ -1,4 +1,4 @@
-//! The regorus peer (DESIGN.md section 9): the same policy, exported with
+//! The regorus peer (a performance target, docs/performance.md): the same policy, exported with
 //! `aegis export rego` (`aegis_compiler::rego`), evaluated by regorus on
 //! the same requests, in the same run as the native `Bundle::decide`.
 //!

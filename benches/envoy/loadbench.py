@@ -1781,7 +1781,7 @@ def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, ela
             + ". Medians over rounds of per-round ratios and differences:"
         )
         L.append("")
-        L.append(f"| metric | {cols} | target (DESIGN.md 9, production shape) |")
+        L.append(f"| metric | {cols} | target (production shape) |")
         L.append(f"| --- | {sep} | --- |")
 
         def row(what, f, target=""):
@@ -1862,7 +1862,7 @@ def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, ela
             "Medians over rounds of per-round ratios and differences (L2 = Aegis):"
         )
         L.append("")
-        L.append(f"| metric | {cols} | target (DESIGN.md 9, production shape) |")
+        L.append(f"| metric | {cols} | target (production shape) |")
         L.append(f"| --- | {sep} | --- |")
         for b in ["L0", "L1", "L3"]:
             vals = " | ".join(fmt(ratio(cap, w.key, "L2", b, "rps")) for w in ledger)

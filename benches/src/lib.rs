@@ -54,7 +54,7 @@ allowed_tools:
 /// The JSON tool call `orders-agent` is allowed to make.
 pub const ORDERS_BODY: &str = r#"{"amount":1200,"currency":"usd","description":"Invoice 1042","customer":{"id":"cus_123","email_opt_in":false},"items":[{"sku":"SKU-1","qty":2},{"sku":"SKU-7","qty":1}],"metadata":{"order_ref":"A-1042","channel":"agent"}}"#;
 
-/// The default detector set of the DLP bench (DESIGN.md section 9).
+/// The default detector set of the DLP bench (docs/performance.md).
 pub const DEFAULT_DETECTORS: &str =
     "[ssn, credit_card, email, phone, dob, iban, aws_access_key, api_key, private_key, jwt]";
 

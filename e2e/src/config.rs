@@ -8,7 +8,7 @@ use crate::{err, repo_root, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The two ways the filter runs in Envoy (DESIGN.md section 6).
+/// The two ways the filter runs in Envoy (`filter/README.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `envoy/sidecar.yaml`: `allow_on_headers_stop_iteration: true`,

@@ -1,4 +1,4 @@
-//! The case corpus (`policies/**/*.cases.yaml`, DESIGN.md section 8)
+//! The case corpus (`policies/**/*.cases.yaml`, docs/testing.md)
 //! through a real Envoy.
 //!
 //! A case that names its agent directly (`agent:`) has no token, but a

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The Envoy release the project tests against (DESIGN.md section 6).
+/// The Envoy release the project tests against (docs/testing.md).
 pub const ENVOY_VERSION: &str = "1.39.3";
 
 /// How long Envoy may take to become ready (V8 compiles every blob once

@@ -1,5 +1,5 @@
 //! The shipped Envoy configs (`envoy/*.yaml`): they validate with the real
-//! Envoy exactly as they are, and they say what DESIGN.md section 6 says.
+//! Envoy exactly as they are, and they say what `filter/README.md` and `envoy/README.md` say.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -18,7 +18,7 @@ use aegis_engine::reply::{error_type, message};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// The decision's fields every reply carries (DESIGN.md section 4).
+/// The decision's fields every reply carries (docs/policy-language.md, "The decision").
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Fields<'a> {
     pub decision: &'a str,

@@ -8,7 +8,7 @@
 //! reply, or the headers and body that went upstream, plus filter state,
 //! logs and metrics.
 //!
-//! The proxy behaviour modelled is Envoy's (DESIGN.md section 6):
+//! The proxy behaviour modelled is Envoy's (`filter/README.md`):
 //! - A pause in the headers callback holds the headers only when the plugin
 //!   has Envoy's `allow_on_headers_stop_iteration: true`
 //!   ([`PluginOptions::hold_headers`]); without it Envoy stops everything

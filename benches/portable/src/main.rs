@@ -1,4 +1,4 @@
-//! Engine-only timing loops for the wasm/native ratio (DESIGN.md section 9).
+//! Engine-only timing loops for the wasm/native ratio (docs/performance.md).
 //!
 //! The same program is built natively and for `wasm32-wasip1`; the runner
 //! (`benches/benches/portable.rs`) gives both builds the same input folder
