@@ -16,8 +16,7 @@ use aegis_compiler::package::blob::{build_signed, embed, generic_filter, signed_
 use aegis_compiler::package::wasmsig;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::builder::dlp::build_dlp;
-use aegis_engine::Bundle;
-use aegis_engine::{Detector, DlpAction};
+use aegis_engine::{Bundle, Detector, DlpAction};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode};
 use ed25519_dalek::SigningKey;
 use std::time::{Duration, Instant};

@@ -13,8 +13,7 @@ use aegis_benches::{
     ORDERS_BODY, ORDERS_POLICY,
 };
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Request, Scratch, Verdict};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 

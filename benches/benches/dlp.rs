@@ -15,9 +15,9 @@ use aegis_benches::{compile_sources, dlp_policy, json_body, DLP_SIZES, JSON_SECR
 use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::unstable::dlp::{Outcome, Scanner, Scratch as DlpScratch};
 use aegis_engine::unstable::params::walk_json_text;
-use aegis_engine::Bundle;
-use aegis_engine::{BodyKind, Detector, DlpAction};
-use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::{
+    BodyKind, Bundle, Caller, Decision, Detector, DlpAction, Request, Scratch, Verdict,
+};
 use criterion::measurement::WallTime;
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,

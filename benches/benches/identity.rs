@@ -9,8 +9,7 @@
 
 use aegis_benches::{compile_sources, mcp_call, mcp_sources, mcp_token, McpIdentity};
 use aegis_engine::jwt::{self, TokenCacheConfig, VerifyingKeys};
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Request, Scratch, Verdict};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ed25519_dalek::SigningKey;
 use std::time::Duration;

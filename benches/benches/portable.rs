@@ -45,8 +45,7 @@ use aegis_benches::{
 use aegis_compiler::nested_cargo;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::unstable::dlp::{Scanner, Scratch as DlpScratch};
-use aegis_engine::BodyKind;
-use aegis_engine::Bundle;
+use aegis_engine::{BodyKind, Bundle};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

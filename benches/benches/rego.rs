@@ -40,9 +40,7 @@ use aegis_benches::{
 };
 use aegis_compiler::rego::{export, export_with_data, DECISION_RULE};
 use aegis_engine::builder::bundle::{compile, BuildOptions};
-use aegis_engine::ir;
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Reason, Request, Scratch, Verdict};
+use aegis_engine::{ir, Bundle, Caller, Reason, Request, Scratch, Verdict};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::Value;
 use std::num::{NonZeroU32, NonZeroUsize};

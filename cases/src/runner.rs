@@ -10,8 +10,7 @@
 
 use crate::format::{Case, Expect};
 use aegis_engine::reply::{error_type, message, Shape};
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Decision, Request, Scratch, Verdict};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;

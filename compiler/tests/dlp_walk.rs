@@ -8,9 +8,9 @@ use aegis_compiler::frontend::load_sources;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::builder::dlp::build_dlp;
 use aegis_engine::unstable::dlp::{Outcome, Scanner, Scratch as DlpScratch};
-use aegis_engine::Bundle;
-use aegis_engine::{BodyKind, Detector, DlpAction};
-use aegis_engine::{Caller, Reason, Request, Scratch, Verdict};
+use aegis_engine::{
+    BodyKind, Bundle, Caller, Detector, DlpAction, Reason, Request, Scratch, Verdict,
+};
 
 fn policy(action: &str) -> String {
     format!(

@@ -35,9 +35,7 @@ use aegis_cases::runner::{
 };
 use aegis_compiler::case_file::load_cases;
 use aegis_compiler::token::{issue, TokenRequest};
-use aegis_engine::Bundle;
-use aegis_engine::Mode;
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Mode, Request, Scratch, Verdict};
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -31,8 +31,9 @@ use aegis_engine::unstable::bundle::{
     encode, encode_with, Model, PredOp, Span, TSeg, FLAG_DEFLATE, FORMAT_VERSION, HEADER_LEN,
     MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
 };
-use aegis_engine::{Bundle, Envelope, LoadError, BUNDLE_MAGIC as MAGIC};
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{
+    Bundle, Caller, Envelope, LoadError, Request, Scratch, Verdict, BUNDLE_MAGIC as MAGIC,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};

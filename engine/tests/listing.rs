@@ -9,9 +9,7 @@ use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Mode, Op, Policy, Predicate, Rule, Tool,
 };
 use aegis_engine::jwt::IdentityConfig;
-use aegis_engine::Bundle;
-use aegis_engine::Listing;
-use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Decision, Listing, Request, Scratch, Verdict};
 
 fn mcp_tool(name: &str, host: &str, actions: &[&str], filter: bool) -> Tool {
     Tool {

@@ -23,8 +23,7 @@ use aegis_engine::ir::{
     Scalar, Tool,
 };
 use aegis_engine::jwt::{IdentityConfig, TokenCacheConfig, TrustedKey};
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Decision, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Decision, Request, Scratch, Verdict};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};

@@ -58,8 +58,7 @@ use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::ir::{
     Action, Agent, Approval, BodyKind, Mode, Op, Policy, Predicate, Rule, Scalar, Tool,
 };
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Request, Scratch, Verdict};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::FileFailurePersistence;

@@ -8,8 +8,7 @@
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::ir::{Action, Agent, Approval, BodyKind, Mode, Policy, Rule, Tool};
 use aegis_engine::jwt::{CacheStats, IdentityConfig, TokenCacheConfig, TrustedKey};
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Request, Scratch, Verdict};
+use aegis_engine::{Bundle, Caller, Request, Scratch, Verdict};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};

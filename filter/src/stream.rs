@@ -37,10 +37,7 @@ use crate::metrics::{self, NONE};
 use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
 use crate::state_keys as keys;
-use aegis_engine::HttpError;
-use aegis_engine::Mode;
-use aegis_engine::ToolsList;
-use aegis_engine::{AgentRef, Caller, Decision, Request, Verdict};
+use aegis_engine::{AgentRef, Caller, Decision, HttpError, Mode, Request, ToolsList, Verdict};
 use std::fmt;
 use std::rc::Rc;
 

@@ -9,9 +9,8 @@
 use aegis_cases::format::Case;
 use aegis_compiler::package::blob;
 use aegis_compiler::{frontend, token};
-use aegis_engine::ir;
 use aegis_engine::jwt::{IdentityConfig, TrustedKey};
-use aegis_engine::Bundle;
+use aegis_engine::{ir, Bundle};
 use ed25519_dalek::SigningKey;
 use std::path::PathBuf;
 

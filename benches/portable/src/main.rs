@@ -26,9 +26,7 @@
 //! stdout.
 
 use aegis_engine::unstable::dlp::{Scanner, Scratch as DlpScratch};
-use aegis_engine::BodyKind;
-use aegis_engine::Bundle;
-use aegis_engine::{Caller, Request, Scratch};
+use aegis_engine::{BodyKind, Bundle, Caller, Request, Scratch};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
