@@ -53,7 +53,9 @@ fn render(diags: &[frontend::Diagnostic]) -> String {
 
 /// The bundle `aegis build` makes from `policy`.
 pub fn compile_bundle(policy: &ir::Policy, key: &SigningKey) -> Result<Vec<u8>, String> {
-    blob::signed_bundle(policy, key).map(|(bytes, _)| bytes)
+    blob::signed_bundle(policy, key)
+        .map(|(bytes, _)| bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// A built blob and the bundle inside it.

@@ -46,7 +46,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
         .as_ref()
         .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
     let built = blob::build_signed(&loaded.policy, &key, &filter).map_err(|e| match e {
-        blob::BuildError::Bundle(_) => Error::failed(e),
+        blob::BuildError::Compile(_) | blob::BuildError::Load(_) => Error::failed(e),
         blob::BuildError::Embed(_) => Error::input(format_args!("filter `{filter_name}`: {e}")),
         blob::BuildError::Sign(_) => Error::input(e),
     })?;

@@ -45,8 +45,10 @@ pub struct SignedBlob {
 /// Why [`build_signed`] failed.
 #[derive(Debug)]
 pub enum BuildError {
-    /// The policy does not compile into a bundle that loads.
-    Bundle(String),
+    /// The policy does not compile into a bundle.
+    Compile(aegis_engine::builder::BuildError),
+    /// The compiled bundle does not load back against the signing key.
+    Load(aegis_engine::LoadError),
     /// The filter module cannot carry the bundle.
     Embed(BlobError),
     /// The module cannot be signed.
@@ -56,7 +58,8 @@ pub enum BuildError {
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BuildError::Bundle(e) => write!(f, "{e}"),
+            BuildError::Compile(e) => write!(f, "{e}"),
+            BuildError::Load(e) => write!(f, "compiled bundle does not load: {e}"),
             BuildError::Embed(e) => write!(f, "cannot embed the bundle: {e}"),
             BuildError::Sign(e) => write!(f, "cannot sign the module: {e}"),
         }
@@ -70,14 +73,14 @@ impl std::error::Error for BuildError {}
 pub fn signed_bundle(
     policy: &aegis_engine::ir::Policy,
     key: &ed25519_dalek::SigningKey,
-) -> Result<(Vec<u8>, aegis_engine::Bundle), String> {
+) -> Result<(Vec<u8>, aegis_engine::Bundle), BuildError> {
     use aegis_engine::builder::bundle::{compile, BuildOptions};
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
     };
-    let bundle = compile(policy, &opts, Some(key)).map_err(|e| e.to_string())?;
+    let bundle = compile(policy, &opts, Some(key)).map_err(BuildError::Compile)?;
     let loaded = aegis_engine::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
-        .map_err(|e| format!("compiled bundle does not load: {e}"))?;
+        .map_err(BuildError::Load)?;
     Ok((bundle, loaded))
 }
 
@@ -89,7 +92,7 @@ pub fn build_signed(
     key: &ed25519_dalek::SigningKey,
     filter: &[u8],
 ) -> Result<SignedBlob, BuildError> {
-    let (bundle, loaded) = signed_bundle(policy, key).map_err(BuildError::Bundle)?;
+    let (bundle, loaded) = signed_bundle(policy, key)?;
     let module = embed(filter, &bundle).map_err(BuildError::Embed)?;
     let wasm = super::wasmsig::sign(&module, key).map_err(BuildError::Sign)?;
     Ok(SignedBlob {
