@@ -492,7 +492,7 @@ fn build_then_verify_and_inspect() {
     assert_eq!(v["module_signed_by_bundle_signer"], true);
     assert_eq!(
         v["module_key_ids"][0],
-        wasmsig::hex(&wasmsig::default_key_id(&vk)).as_str()
+        aegis_engine::trust::hex(&wasmsig::default_key_id(&vk)).as_str()
     );
 }
 

@@ -58,7 +58,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
     let m = &bundle.model;
     let vk = key.verifying_key();
     let signer = crate::keys::key_id(&vk);
-    let module_key_id = wasmsig::hex(&wasmsig::default_key_id(&vk));
+    let module_key_id = aegis_engine::trust::hex(&wasmsig::default_key_id(&vk));
     let agents: Vec<&str> = m.agents.iter().map(|a| a.id.as_str()).collect();
     match a.output.format {
         Format::Json => println!(

@@ -31,7 +31,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
         .map(|s| {
             s.key_id
                 .as_deref()
-                .map_or_else(|| "-".to_string(), wasmsig::hex)
+                .map_or_else(|| "-".to_string(), aegis_engine::trust::hex)
         })
         .collect();
 

@@ -28,6 +28,7 @@
 //! `wasmsign2` emits (the prose of the convention omits them); matching the
 //! implementation is what makes third-party verification work.
 
+use aegis_engine::trust::hex;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -183,9 +184,6 @@ pub fn signatures(module: &[u8]) -> Result<Option<Vec<SignatureEntry>>, WasmSigE
             .collect(),
     ))
 }
-
-/// Lowercase hex, for key ids.
-pub use aegis_engine::trust::hex;
 
 /// `"wasmsig" ‖ spec_version ‖ content_type ‖ hash_fn ‖ h1 ‖ … ‖ hn`
 fn message(hashes: &[[u8; HASH_LEN]]) -> Vec<u8> {
