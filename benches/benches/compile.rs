@@ -131,7 +131,7 @@ fn build(c: &mut Criterion, key: &SigningKey) {
 
     let t0 = Instant::now();
     let l = frontend::load_sources(&sources, None).unwrap();
-    let blob = build_signed(&l.policy, key, filter).unwrap();
+    let blob = build_signed(&l.policy, key, filter, 0).unwrap();
     let cold = t0.elapsed();
     eprintln!(
         "build/1000_agents: generic filter {} bytes, signed bundle {} bytes, blob {} bytes \
@@ -146,7 +146,7 @@ fn build(c: &mut Criterion, key: &SigningKey) {
             "missed"
         },
     );
-    let (bundle, _) = signed_bundle(&loaded.policy, key).unwrap();
+    let (bundle, _) = signed_bundle(&loaded.policy, key, 0).unwrap();
 
     let mut g = c.benchmark_group("build");
     g.sampling_mode(SamplingMode::Flat)
@@ -156,11 +156,11 @@ fn build(c: &mut Criterion, key: &SigningKey) {
     g.bench_function("1000_agents/aegis_build", |b| {
         b.iter(|| {
             let l = frontend::load_sources(black_box(&sources), None).unwrap();
-            build_signed(&l.policy, key, filter).unwrap()
+            build_signed(&l.policy, key, filter, 0).unwrap()
         })
     });
     g.bench_function("1000_agents/build_signed", |b| {
-        b.iter(|| build_signed(black_box(&loaded.policy), key, filter).unwrap())
+        b.iter(|| build_signed(black_box(&loaded.policy), key, filter, 0).unwrap())
     });
     g.bench_function("1000_agents/embed_and_sign", |b| {
         b.iter(|| {

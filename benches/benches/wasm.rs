@@ -60,7 +60,7 @@ fn plugin_from(sources: &[(String, String)]) -> Plugin {
 fn plugin_configured(sources: &[(String, String)], extra: &str) -> Plugin {
     let loaded = load(sources);
     let key = SigningKey::from_bytes(&[7; 32]);
-    let blob = build_signed(&loaded.policy, &key, &filter_module()).unwrap();
+    let blob = build_signed(&loaded.policy, &key, &filter_module(), 0).unwrap();
     let host = Host::with_compiler(&blob.wasm, Compiler::Cranelift).unwrap();
     let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
     let config = format!(

@@ -10,7 +10,9 @@
 
 use aegis_compiler::package::blob::{self, BlobError, Locator, LOCATOR_MAGIC};
 use aegis_compiler::package::wasmsig::{self, WasmSigError};
+use aegis_compiler::package::{bundle_from_file, BundleFileError};
 use ed25519_dalek::SigningKey;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use wasm_encoder::{
@@ -609,4 +611,136 @@ fn the_generic_filter_exports_only_the_callbacks_it_uses() {
         );
     }
     validate(blob::GENERIC_FILTER);
+}
+
+/// `finance` compiled and signed at `revision`, embedded in `filter`.
+fn finance_blob(key: &SigningKey, filter: &[u8], revision: u64) -> blob::SignedBlob {
+    let loaded =
+        aegis_compiler::frontend::load(&[root().join("policies/finance")], Some("fin-1")).unwrap();
+    blob::build_signed(&loaded.policy, key, filter, revision).unwrap()
+}
+
+#[test]
+fn bundle_from_file_takes_a_bundle_or_a_blob() {
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let built = finance_blob(&key, &filter(), 1_765_000_123);
+
+    // A blob from `aegis build`: the embedded bundle, byte for byte.
+    let from_blob = bundle_from_file(&built.wasm).unwrap();
+    assert!(matches!(from_blob, Cow::Owned(_)));
+    assert_eq!(&*from_blob, &built.bundle[..]);
+    let b = aegis_engine::Bundle::load(&from_blob, &[key.verifying_key().to_bytes()]).unwrap();
+    assert_eq!(b.revision(), 1_765_000_123);
+    assert_eq!(b.policy_version(), "fin-1");
+
+    // A bundle file: the same bytes, not copied.
+    let from_bundle = bundle_from_file(&built.bundle).unwrap();
+    assert!(matches!(from_bundle, Cow::Borrowed(_)));
+    assert_eq!(&*from_bundle, &built.bundle[..]);
+}
+
+#[test]
+fn bundle_from_file_says_why_there_is_none() {
+    // The generic filter carries no bundle.
+    let e = bundle_from_file(&filter()).unwrap_err();
+    assert_eq!(e, BundleFileError::NoBundle);
+    assert!(e.to_string().contains("carries no bundle"), "{e}");
+    // A module without a locator is not a filter.
+    assert_eq!(
+        bundle_from_file(&fake_filter(None, 0)),
+        Err(BundleFileError::Blob(BlobError::NoLocator))
+    );
+    // A module whose locator points at bytes that are not a bundle.
+    let odd = blob::embed(&fake_filter(None, 1), &bundle(100)).unwrap();
+    assert_eq!(bundle_from_file(&odd), Err(BundleFileError::NotABundle));
+    // A truncated blob.
+    let built = finance_blob(&SigningKey::from_bytes(&[5; 32]), &fake_filter(None, 1), 1);
+    let cut = &built.wasm[..built.wasm.len() / 2];
+    assert!(matches!(
+        bundle_from_file(cut),
+        Err(BundleFileError::Blob(BlobError::Invalid(_)))
+    ));
+    // Neither kind of file.
+    for bytes in [&b""[..], b"AEGISBN", b"{\"bundle\": 1}", b"\0as"] {
+        assert_eq!(bundle_from_file(bytes), Err(BundleFileError::Unknown));
+    }
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(text(&o.stdout).lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn revision_is_set_by_the_build_and_shown_by_inspect_and_verify() {
+    let s = setup();
+    let out = s.dir.path().join("r.wasm").display().to_string();
+    let o = build(&s, "policies/finance", &out, &["--revision", "4242"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("(revision 4242)"),
+        "{}",
+        text(&o.stdout)
+    );
+    let wasm = std::fs::read(&out).unwrap();
+    let bundle = bundle_from_file(&wasm).unwrap();
+    assert_eq!(
+        aegis_engine::Envelope::parse(&bundle).unwrap().revision,
+        4242
+    );
+
+    let o = aegis(&["inspect", &out]);
+    assert!(
+        text(&o.stdout).contains("  revision         4242\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = aegis(&["inspect", &out, "--format", "json"]);
+    assert_eq!(json(&o)["bundle"]["revision"], 4242);
+
+    let o = aegis(&["verify", &out, "--pubkey", &s.public]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).ends_with(", revision 4242\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = aegis(&["verify", &out, "--pubkey", &s.public, "--format", "json"]);
+    assert_eq!(json(&o)["valid"], true);
+    assert_eq!(json(&o)["revision"], 4242);
+    // A revision that does not verify is not shown.
+    let o = aegis(&[
+        "verify",
+        &out,
+        "--pubkey",
+        &s.other_public,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["valid"], false);
+    assert!(json(&o)["revision"].is_null());
+
+    // By default the revision is the Unix time of the build, in seconds.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = now();
+    let o = build(&s, "policies/finance", &out, &["--format", "json"]);
+    let after = now();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let revision = json(&o)["revision"].as_u64().unwrap();
+    assert!(
+        (before..=after).contains(&revision),
+        "{before} {revision} {after}"
+    );
+    let wasm = std::fs::read(&out).unwrap();
+    let b = aegis_engine::Bundle::load(&bundle_from_file(&wasm).unwrap(), &[]).unwrap();
+    assert_eq!(b.revision(), revision);
+
+    // Not a number: a usage error.
+    let o = build(&s, "policies/finance", &out, &["--revision", "-1"]);
+    assert_eq!(o.status.code(), Some(2));
 }

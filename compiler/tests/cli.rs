@@ -97,6 +97,8 @@ fn keygen_compile_verify_round_trip() {
         &bundle,
         "--key",
         &key,
+        "--revision",
+        "1765000000",
         "--format",
         "json",
     ]);
@@ -105,10 +107,31 @@ fn keygen_compile_verify_round_trip() {
     let info: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
     assert_eq!(info["agents"], 2);
     assert!(info["signer"].is_string());
+    assert_eq!(info["revision"], 1_765_000_000u64);
 
     let public = format!("{prefix}.pub");
     let o = aegis(&["verify", &bundle, "--pubkey", &public]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with(", revision 1765000000\n"),
+        "{}",
+        stdout(&o)
+    );
+    let o = aegis(&["verify", &bundle, "--pubkey", &public, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["valid"].as_bool(), v["revision"].as_u64()),
+        (Some(true), Some(1_765_000_000))
+    );
+
+    // The revision is signed: raising it breaks the signature.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[48..56].copy_from_slice(&1_765_000_001u64.to_le_bytes());
+    let raised = write(dir.path(), "raised.bundle", "");
+    std::fs::write(&raised, &bytes).unwrap();
+    let o = aegis(&["verify", &raised, "--pubkey", &public]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid"), "{}", stderr(&o));
 
     // Another key does not verify it.
     let other = dir.path().join("other").display().to_string();

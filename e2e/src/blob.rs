@@ -60,7 +60,7 @@ pub fn build(paths: &[PathBuf], key: &SigningKey, out: &Path) -> Result<Built> {
         err(format!("policies do not compile:\n{}", msgs.join("\n")))
     })?;
     let filter = blob::generic_filter().map_err(|e| err(format!("generic filter: {e}")))?;
-    let signed = blob::build_signed(&loaded.policy, key, filter)
+    let signed = blob::build_signed(&loaded.policy, key, filter, 0)
         .map_err(|e| err(e.to_string()))?
         .wasm;
     std::fs::write(out, &signed)

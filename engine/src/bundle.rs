@@ -7,7 +7,8 @@
 //! format     2  FORMAT_VERSION
 //! flags      2  FLAG_DEFLATE or 0
 //! length     4  payload length
-//! hash      32  sha256(payload)
+//! hash      32  sha256(revision + payload), the 8 + n bytes that follow
+//! revision   8  u64, set by whoever builds the bundle
 //! payload    n  postcard-encoded `Model`, or with FLAG_DEFLATE:
 //!               inflated length (u32) + raw deflate of the `Model` bytes
 //! [signature block, optional]
@@ -18,7 +19,9 @@
 //!
 //! The hash and the signature cover the payload as stored, so a payload is
 //! inflated only once it is known to be intact (and trusted, when keys are
-//! configured). `encode` compresses: a 1,000-agent bundle shrinks about
+//! configured). They cover the revision too: whoever takes a newer
+//! revision over an older one (the control plane on publish, the filter on
+//! reload) can trust that the number is the one the signer chose. `encode` compresses: a 1,000-agent bundle shrinks about
 //! 7.5 times, which is what keeps the blob small. Inflating it costs about
 //! a millisecond (native), once, at configure time.
 //!
@@ -45,12 +48,14 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"AEGISBND";
 pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 /// Header flag: the payload is deflate-compressed.
 pub const FLAG_DEFLATE: u16 = 1;
 /// Largest `Model` encoding a bundle may inflate to.
 pub const MAX_MODEL_BYTES: u32 = 256 << 20;
-pub const HEADER_LEN: usize = 8 + 2 + 2 + 4 + 32;
+pub const HEADER_LEN: usize = 8 + 2 + 2 + 4 + 32 + 8;
+/// Where the revision starts; the hash covers the bytes from here on.
+pub const REVISION_AT: usize = 8 + 2 + 2 + 4 + 32;
 pub const SIG_BLOCK_LEN: usize = 8 + 32 + 64;
 
 /// Request limits carried in the bundle (the filter may lower them).
@@ -284,6 +289,9 @@ pub struct Envelope<'a> {
     pub format: u16,
     pub flags: u16,
     pub hash: [u8; 32],
+    /// The revision its builder gave it; covered by the hash and the
+    /// signature.
+    pub revision: u64,
     pub payload: &'a [u8],
     /// Signer's public key when signed.
     pub signer: Option<[u8; 32]>,
@@ -315,9 +323,11 @@ impl<'a> Envelope<'a> {
         }
         let len = u32::from_le_bytes(arr(bytes, 12)?) as usize;
         let hash: [u8; 32] = arr(bytes, 16)?;
+        let revision = u64::from_le_bytes(arr(bytes, REVISION_AT)?);
         let end = HEADER_LEN.checked_add(len).ok_or(LoadError::BadLength)?;
         let payload = bytes.get(HEADER_LEN..end).ok_or(LoadError::BadLength)?;
-        if Sha256::digest(payload).as_slice() != hash {
+        let hashed = bytes.get(REVISION_AT..end).ok_or(LoadError::BadLength)?;
+        if Sha256::digest(hashed).as_slice() != hash {
             return Err(LoadError::HashMismatch);
         }
         let signed_part = bytes.get(..end).ok_or(LoadError::BadLength)?;
@@ -341,6 +351,7 @@ impl<'a> Envelope<'a> {
             format,
             flags,
             hash,
+            revision,
             payload,
             signer,
             signed_part,
@@ -403,6 +414,7 @@ pub struct Bundle {
     pub model: Model,
     pub hash: [u8; 32],
     pub signer: Option<[u8; 32]>,
+    pub(crate) revision: u64,
     pub(crate) routes: Vec<Option<Dfa>>,
     pub(crate) regexes: Vec<Dfa>,
     pub(crate) scanners: Vec<Scanner>,
@@ -421,6 +433,7 @@ impl fmt::Debug for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bundle")
             .field("policy_version", &self.model.policy_version)
+            .field("revision", &self.revision)
             .field("agents", &self.model.agents.len())
             .finish_non_exhaustive()
     }
@@ -494,6 +507,7 @@ impl Bundle {
         Ok(Bundle {
             hash: env.hash,
             signer: env.signer,
+            revision: env.revision,
             model,
             routes,
             regexes,
@@ -510,9 +524,22 @@ impl Bundle {
         &self.model.policy_version
     }
 
+    /// The revision its builder gave it (signed with the bundle when it is
+    /// signed). A newer bundle of the same policy source has a greater one.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     /// Hex of the content hash.
     pub fn hash_hex(&self) -> String {
         crate::trust::hex(&self.hash)
+    }
+
+    /// The `budget:` block of the agent `name` of `tenant` (`None` for an
+    /// agent without a tenant), found the way a decision finds the caller;
+    /// `None` when there is no such agent or it has no budget.
+    pub fn budget(&self, tenant: Option<&str>, name: &str) -> Option<AgentBudget> {
+        self.find_agent(tenant, name).and_then(|(_, a)| a.budget)
     }
 
     /// Detector names of a DLP set, by slot.
@@ -665,15 +692,17 @@ impl fmt::Display for EncodeError {
 #[cfg(feature = "compile")]
 pub fn encode(
     model: &Model,
+    revision: u64,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<Vec<u8>, EncodeError> {
-    encode_with(model, key, true)
+    encode_with(model, revision, key, true)
 }
 
 /// [`encode`], with the payload compressed or stored as it is.
 #[cfg(feature = "compile")]
 pub fn encode_with(
     model: &Model,
+    revision: u64,
     key: Option<&ed25519_dalek::SigningKey>,
     compress: bool,
 ) -> Result<Vec<u8>, EncodeError> {
@@ -698,7 +727,13 @@ pub fn encode_with(
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&payload));
+    let revision = revision.to_le_bytes();
+    let hash = Sha256::new()
+        .chain_update(revision)
+        .chain_update(&payload)
+        .finalize();
+    out.extend_from_slice(&hash);
+    out.extend_from_slice(&revision);
     out.extend_from_slice(&payload);
     if let Some(k) = key {
         let sig = k.sign(&out);

@@ -704,7 +704,11 @@ impl Bundle {
         self.model.rules.get(e.rules.range())
     }
 
-    fn find_agent(&self, tenant: Option<&str>, name: &str) -> Option<(AgentRef, &AgentEntry)> {
+    pub(crate) fn find_agent(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+    ) -> Option<(AgentRef, &AgentEntry)> {
         let key = (tenant, name);
         let agents = &self.model.agents;
         let i = self.agent_index.find(agent_hash(tenant, name), |i| {

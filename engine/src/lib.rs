@@ -40,7 +40,7 @@ pub mod ir;
 // the root.
 use unstable::{bundle, dfa, dlp, gzip, json, params};
 
-pub use bundle::{Bundle, Envelope, Limits, LoadError, MAGIC as BUNDLE_MAGIC};
+pub use bundle::{AgentBudget, Bundle, Envelope, Limits, LoadError, MAGIC as BUNDLE_MAGIC};
 pub use eval::{
     AgentRef, Caller, Decision, Reason, Request, Scratch, Verdict, MCP_GOVERNED, MCP_PLUMBING,
 };

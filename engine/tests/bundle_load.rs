@@ -2,7 +2,8 @@
 //! and a bundle it accepts can be evaluated without panicking.
 //!
 //! Layout (from `engine/src/bundle.rs`): magic (8) "AEGISBND", format (2),
-//! flags (2), payload length (4), sha256(payload) (32), payload, then
+//! flags (2), payload length (4), sha256(revision + payload) (32),
+//! revision (8), payload, then
 //! optionally "AEGISSIG" (8), the signer's Ed25519 key (32) and the
 //! signature (64) over everything before the block.
 //!
@@ -29,7 +30,7 @@ use aegis_engine::ir::{
 use aegis_engine::jwt::{IdentityConfig, TrustedKey};
 use aegis_engine::unstable::bundle::{
     encode, encode_with, Model, PredOp, Span, TSeg, FLAG_DEFLATE, FORMAT_VERSION, HEADER_LEN,
-    MAX_MODEL_BYTES, SIG_BLOCK_LEN, SIG_MAGIC,
+    MAX_MODEL_BYTES, REVISION_AT, SIG_BLOCK_LEN, SIG_MAGIC,
 };
 use aegis_engine::{
     Bundle, Caller, Envelope, LoadError, Request, Scratch, Verdict, BUNDLE_MAGIC as MAGIC,
@@ -235,16 +236,25 @@ fn policy() -> Policy {
     }
 }
 
+/// The revision the fixtures are built with: high bytes set, so that a
+/// reader that dropped or swapped them would show.
+const REVISION: u64 = 0x0102_0304_6553_f100;
+
+fn options() -> BuildOptions {
+    BuildOptions {
+        revision: REVISION,
+        ..BuildOptions::default()
+    }
+}
+
 fn unsigned() -> &'static [u8] {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
-    B.get_or_init(|| compile(&policy(), &BuildOptions::default(), None).expect("compile"))
+    B.get_or_init(|| compile(&policy(), &options(), None).expect("compile"))
 }
 
 fn signed() -> &'static [u8] {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
-    B.get_or_init(|| {
-        compile(&policy(), &BuildOptions::default(), Some(&bundle_key())).expect("compile")
-    })
+    B.get_or_init(|| compile(&policy(), &options(), Some(&bundle_key())).expect("compile"))
 }
 
 fn trusted() -> [u8; 32] {
@@ -270,12 +280,18 @@ fn seal(payload: &[u8]) -> Vec<u8> {
 }
 
 fn seal_flags(payload: &[u8], flags: u16) -> Vec<u8> {
+    seal_revision(payload, flags, REVISION)
+}
+
+fn seal_revision(payload: &[u8], flags: u16, revision: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(payload));
+    let hashed = [&revision.to_le_bytes()[..], payload].concat();
+    out.extend_from_slice(&Sha256::digest(&hashed));
+    out.extend_from_slice(&revision.to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
@@ -295,7 +311,7 @@ fn model() -> Model {
 
 /// Encodes a (possibly inconsistent) model as an unsigned bundle.
 fn bundle_of(m: &Model) -> Vec<u8> {
-    encode(m, None).expect("encode")
+    encode(m, REVISION, None).expect("encode")
 }
 
 fn token(agent: &str, tenant: &str) -> String {
@@ -430,9 +446,10 @@ fn real_bundles_load() {
     let b = Bundle::load(unsigned(), &[]).expect("unsigned");
     assert_eq!(b.policy_version(), "load-1");
     assert_eq!(b.signer, None);
+    assert_eq!(b.revision(), REVISION);
     assert_eq!(
         b.hash.as_slice(),
-        Sha256::digest(stored(unsigned())).as_slice()
+        Sha256::digest([&REVISION.to_le_bytes()[..], stored(unsigned())].concat()).as_slice()
     );
     let v = exercise(&b);
     let with_body: Vec<Verdict> = v.iter().step_by(2).copied().collect();
@@ -483,7 +500,7 @@ fn bad_magic() {
 
 #[test]
 fn wrong_version() {
-    for v in [0u16, 1, 2, 3, 4, 5, 6, 7, 9, 0x0100, u16::MAX] {
+    for v in [0u16, 1, 2, 3, 4, 5, 6, 7, 8, 10, 0x0100, u16::MAX] {
         let mut b = unsigned().to_vec();
         b[8..10].copy_from_slice(&v.to_le_bytes());
         assert_eq!(err(&b, &[]), LoadError::UnsupportedVersion(v));
@@ -542,10 +559,17 @@ fn hash_mismatch() {
         b[at] ^= 1;
         assert_eq!(err(&b, &[]), LoadError::HashMismatch, "payload byte {at}");
     }
-    for at in 16..HEADER_LEN {
+    for at in 16..REVISION_AT {
         let mut b = unsigned().to_vec();
         b[at] ^= 0x80;
         assert_eq!(err(&b, &[]), LoadError::HashMismatch, "hash byte {at}");
+    }
+    // The hash covers the revision: an unsigned bundle cannot be passed
+    // off as a newer one either.
+    for at in REVISION_AT..HEADER_LEN {
+        let mut b = unsigned().to_vec();
+        b[at] ^= 0x01;
+        assert_eq!(err(&b, &[]), LoadError::HashMismatch, "revision byte {at}");
     }
 }
 
@@ -620,6 +644,104 @@ fn tampered_signature() {
 }
 
 #[test]
+fn revision_round_trips() {
+    assert_eq!(Envelope::parse(unsigned()).unwrap().revision, REVISION);
+    assert_eq!(
+        Bundle::load(signed(), &[trusted()]).unwrap().revision(),
+        REVISION
+    );
+    for revision in [0, 1, 1_765_000_000, u64::MAX] {
+        let opts = BuildOptions {
+            revision,
+            ..BuildOptions::default()
+        };
+        let b = compile(&policy(), &opts, Some(&bundle_key())).unwrap();
+        assert_eq!(Envelope::parse(&b).unwrap().revision, revision);
+        let loaded = Bundle::load(&b, &[trusted()]).unwrap();
+        assert_eq!(loaded.revision(), revision);
+        // The revision is beside the model, not in it.
+        assert_eq!(loaded.model, model());
+        let plain = encode_with(&model(), revision, None, false).unwrap();
+        assert_eq!(Bundle::load(&plain, &[]).unwrap().revision(), revision);
+    }
+}
+
+#[test]
+fn altered_revision_fails_the_signature() {
+    let n = signed().len();
+    for at in REVISION_AT..HEADER_LEN {
+        // Only the revision changed: the hash no longer matches.
+        let mut b = signed().to_vec();
+        b[at] ^= 0x01;
+        assert_eq!(err(&b, &[]), LoadError::HashMismatch, "revision byte {at}");
+        assert_eq!(err(&b, &[trusted()]), LoadError::HashMismatch);
+    }
+    // A rollback attempt that also rewrites the hash (all but the
+    // signature can be recomputed): the signature no longer matches, with
+    // or without trusted keys.
+    for revision in [0, REVISION - 1, REVISION + 1, u64::MAX] {
+        let mut b = seal_revision(stored(signed()), FLAG_DEFLATE, revision);
+        b.extend_from_slice(&signed()[n - SIG_BLOCK_LEN..]);
+        assert_eq!(Envelope::parse(&b).err(), Some(LoadError::BadSignature));
+        assert_eq!(err(&b, &[trusted()]), LoadError::BadSignature);
+    }
+    // The same bytes re-sealed with the right revision are the original.
+    let mut b = seal_revision(stored(signed()), FLAG_DEFLATE, REVISION);
+    b.extend_from_slice(&signed()[n - SIG_BLOCK_LEN..]);
+    assert_eq!(b, signed());
+    // Re-signing with another key gives a valid bundle, but not a trusted one.
+    let forged = sign(
+        seal_revision(stored(signed()), FLAG_DEFLATE, u64::MAX),
+        &SigningKey::from_bytes(&[8u8; 32]),
+    );
+    assert_eq!(Bundle::load(&forged, &[]).unwrap().revision(), u64::MAX);
+    assert_eq!(err(&forged, &[trusted()]), LoadError::UntrustedSigner);
+}
+
+#[test]
+fn budgets_are_found_by_tenant_and_name() {
+    use aegis_engine::ir::Budget;
+    use aegis_engine::AgentBudget;
+    let mut p = policy();
+    p.agents[0].budget = Some(Budget {
+        daily_usd: Some(25.5),
+        rps: Some(2.0),
+    });
+    // The same name without a tenant, a budget of its own.
+    let mut other = p.agents[0].clone();
+    other.id = "fin".into();
+    other.tenant = None;
+    other.budget = Some(Budget {
+        daily_usd: Some(3.0),
+        rps: None,
+    });
+    for r in &mut other.rules {
+        r.id = r.id.replacen("acme/", "", 1);
+    }
+    p.agents.push(other);
+    let b = Bundle::load(&compile(&p, &options(), None).unwrap(), &[]).unwrap();
+    assert_eq!(
+        b.budget(Some("acme"), "fin"),
+        Some(AgentBudget {
+            daily_usd: Some(25.5),
+            rps: Some(2.0)
+        })
+    );
+    assert_eq!(
+        b.budget(None, "fin"),
+        Some(AgentBudget {
+            daily_usd: Some(3.0),
+            rps: None
+        })
+    );
+    // An agent without a `budget:` block, and agents that do not exist.
+    assert_eq!(b.budget(None, "coder"), None);
+    assert_eq!(b.budget(Some("acme"), "coder"), None);
+    assert_eq!(b.budget(Some("other"), "fin"), None);
+    assert_eq!(b.budget(Some("acme"), "FIN"), None);
+}
+
+#[test]
 fn undecodable_payloads() {
     let model = payload(unsigned());
     for p in [&b""[..], &[0u8; 1], &[0xff; 16], &model[..model.len() / 2]] {
@@ -650,7 +772,7 @@ fn compiled_bundles_are_compressed_and_load_like_stored_ones() {
         stored(unsigned()).len(),
         model.len()
     );
-    let plain = encode_with(&self::model(), None, false).unwrap();
+    let plain = encode_with(&self::model(), REVISION, None, false).unwrap();
     assert_eq!(Envelope::parse(&plain).unwrap().flags, 0);
     assert_eq!(stored(&plain), &model[..]);
     assert_eq!(
@@ -1150,6 +1272,12 @@ proptest! {
         }
         prop_assert!(Bundle::load(&bytes, &[]).is_err());
         prop_assert!(Bundle::load(&bytes, &[trusted()]).is_err());
+    }
+
+    #[test]
+    fn any_revision_round_trips(revision in any::<u64>()) {
+        let b = seal_revision(stored(unsigned()), FLAG_DEFLATE, revision);
+        prop_assert_eq!(Bundle::load(&b, &[]).map(|b| b.revision()), Ok(revision));
     }
 
     #[test]

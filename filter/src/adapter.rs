@@ -225,8 +225,9 @@ impl RootContext for Root {
         }
         let line = match &self.embedded {
             Some(b) => format!(
-                "aegis-filter {VERSION} started; embedded bundle: policy `{}`, hash {}, {}",
+                "aegis-filter {VERSION} started; embedded bundle: policy `{}`, revision {}, hash {}, {}",
                 b.policy_version(),
+                b.revision(),
                 b.hash_hex(),
                 signer_text(b.signer.as_ref())
             ),

@@ -146,9 +146,10 @@ impl Shared {
     pub fn summary(&self) -> String {
         let b = &self.bundle;
         format!(
-            "policy `{}` ({} agents, hash {}, {} bundle, {}), max_body_bytes {}, {}{}{}",
+            "policy `{}` ({} agents, revision {}, hash {}, {} bundle, {}), max_body_bytes {}, {}{}{}",
             b.policy_version(),
             b.model.agents.len(),
+            b.revision(),
             b.hash_hex(),
             self.source.as_str(),
             signer_text(b.signer.as_ref()),

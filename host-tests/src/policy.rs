@@ -53,7 +53,7 @@ fn render(diags: &[frontend::Diagnostic]) -> String {
 
 /// The bundle `aegis build` makes from `policy`.
 pub fn compile_bundle(policy: &ir::Policy, key: &SigningKey) -> Result<Vec<u8>, String> {
-    blob::signed_bundle(policy, key)
+    blob::signed_bundle(policy, key, 0)
         .map(|(bytes, _)| bytes)
         .map_err(|e| e.to_string())
 }
@@ -76,7 +76,7 @@ impl Built {
 /// `aegis build`: bundle, embedded in the generic filter, module signed.
 pub fn build_blob(policy: &ir::Policy, key: &SigningKey) -> Result<Built, String> {
     let filter = blob::generic_filter().map_err(|e| e.to_string())?;
-    let built = blob::build_signed(policy, key, filter).map_err(|e| e.to_string())?;
+    let built = blob::build_signed(policy, key, filter, 0).map_err(|e| e.to_string())?;
     Ok(Built {
         wasm: built.wasm,
         bundle: built.bundle,

@@ -1,7 +1,8 @@
-//! `aegis build PATH... --key PREFIX.key -o filter.wasm [--filter FILE]`:
-//! compile, embed the bundle in the filter, sign the module.
+//! `aegis build PATH... --key PREFIX.key -o filter.wasm [--filter FILE]
+//! [--revision N]`: compile, embed the bundle in the filter, sign the
+//! module.
 
-use super::{print_diagnostics, Error, Format, Output};
+use super::{print_diagnostics, Error, Format, Output, Revision};
 use crate::frontend;
 use crate::package::{blob, wasmsig};
 use std::borrow::Cow;
@@ -25,6 +26,8 @@ pub struct Args {
     #[arg(long)]
     policy_version: Option<String>,
     #[command(flatten)]
+    revision: Revision,
+    #[command(flatten)]
     output: Output,
 }
 
@@ -34,6 +37,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
         .map_err(|diags| Error::diagnostics(diags, a.output.format, a.output.verbose))?;
     print_diagnostics(&loaded.warnings, a.output.format, a.output.verbose);
     let key = crate::keys::read_signing_key(&a.key).map_err(Error::input)?;
+    let revision = a.revision.value()?;
     let filter: Cow<'_, [u8]> = match &a.filter {
         Some(path) => Cow::Owned(
             std::fs::read(path)
@@ -45,11 +49,12 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
         .filter
         .as_ref()
         .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
-    let built = blob::build_signed(&loaded.policy, &key, &filter).map_err(|e| match e {
-        blob::BuildError::Compile(_) | blob::BuildError::Load(_) => Error::failed(e),
-        blob::BuildError::Embed(_) => Error::input(format_args!("filter `{filter_name}`: {e}")),
-        blob::BuildError::Sign(_) => Error::input(e),
-    })?;
+    let built =
+        blob::build_signed(&loaded.policy, &key, &filter, revision).map_err(|e| match e {
+            blob::BuildError::Compile(_) | blob::BuildError::Load(_) => Error::failed(e),
+            blob::BuildError::Embed(_) => Error::input(format_args!("filter `{filter_name}`: {e}")),
+            blob::BuildError::Sign(_) => Error::input(e),
+        })?;
     let (signed, bundle_bytes, bundle) = (&built.wasm, &built.bundle, &built.loaded);
     std::fs::write(&a.out, signed)
         .map_err(|e| Error::input(format_args!("cannot write `{}`: {e}", a.out.display())))?;
@@ -70,6 +75,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
                 "filter": filter_name,
                 "millis": elapsed.as_secs_f64() * 1000.0,
                 "policy_version": m.policy_version,
+                "revision": bundle.revision(),
                 "hash": bundle.hash_hex(),
                 "agents": agents,
                 "tools": m.tools.len(),
@@ -88,8 +94,9 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
             let plural =
                 |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
             println!(
-                "policy version {}: {} ({}), {}",
+                "policy version {} (revision {}): {} ({}), {}",
                 m.policy_version,
+                bundle.revision(),
                 plural(agents.len(), "agent"),
                 agents.join(", "),
                 plural(m.tools.len(), "tool")

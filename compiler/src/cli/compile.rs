@@ -1,6 +1,6 @@
-//! `aegis compile PATH... -o OUT [--key PREFIX.key]`
+//! `aegis compile PATH... -o OUT [--key PREFIX.key] [--revision N]`
 
-use super::{print_diagnostics, Error, Format, Output};
+use super::{print_diagnostics, Error, Format, Output, Revision};
 use crate::frontend;
 use aegis_engine::builder::bundle::{compile, BuildOptions};
 use aegis_engine::Bundle;
@@ -20,6 +20,8 @@ pub struct Args {
     #[arg(long)]
     policy_version: Option<String>,
     #[command(flatten)]
+    revision: Revision,
+    #[command(flatten)]
     output: Output,
 }
 
@@ -36,6 +38,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
         .map_err(Error::input)?;
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(signing.as_ref()),
+        revision: args.revision.value()?,
     };
     let bytes = compile(&loaded.policy, &opts, signing.as_ref()).map_err(Error::failed)?;
     // Load what we wrote: the bundle the filter gets must be one the engine accepts.
@@ -54,6 +57,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
                 "out": out.display().to_string(),
                 "bytes": bytes.len(),
                 "policy_version": m.policy_version,
+                "revision": bundle.revision(),
                 "hash": bundle.hash_hex(),
                 "agents": m.agents.len(),
                 "tools": m.tools.len(),
@@ -64,14 +68,15 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
         ),
         Format::Human => {
             println!(
-                "wrote {} ({} bytes): {} agents, {} tools, {} rules, {} dlp sets, policy version {}",
+                "wrote {} ({} bytes): {} agents, {} tools, {} rules, {} dlp sets, policy version {}, revision {}",
                 out.display(),
                 bytes.len(),
                 m.agents.len(),
                 m.tools.len(),
                 m.rules.len(),
                 m.dlp.len(),
-                m.policy_version
+                m.policy_version,
+                bundle.revision()
             );
             match signer {
                 Some(s) => println!("signed by key {s}"),

@@ -63,6 +63,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
                     "bytes": locator.len,
                     "offset": locator.offset,
                     "policy_version": m.policy_version,
+                    "revision": b.revision(),
                     "hash": b.hash_hex(),
                     "compiler_version": m.compiler_version,
                     "agents": m.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
@@ -93,6 +94,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
                         locator.len, locator.offset
                     );
                     println!("  policy version   {}", m.policy_version);
+                    println!("  revision         {}", b.revision());
                     println!("  content hash     {}", b.hash_hex());
                     println!("  compiler         {}", m.compiler_version);
                     println!(

@@ -35,6 +35,29 @@ const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  policy errors, failed 
 const VERBOSE_HELP: &str =
     "Print each warning; by default one repeated for many agents is printed once, with a count";
 
+const REVISION_HELP: &str = "Bundle revision, signed with the bundle; `aegis serve` and the filter take a bundle only if its revision is greater than the one they have [default: the current Unix time in seconds]";
+
+/// `--revision N` of the commands that write a bundle.
+#[derive(Debug, clap::Args)]
+pub struct Revision {
+    #[arg(long, value_name = "N", help = REVISION_HELP)]
+    pub revision: Option<u64>,
+}
+
+impl Revision {
+    /// The revision given, or the current Unix time in seconds, so that
+    /// successive builds increase without anyone keeping count.
+    pub fn value(&self) -> Result<u64, Error> {
+        match self.revision {
+            Some(r) => Ok(r),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .map_err(|_| Error::input("the system clock is before 1970; pass `--revision N`")),
+        }
+    }
+}
+
 /// How a command that reads policies prints: `--format` and `--verbose`.
 #[derive(Debug, clap::Args)]
 pub struct Output {
@@ -77,7 +100,7 @@ enum Cmd {
     /// one .wasm for Envoy.
     #[command(after_help = EXIT_CODES)]
     Build(build::Args),
-    /// Show what a filter .wasm carries: bundle version, hash, agents, signer.
+    /// Show what a filter .wasm carries: policy version, revision, hash, agents, signer.
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::Args),
     /// Verify a bundle's, or a filter .wasm's, signatures against a public key.

@@ -68,15 +68,18 @@ impl std::fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// The bundle `aegis build` embeds: compiled from `policy`, signed by `key`
-/// (DLP hash key derived from it), and loaded back against that key.
+/// The bundle `aegis build` embeds: compiled from `policy` at `revision`,
+/// signed by `key` (DLP hash key derived from it), and loaded back against
+/// that key.
 pub fn signed_bundle(
     policy: &aegis_engine::ir::Policy,
     key: &ed25519_dalek::SigningKey,
+    revision: u64,
 ) -> Result<(Vec<u8>, aegis_engine::Bundle), BuildError> {
     use aegis_engine::builder::bundle::{compile, BuildOptions};
     let opts = BuildOptions {
         dlp_hash_key: crate::keys::dlp_hash_key(Some(key)),
+        revision,
     };
     let bundle = compile(policy, &opts, Some(key)).map_err(BuildError::Compile)?;
     let loaded = aegis_engine::Bundle::load(&bundle, &[key.verifying_key().to_bytes()])
@@ -84,15 +87,17 @@ pub fn signed_bundle(
     Ok((bundle, loaded))
 }
 
-/// `aegis build` as a library call: compiles `policy` into a bundle signed
-/// by `key` (DLP hash key derived from it), checks that it loads, embeds it
-/// into `filter` and signs the module with the same key.
+/// `aegis build` as a library call: compiles `policy` into a bundle of
+/// `revision` signed by `key` (DLP hash key derived from it), checks that
+/// it loads, embeds it into `filter` and signs the module with the same
+/// key.
 pub fn build_signed(
     policy: &aegis_engine::ir::Policy,
     key: &ed25519_dalek::SigningKey,
     filter: &[u8],
+    revision: u64,
 ) -> Result<SignedBlob, BuildError> {
-    let (bundle, loaded) = signed_bundle(policy, key)?;
+    let (bundle, loaded) = signed_bundle(policy, key, revision)?;
     let module = embed(filter, &bundle).map_err(BuildError::Embed)?;
     let wasm = super::wasmsig::sign(&module, key).map_err(BuildError::Sign)?;
     Ok(SignedBlob {

@@ -28,6 +28,8 @@ pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct BuildOptions {
     /// Key for the DLP `hash` action's keyed tokens.
     pub dlp_hash_key: [u8; 32],
+    /// The bundle's revision (header field, signed with the bundle).
+    pub revision: u64,
 }
 
 /// Compiles the IR into signed (when `key` is given) bundle bytes.
@@ -37,7 +39,7 @@ pub fn compile(
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<Vec<u8>, BuildError> {
     let model = build_model(policy, opts)?;
-    Ok(encode(&model, key)?)
+    Ok(encode(&model, opts.revision, key)?)
 }
 
 /// Parameter path segments for MCP slots 0 to 5 (the evaluator reads
