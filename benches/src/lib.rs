@@ -706,9 +706,9 @@ pub fn mcp_sources(identity: McpIdentity) -> Vec<(String, String)> {
 /// A token for `mcp-agent` that the [`McpIdentity::Token`] policy of
 /// `key` accepts, issued at `now` for `ttl_secs`.
 pub fn mcp_token(key: &ed25519_dalek::SigningKey, now: i64, ttl_secs: u64) -> String {
-    aegis_compiler::token::issue(
+    aegis_engine::jwt::issue::issue(
         key,
-        &aegis_compiler::token::TokenRequest {
+        &aegis_engine::jwt::issue::TokenRequest {
             kid: MCP_KID,
             issuer: MCP_ISSUER,
             audience: MCP_AUDIENCE,

@@ -13,6 +13,7 @@
 
 pub mod case_file;
 pub mod cli;
+pub mod client;
 pub mod frontend;
 pub mod keys;
 pub mod nested_cargo;

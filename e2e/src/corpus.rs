@@ -6,7 +6,7 @@
 //! identity this harness can issue tokens for: a generated `kind: Identity`
 //! document when the folder has none, or one more trusted key in the
 //! folder's own Identity document. Every such case then carries a fresh
-//! token for its agent and tenant ([`aegis_compiler::token::issue`]).
+//! token for its agent and tenant ([`aegis_engine::jwt::issue::issue`]).
 //!
 //! Envoy judges at the real clock, which a test cannot set. The reference
 //! for every case is therefore [`run_case`] at the real clock on the very
@@ -34,7 +34,7 @@ use aegis_cases::runner::{
     check, now_unix, request_path, run_case, show_bytes, split_url, url_scheme, Outcome,
 };
 use aegis_compiler::case_file::load_cases;
-use aegis_compiler::token::{issue, TokenRequest};
+use aegis_engine::jwt::issue::{issue, TokenRequest};
 use aegis_engine::{Bundle, Caller, Mode, Request, Scratch, Verdict};
 use ed25519_dalek::SigningKey;
 use serde_json::Value;

@@ -7,8 +7,9 @@
 //! generic filter the `aegis` binary carries, sign the module.
 
 use aegis_cases::format::Case;
+use aegis_compiler::frontend;
 use aegis_compiler::package::blob;
-use aegis_compiler::{frontend, token};
+use aegis_engine::jwt::issue as token;
 use aegis_engine::jwt::{IdentityConfig, TrustedKey};
 use aegis_engine::{ir, Bundle};
 use ed25519_dalek::SigningKey;

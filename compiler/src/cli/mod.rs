@@ -2,6 +2,11 @@
 //! subcommand lives in its own module, with its `Args`, and returns an exit
 //! code or an [`Error`], which is printed here.
 
+mod admin;
+mod agents;
+mod approvals;
+mod audit;
+mod budgets;
 mod build;
 mod check;
 mod compile;
@@ -11,6 +16,8 @@ mod explain;
 mod export;
 mod inspect;
 mod keygen;
+mod publish;
+mod serve;
 mod test;
 mod token;
 mod verify;
@@ -121,6 +128,25 @@ enum Cmd {
     /// Print the compiled decision table for humans.
     #[command(after_help = EXIT_CODES)]
     Explain(explain::Args),
+    /// Run the control plane: budgets, approvals, tokens, bundles, audit.
+    Serve(serve::Args),
+    /// Administration straight from the store.
+    #[command(subcommand)]
+    Admin(admin::Cmd),
+    /// Upload a signed bundle to the control plane.
+    Publish(publish::Args),
+    /// Approvals waiting for a person, and their decisions.
+    #[command(subcommand)]
+    Approvals(approvals::Cmd),
+    /// Agents' spend against their daily budgets.
+    #[command(subcommand)]
+    Budgets(budgets::Cmd),
+    /// Agent credentials.
+    #[command(subcommand)]
+    Agents(agents::Cmd),
+    /// The control plane's audit log.
+    #[command(subcommand)]
+    Audit(audit::Cmd),
 }
 
 /// Parses arguments, runs the command and prints its error, if any.
@@ -149,6 +175,17 @@ pub fn main() -> ExitCode {
         Cmd::Token(token::Cmd::Issue(args)) => token::run(&args),
         Cmd::Export(export::Cmd::Rego(args)) => export::rego(&args),
         Cmd::Explain(args) => explain::run(&args),
+        Cmd::Serve(args) => serve::run(&args),
+        Cmd::Admin(admin::Cmd::Token(args)) => admin::token(&args),
+        Cmd::Publish(args) => publish::run(&args),
+        Cmd::Approvals(approvals::Cmd::List(args)) => approvals::list(&args),
+        Cmd::Approvals(approvals::Cmd::Show(args)) => approvals::show(&args),
+        Cmd::Approvals(approvals::Cmd::Approve(args)) => approvals::decide(&args, true),
+        Cmd::Approvals(approvals::Cmd::Deny(args)) => approvals::decide(&args, false),
+        Cmd::Budgets(budgets::Cmd::Show(args)) => budgets::show(&args),
+        Cmd::Agents(agents::Cmd::Create(args)) => agents::create(&args),
+        Cmd::Audit(audit::Cmd::Verify(args)) => audit::verify(&args),
+        Cmd::Audit(audit::Cmd::Export(args)) => audit::export(&args),
     };
     result.unwrap_or_else(|e| e.report())
 }

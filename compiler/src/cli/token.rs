@@ -1,7 +1,8 @@
 //! `aegis token issue ...`: print a signed agent JWT.
 
 use super::{Error, EXIT_CODES};
-use crate::token::{issue, parse_ttl, TokenRequest};
+use crate::token::parse_ttl;
+use aegis_engine::jwt::issue::{issue, TokenRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::json::{Event, JStr, Parser};
 
 mod cache;
+#[cfg(feature = "issue")]
+pub mod issue;
 pub use cache::{CacheHit, CacheStats, TokenCache, TokenCacheConfig};
 
 /// Longest token accepted, in bytes (the whole compact JWS).

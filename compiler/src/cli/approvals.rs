@@ -1,0 +1,143 @@
+//! `aegis approvals list|show|approve|deny`: the approval queue from a
+//! terminal, the same calls the dashboard makes.
+
+use super::{Error, Format, EXIT_CODES};
+use crate::client::{q, Client, Remote};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// List approvals (newest first).
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Show one approval; `--wait` long-polls while it is pending.
+    #[command(after_help = EXIT_CODES)]
+    Show(ShowArgs),
+    /// Approve a pending approval: the held call goes on.
+    #[command(after_help = EXIT_CODES)]
+    Approve(DecideArgs),
+    /// Deny a pending approval: the agent is told why.
+    #[command(after_help = EXIT_CODES)]
+    Deny(DecideArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// pending, approved, denied, expired or redeemed.
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    id: String,
+    /// Seconds to wait for a decision (at most 60).
+    #[arg(long)]
+    wait: Option<u64>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    id: String,
+    /// Why: shown to the agent (on deny) and kept in the audit log.
+    #[arg(long)]
+    comment: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}
+
+pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
+    let mut path = "/v1/approvals?limit=200".to_owned();
+    if let Some(st) = &a.status {
+        path.push_str(&format!("&status={}", q(st)));
+    }
+    if let Some(t) = &a.tenant {
+        path.push_str(&format!("&tenant={}", q(t)));
+    }
+    let v = Client::new(&a.remote).get(&path)?;
+    let items = v
+        .get("approvals")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match a.format {
+        Format::Json => println!("{v}"),
+        Format::Human => {
+            if items.is_empty() {
+                println!("no approvals");
+            }
+            for i in &items {
+                println!(
+                    "{}  {:<8}  {}/{}  {} {}  {}",
+                    s(i, "approval_id"),
+                    s(i, "status"),
+                    s(i, "tenant"),
+                    s(i, "agent"),
+                    s(i, "tool"),
+                    s(i, "action"),
+                    s(i, "reason")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_one(v: &Value, format: Format) {
+    match format {
+        Format::Json => println!("{v}"),
+        Format::Human => {
+            println!("approval {}: {}", s(v, "approval_id"), s(v, "status"));
+            println!("  agent   {}/{}", s(v, "tenant"), s(v, "agent"));
+            println!("  call    {} {}", s(v, "tool"), s(v, "action"));
+            println!("  rule    {}", s(v, "rule"));
+            println!("  reason  {}", s(v, "reason"));
+            if let Some(summary) = v.get("summary").filter(|x| !x.is_null()) {
+                println!("  summary {summary}");
+            }
+            if let Some(by) = v.get("decided_by").and_then(Value::as_str) {
+                println!(
+                    "  decided by {by}{}",
+                    v.get("comment")
+                        .and_then(Value::as_str)
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+pub fn show(a: &ShowArgs) -> Result<ExitCode, Error> {
+    let path = match a.wait {
+        Some(w) => format!("/v1/approvals/{}?wait={w}", q(&a.id)),
+        None => format!("/v1/approvals/{}", q(&a.id)),
+    };
+    let v = Client::new(&a.remote).get(&path)?;
+    print_one(&v, a.format);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn decide(a: &DecideArgs, approve: bool) -> Result<ExitCode, Error> {
+    let body = json!({"approve": approve, "comment": a.comment});
+    let v = Client::new(&a.remote).post(&format!("/v1/approvals/{}/decision", q(&a.id)), &body)?;
+    print_one(&v, a.format);
+    Ok(ExitCode::SUCCESS)
+}

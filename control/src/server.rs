@@ -1,0 +1,218 @@
+//! The HTTP service: state, routes, middleware (metrics, logs, body
+//! limits), and a graceful shutdown. HTTP/1.1 and h2c on one listener.
+
+use crate::api;
+use crate::error::{ApiError, Error};
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: Keys,
+    pub settings: Arc<crate::Settings>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes long-polls on this replica when an approval changes (other
+    /// replicas' changes are seen by polling the store).
+    pub approvals_changed: Arc<tokio::sync::Notify>,
+    pub bundles: Arc<crate::bundles::Cache>,
+}
+
+/// JSON bodies of API calls: unknown fields, bad types and bad JSON are a
+/// 400 naming the problem, a missing content type a 415, in the API's
+/// error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection;
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON with `content-type: application/json`",
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            )),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("the body does not match this call: {}", e.body_text()),
+            )),
+            Err(JsonRejection::BytesRejection(e)) => Err(body_error(e.status(), e.body_text())),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Query strings, with the same error shape as bodies.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
+pub fn body_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "body_too_large",
+            "the body is larger than this call accepts",
+        )
+    } else {
+        ApiError::new(status, "invalid_body", text)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.settings.body_limit;
+    let api = Router::new()
+        .route("/v1/budgets/lease", post(api::budgets::lease))
+        .route("/v1/budgets/settle", post(api::budgets::settle))
+        .route("/v1/budgets", get(api::budgets::show))
+        .route(
+            "/v1/approvals",
+            post(api::approvals::create).get(api::approvals::list),
+        )
+        .route("/v1/approvals/{id}", get(api::approvals::show))
+        .route("/v1/approvals/{id}/decision", post(api::approvals::decide))
+        .route("/v1/approvals/{id}/redeem", post(api::approvals::redeem))
+        .route("/v1/tokens", post(api::tokens::exchange))
+        .route("/v1/agents", post(api::tokens::create_agent))
+        .route("/v1/keys/rotate", post(api::tokens::rotate))
+        .route("/.well-known/jwks.json", get(api::tokens::jwks))
+        .route("/v1/audit", get(api::audit::list))
+        .route("/v1/audit/verify", get(api::audit::verify))
+        .route("/v1/bundles/current", get(api::bundles::current))
+        .layer(axum::extract::DefaultBodyLimit::max(json_limit));
+    let bundles = Router::new()
+        .route("/v1/bundles", post(api::bundles::publish))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::bundles::MAX_BUNDLE_BYTES,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(bundles)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such API call")
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), s.store.ping()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unreachable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unreachable: timed out\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One JSON log line and the metrics for every request.
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let secs = start.elapsed().as_secs_f64();
+    let status = res.status().as_u16();
+    s.metrics.request(&method, &route, status, secs);
+    tracing::info!(
+        target: "aegis_control::access",
+        method = %method,
+        path = %path,
+        route = %route,
+        status,
+        ms = secs * 1000.0,
+        "request"
+    );
+    res
+}
+
+/// Serves until SIGINT/SIGTERM, then lets requests in flight finish.
+pub async fn run(state: AppState, listener: tokio::net::TcpListener) -> Result<(), Error> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
