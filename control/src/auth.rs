@@ -119,6 +119,11 @@ pub fn verify(token: &str, keys: &[(String, VerifyingKey)], now: i64) -> Result<
     if claims.aud != SERVICE_AUDIENCE {
         return Err("the bearer token is not for this service (audience)".into());
     }
+    // An empty tenant would match the empty filter that means "every
+    // tenant" to a `*` token.
+    if !valid_tenant(&claims.tenant) {
+        return Err("the bearer token names no valid tenant".into());
+    }
     if claims.exp <= now {
         return Err("the bearer token has expired".into());
     }
@@ -126,6 +131,11 @@ pub fn verify(token: &str, keys: &[(String, VerifyingKey)], now: i64) -> Result<
         return Err("the bearer token is not valid yet".into());
     }
     Ok(claims)
+}
+
+/// Whether `tenant` may be a service token's tenant: `*` or a name.
+pub fn valid_tenant(tenant: &str) -> bool {
+    tenant == "*" || crate::api::name("tenant", tenant).is_ok()
 }
 
 /// The authenticated caller of an API call.
@@ -209,5 +219,45 @@ impl FromRequestParts<AppState> for Caller {
             tenant: claims.tenant,
             subject: claims.sub,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(key: &SigningKey, tenant: &str) -> String {
+        issue(
+            key,
+            "k1",
+            &Claims {
+                iss: SERVICE_AUDIENCE.into(),
+                aud: SERVICE_AUDIENCE.into(),
+                sub: "s".into(),
+                role: Role::Viewer,
+                tenant: tenant.into(),
+                iat: 1000,
+                exp: 2000,
+            },
+        )
+    }
+
+    #[test]
+    fn tenant_is_a_name_or_all() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let keys = [("k1".to_owned(), key.verifying_key())];
+        for ok in ["*", "acme", "default"] {
+            assert_eq!(
+                verify(&token(&key, ok), &keys, 1500).map(|c| c.tenant),
+                Ok(ok.to_owned())
+            );
+        }
+        for bad in ["", "a\nb"] {
+            assert_eq!(
+                verify(&token(&key, bad), &keys, 1500).map(|c| c.tenant),
+                Err("the bearer token names no valid tenant".to_owned()),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -256,6 +256,11 @@ pub async fn admin_token(
     subject: &str,
     ttl_secs: i64,
 ) -> Result<String, Error> {
+    if !auth::valid_tenant(tenant) {
+        return Err(Error::Usage(format!(
+            "tenant `{tenant}` is not a tenant: use a name of 1 to 200 printable characters, or `*` for all"
+        )));
+    }
     let store = store::Store::open(db).await?;
     let service = keys::service_key(&store, key).await?;
     let keys = keys::Keys { service };

@@ -164,7 +164,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 /// One JSON log line and the metrics for every request.
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -184,6 +184,22 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         "request"
     );
     res
+}
+
+/// The metrics label of a method: HTTP allows any token as a method, and
+/// each new label would be a new series kept for the life of the process.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Serves until SIGINT/SIGTERM, then lets requests in flight finish.

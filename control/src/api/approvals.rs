@@ -123,17 +123,7 @@ pub async fn create(
         name(f, v)?;
     }
     caller.require_tenant(&r.tenant)?;
-    if r.digest.len() != 64
-        || !r
-            .digest
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_digest",
-            "`digest` must be 64 lowercase hex digits (SHA-256)",
-        ));
-    }
+    check_digest(&r.digest)?;
     let now = now_ms();
     let mut w = s.store.write().await?;
     let existing = sqlx::query(&format!(
@@ -193,6 +183,22 @@ pub async fn create(
     s.metrics.approval("pending");
     let body = json!({"approval_id": id, "status": "pending", "expires_at": expires_ms / 1000, "url": status_url(&s, &id), "created": true});
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A digest is a SHA-256 in lowercase hex; anything else is refused
+/// before it is stored or written to the audit log.
+fn check_digest(digest: &str) -> Result<(), ApiError> {
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_digest",
+            "`digest` must be 64 lowercase hex digits (SHA-256)",
+        ));
+    }
+    Ok(())
 }
 
 async fn mark_expired(
@@ -308,19 +314,25 @@ pub async fn list(
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let now = now_ms();
+    // The status as the API shows it: a pending or approved approval past
+    // its expiry is expired, whatever its row says. Filtered in SQL, before
+    // the limit, so older approvals of that status are not cut off by newer
+    // ones of another.
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM approvals WHERE ($1 = '' OR tenant = $1) ORDER BY created_ms DESC LIMIT {limit}"
+        "SELECT {COLUMNS} FROM approvals WHERE ($1 = '' OR tenant = $1) AND ($2 = '' \
+         OR ($2 IN ('pending', 'approved') AND status = $2 AND expires_ms > $3) \
+         OR ($2 = 'expired' AND (status = 'expired' OR (status IN ('pending', 'approved') AND expires_ms <= $3))) \
+         OR ($2 IN ('denied', 'redeemed') AND status = $2)) \
+         ORDER BY created_ms DESC LIMIT {limit}"
     ))
     .bind(&tenant)
+    .bind(&status)
+    .bind(now)
     .fetch_all(s.store.pool())
     .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let a = from_row(r, now)?;
-        // Filtered after reading because expiry is decided by the clock.
-        if status.is_empty() || a.status == status {
-            out.push(a.json);
-        }
+        out.push(from_row(r, now)?.json);
     }
     Ok(Json(json!({ "approvals": out })))
 }
@@ -418,6 +430,7 @@ pub async fn redeem(
     ApiJson(r): ApiJson<RedeemRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Gateway])?;
+    check_digest(&r.digest)?;
     let now = now_ms();
     let mut w = s.store.write().await?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))

@@ -128,8 +128,14 @@ pub async fn lease(
     })))
 }
 
-/// Leases are for today (UTC); a day either side is accepted for clocks
-/// near midnight.
+/// How far from midnight (UTC) a gateway's clock may be and still lease
+/// for the day next to today.
+const DAY_SKEW_MS: i64 = 10 * 60 * 1000;
+
+/// Leases are for today (UTC). The day next to today is accepted only
+/// within [`DAY_SKEW_MS`] of midnight, for clocks that disagree: at any
+/// other time a lease of yesterday's or tomorrow's budget would let an
+/// agent spend more than one day's limit in a day.
 fn check_day(day: &str, now: i64) -> Result<(), ApiError> {
     let d = parse_day(day).ok_or_else(|| {
         ApiError::bad_request(
@@ -137,8 +143,8 @@ fn check_day(day: &str, now: i64) -> Result<(), ApiError> {
             format!("`day` must be a date `YYYY-MM-DD`, got `{day}`"),
         )
     })?;
-    let today = now.div_euclid(86_400_000);
-    if (d - today).abs() > 1 {
+    let near = |ms: i64| ms.div_euclid(86_400_000);
+    if d != near(now) && d != near(now - DAY_SKEW_MS) && d != near(now + DAY_SKEW_MS) {
         return Err(ApiError::bad_request(
             "invalid_day",
             format!("`day` `{day}` is not today (UTC `{}`)", utc_day(now)),
@@ -380,4 +386,31 @@ pub async fn show(
     Ok(Json(
         json!({"tenant": q.tenant, "day": day, "agents": agents}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_today_except_near_midnight() {
+        let day = 20_794_i64 * 86_400_000; // 2026-12-07T00:00Z
+        let noon = day + 12 * 3_600_000;
+        assert!(check_day("2026-12-07", noon).is_ok());
+        for other in ["2026-12-06", "2026-12-08", "2026-12-05"] {
+            assert_eq!(
+                check_day(other, noon).map_err(|e| e.code),
+                Err("invalid_day")
+            );
+        }
+        // Five minutes after midnight: yesterday still, not tomorrow.
+        assert!(check_day("2026-12-06", day + 300_000).is_ok());
+        assert!(check_day("2026-12-08", day + 300_000).is_err());
+        // Five minutes before the next midnight: tomorrow, not yesterday.
+        let late = day + 86_400_000 - 300_000;
+        assert!(check_day("2026-12-08", late).is_ok());
+        assert!(check_day("2026-12-06", late).is_err());
+        // Eleven minutes after midnight is past the allowance.
+        assert!(check_day("2026-12-06", day + 660_000).is_err());
+    }
 }

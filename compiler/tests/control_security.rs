@@ -1,0 +1,214 @@
+//! The control plane against a caller who tries to get more than it is
+//! given: budgets of other days, tokens for no tenant, digests that bloat
+//! the audit log, HTTP methods that grow the metrics, approvals hidden from
+//! the queue. A real `aegis serve` on SQLite and on PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod support;
+
+use serde_json::{json, Value};
+use std::process::Command;
+use support::control::{code, today, Serve, AEGIS};
+use support::postgres::TempPostgres;
+
+const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const DAY_MS: i64 = 86_400_000;
+/// How close to midnight (UTC) a lease may name the day next to today.
+const SKEW_MS: i64 = 10 * 60 * 1000;
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn approval(tenant: &str, digest: &str) -> Value {
+    json!({"tenant": tenant, "agent": "finance-agent", "tool": "stripe-payments", "action": "create_payment",
+           "rule": "finance-agent/stripe-payments/create_payment#0", "reason": "needs a person",
+           "policy_version": "v1", "digest": digest, "summary": {"amount": 7500}})
+}
+
+fn audit_len(s: &Serve) -> u64 {
+    let (st, v) = s.get("/v1/audit/verify", Some(&s.admin));
+    assert_eq!(st, 200, "{v}");
+    v["records"].as_u64().unwrap()
+}
+
+/// A day's budget is that day's: leasing yesterday's (or tomorrow's) at
+/// noon would double what an agent may spend today. The day next to today
+/// is accepted only for clocks near midnight.
+fn other_days_budget(s: &Serve) {
+    let gw = s.token("gateway", "*", "edge-1");
+    let lease = |day: &str| {
+        s.post(
+            "/v1/budgets/lease",
+            Some(&gw),
+            &json!({"tenant": "default", "agent": "research-agent", "day": day, "want_usd": 20}),
+        )
+    };
+    let now = now_ms();
+    let (st, a) = lease(&today());
+    assert_eq!((st, a["granted_usd"].as_f64()), (200, Some(20.0)), "{a}");
+    let since_midnight = now.rem_euclid(DAY_MS);
+    let mut checked = 0;
+    if since_midnight > SKEW_MS + 60_000 {
+        let yesterday = aegis_control::utc_day(now - DAY_MS);
+        let (st, e) = lease(&yesterday);
+        assert_eq!((st, code(&e)), (400, "invalid_day"), "{e}");
+        checked += 1;
+    }
+    if DAY_MS - since_midnight > SKEW_MS + 60_000 {
+        let tomorrow = aegis_control::utc_day(now + DAY_MS);
+        let (st, e) = lease(&tomorrow);
+        assert_eq!((st, code(&e)), (400, "invalid_day"), "{e}");
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+/// A service token names one tenant or `*`: a token for the empty tenant
+/// would see every tenant where an empty filter means "all".
+fn empty_tenant_token(s: &Serve) {
+    for tenant in ["", "a\nb"] {
+        let out = Command::new(AEGIS)
+            .args([
+                "admin", "token", "--db", &s.db, "--role", "viewer", "--tenant", tenant,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "a token for tenant {tenant:?}: {out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("tenant"),
+            "{out:?}"
+        );
+    }
+}
+
+/// A redeem names the call by its digest: anything but a SHA-256 is a 400
+/// that writes nothing (not 60 KB of attacker text into the audit log).
+fn redeem_digest_is_checked(s: &Serve) {
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let alice = s.token("approver", "acme", "alice");
+    let (st, a) = s.post("/v1/approvals", Some(&gw), &approval("acme", DIGEST_A));
+    assert_eq!(st, 201, "{a}");
+    let id = a["approval_id"].as_str().unwrap().to_owned();
+    let (st, _) = s.post(
+        &format!("/v1/approvals/{id}/decision"),
+        Some(&alice),
+        &json!({"approve": true}),
+    );
+    assert_eq!(st, 200);
+    let before = audit_len(s);
+    for digest in ["x".repeat(60_000), DIGEST_A.to_uppercase(), String::new()] {
+        let (st, e) = s.post(
+            &format!("/v1/approvals/{id}/redeem"),
+            Some(&gw),
+            &json!({"digest": digest}),
+        );
+        assert_eq!((st, code(&e)), (400, "invalid_digest"), "{e}");
+    }
+    assert_eq!(audit_len(s), before, "a malformed redeem wrote nothing");
+    // The approval is still there for the right call.
+    let (st, r) = s.post(
+        &format!("/v1/approvals/{id}/redeem"),
+        Some(&gw),
+        &json!({"digest": DIGEST_A}),
+    );
+    assert_eq!((st, r["approved_by"].as_str()), (200, Some("alice")), "{r}");
+}
+
+/// The approver's queue: a pending approval is listed whatever number of
+/// newer approvals were already decided.
+fn pending_queue_is_complete(s: &Serve) {
+    let gw = s.token("gateway", "globex", "edge-globex");
+    let bob = s.token("approver", "globex", "bob");
+    let mut body = approval("globex", DIGEST_A);
+    let (st, a) = s.post("/v1/approvals", Some(&gw), &body);
+    assert_eq!(st, 201, "{a}");
+    let pending = a["approval_id"].as_str().unwrap().to_owned();
+    body["digest"] = json!(DIGEST_B);
+    let (_, b) = s.post("/v1/approvals", Some(&gw), &body);
+    let denied = b["approval_id"].as_str().unwrap().to_owned();
+    let (st, _) = s.post(
+        &format!("/v1/approvals/{denied}/decision"),
+        Some(&bob),
+        &json!({"approve": false}),
+    );
+    assert_eq!(st, 200);
+    let (st, l) = s.get("/v1/approvals?status=pending&limit=1", Some(&bob));
+    assert_eq!(st, 200, "{l}");
+    let ids: Vec<&str> = l["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["approval_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [pending.as_str()], "{l}");
+    let (_, l) = s.get("/v1/approvals?status=denied&limit=5", Some(&bob));
+    assert_eq!(
+        l["approvals"][0]["approval_id"].as_str(),
+        Some(denied.as_str())
+    );
+}
+
+/// HTTP methods are any token: each new one must not add a metrics series
+/// (memory that grows with every request of an unauthenticated client).
+fn methods_do_not_grow_metrics(s: &Serve) {
+    for i in 0..20 {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X"])
+            .arg(format!("PROBE{i}"))
+            .arg(format!("{}/v1/approvals", s.url))
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(status.starts_with('4'), "PROBE{i}: {status} {out:?}");
+    }
+    let (st, m) = s.get("/metrics", None);
+    assert_eq!(st, 200);
+    let m = m.as_str().unwrap();
+    assert!(!m.contains("PROBE"), "{m}");
+    assert!(
+        m.contains("aegis_control_requests_total{method=\"other\",route=\"/v1/approvals\""),
+        "{m}"
+    );
+}
+
+fn scenario(db: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(db, dir.path(), &[]);
+    other_days_budget(&s);
+    empty_tenant_token(&s);
+    redeem_digest_is_checked(&s);
+    pending_queue_is_complete(&s);
+    methods_do_not_grow_metrics(&s);
+}
+
+#[test]
+fn security_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&format!(
+        "sqlite://{}",
+        dir.path().join("aegis.db").display()
+    ));
+}
+
+#[test]
+fn security_on_postgres() {
+    let pg = TempPostgres::start().expect("PostgreSQL for the tests");
+    scenario(&pg.url());
+}
