@@ -188,6 +188,80 @@ fn methods_do_not_grow_metrics(s: &Serve) {
     );
 }
 
+/// The agent a token names, as the filter looks it up in the current
+/// bundle: `(tenant claim, agent)`, found or not.
+fn token_agent(s: &Serve, token: &str) -> (Option<String>, String, bool) {
+    use base64::Engine as _;
+    let (_, jwks) = s.get("/.well-known/jwks.json", None);
+    let keys: Vec<aegis_engine::jwt::TrustedKey> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| aegis_engine::jwt::TrustedKey {
+            kid: k["kid"].as_str().unwrap().into(),
+            key: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(k["x"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        })
+        .collect();
+    let cfg = aegis_engine::jwt::IdentityConfig::new("aegis-control", "aegis", keys);
+    let vk = aegis_engine::jwt::VerifyingKeys::new(&cfg).unwrap();
+    let p = aegis_engine::jwt::verify(token.as_bytes(), &cfg, &vk, now_ms() / 1000).unwrap();
+    let gw = s.token("gateway", "*", "edge-1");
+    let resp = support::control::agent()
+        .get(&format!("{}/v1/bundles/current", s.url))
+        .set("authorization", &format!("Bearer {gw}"))
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
+    let bundle = aegis_engine::Bundle::load(&bytes, &[]).unwrap();
+    let tenant = p.tenant.map(|t| t.as_str().to_owned());
+    let agent = p.agent.as_str().to_owned();
+    let found = bundle.budget(tenant.as_deref(), &agent).is_some();
+    (tenant, agent, found)
+}
+
+/// An agent whose policy names no tenant is in tenant `default` for the
+/// API; its token must still name the agent the filter finds (no tenant),
+/// and an agent of a named tenant keeps its tenant.
+fn default_tenant_tokens(s: &Serve) {
+    let mut got = Vec::new();
+    for (tenant, agent) in [("default", "research-agent"), ("acme", "finance-agent")] {
+        let (st, c) = s.post(
+            "/v1/agents",
+            Some(&s.admin),
+            &json!({"tenant": tenant, "agent": agent}),
+        );
+        assert_eq!(st, 201, "{c}");
+        let (st, t) = s.post("/v1/tokens", None, &json!({"credential": c["credential"]}));
+        assert_eq!(st, 200, "{t}");
+        got.push(token_agent(s, t["token"].as_str().unwrap()));
+    }
+    assert_eq!(
+        got,
+        [
+            (None, "research-agent".to_owned(), true),
+            (Some("acme".to_owned()), "finance-agent".to_owned(), true)
+        ]
+    );
+}
+
+/// Ids that are not text are refused in the API's error shape.
+fn ids_that_are_not_text(s: &Serve) {
+    let approver = s.token("approver", "acme", "alice");
+    let (st, e) = s.get("/v1/approvals/%FF", Some(&approver));
+    assert_eq!((st, code(&e)), (400, "invalid_path"), "{e}");
+    let (st, e) = s.post(
+        "/v1/approvals/%C0%AF/decision",
+        Some(&approver),
+        &json!({"approve": true}),
+    );
+    assert_eq!((st, code(&e)), (400, "invalid_path"), "{e}");
+}
+
 fn scenario(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(db, dir.path(), &[]);
@@ -196,6 +270,8 @@ fn scenario(db: &str) {
     redeem_digest_is_checked(&s);
     pending_queue_is_complete(&s);
     methods_do_not_grow_metrics(&s);
+    default_tenant_tokens(&s);
+    ids_that_are_not_text(&s);
 }
 
 #[test]

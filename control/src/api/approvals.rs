@@ -7,9 +7,9 @@ use super::name;
 use crate::audit::chain::NewEvent;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::server::{ApiJson, ApiQuery, AppState};
+use crate::server::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::store::{new_id, now_ms};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -242,7 +242,7 @@ pub struct ShowQuery {
 pub async fn show(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ShowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Gateway, Role::Viewer, Role::Approver])?;
@@ -348,7 +348,7 @@ pub struct DecisionRequest {
 pub async fn decide(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(r): ApiJson<DecisionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     // Never a gateway's or viewer's credential: only a person's.
@@ -426,7 +426,7 @@ pub struct RedeemRequest {
 pub async fn redeem(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(r): ApiJson<RedeemRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Gateway])?;

@@ -6,6 +6,7 @@
 use super::name;
 use crate::audit::chain::NewEvent;
 use crate::auth::{Caller, Role};
+use crate::bundles::DEFAULT_TENANT;
 use crate::error::ApiError;
 use crate::keys;
 use crate::server::{ApiJson, AppState};
@@ -101,6 +102,7 @@ pub async fn exchange(
     let tenant: String = row.try_get("tenant")?;
     let agent: String = row.try_get("agent")?;
     let scope: Option<String> = row.try_get("scope")?;
+    let claim = token_tenant(&s, &tenant, &agent).await?;
     let key = keys::token_key(&s.store).await?;
     let now = now_ms() / 1000;
     let ttl = s.settings.token_ttl_secs;
@@ -111,7 +113,7 @@ pub async fn exchange(
             issuer: &s.settings.issuer,
             audience: &s.settings.audience,
             agent: &agent,
-            tenant: Some(&tenant),
+            tenant: claim.as_deref(),
             scope: scope.as_deref(),
             ttl_secs: ttl,
             now,
@@ -133,6 +135,21 @@ pub async fn exchange(
     Ok(Json(
         json!({"token": token, "token_type": "Bearer", "expires_in": ttl, "expires_at": expires_at, "kid": key.kid}),
     ))
+}
+
+/// The `tenant` claim of an agent's token: the filter finds the agent by
+/// that claim and its name, and an agent whose policy names no tenant
+/// (tenant `default` in this API) is found by its name alone. Only an
+/// agent that names `tenant: default` itself, with no agent of the same
+/// name without a tenant, keeps the claim.
+async fn token_tenant(s: &AppState, tenant: &str, agent: &str) -> Result<Option<String>, ApiError> {
+    if tenant != DEFAULT_TENANT {
+        return Ok(Some(tenant.to_owned()));
+    }
+    let explicit = s.bundles.current(&s.store).await?.is_some_and(|c| {
+        c.bundle.budget(None, agent).is_none() && c.bundle.budget(Some(tenant), agent).is_some()
+    });
+    Ok(explicit.then(|| tenant.to_owned()))
 }
 
 pub async fn jwks(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
