@@ -262,6 +262,48 @@ fn ids_that_are_not_text(s: &Serve) {
     assert_eq!((st, code(&e)), (400, "invalid_path"), "{e}");
 }
 
+/// A leaked agent credential can be revoked, by an admin of its tenant
+/// only; it then trades for no token, and revoking it again says so.
+fn revoked_credentials(s: &Serve) {
+    let (st, c) = s.post(
+        "/v1/agents",
+        Some(&s.admin),
+        &json!({"tenant": "acme", "agent": "finance-agent"}),
+    );
+    assert_eq!(st, 201, "{c}");
+    let (id, credential) = (c["credential_id"].as_str().unwrap(), &c["credential"]);
+    let exchange = || s.post("/v1/tokens", None, &json!({"credential": credential}));
+    assert_eq!(exchange().0, 200);
+    let revoke = format!("/v1/agents/{id}/revoke");
+    let globex_admin = s.token("admin", "globex", "globex-admin");
+    let acme_admin = s.token("admin", "acme", "acme-admin");
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let (st, e) = s.post(&revoke, Some(&globex_admin), &json!({}));
+    assert_eq!((st, code(&e)), (404, "not_found"), "{e}");
+    let (st, e) = s.post(&revoke, Some(&gw), &json!({}));
+    assert_eq!((st, code(&e)), (403, "wrong_role"), "{e}");
+    assert_eq!(exchange().0, 200, "a refused revoke changed nothing");
+    let (st, r) = s.post(&revoke, Some(&acme_admin), &json!({}));
+    assert_eq!(
+        (st, r["agent"].as_str()),
+        (200, Some("finance-agent")),
+        "{r}"
+    );
+    let (st, e) = exchange();
+    assert_eq!((st, code(&e)), (401, "unauthenticated"), "{e}");
+    let (st, e) = s.post(&revoke, Some(&acme_admin), &json!({}));
+    assert_eq!((st, code(&e)), (409, "already_revoked"), "{e}");
+    let (_, events) = s.get("/v1/audit", Some(&acme_admin));
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "agent.revoked" && e["subject"] == id),
+        "{events}"
+    );
+}
+
 fn scenario(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(db, dir.path(), &[]);
@@ -272,6 +314,7 @@ fn scenario(db: &str) {
     methods_do_not_grow_metrics(&s);
     default_tenant_tokens(&s);
     ids_that_are_not_text(&s);
+    revoked_credentials(&s);
 }
 
 #[test]

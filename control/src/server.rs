@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/approvals/{id}/redeem", post(api::approvals::redeem))
         .route("/v1/tokens", post(api::tokens::exchange))
         .route("/v1/agents", post(api::tokens::create_agent))
+        .route("/v1/agents/{id}/revoke", post(api::tokens::revoke_agent))
         .route("/v1/keys/rotate", post(api::tokens::rotate))
         .route("/.well-known/jwks.json", get(api::tokens::jwks))
         .route("/v1/audit", get(api::audit::list))

@@ -9,7 +9,7 @@ use crate::auth::{Caller, Role};
 use crate::bundles::DEFAULT_TENANT;
 use crate::error::ApiError;
 use crate::keys;
-use crate::server::{ApiJson, AppState};
+use crate::server::{ApiJson, ApiPath, AppState};
 use crate::store::{new_id, now_ms};
 use aegis_engine::jwt::issue::{issue, TokenRequest};
 use aegis_engine::trust::hex;
@@ -80,6 +80,56 @@ pub async fn create_agent(
         Json(
             json!({"credential_id": id, "tenant": r.tenant, "agent": r.agent, "scope": r.scope, "credential": credential}),
         ),
+    ))
+}
+
+/// `POST /v1/agents/{credential_id}/revoke`: the credential trades for no
+/// more tokens (those already issued live out their short lifetime).
+pub async fn revoke_agent(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let not_found = || ApiError::not_found(format!("no agent credential `{id}`"));
+    let now = now_ms();
+    let mut w = s.store.write().await?;
+    let row = sqlx::query("SELECT tenant, agent, revoked_ms FROM agent_credentials WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or_else(not_found)?;
+    let tenant: String = row.try_get("tenant")?;
+    if !caller.sees(&tenant) {
+        return Err(not_found());
+    }
+    let agent: String = row.try_get("agent")?;
+    if let Some(at) = row.try_get::<Option<i64>, _>("revoked_ms")? {
+        return Err(ApiError::conflict(
+            "already_revoked",
+            format!("agent credential `{id}` was revoked at {}", at / 1000),
+        ));
+    }
+    sqlx::query(
+        "UPDATE agent_credentials SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL",
+    )
+    .bind(now)
+    .bind(&id)
+    .execute(&mut *w.tx)
+    .await?;
+    let data = json!({"agent": agent}).to_string();
+    w.audit(&NewEvent {
+        at_ms: now,
+        tenant: &tenant,
+        actor: &caller.actor(),
+        kind: "agent.revoked",
+        subject: &id,
+        data: &data,
+    })
+    .await?;
+    w.commit().await?;
+    Ok(Json(
+        json!({"credential_id": id, "tenant": tenant, "agent": agent, "revoked_at": now / 1000}),
     ))
 }
 
