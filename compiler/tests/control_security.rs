@@ -304,6 +304,40 @@ fn revoked_credentials(s: &Serve) {
     );
 }
 
+/// A client that opens connections and sends nothing, or half a request,
+/// does not hold them: the service closes them after its header timeout
+/// (10 s), and answers others meanwhile.
+fn silent_connections_are_closed(s: &Serve) {
+    use std::io::{Read as _, Write as _};
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let open = |send: &[u8]| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(40)))
+            .unwrap();
+        c.write_all(send).unwrap();
+        c
+    };
+    let mut silent = open(b"");
+    let mut half = open(b"GET /healthz HTTP/1.1\r\nhost: aegis\r\n");
+    assert_eq!(s.get("/healthz", None).0, 200);
+    for (what, c) in [("silent", &mut silent), ("half a request", &mut half)] {
+        let mut got = Vec::new();
+        let end = c.read_to_end(&mut got);
+        assert!(
+            end.is_ok()
+                || end
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{what}: the connection is still open: {end:?}"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{what}: {text}"
+        );
+    }
+}
+
 fn scenario(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(db, dir.path(), &[]);
@@ -324,6 +358,14 @@ fn security_on_sqlite() {
         "sqlite://{}",
         dir.path().join("aegis.db").display()
     ));
+}
+
+#[test]
+fn connections_that_send_nothing_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let s = Serve::start(&db, dir.path(), &[]);
+    silent_connections_are_closed(&s);
 }
 
 #[test]
