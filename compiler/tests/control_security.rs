@@ -338,6 +338,29 @@ fn silent_connections_are_closed(s: &Serve) {
     }
 }
 
+/// The bundle holds every tenant's policies: a viewer or admin of one
+/// tenant does not read it; gateways (which enforce it) and `*` tokens do.
+fn bundle_of_every_tenant(s: &Serve) {
+    for (role, tenant, want) in [
+        ("viewer", "acme", 403),
+        ("admin", "acme", 403),
+        ("approver", "*", 403),
+        ("viewer", "*", 200),
+        ("gateway", "acme", 200),
+        ("gateway", "*", 200),
+    ] {
+        let t = s.token(role, tenant, "reader");
+        let (st, body) = s.get("/v1/bundles/current", Some(&t));
+        assert_eq!(st, want, "{role} of {tenant}: {body}");
+        if st == 403 {
+            assert!(
+                ["other_tenant", "wrong_role"].contains(&code(&body)),
+                "{body}"
+            );
+        }
+    }
+}
+
 fn scenario(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(db, dir.path(), &[]);
@@ -349,6 +372,7 @@ fn scenario(db: &str) {
     default_tenant_tokens(&s);
     ids_that_are_not_text(&s);
     revoked_credentials(&s);
+    bundle_of_every_tenant(&s);
 }
 
 #[test]

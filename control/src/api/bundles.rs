@@ -53,6 +53,15 @@ pub async fn current(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Gateway, Role::Viewer])?;
+    // The bundle holds every tenant's policies. A gateway enforces them
+    // all on its proxy; anyone else reads them only with a token for all
+    // tenants.
+    if caller.role != Role::Gateway && caller.tenant != "*" {
+        return Err(ApiError::forbidden(
+            "other_tenant",
+            "the bundle holds every tenant's policies: reading it needs a token for all tenants (`*`) or a gateway token",
+        ));
+    }
     let current = s
         .bundles
         .current(&s.store)
