@@ -384,6 +384,72 @@ fn security_on_sqlite() {
     ));
 }
 
+/// Spending reported after a lease expired still counts: at expiry the
+/// lease gave its unreported rest back to the budget, and without the late
+/// report the agent could spend that rest twice.
+#[test]
+fn late_spending_of_an_expired_lease_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let s = Serve::start(&db, dir.path(), &["--lease-ttl", "1s"]);
+    let gw = s.token("gateway", "globex", "edge-globex");
+    let lease = |want: f64| {
+        s.post(
+            "/v1/budgets/lease",
+            Some(&gw),
+            &json!({"tenant": "globex", "agent": "finance-agent", "day": today(), "want_usd": want}),
+        )
+    };
+    let (st, l) = lease(5.0);
+    assert_eq!((st, l["granted_usd"].as_f64()), (200, Some(5.0)), "{l}");
+    let id = l["lease_id"].as_str().unwrap().to_owned();
+    // The service expires it on its own (every few seconds).
+    let viewer = s.token("viewer", "globex", "v");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, b) = s.get(
+            "/v1/budgets?tenant=globex&agent=finance-agent",
+            Some(&viewer),
+        );
+        if b["agents"][0]["open_leases"] == 0 {
+            assert_eq!(b["agents"][0]["reserved_usd"].as_f64(), Some(0.0), "{b}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired: {b}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (st, r) = s.post(
+        "/v1/budgets/settle",
+        Some(&gw),
+        &json!({"lease_id": id, "spent_usd": 4.0, "final": true}),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["returned_usd"].as_f64()),
+        (Some("expired"), Some(0.0)),
+        "{r}"
+    );
+    let (_, b) = s.get(
+        "/v1/budgets?tenant=globex&agent=finance-agent",
+        Some(&viewer),
+    );
+    assert_eq!(b["agents"][0]["spent_usd"].as_f64(), Some(4.0), "{b}");
+    let (_, l) = lease(5.0);
+    assert_eq!(l["granted_usd"].as_f64(), Some(1.0), "{l}");
+    // Still bounded by the grant, and never below what was reported.
+    for (spent, why) in [(6.0, "overspent"), (3.0, "spent_decreased")] {
+        let (st, e) = s.post(
+            "/v1/budgets/settle",
+            Some(&gw),
+            &json!({"lease_id": id, "spent_usd": spent, "final": true}),
+        );
+        assert_eq!((st, code(&e)), (400, why), "{e}");
+    }
+}
+
 #[test]
 fn connections_that_send_nothing_are_closed() {
     let dir = tempfile::tempdir().unwrap();

@@ -190,7 +190,7 @@ pub async fn settle(
     let granted: i64 = row.try_get("granted_micros")?;
     let before: i64 = row.try_get("spent_micros")?;
     let state: String = row.try_get("state")?;
-    if state != "open" {
+    if state != "open" && state != "expired" {
         if state == "settled" && spent_total == before && r.r#final {
             // A final settle repeated (a retry after a lost answer).
             return Ok(Json(settled_json(
@@ -225,11 +225,26 @@ pub async fn settle(
         ));
     }
     let delta = spent_total - before;
-    let returned = if r.r#final { granted - spent_total } else { 0 };
-    let new_state = if r.r#final { "settled" } else { "open" };
+    // An expired lease already gave back what it had not reported: spending
+    // reported late still counts (it happened), but nothing is reserved
+    // any more and nothing more comes back.
+    let late = state == "expired";
+    let returned = if r.r#final && !late {
+        granted - spent_total
+    } else {
+        0
+    };
+    let new_state = if late {
+        "expired"
+    } else if r.r#final {
+        "settled"
+    } else {
+        "open"
+    };
+    let released = if late { 0 } else { delta + returned };
     sqlx::query("UPDATE budget_days SET spent_micros = spent_micros + $1, reserved_micros = reserved_micros - $2 WHERE tenant = $3 AND agent = $4 AND day = $5")
         .bind(delta)
-        .bind(delta + returned)
+        .bind(released)
         .bind(&tenant)
         .bind(&agent)
         .bind(&day)
@@ -241,7 +256,7 @@ pub async fn settle(
         .bind(&r.lease_id)
         .execute(&mut *w.tx)
         .await?;
-    let data = json!({"agent": agent, "day": day, "spent_usd": usd(spent_total), "returned_usd": usd(returned), "final": r.r#final}).to_string();
+    let data = json!({"agent": agent, "day": day, "spent_usd": usd(spent_total), "returned_usd": usd(returned), "final": r.r#final, "late": late}).to_string();
     w.audit(&NewEvent {
         at_ms: now,
         tenant: &tenant,
@@ -252,7 +267,7 @@ pub async fn settle(
     })
     .await?;
     w.commit().await?;
-    if r.r#final {
+    if r.r#final && !late {
         s.metrics.lease("settled", 0);
     }
     Ok(Json(settled_json(
