@@ -361,6 +361,26 @@ fn bundle_of_every_tenant(s: &Serve) {
     }
 }
 
+/// What an approval carries is bounded (a list of 1000 approvals must not
+/// be a gigabyte), and a refused one writes nothing.
+fn approval_fields_are_bounded(s: &Serve) {
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let before = audit_len(s);
+    let mut big = approval("acme", DIGEST_B);
+    big["summary"] = json!({"body": "x".repeat(20_000)});
+    let (st, e) = s.post("/v1/approvals", Some(&gw), &big);
+    assert_eq!((st, code(&e)), (400, "invalid_summary"), "{e}");
+    let mut long = approval("acme", DIGEST_B);
+    long["reason"] = json!("r".repeat(5000));
+    let (st, e) = s.post("/v1/approvals", Some(&gw), &long);
+    assert_eq!((st, code(&e)), (400, "invalid_field"), "{e}");
+    assert_eq!(audit_len(s), before);
+    let mut fits = approval("acme", DIGEST_B);
+    fits["summary"] = json!({"body": "x".repeat(10_000)});
+    let (st, a) = s.post("/v1/approvals", Some(&gw), &fits);
+    assert_eq!(st, 201, "{a}");
+}
+
 fn scenario(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(db, dir.path(), &[]);
@@ -373,6 +393,7 @@ fn scenario(db: &str) {
     ids_that_are_not_text(&s);
     revoked_credentials(&s);
     bundle_of_every_tenant(&s);
+    approval_fields_are_bounded(&s);
 }
 
 #[test]

@@ -19,6 +19,11 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::time::Duration;
 
+/// Largest `summary` of an approval, as JSON text.
+pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+/// Largest `rule`, `reason` and `policy_version` of an approval.
+pub const MAX_TEXT_BYTES: usize = 2048;
+
 /// Longest long-poll accepted, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
 
@@ -124,6 +129,26 @@ pub async fn create(
     }
     caller.require_tenant(&r.tenant)?;
     check_digest(&r.digest)?;
+    // Bounded so that a list of approvals (up to 1000) stays a few MB.
+    for (f, v) in [
+        ("rule", &r.rule),
+        ("reason", &r.reason),
+        ("policy_version", &r.policy_version),
+    ] {
+        if v.len() > MAX_TEXT_BYTES {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("`{f}` is at most {MAX_TEXT_BYTES} bytes"),
+            ));
+        }
+    }
+    let summary = r.summary.to_string();
+    if summary.len() > MAX_SUMMARY_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_summary",
+            format!("`summary` is at most {MAX_SUMMARY_BYTES} bytes of JSON"),
+        ));
+    }
     let now = now_ms();
     let mut w = s.store.write().await?;
     let existing = sqlx::query(&format!(
@@ -147,7 +172,6 @@ pub async fn create(
     }
     let id = new_id("apr");
     let expires_ms = now.saturating_add(s.settings.approval_ttl_secs.saturating_mul(1000));
-    let summary = r.summary.to_string();
     sqlx::query(
         "INSERT INTO approvals (id, tenant, agent, tool, action, rule, reason, policy_version, digest, summary, status, created_ms, expires_ms, requested_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12, $13)",
