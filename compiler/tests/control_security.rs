@@ -304,8 +304,8 @@ fn revoked_credentials(s: &Serve) {
     );
 }
 
-/// A client that opens connections and sends nothing, or half a request,
-/// does not hold them: the service closes them after its header timeout
+/// A client that opens connections and sends nothing, half a request or
+/// half a body, does not hold them: the service closes them after its header timeout
 /// (10 s), and answers others meanwhile.
 fn silent_connections_are_closed(s: &Serve) {
     use std::io::{Read as _, Write as _};
@@ -319,8 +319,15 @@ fn silent_connections_are_closed(s: &Serve) {
     };
     let mut silent = open(b"");
     let mut half = open(b"GET /healthz HTTP/1.1\r\nhost: aegis\r\n");
+    let mut trickle = open(
+        b"POST /v1/tokens HTTP/1.1\r\nhost: aegis\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"credential\"",
+    );
     assert_eq!(s.get("/healthz", None).0, 200);
-    for (what, c) in [("silent", &mut silent), ("half a request", &mut half)] {
+    for (what, c) in [
+        ("silent", &mut silent),
+        ("half a request", &mut half),
+        ("half a body", &mut trickle),
+    ] {
         let mut got = Vec::new();
         let end = c.read_to_end(&mut got);
         assert!(

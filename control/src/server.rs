@@ -39,7 +39,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection;
-        match axum::Json::<T>::from_request(req, state).await {
+        // The header timeout ends with the headers: a body trickled in
+        // byte by byte (`POST /v1/tokens` needs no credential) would hold
+        // the connection for ever.
+        let read = tokio::time::timeout(
+            HEADER_READ_TIMEOUT,
+            axum::Json::<T>::from_request(req, state),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} seconds",
+                    HEADER_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        match read {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -223,7 +241,8 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 
 /// How long a client may take to send a request's headers, from the
 /// connection's first byte or the end of its previous request; also how
-/// long a new connection may stay silent. Without it a client that opens
+/// long a new connection may stay silent, and how long a JSON body may
+/// take to arrive. Without it a client that opens
 /// connections and sends nothing (or half a request) holds them forever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
