@@ -343,10 +343,48 @@ fn tokens(s: &Serve) {
         verify(&first).is_ok(),
         "tokens of the previous key verify during the overlap"
     );
+    // The filter's own policy accepts these tokens once its `kind:
+    // Identity` trusts the JWKS keys: `aegis test` judges a call with one.
+    policy_trusting_jwks(s, t2["token"].as_str().unwrap());
     // Only an admin for all tenants rotates.
     let acme_admin = s.token("admin", "acme", "acme-admin");
     let (st, _) = s.post("/v1/keys/rotate", Some(&acme_admin), &json!({}));
     assert_eq!(st, 403);
+}
+
+fn policy_trusting_jwks(s: &Serve, token: &str) {
+    use base64::Engine as _;
+    let (_, jwks) = s.get("/.well-known/jwks.json", None);
+    let mut keys = String::new();
+    for k in jwks["keys"].as_array().unwrap() {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k["x"].as_str().unwrap()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        keys.push_str(&format!("  - {{kid: \"{}\", public_key: \"{b64}\"}}\n", k["kid"].as_str().unwrap()));
+    }
+    let dir = s.dir.join("jwks-policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            "kind: Identity\nissuer: aegis-control\naudience: aegis\nkeys:\n{keys}---\n\
+             kind: ToolCatalog\ntools:\n  - name: openai\n    hosts: [api.openai.com]\n    body: json\n    actions:\n      - {{name: chat, method: POST, path: /v1/chat/completions}}\n---\n\
+             agent: finance-agent\ntenant: acme\negress: {{allow_hosts: [api.openai.com]}}\nallowed_tools:\n  - name: openai\n    actions: [chat]\n"
+        ),
+    )
+    .unwrap();
+    let case = |name: &str, token: &str, expect: &str| {
+        format!(
+            "- name: {name}\n  request:\n    method: POST\n    url: https://api.openai.com/v1/chat/completions\n    headers:\n      - {{content-type: application/json}}\n      - {{authorization: \"Bearer {token}\"}}\n    body: '{{\"model\":\"gpt-4o-mini\"}}'\n  expect: {{decision: {expect}}}\n"
+        )
+    };
+    // One signature character changed (not the last: its low bits are padding).
+    let at = token.len() - 20;
+    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+    std::fs::write(dir.join("tokens.cases.yaml"), case("a token from aegis serve", token, "allow") + &case("the same token altered", &forged, "deny")).unwrap();
+    let out = Command::new(AEGIS).arg("test").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 passed"), "{out:?}");
 }
 
 fn bundles(s: &Serve, keys: &std::path::Path) {
