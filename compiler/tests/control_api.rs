@@ -346,6 +346,54 @@ fn tokens(s: &Serve) {
     // The filter's own policy accepts these tokens once its `kind:
     // Identity` trusts the JWKS keys: `aegis test` judges a call with one.
     policy_trusting_jwks(s, t2["token"].as_str().unwrap());
+    // A revoked credential trades for nothing; the others still work.
+    let out = s.cli(
+        &s.admin,
+        &[
+            "agents",
+            "create",
+            "--tenant",
+            "acme",
+            "--agent",
+            "finance-agent",
+            "--format",
+            "json",
+        ],
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = s.cli(
+        &s.admin,
+        &[
+            "agents",
+            "revoke",
+            created["credential_id"].as_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let (st, e) = s.post(
+        "/v1/tokens",
+        None,
+        &json!({"credential": created["credential"]}),
+    );
+    assert_eq!((st, code(&e)), (401, "unauthenticated"));
+    assert_eq!(
+        s.post("/v1/tokens", None, &json!({"credential": credential}))
+            .0,
+        200
+    );
+    let out = s.cli(
+        &s.admin,
+        &[
+            "agents",
+            "revoke",
+            created["credential_id"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "revoking twice is a refusal: {out:?}"
+    );
     // Only an admin for all tenants rotates.
     let acme_admin = s.token("admin", "acme", "acme-admin");
     let (st, _) = s.post("/v1/keys/rotate", Some(&acme_admin), &json!({}));
@@ -357,9 +405,14 @@ fn policy_trusting_jwks(s: &Serve, token: &str) {
     let (_, jwks) = s.get("/.well-known/jwks.json", None);
     let mut keys = String::new();
     for k in jwks["keys"].as_array().unwrap() {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k["x"].as_str().unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k["x"].as_str().unwrap())
+            .unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-        keys.push_str(&format!("  - {{kid: \"{}\", public_key: \"{b64}\"}}\n", k["kid"].as_str().unwrap()));
+        keys.push_str(&format!(
+            "  - {{kid: \"{}\", public_key: \"{b64}\"}}\n",
+            k["kid"].as_str().unwrap()
+        ));
     }
     let dir = s.dir.join("jwks-policy");
     std::fs::create_dir_all(&dir).unwrap();
@@ -381,10 +434,23 @@ fn policy_trusting_jwks(s: &Serve, token: &str) {
     let at = token.len() - 20;
     let swap = if &token[at..=at] == "A" { "B" } else { "A" };
     let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
-    std::fs::write(dir.join("tokens.cases.yaml"), case("a token from aegis serve", token, "allow") + &case("the same token altered", &forged, "deny")).unwrap();
+    std::fs::write(
+        dir.join("tokens.cases.yaml"),
+        case("a token from aegis serve", token, "allow")
+            + &case("the same token altered", &forged, "deny"),
+    )
+    .unwrap();
     let out = Command::new(AEGIS).arg("test").arg(&dir).output().unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 passed"), "{out:?}");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 passed"),
+        "{out:?}"
+    );
 }
 
 fn bundles(s: &Serve, keys: &std::path::Path) {
@@ -666,6 +732,23 @@ fn scenario(db: &str) {
     }
     let trust = keys.join("team.pub");
     let s = Serve::start(db, dir.path(), &["--trust", trust.to_str().unwrap()]);
+    // A mistyped --db is an error, not a fresh store with a fresh key.
+    let out = Command::new(AEGIS)
+        .args([
+            "admin",
+            "token",
+            "--db",
+            "sqlite:///nonexistent/aegis.db",
+            "--role",
+            "admin",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no store at `/nonexistent/aegis.db`"),
+        "{out:?}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

@@ -246,6 +246,22 @@ fn admin_token_with(
     )
 }
 
+/// The store of a running (or stopped) service, for the admin commands:
+/// a SQLite file that does not exist is a mistyped `--db`, not a new store
+/// to create (a token signed by a fresh key would fool no one but the
+/// person holding it).
+async fn open_existing(db: &DbUrl) -> Result<store::Store, Error> {
+    if let DbUrl::Sqlite(path) = db {
+        if !path.exists() {
+            return Err(Error::Usage(format!(
+                "no store at `{}`: pass the `--db` that `aegis serve` uses",
+                path.display()
+            )));
+        }
+    }
+    store::Store::open(db).await
+}
+
 /// `aegis admin token`: a service token signed with the store's service
 /// key (or `key`), for bootstrapping and scripts.
 pub async fn admin_token(
@@ -261,7 +277,7 @@ pub async fn admin_token(
             "tenant `{tenant}` is not a tenant: use a name of 1 to 200 printable characters, or `*` for all"
         )));
     }
-    let store = store::Store::open(db).await?;
+    let store = open_existing(db).await?;
     let service = keys::service_key(&store, key).await?;
     let keys = keys::Keys { service };
     let token = admin_token_with(&keys, role, tenant, subject, ttl_secs);
@@ -283,7 +299,7 @@ pub async fn admin_token(
 
 /// `aegis audit verify --db`: the chain checked straight from the store.
 pub async fn verify_audit(db: &DbUrl, key: Option<SigningKey>) -> Result<Report, Error> {
-    let store = store::Store::open(db).await?;
+    let store = open_existing(db).await?;
     let service = keys::service_key(&store, key).await?;
     Ok(audit::verify(&store, &[service.key.verifying_key().to_bytes()]).await?)
 }
@@ -296,7 +312,7 @@ pub async fn export_audit(
     limit: i64,
     format: &str,
 ) -> Result<Vec<(i64, String)>, Error> {
-    let store = store::Store::open(db).await?;
+    let store = open_existing(db).await?;
     let records = audit::records(&store, since, limit, None).await?;
     Ok(records
         .iter()

@@ -184,6 +184,7 @@ pub fn main() -> ExitCode {
         Cmd::Approvals(approvals::Cmd::Deny(args)) => approvals::decide(&args, false),
         Cmd::Budgets(budgets::Cmd::Show(args)) => budgets::show(&args),
         Cmd::Agents(agents::Cmd::Create(args)) => agents::create(&args),
+        Cmd::Agents(agents::Cmd::Revoke(args)) => agents::revoke(&args),
         Cmd::Audit(audit::Cmd::Verify(args)) => audit::verify(&args),
         Cmd::Audit(audit::Cmd::Export(args)) => audit::export(&args),
     };
