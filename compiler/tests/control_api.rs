@@ -13,25 +13,8 @@ mod support;
 
 use serde_json::{json, Value};
 use std::process::Command;
-use support::control::{call, code, today, Serve, AEGIS};
+use support::control::{approval, code, long_poll, today, Serve, AEGIS, DIGEST_A, DIGEST_B};
 use support::postgres::TempPostgres;
-
-const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-fn approval(tenant: &str, digest: &str) -> Value {
-    json!({"tenant": tenant, "agent": "finance-agent", "tool": "stripe-payments", "action": "create_payment",
-           "rule": "finance-agent/stripe-payments/create_payment#0", "reason": "`amount` must be a number <= 5000",
-           "policy_version": "v1", "digest": digest, "summary": {"amount": 7500, "currency": "usd"}})
-}
-
-/// The number of audit records: a request that must change nothing must
-/// leave it as it was.
-fn audit_len(s: &Serve) -> u64 {
-    let (st, v) = s.get("/v1/audit/verify", Some(&s.admin));
-    assert_eq!(st, 200, "{v}");
-    v["records"].as_u64().unwrap()
-}
 
 fn lease(s: &Serve, token: &str, tenant: &str, agent: &str, want: f64) -> (u16, Value) {
     s.post(
@@ -153,16 +136,7 @@ fn approvals(s: &Serve) {
     );
 
     // Long-poll: a waiting gateway sees the decision when it is made.
-    let (url, gw2, id2) = (s.url.clone(), gw.clone(), id.clone());
-    let waiter = std::thread::spawn(move || {
-        call(
-            &url,
-            "GET",
-            &format!("/v1/approvals/{id2}?wait=30"),
-            Some(&gw2),
-            None,
-        )
-    });
+    let waiter = long_poll(&s.url, &id, &gw);
     // Only a person of the same tenant decides.
     let body = json!({"approve": true, "comment": "ok for this vendor"});
     let (st, e) = s.post(&format!("/v1/approvals/{id}/decision"), Some(&gw), &body);
@@ -622,7 +596,7 @@ fn bad_input(s: &Serve) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
-    let before = audit_len(s);
+    let before = s.audit_len();
     let (st, _) = raw(good.as_bytes(), "application/json", Some(&short));
     assert_eq!(st, 401);
     let (st, b) = raw(b"{\"tenant\": ", "application/json", Some(&gw));
@@ -680,7 +654,7 @@ fn bad_input(s: &Serve) {
     assert_eq!(st, 404);
     let (st, b) = s.get("/v1/approvals/apr_x?wait=9999", Some(&gw));
     assert_eq!((st, code(&b)), (400, "invalid_wait"));
-    assert_eq!(audit_len(s), before, "a refused request changed nothing");
+    assert_eq!(s.audit_len(), before, "a refused request changed nothing");
 }
 
 fn health_and_protocols(s: &Serve) {

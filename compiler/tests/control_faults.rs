@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use support::control::{call, code, today, try_call, Serve, AEGIS};
+use support::control::{call, code, long_poll, today, try_call, Serve, AEGIS};
 use support::postgres::TempPostgres;
 
 const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -142,16 +142,7 @@ fn concurrency_across_two_replicas_on_postgres() {
                       "reason": "needs a person", "policy_version": "v", "digest": DIGEST.replace('0', "f"), "summary": {}});
     let (_, created) = call(&a.url, "POST", "/v1/approvals", Some(&gw), Some(&body));
     let id = created["approval_id"].as_str().unwrap().to_owned();
-    let (url, gw2, id2) = (a.url.clone(), gw.clone(), id.clone());
-    let waiter = std::thread::spawn(move || {
-        call(
-            &url,
-            "GET",
-            &format!("/v1/approvals/{id2}?wait=30"),
-            Some(&gw2),
-            None,
-        )
-    });
+    let waiter = long_poll(&a.url, &id, &gw);
     let (st, _) = call(
         &b.url,
         "POST",

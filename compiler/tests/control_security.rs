@@ -12,13 +12,11 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Command;
-use support::control::{code, today, Serve, AEGIS};
+use support::control::{approval, code, today, Serve, AEGIS, DIGEST_A, DIGEST_B};
 use support::postgres::TempPostgres;
 
-const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const DAY_MS: i64 = 86_400_000;
 /// How close to midnight (UTC) a lease may name the day next to today.
 const SKEW_MS: i64 = 10 * 60 * 1000;
@@ -31,18 +29,6 @@ fn now_ms() -> i64 {
             .as_millis(),
     )
     .unwrap()
-}
-
-fn approval(tenant: &str, digest: &str) -> Value {
-    json!({"tenant": tenant, "agent": "finance-agent", "tool": "stripe-payments", "action": "create_payment",
-           "rule": "finance-agent/stripe-payments/create_payment#0", "reason": "needs a person",
-           "policy_version": "v1", "digest": digest, "summary": {"amount": 7500}})
-}
-
-fn audit_len(s: &Serve) -> u64 {
-    let (st, v) = s.get("/v1/audit/verify", Some(&s.admin));
-    assert_eq!(st, 200, "{v}");
-    v["records"].as_u64().unwrap()
 }
 
 /// A day's budget is that day's: leasing yesterday's (or tomorrow's) at
@@ -112,7 +98,7 @@ fn redeem_digest_is_checked(s: &Serve) {
         &json!({"approve": true}),
     );
     assert_eq!(st, 200);
-    let before = audit_len(s);
+    let before = s.audit_len();
     for digest in ["x".repeat(60_000), DIGEST_A.to_uppercase(), String::new()] {
         let (st, e) = s.post(
             &format!("/v1/approvals/{id}/redeem"),
@@ -121,7 +107,7 @@ fn redeem_digest_is_checked(s: &Serve) {
         );
         assert_eq!((st, code(&e)), (400, "invalid_digest"), "{e}");
     }
-    assert_eq!(audit_len(s), before, "a malformed redeem wrote nothing");
+    assert_eq!(s.audit_len(), before, "a malformed redeem wrote nothing");
     // The approval is still there for the right call.
     let (st, r) = s.post(
         &format!("/v1/approvals/{id}/redeem"),
@@ -372,7 +358,7 @@ fn bundle_of_every_tenant(s: &Serve) {
 /// be a gigabyte), and a refused one writes nothing.
 fn approval_fields_are_bounded(s: &Serve) {
     let gw = s.token("gateway", "acme", "edge-acme");
-    let before = audit_len(s);
+    let before = s.audit_len();
     let mut big = approval("acme", DIGEST_B);
     big["summary"] = json!({"body": "x".repeat(20_000)});
     let (st, e) = s.post("/v1/approvals", Some(&gw), &big);
@@ -381,7 +367,7 @@ fn approval_fields_are_bounded(s: &Serve) {
     long["reason"] = json!("r".repeat(5000));
     let (st, e) = s.post("/v1/approvals", Some(&gw), &long);
     assert_eq!((st, code(&e)), (400, "invalid_field"), "{e}");
-    assert_eq!(audit_len(s), before);
+    assert_eq!(s.audit_len(), before);
     let mut fits = approval("acme", DIGEST_B);
     fits["summary"] = json!({"body": "x".repeat(10_000)});
     let (st, a) = s.post("/v1/approvals", Some(&gw), &fits);

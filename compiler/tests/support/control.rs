@@ -257,3 +257,33 @@ pub fn today() -> String {
         .unwrap(),
     )
 }
+
+pub const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// The body a gateway sends for a $7,500 payment that needs a person.
+pub fn approval(tenant: &str, digest: &str) -> Value {
+    serde_json::json!({"tenant": tenant, "agent": "finance-agent", "tool": "stripe-payments", "action": "create_payment",
+           "rule": "finance-agent/stripe-payments/create_payment#0", "reason": "`amount` must be a number <= 5000",
+           "policy_version": "v1", "digest": digest, "summary": {"amount": 7500, "currency": "usd"}})
+}
+
+impl Serve {
+    /// The number of audit records: a request that must change nothing
+    /// must leave it as it was.
+    pub fn audit_len(&self) -> u64 {
+        let (st, v) = self.get("/v1/audit/verify", Some(&self.admin));
+        assert_eq!(st, 200, "{v}");
+        v["records"].as_u64().unwrap()
+    }
+}
+
+/// A gateway long-polling an approval on another thread (up to 30 s).
+pub fn long_poll(base: &str, id: &str, token: &str) -> std::thread::JoinHandle<(u16, Value)> {
+    let (url, path, token) = (
+        base.to_owned(),
+        format!("/v1/approvals/{id}?wait=30"),
+        token.to_owned(),
+    );
+    std::thread::spawn(move || call(&url, "GET", &path, Some(&token), None))
+}

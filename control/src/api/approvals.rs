@@ -256,6 +256,26 @@ async fn load(s: &AppState, id: &str) -> Result<Option<AnyRow>, sqlx::Error> {
         .await
 }
 
+/// An approval read inside a write, as `caller` may see it: another
+/// tenant's approval does not exist for them.
+async fn load_in(
+    w: &mut crate::store::Write,
+    caller: &Caller,
+    id: &str,
+    now: i64,
+) -> Result<Approval, ApiError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let a = from_row(&row, now)?;
+    if !caller.sees(&a.tenant) {
+        return Err(not_found(id));
+    }
+    Ok(a)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShowQuery {
@@ -385,15 +405,7 @@ pub async fn decide(
     }
     let now = now_ms();
     let mut w = s.store.write().await?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
-        .bind(&id)
-        .fetch_optional(&mut *w.tx)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let a = from_row(&row, now)?;
-    if !caller.sees(&a.tenant) {
-        return Err(not_found(&id));
-    }
+    let a = load_in(&mut w, &caller, &id, now).await?;
     match a.status.as_str() {
         "pending" => {}
         "expired" => {
@@ -457,15 +469,7 @@ pub async fn redeem(
     check_digest(&r.digest)?;
     let now = now_ms();
     let mut w = s.store.write().await?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
-        .bind(&id)
-        .fetch_optional(&mut *w.tx)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let a = from_row(&row, now)?;
-    if !caller.sees(&a.tenant) {
-        return Err(not_found(&id));
-    }
+    let a = load_in(&mut w, &caller, &id, now).await?;
     let outcome: Result<(), ApiError> = match a.status.as_str() {
         "approved" if a.digest == r.digest => Ok(()),
         "approved" => Err(ApiError::forbidden(
