@@ -10,6 +10,11 @@
 # `trusted_keys`.
 #
 #     envoy/demo-blob.sh [POLICY_PATH...]      # prints out/envoy/filter.wasm
+#
+# It uses the `aegis` named by AEGIS_BIN, else a debug build (the filter
+# inside `aegis` is a release build either way, and a debug build shares its
+# dependencies with the test suite instead of building them all again with
+# LTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +37,10 @@ PY
 if [ "$#" -eq 0 ]; then
   set -- policies/finance
 fi
-cargo build --quiet --release --locked -p aegis-compiler --bin aegis >&2
-target/release/aegis build "$@" --key "$out/demo.key" -o "$out/filter.wasm" >&2
+aegis="${AEGIS_BIN:-}"
+if [ -z "$aegis" ]; then
+  cargo build --quiet --locked -p aegis-compiler --bin aegis >&2
+  aegis=target/debug/aegis
+fi
+"$aegis" build "$@" --key "$out/demo.key" -o "$out/filter.wasm" >&2
 echo "$out/filter.wasm"

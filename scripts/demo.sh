@@ -32,7 +32,7 @@ keys:
 YAML
 
 echo "==> aegis build policies/finance -> $out/filter.wasm (signed with the demo key envoy/*.yaml trust)"
-envoy/demo-blob.sh policies/finance "$out/identity.yaml" >/dev/null
+AEGIS_BIN=target/release/aegis envoy/demo-blob.sh policies/finance "$out/identity.yaml" >/dev/null
 "$aegis" inspect "$out/filter.wasm" | sed 's/^/    /'
 
 echo "==> starting the echo upstream and Envoy (envoy/sidecar.yaml)"
