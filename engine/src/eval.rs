@@ -1,8 +1,11 @@
 //! The evaluator: one request in, one decision out.
 //!
-//! Pipeline (first verdict wins): request shape (one meaning for the
-//! authority, path and framing headers, see [`crate::http`]), identity,
-//! egress, tool + action match, conditions, DLP. Nothing on this path
+//! Pipeline (first verdict wins), in two stages a proxy can call apart:
+//! the head ([`Bundle::route`]: request shape, one meaning for the
+//! authority and path, see [`crate::http`]; identity; egress; tool and
+//! action) and the body ([`Bundle::judge`]: framing headers, gzip,
+//! parameters, rules and conditions, DLP). Each step returns what the next
+//! needs or the [`Reason`] that ends the decision. Nothing on this path
 //! allocates: parameters are borrowed slices of the request, predicates
 //! compare decoded bytes on the fly and the scratch space (DLP buffers,
 //! object keys, inflated gzip) is reused across requests.
@@ -12,31 +15,21 @@ use crate::bundle::{
 };
 use crate::dfa::{full_match, full_match_parts, is_match};
 use crate::dlp;
-use crate::http::{self, header, HeaderValue, Headers, HttpError, PathBytes};
+use crate::http::{self, header, HeaderValue, Headers, HttpError, PathBytes, Request};
 use crate::index::{agent_hash, host_hash};
-use crate::jwt::{self, CacheHit, JwtError, TokenCache, TokenCacheConfig};
+use crate::jwt::{self, CacheHit, TokenCache, TokenCacheConfig};
+use crate::mcp::{mcp_action, mcp_stream, reaches_mcp_server, McpCall};
 use crate::params::{
     extract_form, extract_json, extract_json_with, parse_number, Enc, ExtractError, KeySet,
     ParamPaths, Text, Value, MAX_PARAMS,
 };
-use crate::types::{Approval, BodyKind, Mode};
+use crate::reason::{Reason, Redactions, Shown};
+use crate::types::{Approval, BodyKind, Mode, Verdict};
 use core::fmt;
 
 /// No parameters: what a tool without prepared paths would read (the
 /// loader prepares them for every tool).
 static NO_PARAMS: ParamPaths = ParamPaths::EMPTY;
-
-/// The parts of an HTTP request the evaluator reads.
-pub struct Request<'r, H: ?Sized> {
-    pub method: &'r str,
-    /// `:authority` / `Host`, possibly with a port.
-    pub authority: &'r str,
-    /// Path with query string.
-    pub path: &'r str,
-    pub headers: &'r H,
-    /// `None`: the body has not arrived yet (headers phase).
-    pub body: Option<&'r [u8]>,
-}
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy)]
@@ -48,365 +41,31 @@ pub enum Caller<'r> {
     },
     /// Authenticate from the request (token or, in insecure mode, header).
     FromRequest,
-    /// The agent a previous decision on the same request (and the same
-    /// bundle) authenticated: [`Decision::caller`]. The body phase of a
-    /// request passes it so that a token is verified once per request.
-    Known(AgentRef),
 }
 
 /// An agent of one loaded bundle, found by an earlier decision. Only that
-/// bundle's [`Bundle::decide`] understands it; another bundle treats it as
-/// an unknown agent.
+/// bundle understands it; another bundle treats it as an unknown agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentRef(u32);
 
+/// A request routed by its head ([`Bundle::route`]): the authenticated
+/// agent, the tool and, for an HTTP tool, the action. The body stages
+/// ([`Bundle::judge`]) continue from it, so a token is verified and a
+/// route matched once per request, and a caller waiting for its body
+/// keeps these few bytes instead of a copy of the request line. Only the
+/// bundle that made it understands it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Deny,
-    Sanitize,
-    ApprovalNeeded,
-    /// The decision needs the request body; call again with it.
-    NeedBody,
+pub struct Routed {
+    caller: AgentRef,
+    tool: u16,
+    action: Option<u16>,
+    write: bool,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::Sanitize => "sanitize",
-            Verdict::ApprovalNeeded => "approval_needed",
-            Verdict::NeedBody => "need_body",
-        }
-    }
-}
-
-/// Why; rendered as one human sentence by `Display`.
-#[derive(Debug, Clone, Copy)]
-pub enum Reason<'a> {
-    Allowed {
-        rule: &'a str,
-    },
-    NeedBody,
-    NoIdentityConfigured,
-    /// The request line or framing headers have no single meaning.
-    Http(HttpError),
-    /// No token header (`header`: the one the identity names).
-    MissingToken {
-        header: &'a str,
-    },
-    /// No token header, but a token in the query string.
-    TokenInQuery {
-        header: &'a str,
-    },
-    MultipleTokens {
-        header: &'a str,
-    },
-    BadAuthScheme {
-        header: &'a str,
-    },
-    InvalidToken(JwtError),
-    MissingAgentHeader,
-    UnknownAgent,
-    EgressDenied {
-        host: &'a str,
-    },
-    UnknownHost {
-        host: &'a str,
-    },
-    UnknownRoute {
-        method: &'a str,
-        host: &'a str,
-        path: &'a str,
-    },
-    McpNotObject,
-    McpMethodDenied,
-    McpBadName,
-    /// Not `"jsonrpc": "2.0"`, or a `tools/call` without an `id`.
-    McpNotRequest,
-    /// `Mcp-Method` / `Mcp-Name` disagree with the body (the MCP
-    /// `HeaderMismatch` error).
-    McpHeaderMismatch(&'static str),
-    UnknownMcpTool {
-        tool: &'a str,
-    },
-    McpPlumbing {
-        method: &'static str,
-    },
-    /// `GET` or `DELETE` on an MCP server's path without `mcp-session-id`.
-    McpNoSession {
-        method: &'static str,
-    },
-    /// `GET` or `DELETE` on an MCP server's path with a body.
-    McpStreamBody {
-        method: &'static str,
-    },
-    /// A JSON-RPC message that is neither a request, a notification nor a
-    /// response.
-    McpNotMessage,
-    NotPermitted {
-        tool: &'a str,
-        action: &'a str,
-    },
-    NoRuleApplies {
-        tool: &'a str,
-        action: &'a str,
-    },
-    ConditionFailed {
-        param: &'a [alloc::string::String],
-        op: &'a PredOp,
-        missing: bool,
-        mcp: bool,
-    },
-    ApprovalRequired {
-        rule: &'a str,
-    },
-    BadRequest(ExtractError),
-    Gzip(crate::gzip::GzipError),
-    DlpDenied {
-        detector: &'a str,
-    },
-    DlpError(dlp::DlpError),
-    Sanitized(Redactions<'a>),
-    Internal(&'static str),
-}
-
-/// Per-detector counts of what DLP rewrote.
-#[derive(Clone, Copy)]
-pub struct Redactions<'a> {
-    scanner: &'a dlp::Scanner,
-    counts: [u32; dlp::MAX_PATTERNS],
-}
-
-impl<'a> Redactions<'a> {
-    /// `(detector, count)` for every detector that fired.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, u32)> + '_ {
-        self.scanner
-            .pattern_names()
-            .zip(self.counts.iter().copied())
-            .filter(|(_, c)| *c > 0)
-    }
-}
-
-impl fmt::Debug for Redactions<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-impl fmt::Display for Redactions<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, n)) in self.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{name}: {n}")?;
-        }
-        Ok(())
-    }
-}
-
-struct Dotted<'a>(&'a [alloc::string::String], bool);
-
-impl fmt::Display for Dotted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // MCP parameters live under `params.arguments`; show the name the
-        // policy used.
-        let skip = if self.1 { 2 } else { 0 };
-        for (i, s) in self.0.iter().skip(skip).enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            f.write_str(s)?;
-        }
-        Ok(())
-    }
-}
-
-struct LitFmt<'a>(&'a Lit);
-
-impl fmt::Display for LitFmt<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Lit::Str(s) => f.write_str(s),
-            Lit::Num(n) => write!(f, "{n}"),
-            Lit::Bool(b) => write!(f, "{b}"),
-        }
-    }
-}
-
-struct ListFmt<'a>(&'a [Lit]);
-
-impl fmt::Display for ListFmt<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, l) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{}", LitFmt(l))?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Reason<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Allowed { rule } => write!(f, "allowed by rule `{rule}`"),
-            Reason::NeedBody => f.write_str("decision needs the request body"),
-            Reason::NoIdentityConfigured => f.write_str(
-                "no identity configuration in the policy bundle: requests cannot be authenticated",
-            ),
-            Reason::Http(e) => write!(f, "{e}"),
-            Reason::MissingToken { header } => {
-                write!(f, "missing bearer token in `{header}` header")
-            }
-            Reason::TokenInQuery { header } => write!(
-                f,
-                "agent token in the query string is not accepted; send it in the `{header}` header"
-            ),
-            Reason::MultipleTokens { header } => {
-                write!(f, "more than one `{header}` header or credential")
-            }
-            Reason::BadAuthScheme { header } => {
-                write!(f, "`{header}` header is not a bearer token")
-            }
-            Reason::InvalidToken(e) => write!(f, "invalid agent token: {e}"),
-            Reason::MissingAgentHeader => f.write_str("missing or repeated `x-aegis-agent` header"),
-            Reason::UnknownAgent => {
-                f.write_str("the authenticated agent has no policy (default deny)")
-            }
-            Reason::EgressDenied { host } => {
-                write!(f, "host `{host}` is not in the agent's egress allowlist")
-            }
-            Reason::UnknownHost { host } => write!(f, "no tool is registered for host `{host}`"),
-            Reason::UnknownRoute { method, host, path } => {
-                write!(
-                    f,
-                    "`{} {host}{}` matches no action of any tool",
-                    Shown(method),
-                    Shown(path)
-                )
-            }
-            Reason::McpNotObject => f.write_str(
-                "mcp request must be a single json-rpc object (batches are not accepted)",
-            ),
-            Reason::McpMethodDenied => f.write_str("mcp method is not allowed"),
-            Reason::McpBadName => f.write_str("mcp `tools/call` without a string `params.name`"),
-            Reason::McpNotRequest => f.write_str(
-                "mcp `tools/call` must be a json-rpc 2.0 request with an `id` (`jsonrpc: \"2.0\"`)",
-            ),
-            Reason::McpHeaderMismatch(h) => {
-                write!(f, "mcp header `{h}` does not match the json-rpc body")
-            }
-            Reason::UnknownMcpTool { tool } => {
-                write!(f, "mcp tool name is not an action of `{tool}`")
-            }
-            Reason::McpPlumbing { method } => write!(f, "mcp protocol method `{method}` allowed"),
-            Reason::McpNoSession { method } => write!(
-                f,
-                "mcp `{method}` without an `mcp-session-id` header (initialize a session first)"
-            ),
-            Reason::McpStreamBody { method } => {
-                write!(f, "mcp `{method}` must not carry a body")
-            }
-            Reason::McpNotMessage => f.write_str(
-                "json-rpc message has no `method` and is not a response (`id` with `result` or `error`)",
-            ),
-            Reason::NotPermitted { tool, action } => {
-                write!(
-                    f,
-                    "agent may not call `{action}` on `{tool}` (default deny)"
-                )
-            }
-            Reason::NoRuleApplies { tool, action } => write!(
-                f,
-                "no rule for `{action}` on `{tool}` applies to this request (`when` did not match)"
-            ),
-            Reason::ConditionFailed {
-                param,
-                op,
-                missing,
-                mcp,
-            } => {
-                let p = Dotted(param, *mcp);
-                if *missing && !matches!(op, PredOp::Absent) {
-                    return write!(f, "condition failed: `{p}` is missing");
-                }
-                match op {
-                    PredOp::Eq(l) => write!(f, "condition failed: `{p}` must equal `{}`", LitFmt(l)),
-                    PredOp::Ne(l) => {
-                        write!(f, "condition failed: `{p}` must not equal `{}`", LitFmt(l))
-                    }
-                    PredOp::In(l) => {
-                        write!(f, "condition failed: `{p}` must be one of [{}]", ListFmt(l))
-                    }
-                    PredOp::NotIn(l) => {
-                        write!(
-                            f,
-                            "condition failed: `{p}` must not be one of [{}]",
-                            ListFmt(l)
-                        )
-                    }
-                    PredOp::Lt(n) => write!(f, "condition failed: `{p}` must be a number < {n}"),
-                    PredOp::Le(n) => write!(f, "condition failed: `{p}` must be a number <= {n}"),
-                    PredOp::Gt(n) => write!(f, "condition failed: `{p}` must be a number > {n}"),
-                    PredOp::Ge(n) => write!(f, "condition failed: `{p}` must be a number >= {n}"),
-                    PredOp::Matches(_) => write!(
-                        f,
-                        "condition failed: `{p}` does not match the required pattern"
-                    ),
-                    PredOp::NotMatches(_) => {
-                        write!(f, "condition failed: `{p}` matches a forbidden pattern")
-                    }
-                    PredOp::Exists => write!(f, "condition failed: `{p}` is missing"),
-                    PredOp::Absent => write!(f, "condition failed: `{p}` must be absent"),
-                }
-            }
-            Reason::ApprovalRequired { rule } => {
-                write!(f, "rule `{rule}` requires human approval")
-            }
-            Reason::BadRequest(e) => write!(f, "{e}"),
-            Reason::Gzip(e) => write!(f, "{e}"),
-            Reason::DlpDenied { detector } => {
-                write!(f, "request body contains sensitive data ({detector})")
-            }
-            Reason::DlpError(e) => write!(f, "{e}"),
-            Reason::Sanitized(r) => {
-                write!(f, "sensitive data in the request body was sanitized ({r})")
-            }
-            Reason::Internal(e) => write!(f, "internal error: {e}"),
-        }
-    }
-}
-
-impl Reason<'_> {
-    /// The HTTP status a request refused for this reason is answered with:
-    /// 413 for a body over `max_body_bytes`, 500 for a failure of the
-    /// evaluator itself, 403 for every other refusal. Meaningless for the
-    /// reasons that let a request through.
-    pub fn status(&self) -> u16 {
-        match self {
-            Reason::Http(e) => e.status(),
-            Reason::Internal(_) => 500,
-            _ => 403,
-        }
-    }
-
-    /// The refusal judges the tool call an MCP `tools/call` asked for (the
-    /// agent reads it as the tool's result and can change course), not the
-    /// message that carried it.
-    pub fn refuses_tool_call(&self) -> bool {
-        matches!(
-            self,
-            Reason::UnknownMcpTool { .. }
-                | Reason::NotPermitted { .. }
-                | Reason::NoRuleApplies { .. }
-                | Reason::ConditionFailed { .. }
-                | Reason::ApprovalRequired { .. }
-                | Reason::DlpDenied { .. }
-        )
+impl Routed {
+    /// The authenticated agent.
+    pub fn caller(&self) -> AgentRef {
+        self.caller
     }
 }
 
@@ -434,9 +93,9 @@ pub struct Decision<'a> {
 }
 
 impl<'a> Decision<'a> {
-    fn new(verdict: Verdict, reason: Reason<'a>) -> Self {
+    fn new(reason: Reason<'a>) -> Self {
         Decision {
-            verdict,
+            verdict: reason.verdict(),
             reason,
             agent: None,
             tool: None,
@@ -450,28 +109,11 @@ impl<'a> Decision<'a> {
             mcp: false,
         }
     }
-}
 
-/// Request text shown in a reason: at most 96 bytes, anything but
-/// printable ASCII as `?`, so a reason never carries a whole payload or a
-/// control character into a log line.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 96;
-        for (i, b) in self.0.bytes().enumerate() {
-            if i == MAX {
-                return f.write_str("...");
-            }
-            let c = if b.is_ascii_graphic() && b != b'`' {
-                b as char
-            } else {
-                '?'
-            };
-            fmt::Write::write_char(f, c)?;
-        }
-        Ok(())
+    /// The outcome is `reason`, and the verdict it stands for.
+    fn set(&mut self, reason: Reason<'a>) {
+        self.verdict = reason.verdict();
+        self.reason = reason;
     }
 }
 
@@ -544,40 +186,6 @@ impl Scratch {
         s
     }
 }
-
-/// MCP requests that carry no tool call and that pass for any agent with a
-/// rule for the server: the session's lifecycle, discovery, the lists of
-/// what the server offers, subscriptions, completions and the log level.
-/// Notifications from the client (`notifications/...`) and its answers to
-/// the server's own requests (elicitation, sampling, roots) pass too. The
-/// agent's DLP still scans these bodies. Reading data ([`MCP_GOVERNED`])
-/// is the policy's to allow; any other method is denied.
-pub const MCP_PLUMBING: [&str; 11] = [
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "resources/list",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "completion/complete",
-    "logging/setLevel",
-];
-
-/// MCP methods that read the server's data: denied unless the catalog
-/// lists the method as an action of the server (`actions: [get_weather,
-/// resources/read]`), and then judged by the agent's rules for it like a
-/// tool (conditions read `params.arguments`, the arguments of
-/// `prompts/get`).
-pub const MCP_GOVERNED: [&str; 2] = ["resources/read", "prompts/get"];
-
-/// What [`Reason::McpPlumbing`] names for a client notification.
-pub const MCP_NOTIFICATION: &str = "notifications/*";
-/// What [`Reason::McpPlumbing`] names for a JSON-RPC response from the
-/// client.
-pub const MCP_RESPONSE: &str = "response";
 
 /// Longest JSON-RPC `id` (as JSON text, quotes included) a decision keeps
 /// to answer the request with.
@@ -823,8 +431,10 @@ impl Bundle {
         Ok(found)
     }
 
-    /// Judges one request. With `req.body == None` the result may be
-    /// `NeedBody`; call again once the whole body is there.
+    /// Judges one request: [`Bundle::route`], then [`Bundle::judge`].
+    /// With `req.body == None` the result may be `NeedBody`; call
+    /// [`Bundle::judge`] again with the route once the whole body is there
+    /// (or this again, which authenticates and routes again).
     pub fn decide<'a, H: Headers + ?Sized>(
         &'a self,
         req: &Request<'a, H>,
@@ -832,19 +442,45 @@ impl Bundle {
         now: i64,
         scratch: &mut Scratch,
     ) -> Decision<'a> {
+        match self.route(req, caller, now, scratch) {
+            Ok(r) => self.judge(&r, req, scratch),
+            Err(d) => d,
+        }
+    }
+
+    /// The head stage: one meaning for the request line, identity, egress,
+    /// and the tool (with its action, when the route names one) that the
+    /// agent may call. The body is not read. A refusal comes back as the
+    /// decision to apply; a request that goes on comes back as the route
+    /// the body stage continues from.
+    // The refusal is a whole decision, returned by value: boxing it would
+    // allocate on the decision path.
+    #[allow(clippy::result_large_err)]
+    pub fn route<'a, H: Headers + ?Sized>(
+        &'a self,
+        req: &Request<'a, H>,
+        caller: Caller<'a>,
+        now: i64,
+        scratch: &mut Scratch,
+    ) -> Result<Routed, Decision<'a>> {
         scratch.rpc_id.clear();
         // 0. one meaning for the request line, or none at all
         if req.method.eq_ignore_ascii_case("CONNECT") {
-            return Decision::new(Verdict::Deny, Reason::Http(HttpError::Connect));
+            return Err(Decision::new(Reason::Http(HttpError::Connect)));
         }
         let shape = http::split_path(req.path).and_then(|(p, q)| {
             let host = http::host_of(req.authority)?;
             http::check_host_header(req.headers, host)?;
             Ok((host, p, q))
         });
-        let (host, path, query) = match shape {
-            Ok(s) => s,
-            Err(e) => return Decision::new(Verdict::Deny, Reason::Http(e)),
+        let (host, path, query) = shape.map_err(|e| Decision::new(Reason::Http(e)))?;
+        // A refusal before the tool is known is still answered in MCP's
+        // shape when the request goes to an MCP server.
+        let refuse = |r: Reason<'a>, d: Option<Decision<'a>>| {
+            let mut d = d.unwrap_or_else(|| Decision::new(Reason::Internal("unset")));
+            d.set(r);
+            d.mcp = self.is_mcp_server(req.method, host, path);
+            d
         };
 
         // 1. identity
@@ -857,64 +493,22 @@ impl Bundle {
                 self.find_agent(tenant, name).ok_or(Reason::UnknownAgent)
             }
             Caller::FromRequest => self.authenticate(req, query, now, &mut scratch.tokens),
-            Caller::Known(r) => self.agent(r).map(|a| (r, a)).ok_or(Reason::UnknownAgent),
         };
-        let (caller, agent) = match agent {
-            Ok(a) => a,
-            Err(r) => {
-                let mut d = Decision::new(Verdict::Deny, r);
-                d.mcp = self.is_mcp_server(req.method, host, path);
-                return d;
-            }
-        };
-        let mut d = Decision::new(Verdict::Deny, Reason::Internal("unset"));
-        d.caller = Some(caller);
+        let (who, agent) = agent.map_err(|r| refuse(r, None))?;
+        let mut d = Decision::new(Reason::Internal("unset"));
+        d.caller = Some(who);
         d.agent = Some(&agent.id);
         d.mode = agent.mode;
 
         // 2. egress
         let hash = host_hash(host);
-        if !self.egress_allowed(caller, agent, host, hash) {
-            d.reason = Reason::EgressDenied { host };
-            d.mcp = self.is_mcp_server(req.method, host, path);
-            return d;
+        if !self.egress_allowed(who, agent, host, hash) {
+            return Err(refuse(Reason::EgressDenied { host }, Some(d)));
         }
 
         // 3. tool + action
-        let mut found: Option<(usize, &ToolEntry, Option<usize>)> = None;
-        let plain_path = !path.as_bytes().contains(&b'%');
-        for &ti in self.tools_for_host(host, hash) {
-            let ti = usize::from(ti);
-            let Some(tool) = self.model.tools.get(ti) else {
-                continue;
-            };
-            if tool.mcp_path.is_some() {
-                if reaches_mcp_server(tool, req.method, path) {
-                    found = Some((ti, tool, None));
-                    break;
-                }
-            } else if let Some(Some(dfa)) = self.routes.get(ti) {
-                // Routes read `%XX` of an unreserved character as the
-                // character; a path with no `%` is read as it is.
-                let pid = if plain_path {
-                    full_match_parts(dfa, &[req.method.as_bytes(), b" ", path.as_bytes()])
-                } else {
-                    let line = req
-                        .method
-                        .bytes()
-                        .chain(core::iter::once(b' '))
-                        .chain(PathBytes::new(path));
-                    full_match(dfa, line)
-                };
-                if let Some(pid) = pid {
-                    let action = tool.route_actions.get(pid).map(|a| usize::from(*a));
-                    found = Some((ti, tool, action));
-                    break;
-                }
-            }
-        }
-        let Some((ti, tool, action)) = found else {
-            d.reason = if self.tools_for_host(host, hash).is_empty() {
+        let Some((ti, tool, action)) = self.find_tool(req.method, host, hash, path) else {
+            d.set(if self.tools_for_host(host, hash).is_empty() {
                 Reason::UnknownHost { host }
             } else {
                 Reason::UnknownRoute {
@@ -922,73 +516,170 @@ impl Bundle {
                     host,
                     path,
                 }
-            };
-            return d;
+            });
+            return Err(d);
         };
         d.tool = Some(&tool.name);
         let is_mcp = tool.mcp_path.is_some();
         d.mcp = is_mcp;
-
+        let mut write = false;
         // For an HTTP tool the action is known from the route; see whether
         // the agent may call it before looking at any body.
         if let Some(ai) = action {
             let Some(a) = tool.actions.get(ai) else {
-                d.reason = Reason::Internal("route action");
-                return d;
+                d.set(Reason::Internal("route action"));
+                return Err(d);
             };
             d.action = Some(&a.name);
-            d.write = a.write || matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE");
+            write = a.write || matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE");
+            d.write = write;
             if self.rules_for(agent, ti, ai).is_none() {
-                d.reason = Reason::NotPermitted {
+                d.set(Reason::NotPermitted {
                     tool: &tool.name,
                     action: &a.name,
-                };
-                return d;
+                });
+                return Err(d);
             }
         } else if !agent.table.iter().any(|e| usize::from(e.tool) == ti) {
             // MCP server this agent has no rule for at all.
-            d.reason = Reason::NotPermitted {
+            d.set(Reason::NotPermitted {
                 tool: &tool.name,
                 action: "*",
-            };
-            return d;
+            });
+            return Err(d);
         }
-        if is_mcp && req.method != "POST" {
-            return mcp_stream(d, req);
-        }
+        let (Ok(tool), Ok(action)) = (u16::try_from(ti), action.map(u16::try_from).transpose())
+        else {
+            d.set(Reason::Internal("tool index"));
+            return Err(d);
+        };
+        Ok(Routed {
+            caller: who,
+            tool,
+            action,
+            write,
+        })
+    }
 
+    /// The tool (its index and entry) and, for an HTTP tool, the action
+    /// that `method path` on `host` calls.
+    fn find_tool(
+        &self,
+        method: &str,
+        host: &str,
+        hash: u64,
+        path: &str,
+    ) -> Option<(usize, &ToolEntry, Option<usize>)> {
+        let plain_path = !path.as_bytes().contains(&b'%');
+        for &ti in self.tools_for_host(host, hash) {
+            let ti = usize::from(ti);
+            let Some(tool) = self.model.tools.get(ti) else {
+                continue;
+            };
+            if tool.mcp_path.is_some() {
+                if reaches_mcp_server(tool, method, path) {
+                    return Some((ti, tool, None));
+                }
+            } else if let Some(Some(dfa)) = self.routes.get(ti) {
+                // Routes read `%XX` of an unreserved character as the
+                // character; a path with no `%` is read as it is.
+                let pid = if plain_path {
+                    full_match_parts(dfa, &[method.as_bytes(), b" ", path.as_bytes()])
+                } else {
+                    let line = method
+                        .bytes()
+                        .chain(core::iter::once(b' '))
+                        .chain(PathBytes::new(path));
+                    full_match(dfa, line)
+                };
+                if let Some(pid) = pid {
+                    let action = tool.route_actions.get(pid).map(|a| usize::from(*a));
+                    return Some((ti, tool, action));
+                }
+            }
+        }
+        None
+    }
+
+    /// The decision a route starts from: who, which tool and action.
+    fn routed_decision(&self, r: &Routed) -> Option<(Decision<'_>, &AgentEntry, &ToolEntry)> {
+        let agent = self.agent(r.caller)?;
+        let tool = self.model.tools.get(usize::from(r.tool))?;
+        let mut d = Decision::new(Reason::Internal("unset"));
+        d.caller = Some(r.caller);
+        d.agent = Some(&agent.id);
+        d.mode = agent.mode;
+        d.tool = Some(&tool.name);
+        d.mcp = tool.mcp_path.is_some();
+        d.write = r.write;
+        if let Some(ai) = r.action {
+            d.action = Some(&tool.actions.get(usize::from(ai))?.name);
+        }
+        Some((d, agent, tool))
+    }
+
+    /// The decision for a routed request refused for `reason` outside the
+    /// body stages (a body over the proxy's own limit, a spent budget, a
+    /// control plane that does not answer): who, which tool and action,
+    /// and why. The verdict is the reason's.
+    pub fn refusal<'a>(&'a self, route: &Routed, reason: Reason<'a>) -> Decision<'a> {
+        match self.routed_decision(route) {
+            Some((mut d, _, _)) => {
+                d.set(reason);
+                d
+            }
+            None => Decision::new(Reason::Internal("route of another bundle")),
+        }
+    }
+
+    /// The body stages, from a route the head stage made (with this
+    /// bundle): framing, the body (inflated), its parameters, the agent's
+    /// rules and their conditions, then DLP. Reads the request's method,
+    /// path, headers and body, not its authority (the route has the tool).
+    /// With `req.body == None`: `NeedBody` when the decision needs it.
+    pub fn judge<'a, H: Headers + ?Sized>(
+        &'a self,
+        route: &Routed,
+        req: &Request<'a, H>,
+        scratch: &mut Scratch,
+    ) -> Decision<'a> {
+        scratch.rpc_id.clear();
+        let Some((mut d, agent, tool)) = self.routed_decision(route) else {
+            return Decision::new(Reason::Internal("route of another bundle"));
+        };
+        let reason = match self.body_stages(route, agent, tool, req, scratch, &mut d) {
+            Ok(r) | Err(r) => r,
+        };
+        d.set(reason);
+        d
+    }
+
+    // `Reason` is large only for its sanitize variant; boxing it would
+    // allocate on the decision path.
+    #[allow(clippy::result_large_err)]
+    fn body_stages<'a, H: Headers + ?Sized>(
+        &'a self,
+        route: &Routed,
+        agent: &'a AgentEntry,
+        tool: &'a ToolEntry,
+        req: &Request<'a, H>,
+        scratch: &mut Scratch,
+        d: &mut Decision<'a>,
+    ) -> Result<Reason<'a>, Reason<'a>> {
+        let is_mcp = tool.mcp_path.is_some();
+        if is_mcp && req.method != "POST" {
+            return mcp_stream(req);
+        }
         // A JSON or form body is always read, even when no rule looks at
         // it: a malformed or ambiguous body is denied, never waved through.
         // DLP scans any body, whatever the tool's body kind.
-        let kind = if is_mcp { BodyKind::Json } else { tool.body };
         let limits = self.model.limits;
-        let has_body = req.body.is_some_and(|b| !b.is_empty());
-        let mut framing = http::check_body_headers(req.headers, kind, tool.gzip, has_body);
-        if framing.is_ok()
-            && req
-                .body
-                .is_some_and(|b| b.len() > limits.max_body_bytes as usize)
-        {
-            framing = Err(HttpError::BodyTooLarge {
-                limit: limits.max_body_bytes,
-            });
-        }
-        let coding = match framing {
-            Ok(c) => c,
-            Err(e) => {
-                d.reason = Reason::Http(e);
-                return d;
-            }
-        };
+        let coding = self.framing(tool, req.headers, req.body.unwrap_or_default())?;
         let gzip = coding == http::Coding::Gzip;
         let needs_body = is_mcp || gzip || agent.dlp.is_some() || tool.body != BodyKind::None;
         let body = match req.body {
             Some(b) => b,
-            None if needs_body => {
-                d.verdict = Verdict::NeedBody;
-                d.reason = Reason::NeedBody;
-                return d;
-            }
+            None if needs_body => return Err(Reason::NeedBody),
             None => &[],
         };
         let Scratch {
@@ -1001,27 +692,27 @@ impl Bundle {
         } = scratch;
         // A gzip body is judged on what it inflates to.
         let body = if gzip && !body.is_empty() {
-            match inflater.inflate(body, limits.max_body_bytes) {
-                Ok(b) => b,
-                Err(e) => {
-                    d.reason = Reason::Gzip(e);
-                    return d;
-                }
-            }
+            inflater
+                .inflate(body, limits.max_body_bytes)
+                .map_err(Reason::Gzip)?
         } else {
             body
         };
+        let ti = usize::from(route.tool);
+        let path = http::split_path(req.path).map_or(req.path, |(p, _)| p);
+        let query = http::split_path(req.path).ok().and_then(|(_, q)| q);
 
         // Parameters: path template, query string, body.
         let mut slots = [Value::Absent; MAX_PARAMS];
-        if let Some(ai) = action {
-            if let Some(a) = tool.actions.get(ai) {
-                bind_template(&a.template, path, &mut slots);
-            }
+        if let Some(a) = route
+            .action
+            .and_then(|ai| tool.actions.get(usize::from(ai)))
+        {
+            bind_template(&a.template, path, &mut slots);
         }
         // With DLP on a JSON body, the walk that reads the parameters also
         // hands every string to the scanner: the body is read once. What
-        // it finds is used in step 5, after the rules.
+        // it finds is used in the DLP stage, after the rules.
         let scanner = agent.dlp.and_then(|set| self.scanners.get(set as usize));
         let mut json_dlp = match scanner {
             Some(sc) if tool.body == BodyKind::Json && !body.is_empty() => {
@@ -1090,136 +781,138 @@ impl Bundle {
                 rpc_id.set(id);
             }
         }
-        if let Err(e) = extracted {
-            d.reason = Reason::BadRequest(e);
-            return d;
-        }
+        extracted.map_err(Reason::BadRequest)?;
 
         // MCP: the action is the JSON-RPC tool name; protocol messages pass
         // without a rule, on to DLP.
-        let (ai, plumbing) = match action {
-            Some(ai) => (Some(ai), None),
-            None => match mcp_action(tool, body, &slots, req.headers) {
-                Ok(McpCall::Tool(ai)) => (Some(ai), None),
-                Ok(McpCall::Plumbing(method)) => (None, Some(method)),
-                Err(r) => {
-                    d.reason = r;
-                    return d;
-                }
+        let (ai, plumbing) = match route.action {
+            Some(ai) => (Some(usize::from(ai)), None),
+            None => match mcp_action(tool, body, &slots, req.headers)? {
+                McpCall::Tool(ai) => (Some(ai), None),
+                McpCall::Plumbing(method) => (None, Some(method)),
             },
         };
         if let Some(ai) = ai {
-            let Some(a) = tool.actions.get(ai) else {
-                d.reason = Reason::Internal("action");
-                return d;
-            };
-            d.action = Some(&a.name);
-            if is_mcp {
-                d.write = a.write || req.method == "POST";
-            }
-            let Some(rules) = self.rules_for(agent, ti, ai) else {
-                d.reason = Reason::NotPermitted {
-                    tool: &tool.name,
-                    action: &a.name,
-                };
-                return d;
-            };
-
-            // 4. conditions
-            let mut chosen = None;
-            for r in rules {
-                let preds = self.model.preds.get(r.when.range()).unwrap_or_default();
-                if preds.iter().all(|p| self.holds(p, &slots)) {
-                    chosen = Some(r);
-                    break;
-                }
-            }
-            let Some(rule) = chosen else {
-                d.reason = Reason::NoRuleApplies {
-                    tool: &tool.name,
-                    action: &a.name,
-                };
-                return d;
-            };
-            d.rule = Some(&rule.id);
-            d.cost_usd = rule.cost_usd;
-            let conds = self.model.preds.get(rule.conds.range()).unwrap_or_default();
-            if let Some(p) = conds.iter().find(|p| !self.holds(p, &slots)) {
-                let param = tool
-                    .params
-                    .get(usize::from(p.slot))
-                    .map_or(&[][..], |v| v.as_slice());
-                d.reason = Reason::ConditionFailed {
-                    param,
-                    op: &p.op,
-                    missing: slots.get(usize::from(p.slot)).is_none_or(Value::is_absent),
-                    mcp: is_mcp,
-                };
-                if rule.approval == Approval::OnFailure {
-                    d.verdict = Verdict::ApprovalNeeded;
-                }
-                return d;
-            }
-            if rule.approval == Approval::Always {
-                d.verdict = Verdict::ApprovalNeeded;
-                d.reason = Reason::ApprovalRequired { rule: &rule.id };
-                return d;
-            }
+            self.rules(agent, tool, ti, ai, &slots, req.method, d)?;
         }
 
-        // 5. DLP
-        if let Some(set) = agent.dlp {
-            if !body.is_empty() {
-                let Some(scanner) = scanner else {
-                    d.reason = Reason::Internal("dlp set");
-                    return d;
-                };
-                d.dlp_set = Some(set);
-                let outcome = match json_dlp.take() {
-                    Some((sc, scan)) => sc.json_outcome(&scan, dlp_scratch),
-                    None => {
-                        scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch)
+        // DLP
+        if let (Some(set), false) = (agent.dlp, body.is_empty()) {
+            let scanner = scanner.ok_or(Reason::Internal("dlp set"))?;
+            d.dlp_set = Some(set);
+            let outcome = match json_dlp.take() {
+                Some((sc, scan)) => sc.json_outcome(&scan, dlp_scratch),
+                None => scanner.scan(tool.body, body, limits.max_json_depth as usize, dlp_scratch),
+            };
+            match outcome.map_err(Reason::DlpError)? {
+                dlp::Outcome::Clean => {}
+                dlp::Outcome::Found { rewritten: true } => {
+                    if gzip {
+                        // Sent on as gzip, as the headers say.
+                        wrapped.clear();
+                        crate::gzip::write_stored(&dlp_scratch.out, wrapped);
+                        core::mem::swap(&mut dlp_scratch.out, wrapped);
                     }
-                };
-                match outcome {
-                    Ok(dlp::Outcome::Clean) => {}
-                    Ok(dlp::Outcome::Found { rewritten: true }) => {
-                        if gzip {
-                            // Sent on as gzip, as the headers say.
-                            wrapped.clear();
-                            crate::gzip::write_stored(&dlp_scratch.out, wrapped);
-                            core::mem::swap(&mut dlp_scratch.out, wrapped);
-                        }
-                        d.verdict = Verdict::Sanitize;
-                        d.reason = Reason::Sanitized(Redactions {
-                            scanner,
-                            counts: dlp_scratch.counts,
-                        });
-                        return d;
-                    }
-                    Ok(dlp::Outcome::Found { rewritten: false }) => {
-                        let detector = scanner
-                            .pattern_names()
-                            .zip(dlp_scratch.counts.iter())
-                            .find(|(_, c)| **c > 0)
-                            .map_or("dlp", |(n, _)| n);
-                        d.reason = Reason::DlpDenied { detector };
-                        return d;
-                    }
-                    Err(e) => {
-                        d.reason = Reason::DlpError(e);
-                        return d;
-                    }
+                    return Ok(Reason::Sanitized(Redactions::new(
+                        scanner,
+                        dlp_scratch.counts,
+                    )));
+                }
+                dlp::Outcome::Found { rewritten: false } => {
+                    let detector = scanner
+                        .pattern_names()
+                        .zip(dlp_scratch.counts.iter())
+                        .find(|(_, c)| **c > 0)
+                        .map_or("dlp", |(n, _)| n);
+                    return Err(Reason::DlpDenied { detector });
                 }
             }
         }
-        d.verdict = Verdict::Allow;
-        d.reason = match (plumbing, d.rule) {
-            (Some(method), _) => Reason::McpPlumbing { method },
-            (None, Some(rule)) => Reason::Allowed { rule },
-            (None, None) => Reason::Internal("no rule"),
+        match (plumbing, d.rule) {
+            (Some(method), _) => Ok(Reason::McpPlumbing { method }),
+            (None, Some(rule)) => Ok(Reason::Allowed { rule }),
+            (None, None) => Err(Reason::Internal("no rule")),
+        }
+    }
+
+    /// The framing stage: the body headers have one meaning the tool
+    /// accepts, and the body is within `max_body_bytes`.
+    #[allow(clippy::result_large_err)]
+    fn framing<H: Headers + ?Sized>(
+        &self,
+        tool: &ToolEntry,
+        headers: &H,
+        body: &[u8],
+    ) -> Result<http::Coding, Reason<'static>> {
+        let kind = if tool.mcp_path.is_some() {
+            BodyKind::Json
+        } else {
+            tool.body
         };
-        d
+        let limits = self.model.limits;
+        let coding = http::check_body_headers(headers, kind, tool.gzip, !body.is_empty())
+            .map_err(Reason::Http)?;
+        if body.len() > limits.max_body_bytes as usize {
+            return Err(Reason::Http(HttpError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            }));
+        }
+        Ok(coding)
+    }
+
+    /// The rules stage: the agent's first rule for the action whose `when`
+    /// holds, then its conditions and whether it asks for approval.
+    #[allow(clippy::result_large_err, clippy::too_many_arguments)]
+    fn rules<'a>(
+        &'a self,
+        agent: &'a AgentEntry,
+        tool: &'a ToolEntry,
+        ti: usize,
+        ai: usize,
+        slots: &[Value<'_>],
+        method: &str,
+        d: &mut Decision<'a>,
+    ) -> Result<(), Reason<'a>> {
+        let is_mcp = tool.mcp_path.is_some();
+        let a = tool.actions.get(ai).ok_or(Reason::Internal("action"))?;
+        d.action = Some(&a.name);
+        if is_mcp {
+            d.write = a.write || method == "POST";
+        }
+        let rules = self.rules_for(agent, ti, ai).ok_or(Reason::NotPermitted {
+            tool: &tool.name,
+            action: &a.name,
+        })?;
+        let rule = rules
+            .iter()
+            .find(|r| {
+                let preds = self.model.preds.get(r.when.range()).unwrap_or_default();
+                preds.iter().all(|p| self.holds(p, slots))
+            })
+            .ok_or(Reason::NoRuleApplies {
+                tool: &tool.name,
+                action: &a.name,
+            })?;
+        d.rule = Some(&rule.id);
+        d.cost_usd = rule.cost_usd;
+        let conds = self.model.preds.get(rule.conds.range()).unwrap_or_default();
+        if let Some(p) = conds.iter().find(|p| !self.holds(p, slots)) {
+            let param = tool
+                .params
+                .get(usize::from(p.slot))
+                .map_or(&[][..], |v| v.as_slice());
+            return Err(Reason::ConditionFailed {
+                param,
+                op: &p.op,
+                missing: slots.get(usize::from(p.slot)).is_none_or(Value::is_absent),
+                mcp: is_mcp,
+                ask: rule.approval == Approval::OnFailure,
+            });
+        }
+        if rule.approval == Approval::Always {
+            return Err(Reason::ApprovalRequired { rule: &rule.id });
+        }
+        Ok(())
     }
 
     fn holds(&self, p: &PredEntry, slots: &[Value<'_>]) -> bool {
@@ -1285,176 +978,6 @@ fn bind_template<'a>(template: &[TSeg], path: &'a str, slots: &mut [Value<'a>]) 
     }
 }
 
-enum McpCall {
-    Tool(usize),
-    Plumbing(&'static str),
-}
-
-/// Whether `method path` is a request to `tool`'s MCP server: POST carries
-/// messages, GET opens the server's stream and DELETE ends the session
-/// (Streamable HTTP).
-fn reaches_mcp_server(tool: &ToolEntry, method: &str, path: &str) -> bool {
-    matches!(method, "POST" | "GET" | "DELETE")
-        && tool
-            .mcp_path
-            .as_ref()
-            .is_some_and(|p| PathBytes::new(path).eq(p.bytes()))
-}
-
-/// `GET` (the server's stream of requests and notifications) and `DELETE`
-/// (the end of a session) on an MCP server's path: plumbing, for a session
-/// the server opened, with no body to judge.
-fn mcp_stream<'a, H: Headers + ?Sized>(mut d: Decision<'a>, req: &Request<'a, H>) -> Decision<'a> {
-    let method = if req.method == "GET" { "GET" } else { "DELETE" };
-    match header(req.headers, "mcp-session-id") {
-        HeaderValue::One(v) if !v.trim_ascii().is_empty() => {}
-        HeaderValue::Many => {
-            d.reason = Reason::Http(HttpError::RepeatedHeader("mcp-session-id"));
-            return d;
-        }
-        _ => {
-            d.reason = Reason::McpNoSession { method };
-            return d;
-        }
-    }
-    match req.body {
-        None => {
-            d.verdict = Verdict::NeedBody;
-            d.reason = Reason::NeedBody;
-        }
-        Some(b) if !b.is_empty() => d.reason = Reason::McpStreamBody { method },
-        Some(_) => {
-            d.verdict = Verdict::Allow;
-            d.reason = Reason::McpPlumbing { method };
-        }
-    }
-    d
-}
-
-/// Slots of an MCP tool: 0 `method`, 1 `params.name`, 2 `id`, 3 `jsonrpc`,
-/// 4 `result`, 5 `error`.
-#[allow(clippy::result_large_err)]
-fn mcp_action<'a, H: Headers + ?Sized>(
-    tool: &'a ToolEntry,
-    body: &[u8],
-    slots: &[Value<'_>],
-    headers: &H,
-) -> Result<McpCall, Reason<'a>> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Reason::McpNotObject);
-    }
-    let is_20 = matches!(slots.get(3), Some(Value::Text(v)) if v.eq_bytes(b"2.0"));
-    if !is_20 {
-        return Err(Reason::McpNotRequest);
-    }
-    let method = match slots.first() {
-        Some(Value::Text(m)) => Some(m),
-        Some(Value::Absent) | None => None,
-        Some(_) => return Err(Reason::McpMethodDenied),
-    };
-    let has_id = matches!(slots.get(2), Some(Value::Num(_) | Value::Text(_)));
-    // Headers mirrored from the body (MCP Streamable HTTP, 2026-07-28) must
-    // agree with it: intermediaries route on them, the server reads the body.
-    let name = match slots.get(1) {
-        Some(Value::Text(n)) => Some(n),
-        _ => None,
-    };
-    match header(headers, "mcp-method") {
-        HeaderValue::Missing => {}
-        HeaderValue::Many => return Err(Reason::McpHeaderMismatch("mcp-method")),
-        HeaderValue::One(v) => {
-            if !method.is_some_and(|m| m.eq_bytes(v.as_bytes())) {
-                return Err(Reason::McpHeaderMismatch("mcp-method"));
-            }
-        }
-    }
-    match header(headers, "mcp-name") {
-        HeaderValue::Missing => {}
-        HeaderValue::Many => return Err(Reason::McpHeaderMismatch("mcp-name")),
-        HeaderValue::One(v) => {
-            let mut buf = [0u8; 256];
-            let same = match (mcp_header_value(v, &mut buf), name) {
-                (Some(h), Some(n)) => n.eq_bytes(h),
-                _ => false,
-            };
-            if !same {
-                return Err(Reason::McpHeaderMismatch("mcp-name"));
-            }
-        }
-    }
-    let Some(method) = method else {
-        // The client's answer to a request of the server (elicitation,
-        // sampling, roots): an id and exactly one of `result` and `error`.
-        let present = |i: usize| slots.get(i).is_some_and(|v| !v.is_absent());
-        return if has_id && present(4) != present(5) && name.is_none() {
-            Ok(McpCall::Plumbing(MCP_RESPONSE))
-        } else {
-            Err(Reason::McpNotMessage)
-        };
-    };
-    // Read as the server reads it: escapes decoded.
-    const NOTIFICATIONS: &[u8] = b"notifications/";
-    if method
-        .bytes()
-        .take(NOTIFICATIONS.len())
-        .eq(NOTIFICATIONS.iter().copied())
-    {
-        return if has_id {
-            Err(Reason::McpMethodDenied)
-        } else {
-            Ok(McpCall::Plumbing(MCP_NOTIFICATION))
-        };
-    }
-    if let Some(m) = MCP_GOVERNED.iter().find(|m| method.eq_bytes(m.as_bytes())) {
-        return tool
-            .actions
-            .iter()
-            .position(|a| a.name == *m)
-            .map(McpCall::Tool)
-            .ok_or(Reason::McpMethodDenied);
-    }
-    if !method.eq_bytes(b"tools/call") {
-        return MCP_PLUMBING
-            .iter()
-            .find(|m| method.eq_bytes(m.as_bytes()))
-            .map(|m| McpCall::Plumbing(m))
-            .ok_or(Reason::McpMethodDenied);
-    }
-    // A notification gets no answer, so it cannot be a tool call the
-    // client waits on; refuse rather than guess what the server does.
-    if !has_id {
-        return Err(Reason::McpNotRequest);
-    }
-    let Some(name) = name else {
-        return Err(Reason::McpBadName);
-    };
-    tool.actions
-        .iter()
-        .position(|a| name.eq_bytes(a.name.as_bytes()))
-        .map(McpCall::Tool)
-        .ok_or(Reason::UnknownMcpTool { tool: &tool.name })
-}
-
-/// An MCP header value: plain, or `=?base64?...?=` for names HTTP headers
-/// cannot carry (markers are case-sensitive, as the spec says). `None` for
-/// bad base64 or a name over 256 bytes.
-fn mcp_header_value<'b>(v: &'b str, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
-    use base64::Engine as _;
-    let v = v.trim();
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => {
-            let n = base64::engine::general_purpose::STANDARD
-                .decode_slice(b64.as_bytes(), buf)
-                .ok()?;
-            buf.get(..n)
-        }
-        None => Some(v.as_bytes()),
-    }
-}
-
 /// Whether a query string carries an OAuth-style `access_token` (RFC 6750
 /// section 2.3), however its key is percent-encoded.
 fn has_query_token(query: &str) -> bool {
@@ -1466,27 +989,4 @@ fn has_query_token(query: &str) -> bool {
         }
         .eq_bytes(b"access_token")
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::ToString;
-
-    #[test]
-    fn status_is_a_property_of_the_reason() {
-        let too_large = Reason::Http(HttpError::BodyTooLarge { limit: 1024 });
-        assert_eq!(too_large.status(), 413);
-        assert_eq!(
-            too_large.to_string(),
-            "request body is larger than the 1024 bytes accepted (`max_body_bytes`)"
-        );
-        let denied = Reason::NotPermitted {
-            tool: "stripe-payments",
-            action: "create_refund",
-        };
-        assert_eq!(denied.status(), 403);
-        assert_eq!(Reason::Http(HttpError::HostMismatch).status(), 403);
-        assert_eq!(Reason::Internal("no rule").status(), 500);
-    }
 }

@@ -568,6 +568,18 @@ pub fn check_body_headers<H: Headers + ?Sized>(
     Ok(coding)
 }
 
+/// The parts of an HTTP request the evaluator reads.
+pub struct Request<'r, H: ?Sized> {
+    pub method: &'r str,
+    /// `:authority` / `Host`, possibly with a port.
+    pub authority: &'r str,
+    /// Path with query string.
+    pub path: &'r str,
+    pub headers: &'r H,
+    /// `None`: the body has not arrived yet (headers phase).
+    pub body: Option<&'r [u8]>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ mod eval;
 mod http;
 mod index;
 mod listing;
+mod mcp;
+mod reason;
 mod types;
 
 pub mod jwt;
@@ -41,9 +43,9 @@ pub mod ir;
 use unstable::{bundle, dfa, dlp, gzip, json, params};
 
 pub use bundle::{AgentBudget, Bundle, Envelope, Limits, LoadError, MAGIC as BUNDLE_MAGIC};
-pub use eval::{
-    AgentRef, Caller, Decision, Reason, Request, Scratch, Verdict, MCP_GOVERNED, MCP_PLUMBING,
-};
-pub use http::{Headers, HttpError};
+pub use eval::{AgentRef, Caller, Decision, Routed, Scratch};
+pub use http::{Headers, HttpError, Request};
 pub use listing::{Listing, ToolsList};
-pub use types::{Approval, BodyKind, Detector, DlpAction, Mode};
+pub use mcp::{MCP_GOVERNED, MCP_PLUMBING};
+pub use reason::Reason;
+pub use types::{Approval, BodyKind, Detector, DlpAction, Mode, Verdict};

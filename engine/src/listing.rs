@@ -4,8 +4,9 @@
 //! is still judged on its own.
 
 use crate::bundle::Bundle;
-use crate::eval::{AgentRef, Decision, Reason, Verdict};
-use crate::types::{Approval, Mode};
+use crate::eval::{AgentRef, Decision};
+use crate::reason::Reason;
+use crate::types::{Approval, Mode, Verdict};
 
 /// How one tool of a `tools/list` answer is shown to the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ impl Bundle {
         let Some(action) = t
             .actions
             .iter()
-            .position(|a| a.name == name && !crate::eval::MCP_GOVERNED.contains(&name))
+            .position(|a| a.name == name && !crate::mcp::MCP_GOVERNED.contains(&name))
         else {
             return Listing::Hidden;
         };

@@ -3,8 +3,10 @@
 //! MCP server that has a JSON-RPC id is answered in MCP's own shape (HTTP
 //! 200), so the client's session survives the refusal.
 
-use crate::eval::{Decision, Reason, Verdict};
+use crate::eval::Decision;
 use crate::params::ExtractError;
+use crate::reason::Reason;
+use crate::types::Verdict;
 
 /// The shape of the local reply to a blocked request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

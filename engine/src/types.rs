@@ -110,3 +110,25 @@ impl DlpAction {
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Sanitize,
+    ApprovalNeeded,
+    /// The decision needs the request body; call again with it.
+    NeedBody,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Sanitize => "sanitize",
+            Verdict::ApprovalNeeded => "approval_needed",
+            Verdict::NeedBody => "need_body",
+        }
+    }
+}

@@ -1340,10 +1340,10 @@ proptest! {
     }
 }
 
-/// The body phase of a request reuses the caller the headers phase
-/// authenticated: the token is verified once, when the request starts.
+/// The body stage of a request continues from the route the head stage
+/// made: the token is verified once, when the request starts.
 #[test]
-fn a_known_caller_is_not_authenticated_again() {
+fn a_routed_request_is_not_authenticated_again() {
     let b = Bundle::load(unsigned(), &[]).unwrap();
     let bearer = format!("Bearer {}", token("fin", "acme"));
     let headers: [(&str, &str); 2] = [
@@ -1359,23 +1359,52 @@ fn a_known_caller_is_not_authenticated_again() {
         body: None,
     };
     let mut scratch = Scratch::new();
-    let at_headers = b.decide(&req, Caller::FromRequest, NOW, &mut scratch);
+    let route = b
+        .route(&req, Caller::FromRequest, NOW, &mut scratch)
+        .unwrap();
+    let at_headers = b.judge(&route, &req, &mut scratch);
     assert_eq!(at_headers.verdict, Verdict::NeedBody);
     assert_eq!(at_headers.agent, Some("acme/fin"));
-    let known = Caller::Known(at_headers.caller.unwrap());
+    assert_eq!(at_headers.caller, Some(route.caller()));
 
     // The body arrives after the token expired.
     req.body = Some(body);
     let later = NOW + 3600;
     let again = b.decide(&req, Caller::FromRequest, later, &mut scratch);
     assert_eq!(again.verdict, Verdict::Deny, "{}", again.reason);
-    let resumed = b.decide(&req, known, later, &mut scratch);
+    let resumed = b.judge(&route, &req, &mut scratch);
     assert_eq!(resumed.verdict, Verdict::Allow, "{}", resumed.reason);
     assert_eq!(resumed.agent, Some("acme/fin"));
     assert_eq!(resumed.caller, at_headers.caller);
     // Same verdict as authenticating with a valid token.
     let fresh = b.decide(&req, Caller::FromRequest, NOW, &mut scratch);
     assert_eq!((fresh.verdict, fresh.rule), (resumed.verdict, resumed.rule));
+}
+
+/// A route is only understood by the bundle that made it.
+#[test]
+fn a_route_of_another_bundle_is_refused() {
+    let b = Bundle::load(unsigned(), &[]).unwrap();
+    let headers: [(&str, &str); 1] = [("content-type", "application/json")];
+    let req = Request {
+        method: "POST",
+        authority: "api.pay.test",
+        path: "/v1/pay",
+        headers: &headers[..],
+        body: Some(br#"{"amount": 10, "currency": "eur", "description": "tok"}"#),
+    };
+    let mut scratch = Scratch::new();
+    let caller = Caller::Given {
+        agent: "fin",
+        tenant: Some("acme"),
+    };
+    let route = b.route(&req, caller, NOW, &mut scratch).unwrap();
+    let mut m = model();
+    m.agents.clear();
+    let empty = Bundle::load(&bundle_of(&m), &[]).unwrap();
+    let d = empty.judge(&route, &req, &mut scratch);
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.reason.status(), 500, "{}", d.reason);
 }
 
 #[test]

@@ -37,7 +37,9 @@ use crate::metrics::{self, NONE};
 use crate::reply::{Fields, Reply, Shape};
 use crate::shared::Shared;
 use crate::state_keys as keys;
-use aegis_engine::{AgentRef, Caller, Decision, HttpError, Mode, Request, ToolsList, Verdict};
+use aegis_engine::{
+    Caller, Decision, HttpError, Mode, Reason, Request, Routed, ToolsList, Verdict,
+};
 use std::fmt;
 use std::rc::Rc;
 
@@ -65,20 +67,13 @@ struct Stamp {
     shadow: Option<&'static str>,
 }
 
-/// A request whose body is being buffered.
+/// A request whose body is being buffered: the route its head took, and
+/// the headers the host handed over (the body stages read the method,
+/// path and framing headers from them).
 struct Pending {
-    method: String,
-    authority: String,
-    path: String,
+    route: Routed,
     headers: Vec<(String, String)>,
     request_id: String,
-    agent: Option<String>,
-    /// The caller the headers phase authenticated: a token is verified
-    /// once per request.
-    caller: Option<AgentRef>,
-    tool: Option<String>,
-    action: Option<String>,
-    shadow: bool,
     /// The request came with `content-length`.
     declared_length: bool,
     body_size: usize,
@@ -143,6 +138,14 @@ impl<'a> Final<'a> {
             shape: Shape::of(d, rpc_id.is_some()),
             rpc_id,
         }
+    }
+
+    /// A body over the filter's `max_body_bytes`: a plain HTTP refusal,
+    /// also for an MCP server (its JSON-RPC id has not been read).
+    fn too_large(d: &Decision<'a>, request_id: &'a str) -> Self {
+        let mut f = Final::from_decision(d, request_id, None);
+        f.shape = Shape::Rest;
+        f
     }
 
     /// A refusal decided by the filter itself (no policy decision).
@@ -483,26 +486,30 @@ impl<H: Host> Stream<H> {
             body: complete.then_some(empty),
         };
         let now = unix_secs(t0);
-        let d = shared.with_scratch(|s| shared.bundle.decide(&req, Caller::FromRequest, now, s));
-
-        if d.verdict != Verdict::NeedBody || complete {
-            let mut f = Final::from_decision(&d, &request_id, None);
-            if d.verdict == Verdict::NeedBody {
-                f.internal(Internal(
-                    "the decision needs a body the request does not have".into(),
-                ));
+        let bundle = &shared.bundle;
+        let (route, d) =
+            shared.with_scratch(|s| match bundle.route(&req, Caller::FromRequest, now, s) {
+                Ok(r) => (Some(r), bundle.judge(&r, &req, s)),
+                Err(d) => (None, d),
+            });
+        let route = match route {
+            Some(r) if d.verdict == Verdict::NeedBody && !complete => r,
+            _ => {
+                let mut f = Final::from_decision(&d, &request_id, None);
+                if d.verdict == Verdict::NeedBody {
+                    f.internal(Internal(
+                        "the decision needs a body the request does not have".into(),
+                    ));
+                }
+                return self.conclude(Some(&shared), &f, Phase::Headers, t0);
             }
-            return self.conclude(Some(&shared), &f, Phase::Headers, t0);
-        }
+        };
 
         let shadow = d.mode == Mode::Shadow;
         if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
-            let mut f = Final::from_decision(&d, &request_id, None);
-            f.verdict = Verdict::Deny;
             let e = too_large(shared.max_body_bytes);
-            f.reason = e.to_string();
-            f.status = e.status().into();
-            f.shape = Shape::Rest;
+            let d = bundle.refusal(&route, Reason::Http(e));
+            let f = Final::too_large(&d, &request_id);
             return self.conclude(Some(&shared), &f, Phase::Headers, t0);
         }
         // A rewrite changes the length. Held headers get the new length
@@ -519,14 +526,7 @@ impl<H: Host> Stream<H> {
             }
         }
         let pending = Pending {
-            method: method.to_owned(),
-            authority: authority.to_owned(),
-            path: path.to_owned(),
-            agent: d.agent.map(str::to_owned),
-            caller: d.caller,
-            tool: d.tool.map(str::to_owned),
-            action: d.action.map(str::to_owned),
-            shadow,
+            route,
             request_id,
             headers,
             declared_length: declared.is_some(),
@@ -569,34 +569,26 @@ impl<H: Host> Stream<H> {
         let Some(p) = self.take_pending() else {
             return Flow::Continue;
         };
+        let bundle = &shared.bundle;
         if over {
             let e = too_large(shared.max_body_bytes);
-            let mut f = Final::plain(
-                Verdict::Deny,
-                e.to_string(),
-                e.status().into(),
-                &p.request_id,
-            );
-            f.agent = p.agent.as_deref();
-            f.tool = p.tool.as_deref();
-            f.action = p.action.as_deref();
-            f.shadow = p.shadow;
+            let d = bundle.refusal(&p.route, Reason::Http(e));
+            let f = Final::too_large(&d, &p.request_id);
             return self.conclude(Some(&shared), &f, Phase::Body, t0);
         }
 
         let body = self.host.request_body(p.body_size);
         let req = Request {
-            method: &p.method,
-            authority: &p.authority,
-            path: &p.path,
+            method: find(&p.headers, ":method").unwrap_or_default(),
+            // The route has the tool: the body stages do not read it.
+            authority: "",
+            path: find(&p.headers, ":path").unwrap_or_default(),
             headers: p.headers.as_slice(),
             body: Some(&body),
         };
-        let now = unix_secs(t0);
-        let caller = p.caller.map_or(Caller::FromRequest, Caller::Known);
         shared.with_scratch(|scratch| {
-            let d = shared.bundle.decide(&req, caller, now, scratch);
-            if let Some(list) = shared.bundle.tools_list(&d) {
+            let d = bundle.judge(&p.route, &req, scratch);
+            if let Some(list) = bundle.tools_list(&d) {
                 self.expect_list_answer(&shared, list);
             }
             let mut f = Final::from_decision(&d, &p.request_id, scratch.rpc_id.json());
