@@ -8,7 +8,8 @@
 //! What users of the engine need is at the crate root: load a [`Bundle`],
 //! give it a [`Request`] and a [`Caller`] with a [`Scratch`] made once, and
 //! read the [`Decision`]. Beside it, the contracts other crates share:
-//! [`jwt`] (agent tokens), [`reply`] (how a refusal is worded and shaped),
+//! [`jwt`] (agent tokens), [`digest`] (which call an approval is for),
+//! [`reply`] (how a refusal is worded and shaped),
 //! [`locator`] (where a blob holds its bundle), [`trust`] (which signers are
 //! accepted), and with `compile` the [`ir`] and its [`builder`].
 //! [`unstable`] is for the project's own tests and benches.
@@ -26,6 +27,7 @@ mod mcp;
 mod reason;
 mod types;
 
+pub mod digest;
 pub mod jwt;
 pub mod locator;
 pub mod reply;
