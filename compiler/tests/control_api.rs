@@ -221,6 +221,14 @@ fn approvals(s: &Serve) {
             .contains("vendor not on the list"),
         "{e}"
     );
+    // A gateway words its own refusal from these.
+    assert_eq!(e["error"]["comment"], "vendor not on the list", "{e}");
+    assert!(
+        e["error"]["decided_by"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "{e}"
+    );
 
     // Lists are per tenant.
     let (_, mine) = s.get("/v1/approvals", Some(&alice));

@@ -11,6 +11,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Fields added to the error object for a client that acts on them
+    /// (who denied an approval, and why).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -19,7 +22,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same error with `details` added to its error object.
+    pub fn with_details(mut self, details: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.details = Some(details);
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -78,9 +88,14 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {"type": self.kind(), "code": self.code, "message": self.message}
-        });
+        let mut error = serde_json::Map::new();
+        error.insert("type".into(), self.kind().into());
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
+        for (k, v) in self.details.into_iter().flatten() {
+            error.entry(k).or_insert(v);
+        }
+        let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

@@ -77,9 +77,12 @@
 //!   than zero whose exponent (as written, or as `e` at any step) does not
 //!   fit a signed 64-bit integer is an error.
 
-use crate::http::PathBytes;
+use crate::bundle::Bundle;
+use crate::eval::Routed;
+use crate::http::{Headers, PathBytes, Request};
 use crate::json::{Event, JStr, JsonError, JsonErrorKind, Parser, MAX_DEPTH_LIMIT};
 use crate::params::{validate_pct, Enc, Text};
+use crate::types::BodyKind;
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 use core::fmt;
@@ -538,6 +541,87 @@ fn write_str(bytes: impl Iterator<Item = u8>, out: &mut Vec<u8>) {
         }
     }
     out.push(b'"');
+}
+
+/// Why a routed request has no digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestDigestError {
+    /// The route was made by another bundle.
+    Route,
+    /// The request line or body headers have no single meaning.
+    Http(crate::http::HttpError),
+    Gzip(crate::gzip::GzipError),
+    Digest(DigestError),
+}
+
+impl fmt::Display for RequestDigestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestDigestError::Route => f.write_str("the route belongs to another bundle"),
+            RequestDigestError::Http(e) => write!(f, "{e}"),
+            RequestDigestError::Gzip(e) => write!(f, "{e}"),
+            RequestDigestError::Digest(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Bundle {
+    /// The approval digest of a routed request, whose action the body
+    /// stages found (`action`, a name of the route's tool); `req.authority`
+    /// is the tool host the route was made for. A gzip body is digested as
+    /// it inflates, like the engine reads it. Runs only for calls that
+    /// need approval: it allocates.
+    pub fn approval_digest<H: Headers + ?Sized>(
+        &self,
+        route: &Routed,
+        action: &str,
+        req: &Request<'_, H>,
+    ) -> Result<[u8; 32], RequestDigestError> {
+        let host = crate::http::host_of(req.authority).map_err(RequestDigestError::Http)?;
+        let agent = self
+            .agent(route.caller())
+            .ok_or(RequestDigestError::Route)?;
+        let tool = self
+            .model
+            .tools
+            .get(route.tool())
+            .ok_or(RequestDigestError::Route)?;
+        let (path, query) = crate::http::split_path(req.path).map_err(RequestDigestError::Http)?;
+        let raw = req.body.unwrap_or_default();
+        let mcp = tool.mcp_path.is_some();
+        let kind = if mcp { BodyKind::Json } else { tool.body };
+        let coding = crate::http::check_body_headers(req.headers, kind, tool.gzip, !raw.is_empty())
+            .map_err(RequestDigestError::Http)?;
+        let mut inflater;
+        let body = if coding == crate::http::Coding::Gzip && !raw.is_empty() {
+            let limit = self.model.limits.max_body_bytes;
+            inflater = crate::gzip::Inflater::new(limit as usize);
+            inflater
+                .inflate(raw, limit)
+                .map_err(RequestDigestError::Gzip)?
+        } else {
+            raw
+        };
+        let shape = match (mcp, tool.body) {
+            _ if body.is_empty() => BodyShape::None,
+            (true, _) => BodyShape::Mcp(body),
+            (false, BodyKind::Json) => BodyShape::Json(body),
+            (false, BodyKind::Form) => BodyShape::Form(body),
+            (false, BodyKind::None) => BodyShape::None,
+        };
+        let call = Call {
+            tenant: agent.tenant.as_deref(),
+            agent: &agent.name,
+            tool: &tool.name,
+            action,
+            method: req.method,
+            host,
+            path,
+            query: query.unwrap_or_default(),
+            body: shape,
+        };
+        approval_digest(&call).map_err(RequestDigestError::Digest)
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,11 @@ impl Routed {
     pub fn caller(&self) -> AgentRef {
         self.caller
     }
+
+    /// The tool's index in the bundle's tools.
+    pub fn tool(&self) -> usize {
+        usize::from(self.tool)
+    }
 }
 
 /// The verdict and everything a decision log needs.
@@ -599,6 +604,17 @@ impl Bundle {
             }
         }
         None
+    }
+
+    /// The tenant (if any) and name of the agent a route was made for.
+    pub fn agent_of(&self, route: &Routed) -> Option<(Option<&str>, &str)> {
+        self.agent(route.caller)
+            .map(|a| (a.tenant.as_deref(), a.name.as_str()))
+    }
+
+    /// The agent's `budget` (daily USD, calls per second), if it has one.
+    pub fn budget_of(&self, route: &Routed) -> Option<crate::bundle::AgentBudget> {
+        self.agent(route.caller).and_then(|a| a.budget)
     }
 
     /// The decision a route starts from: who, which tool and action.

@@ -104,6 +104,55 @@ pub enum Reason<'a> {
     DlpError(dlp::DlpError),
     Sanitized(Redactions<'a>),
     Internal(&'static str),
+    /// The agent's `budget.rps` is used up for now (a token bucket per
+    /// proxy).
+    RateLimited {
+        rps: f64,
+    },
+    /// The rate limit could not be checked (the proxy's shared data
+    /// failed): limited rather than let through unlimited.
+    RateUnchecked,
+    /// The agent's `budget.daily_usd` is spent for today (UTC).
+    BudgetExhausted {
+        limit_usd: f64,
+    },
+    /// The control plane did not answer usefully for a call that writes:
+    /// refused (fail closed). `what`: the budget or the approval; `why`:
+    /// timed out, could not connect, answered something else.
+    ControlPlaneUnavailable {
+        what: &'static str,
+        why: &'a str,
+    },
+    /// The control plane did not answer usefully for a call that only
+    /// reads: let through without the check (fail open), and counted.
+    FailedOpen {
+        what: &'static str,
+        why: &'a str,
+    },
+    /// A human approval was asked for and is not decided yet: retry the
+    /// same call with `x-aegis-approval: <id>` once it is.
+    ApprovalPending {
+        rule: &'a str,
+        id: &'a str,
+    },
+    /// The approver said no.
+    ApprovalDenied {
+        id: &'a str,
+        by: &'a str,
+        comment: &'a str,
+    },
+    /// The approval named in `x-aegis-approval` cannot be used for this
+    /// call: `why` says which of used, another call, expired, unknown.
+    ApprovalRefused {
+        id: &'a str,
+        why: &'static str,
+    },
+    /// Allowed once a person approved it.
+    Approved {
+        rule: &'a str,
+        id: &'a str,
+        by: &'a str,
+    },
 }
 
 /// Per-detector counts of what DLP rewrote.
@@ -316,6 +365,46 @@ impl fmt::Display for Reason<'_> {
                 write!(f, "sensitive data in the request body was sanitized ({r})")
             }
             Reason::Internal(e) => write!(f, "internal error: {e}"),
+            Reason::RateLimited { rps } => {
+                write!(f, "rate limit of {rps} calls per second for this agent is exceeded")
+            }
+            Reason::RateUnchecked => {
+                f.write_str("the rate limit could not be checked (proxy shared data failed)")
+            }
+            Reason::BudgetExhausted { limit_usd } => write!(
+                f,
+                "the agent's daily budget of {limit_usd} USD is spent; it resets at 00:00 UTC"
+            ),
+            Reason::ControlPlaneUnavailable { what, why } => write!(
+                f,
+                "the {what} could not be checked with the aegis control plane ({why}); calls \
+                 that write are refused until it answers"
+            ),
+            Reason::FailedOpen { what, why } => write!(
+                f,
+                "allowed without the {what} check: the aegis control plane failed ({why}) and \
+                 calls that only read go on"
+            ),
+            Reason::ApprovalPending { rule, id } => write!(
+                f,
+                "rule `{rule}` requires human approval: approval `{id}` is pending; once it is \
+                 approved, send the same call again with header `x-aegis-approval: {id}`"
+            ),
+            Reason::ApprovalDenied { id, by, comment } => {
+                write!(f, "approval `{id}` was denied by `{}`", Said(by))?;
+                if !comment.is_empty() {
+                    write!(f, ": {}", Said(comment))?;
+                }
+                Ok(())
+            }
+            Reason::ApprovalRefused { id, why } => {
+                write!(f, "approval `{}` cannot be used: {why}", Shown(id))
+            }
+            Reason::Approved { rule, id, by } => write!(
+                f,
+                "allowed by rule `{rule}`, approved by `{}` (approval `{id}`)",
+                Said(by)
+            ),
         }
     }
 }
@@ -329,6 +418,10 @@ impl Reason<'_> {
         match self {
             Reason::Http(e) => e.status(),
             Reason::Internal(_) => 500,
+            Reason::RateLimited { .. } | Reason::RateUnchecked | Reason::BudgetExhausted { .. } => {
+                429
+            }
+            Reason::ControlPlaneUnavailable { .. } => 503,
             _ => 403,
         }
     }
@@ -337,12 +430,15 @@ impl Reason<'_> {
     /// its reason's.
     pub fn verdict(&self) -> Verdict {
         match self {
-            Reason::Allowed { .. } | Reason::McpPlumbing { .. } => Verdict::Allow,
+            Reason::Allowed { .. }
+            | Reason::McpPlumbing { .. }
+            | Reason::Approved { .. }
+            | Reason::FailedOpen { .. } => Verdict::Allow,
             Reason::Sanitized(_) => Verdict::Sanitize,
             Reason::NeedBody => Verdict::NeedBody,
-            Reason::ApprovalRequired { .. } | Reason::ConditionFailed { ask: true, .. } => {
-                Verdict::ApprovalNeeded
-            }
+            Reason::ApprovalRequired { .. }
+            | Reason::ApprovalPending { .. }
+            | Reason::ConditionFailed { ask: true, .. } => Verdict::ApprovalNeeded,
             _ => Verdict::Deny,
         }
     }
@@ -359,7 +455,33 @@ impl Reason<'_> {
                 | Reason::ConditionFailed { .. }
                 | Reason::ApprovalRequired { .. }
                 | Reason::DlpDenied { .. }
+                | Reason::RateLimited { .. }
+                | Reason::RateUnchecked
+                | Reason::BudgetExhausted { .. }
+                | Reason::ControlPlaneUnavailable { .. }
+                | Reason::ApprovalPending { .. }
+                | Reason::ApprovalDenied { .. }
+                | Reason::ApprovalRefused { .. }
         )
+    }
+}
+
+/// What a person wrote (an approver's name or comment) shown in a reason:
+/// at most 200 characters, control characters and backticks as `?`, so it
+/// reads as written but cannot break a log line.
+struct Said<'a>(&'a str);
+
+impl fmt::Display for Said<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 200;
+        for (i, c) in self.0.chars().enumerate() {
+            if i == MAX {
+                return f.write_str("...");
+            }
+            let c = if c.is_control() || c == '`' { '?' } else { c };
+            fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
     }
 }
 

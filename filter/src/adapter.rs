@@ -20,7 +20,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The filter's version, logged at VM start.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -167,6 +167,34 @@ impl Host for ProxyHost {
     fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
         status(hostcalls::record_metric(id, value))
     }
+
+    fn dispatch_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, String> {
+        status(hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            Duration::from_millis(timeout_ms),
+        ))
+    }
+
+    fn call_response_headers(&self) -> Vec<(String, String)> {
+        header_map(MapType::HttpCallResponseHeaders)
+    }
+
+    fn call_response_body(&self, len: usize) -> Vec<u8> {
+        buffer(BufferType::HttpCallResponseBody, len)
+    }
+
+    fn resume_request(&self) -> Result<(), String> {
+        status(hostcalls::resume_http_request())
+    }
 }
 
 /// Logs a panic through the host before the VM aborts.
@@ -293,7 +321,17 @@ fn action(flow: Flow) -> Action {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.stream.on_call_response(token_id, body_size);
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

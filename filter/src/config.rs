@@ -53,6 +53,42 @@ pub struct Config {
     pub tool_host_from_route: bool,
     /// Size of each VM's verified-token cache (`entries: 0`: off).
     pub token_cache: TokenCacheConfig,
+    /// The control plane the filter calls for budgets and approvals, and
+    /// polls for bundles; `None`: no calls out of the proxy.
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// What the filter does with a call when the control plane fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    Allow,
+    Deny,
+}
+
+/// How the filter reaches the control plane (`control_plane`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// The Envoy cluster the calls go to.
+    pub cluster: String,
+    /// `:authority` of the calls.
+    pub authority: String,
+    /// The gateway's service token, as `Bearer <token>`.
+    pub bearer: String,
+    /// Each call's timeout (Envoy ends the call after it).
+    pub timeout_ms: u64,
+    /// How often a worker polls for a new bundle; 0: never.
+    pub bundle_poll_ms: u64,
+    /// How long a call that needs approval is held while a person decides;
+    /// 0: answered at once with the approval's id.
+    pub approval_hold_ms: u64,
+    /// A lease asks for this many calls of the rule's cost.
+    pub lease_calls: u32,
+    /// How often running leases report what they spent.
+    pub settle_ms: u64,
+    /// What a read does when the control plane fails it.
+    pub reads: OnFailure,
+    /// What a write (POST, PUT, PATCH, DELETE, `write: true`) does.
+    pub writes: OnFailure,
 }
 
 impl Default for Config {
@@ -65,6 +101,7 @@ impl Default for Config {
             filter_state: keys::EVERY,
             tool_host_from_route: false,
             token_cache: TokenCacheConfig::DEFAULT,
+            control_plane: None,
         }
     }
 }
@@ -86,6 +123,98 @@ struct Raw {
     tool_host_from_route: bool,
     #[serde(default)]
     token_cache: Option<RawTokenCache>,
+    #[serde(default)]
+    control_plane: Option<RawControlPlane>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControlPlane {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    token: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    bundle_poll_ms: Option<u64>,
+    #[serde(default)]
+    approval_hold_ms: Option<u64>,
+    #[serde(default)]
+    lease_calls: Option<u64>,
+    #[serde(default)]
+    settle_ms: Option<u64>,
+    #[serde(default)]
+    on_failure: Option<RawOnFailure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnFailure {
+    #[serde(default)]
+    reads: Option<String>,
+    #[serde(default)]
+    writes: Option<String>,
+}
+
+/// `key` of `control_plane`: `default` when absent, else within
+/// `min..=max`.
+fn ranged(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, String> {
+    match v {
+        None => Ok(default),
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(n) => Err(format!(
+            "`control_plane.{key}` must be between {min} and {max}, not {n}"
+        )),
+    }
+}
+
+fn on_failure(key: &str, v: Option<String>, default: OnFailure) -> Result<OnFailure, String> {
+    match v.as_deref() {
+        None => Ok(default),
+        Some("allow") => Ok(OnFailure::Allow),
+        Some("deny") => Ok(OnFailure::Deny),
+        Some(other) => Err(format!(
+            "`control_plane.on_failure.{key}` must be `allow` or `deny`, not `{other}`"
+        )),
+    }
+}
+
+impl RawControlPlane {
+    fn check(self) -> Result<ControlPlane, String> {
+        let cluster = self.cluster.trim().to_owned();
+        if cluster.is_empty() {
+            return Err("`control_plane.cluster` is empty".into());
+        }
+        let token = self.token.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err("`control_plane.token` must be the gateway's service token".into());
+        }
+        let authority = self.authority.unwrap_or_else(|| cluster.clone());
+        let bundle_poll_ms = match self.bundle_poll_ms {
+            Some(0) => 0,
+            v => ranged("bundle_poll_ms", v, 10_000, 1_000, 86_400_000)?,
+        };
+        let (reads, writes) = match self.on_failure {
+            None => (OnFailure::Allow, OnFailure::Deny),
+            Some(f) => (
+                on_failure("reads", f.reads, OnFailure::Allow)?,
+                on_failure("writes", f.writes, OnFailure::Deny)?,
+            ),
+        };
+        Ok(ControlPlane {
+            bearer: format!("Bearer {token}"),
+            timeout_ms: ranged("timeout_ms", self.timeout_ms, 300, 1, 60_000)?,
+            bundle_poll_ms,
+            approval_hold_ms: ranged("approval_hold_ms", self.approval_hold_ms, 0, 0, 600_000)?,
+            lease_calls: ranged("lease_calls", self.lease_calls, 10, 1, 100_000)? as u32,
+            settle_ms: ranged("settle_ms", self.settle_ms, 1_000, 100, 3_600_000)?,
+            reads,
+            writes,
+            cluster,
+            authority,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -239,6 +368,7 @@ impl Config {
             filter_state,
             tool_host_from_route: raw.tool_host_from_route,
             token_cache,
+            control_plane: raw.control_plane.map(RawControlPlane::check).transpose()?,
         })
     }
 }

@@ -65,4 +65,22 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String>;
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), String>;
     fn record_metric(&self, id: u32, value: u64) -> Result<(), String>;
+    /// Starts an HTTP call to the Envoy cluster `cluster` (`headers`
+    /// include `:method`, `:path` and `:authority`). The answer comes later,
+    /// to the context that made the call, with the token returned here;
+    /// Envoy ends the call after `timeout_ms`.
+    fn dispatch_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, String>;
+    /// The headers of the call answer being delivered (`:status`
+    /// included); none when the call failed or was reset.
+    fn call_response_headers(&self) -> Vec<(String, String)>;
+    /// The body of the call answer being delivered, at most `len` bytes.
+    fn call_response_body(&self, len: usize) -> Vec<u8>;
+    /// Lets a request the filter paused go on (upstream).
+    fn resume_request(&self) -> Result<(), String>;
 }

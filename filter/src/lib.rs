@@ -18,6 +18,7 @@
 //! See `README.md` for the configuration, filter state and metrics.
 
 mod adapter;
+mod callout;
 mod config;
 mod embedded;
 mod host;

@@ -26,6 +26,19 @@ pub struct Fields<'a> {
     pub rule: Option<&'a str>,
     pub policy_version: Option<&'a str>,
     pub request_id: &'a str,
+    /// The approval a call waits for: retry it with `x-aegis-approval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef<'a>>,
+}
+
+/// An approval, as the agent is told about it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ApprovalRef<'a> {
+    pub id: &'a str,
+    /// Where its status can be read (`GET`, with a viewer token).
+    pub url: &'a str,
+    /// Unix seconds: decided and redeemed by then, or gone.
+    pub expires_at: i64,
 }
 
 /// The error object REST SDKs read.
@@ -185,6 +198,7 @@ mod tests {
             rule: None,
             policy_version: Some("v1"),
             request_id: "abc",
+            approval: None,
         }
     }
 

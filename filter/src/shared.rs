@@ -6,7 +6,7 @@
 //! `Rc` and `RefCell` are enough (and `try_borrow_mut` keeps even a broken
 //! assumption from trapping).
 
-use crate::config::Config;
+use crate::config::{Config, ControlPlane};
 use crate::metrics::Metrics;
 use crate::reply::RequestIds;
 use aegis_engine::jwt::TokenCacheConfig;
@@ -45,6 +45,8 @@ pub struct Shared {
     scratch: RefCell<Scratch>,
     pub metrics: Rc<RefCell<Metrics>>,
     pub ids: Rc<RequestIds>,
+    /// The control plane for budgets and approvals; `None`: no calls out.
+    pub control: Option<ControlPlane>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -121,6 +123,7 @@ impl Shared {
             dlp_agents,
             metrics,
             ids,
+            control: config.control_plane,
         })
     }
 

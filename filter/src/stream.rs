@@ -31,10 +31,14 @@
 //! and is enforced), because the headers may be on their way upstream
 //! before the body is judged.
 
+mod gate;
+
+pub use gate::APPROVAL_HEADER;
+
 use crate::host::{Host, Level};
 use crate::listing::{self, Framing};
 use crate::metrics::{self, NONE};
-use crate::reply::{Fields, Reply, Shape};
+use crate::reply::{ApprovalRef, Fields, Reply, Shape};
 use crate::shared::Shared;
 use crate::state_keys as keys;
 use aegis_engine::{
@@ -88,6 +92,8 @@ enum State {
     Forward,
     /// Answered locally; nothing more goes upstream.
     Blocked,
+    /// Paused for the control plane's answer (see `gate`).
+    Calling(Box<gate::Held>),
 }
 
 /// An allowed MCP `tools/list` whose answer is filtered for the agent.
@@ -121,6 +127,8 @@ struct Final<'a> {
     shape: Shape,
     /// The MCP request's JSON-RPC id, as JSON text.
     rpc_id: Option<&'a [u8]>,
+    /// The approval the call waits for.
+    approval: Option<ApprovalRef<'a>>,
 }
 
 impl<'a> Final<'a> {
@@ -137,6 +145,7 @@ impl<'a> Final<'a> {
             request_id,
             shape: Shape::of(d, rpc_id.is_some()),
             rpc_id,
+            approval: None,
         }
     }
 
@@ -162,6 +171,7 @@ impl<'a> Final<'a> {
             request_id,
             shape: Shape::Rest,
             rpc_id: None,
+            approval: None,
         }
     }
 
@@ -388,7 +398,7 @@ impl<H: Host> Stream<H> {
                 return Flow::Pause;
             }
             State::Buffering(_) => {}
-            State::Blocked => return Flow::Pause,
+            State::Blocked | State::Calling(_) => return Flow::Pause,
             State::Start | State::Forward => return Flow::Continue,
         }
         let t0 = self.host.now_nanos();
@@ -401,7 +411,7 @@ impl<H: Host> Stream<H> {
     pub fn on_request_trailers(&mut self) -> Flow {
         match self.state {
             State::Buffering(_) => {}
-            State::Blocked => return Flow::Pause,
+            State::Blocked | State::Calling(_) => return Flow::Pause,
             State::Start | State::Forward => return Flow::Continue,
         }
         let t0 = self.host.now_nanos();
@@ -414,7 +424,7 @@ impl<H: Host> Stream<H> {
     /// request is still undecided (a decided request has recorded its
     /// latency already).
     fn account(&mut self, t0: u64) {
-        if !matches!(self.state, State::Buffering(_)) {
+        if !matches!(self.state, State::Buffering(_) | State::Calling(_)) {
             return;
         }
         let spent = self.host.now_nanos().saturating_sub(t0);
@@ -435,7 +445,8 @@ impl<H: Host> Stream<H> {
         // The agent's credential never goes upstream, whatever the verdict:
         // the tool gets its own key from the proxy. The decision reads the
         // copy taken above.
-        for name in shared.bundle.credential_headers() {
+        let aegis_headers = [APPROVAL_HEADER];
+        for name in shared.bundle.credential_headers().chain(aegis_headers) {
             if find(&headers, name).is_some() {
                 if let Err(e) = self.host.set_request_header(name, None) {
                     self.host.log(
@@ -500,6 +511,18 @@ impl<H: Host> Stream<H> {
                     f.internal(Internal(
                         "the decision needs a body the request does not have".into(),
                     ));
+                }
+                if let Some(r) = &route {
+                    let cx = gate::Ctx {
+                        phase: Phase::Headers,
+                        headers: &headers,
+                        body: &[],
+                        request_id: &request_id,
+                        t0,
+                    };
+                    if let Some(flow) = self.gate(&shared, r, &d, &f, &cx) {
+                        return flow;
+                    }
                 }
                 return self.conclude(Some(&shared), &f, Phase::Headers, t0);
             }
@@ -617,7 +640,17 @@ impl<H: Host> Stream<H> {
                 }
                 _ => {}
             }
-            self.conclude(Some(&shared), &f, Phase::Body, t0)
+            let cx = gate::Ctx {
+                phase: Phase::Body,
+                headers: &p.headers,
+                body: &body,
+                request_id: &p.request_id,
+                t0,
+            };
+            match self.gate(&shared, &p.route, &d, &f, &cx) {
+                Some(flow) => flow,
+                None => self.conclude(Some(&shared), &f, Phase::Body, t0),
+            }
         })
     }
 
@@ -681,12 +714,16 @@ impl<H: Host> Stream<H> {
             rule: f.rule,
             policy_version: shared.map(|s| s.bundle.policy_version()),
             request_id: f.request_id,
+            approval: f.approval,
         };
         let reply = Reply::build(f.shape, f.status, &fields, f.rpc_id);
-        let headers = [
+        let mut headers = vec![
             ("content-type", "application/json"),
             (DECISION_HEADER, decision),
         ];
+        if let Some(a) = &f.approval {
+            headers.push((APPROVAL_HEADER, a.id));
+        }
         if let Err(e) = self
             .host
             .send_local_response(reply.status, &headers, &reply.body)

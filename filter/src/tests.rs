@@ -212,6 +212,34 @@ struct Mock {
     response_headers: RefCell<Vec<(String, String)>>,
     response_body: RefCell<Vec<u8>>,
     route_host: RefCell<Option<String>>,
+    /// Calls the filter made: cluster, headers, body, timeout.
+    calls: RefCell<Vec<MockCall>>,
+    /// The answer being delivered to `on_call_response`.
+    call_answer: RefCell<CallAnswer>,
+    resumed: Cell<u32>,
+}
+
+/// A call answer: headers (none for a reset) and body.
+type CallAnswer = (Vec<(String, String)>, Vec<u8>);
+
+#[derive(Debug, Clone)]
+struct MockCall {
+    cluster: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    timeout_ms: u64,
+}
+
+impl MockCall {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.body.as_deref().unwrap_or(b"null")).unwrap()
+    }
 }
 
 impl<T: Host + ?Sized> Host for Rc<T> {
@@ -267,6 +295,24 @@ impl<T: Host + ?Sized> Host for Rc<T> {
     }
     fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
         (**self).record_metric(id, value)
+    }
+    fn dispatch_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, String> {
+        (**self).dispatch_call(cluster, headers, body, timeout_ms)
+    }
+    fn call_response_headers(&self) -> Vec<(String, String)> {
+        (**self).call_response_headers()
+    }
+    fn call_response_body(&self, len: usize) -> Vec<u8> {
+        (**self).call_response_body(len)
+    }
+    fn resume_request(&self) -> Result<(), String> {
+        (**self).resume_request()
     }
 }
 
@@ -367,6 +413,36 @@ impl Host for Mock {
             .entry(id)
             .or_default()
             .push(value);
+        Ok(())
+    }
+    fn dispatch_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, String> {
+        let mut calls = self.calls.borrow_mut();
+        calls.push(MockCall {
+            cluster: cluster.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.map(<[u8]>::to_vec),
+            timeout_ms,
+        });
+        Ok(u32::try_from(calls.len()).unwrap())
+    }
+    fn call_response_headers(&self) -> Vec<(String, String)> {
+        self.call_answer.borrow().0.clone()
+    }
+    fn call_response_body(&self, len: usize) -> Vec<u8> {
+        let a = self.call_answer.borrow();
+        a.1.get(..len.min(a.1.len())).unwrap_or_default().to_vec()
+    }
+    fn resume_request(&self) -> Result<(), String> {
+        self.resumed.set(self.resumed.get() + 1);
         Ok(())
     }
 }
@@ -1536,3 +1612,5 @@ fn a_deny_the_headers_decide_is_answered_before_any_body() {
         assert_eq!(m.replies.borrow().len(), 1, "{why}");
     }
 }
+
+mod approvals;

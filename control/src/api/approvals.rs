@@ -480,7 +480,11 @@ pub async fn redeem(
         "pending" => Err(ApiError::conflict("not_decided", format!("approval `{id}` is still pending"))),
         "denied" => {
             let comment = a.json.get("comment").and_then(Value::as_str).unwrap_or("");
-            Err(ApiError::forbidden("denied", format!("approval `{id}` was denied by `{}`: {comment}", a.decided_by.clone().unwrap_or_default())))
+            let by = a.decided_by.clone().unwrap_or_default();
+            let mut details = serde_json::Map::new();
+            details.insert("decided_by".into(), by.clone().into());
+            details.insert("comment".into(), comment.into());
+            Err(ApiError::forbidden("denied", format!("approval `{id}` was denied by `{by}`: {comment}")).with_details(details))
         }
         _ => Err(ApiError::new(StatusCode::GONE, "expired", format!("approval `{id}` has expired"))),
     };

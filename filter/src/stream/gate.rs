@@ -1,0 +1,489 @@
+//! After the policy: the stages that need state beyond one request. An
+//! enforced call the policy let through (or that needs approval) passes
+//! them in this order:
+//!
+//! 1. approval: a call that needs one creates it at the control plane, and
+//!    is held while a person decides (`approval_hold_ms`) or answered at
+//!    once with the approval's id; a retry with `x-aegis-approval: <id>`
+//!    redeems it (once, for the same call: the digest must match);
+//! 2. budget and rate, for the call about to go upstream (see `budget`
+//!    and `rate`).
+//!
+//! Each call to the control plane pauses the request; its answer resumes
+//! the stage. A call that fails (no answer, Envoy's timeout, an answer the
+//! API does not promise) goes by the fail policy: writes refused, reads
+//! let through, unless configured otherwise. Nothing here traps, and no
+//! request waits longer than the hold time plus one call timeout.
+
+use super::{Final, Phase, State, Stream};
+use crate::callout::{self, Call, Failure, NewApproval, Redeemed, Status, Summary};
+use crate::config::{ControlPlane, OnFailure};
+use crate::host::{Host, Level};
+use crate::reply::ApprovalRef;
+use crate::shared::Shared;
+use aegis_engine::digest::to_hex;
+use aegis_engine::{Decision, Mode, Reason, Request, Routed, Verdict};
+use std::rc::Rc;
+
+/// Header of an agent's retry that redeems an approval.
+pub const APPROVAL_HEADER: &str = "x-aegis-approval";
+
+/// Longest single long-poll of an approval's status (the control plane's
+/// own limit).
+const MAX_WAIT_S: u64 = 60;
+
+/// An outcome kept across calls to the control plane: a [`Final`] with
+/// owned text.
+#[derive(Debug, Clone)]
+pub(super) struct Kept {
+    action: Option<String>,
+    rule: Option<String>,
+    rpc_id: Option<Vec<u8>>,
+}
+
+impl Kept {
+    fn of(f: &Final<'_>) -> Kept {
+        Kept {
+            action: f.action.map(str::to_owned),
+            rule: f.rule.map(str::to_owned),
+            rpc_id: f.rpc_id.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// What a held request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    Poll,
+    Redeem,
+}
+
+/// The approval a held request is about.
+#[derive(Debug, Clone)]
+struct Approval {
+    id: String,
+    url: String,
+    expires_at: i64,
+    digest: String,
+    /// Hold the request until then (Unix nanoseconds); 0: do not hold.
+    hold_until: u64,
+}
+
+/// A request paused for a call to the control plane.
+pub(super) struct Held {
+    token: u32,
+    step: Step,
+    route: Routed,
+    phase: Phase,
+    request_id: String,
+    write: bool,
+    /// The policy's outcome (`approval_needed`), for the answers that keep
+    /// it.
+    kept: Kept,
+    approval: Approval,
+}
+
+/// What the gate needs of the request beyond the decision.
+pub(super) struct Ctx<'r> {
+    pub phase: Phase,
+    pub headers: &'r [(String, String)],
+    pub body: &'r [u8],
+    pub request_id: &'r str,
+    pub t0: u64,
+}
+
+fn find<'h, 'n>(
+    headers: &'h [(String, String)],
+    name: &'n str,
+) -> impl Iterator<Item = &'h str> + use<'h, 'n> {
+    headers
+        .iter()
+        .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl<H: Host> Stream<H> {
+    /// Runs the gate on an enforced decision. `None`: nothing to do here,
+    /// conclude with `f` as it is; `Some`: the gate took the request over
+    /// (paused it for a call, or answered it).
+    pub(super) fn gate(
+        &mut self,
+        shared: &Rc<Shared>,
+        route: &Routed,
+        d: &Decision<'_>,
+        f: &Final<'_>,
+        cx: &Ctx<'_>,
+    ) -> Option<super::Flow> {
+        if d.mode != Mode::Enforce || d.verdict != Verdict::ApprovalNeeded {
+            return None;
+        }
+        let cp = shared.control.as_ref()?;
+        let mut held = Held {
+            token: 0,
+            step: Step::Create,
+            route: *route,
+            phase: cx.phase,
+            request_id: cx.request_id.to_owned(),
+            write: d.write,
+            kept: Kept::of(f),
+            approval: Approval {
+                id: String::new(),
+                url: String::new(),
+                expires_at: 0,
+                digest: String::new(),
+                hold_until: 0,
+            },
+        };
+        let refuse = |s: &mut Self, reason: Reason<'_>| {
+            let d = shared.bundle.refusal(route, reason);
+            let mut f = Final::from_decision(&d, cx.request_id, f.rpc_id);
+            f.action = d.action.or(f.action);
+            Some(s.conclude(Some(shared), &f, cx.phase, cx.t0))
+        };
+        let retry: Vec<&str> = find(cx.headers, APPROVAL_HEADER).collect();
+        let id = match retry.as_slice() {
+            [] => None,
+            [id] if callout::is_approval_id(id.trim()) => Some(id.trim()),
+            [id] => {
+                let reason = Reason::ApprovalRefused {
+                    id,
+                    why: "it is not an approval id",
+                };
+                return refuse(self, reason);
+            }
+            _ => {
+                let reason = Reason::ApprovalRefused {
+                    id: "",
+                    why: "the call has more than one `x-aegis-approval` header",
+                };
+                return refuse(self, reason);
+            }
+        };
+        let Some(action) = d.action else {
+            return refuse(self, Reason::Internal("approval without an action"));
+        };
+        let host = self.tool_host(shared, cx.headers);
+        let first = |name: &str| find(cx.headers, name).next().unwrap_or_default();
+        let req = Request {
+            method: first(":method"),
+            authority: &host,
+            path: first(":path"),
+            headers: cx.headers,
+            body: Some(cx.body),
+        };
+        let digest = match shared.bundle.approval_digest(route, action, &req) {
+            Ok(d) => to_hex(&d).as_str().to_owned(),
+            Err(e) => {
+                self.host.log(
+                    Level::Error,
+                    &format!("aegis: cannot compute the approval digest: {e}"),
+                );
+                return refuse(self, Reason::Internal("approval digest"));
+            }
+        };
+        held.approval.digest = digest;
+        let call = match id {
+            Some(id) => {
+                held.approval.id = id.to_owned();
+                held.step = Step::Redeem;
+                callout::redeem(id, &held.approval.digest)
+            }
+            None => {
+                if cp.approval_hold_ms > 0 {
+                    held.approval.hold_until = cx
+                        .t0
+                        .saturating_add(cp.approval_hold_ms.saturating_mul(1_000_000));
+                }
+                let agent = shared.bundle.agent_of(route);
+                let new = NewApproval {
+                    tenant: agent.map_or("default", |(t, _)| t.unwrap_or("default")),
+                    agent: agent.map_or("", |(_, n)| n),
+                    tool: f.tool.unwrap_or_default(),
+                    action,
+                    rule: f.rule.unwrap_or_default(),
+                    reason: &f.reason,
+                    policy_version: shared.bundle.policy_version(),
+                    digest: &held.approval.digest,
+                    summary: Summary {
+                        method: req.method,
+                        host: &host,
+                        path: req.path,
+                        request_id: cx.request_id,
+                        body_bytes: cx.body.len(),
+                    },
+                };
+                callout::create_approval(&new)
+            }
+        };
+        Some(self.send(shared, cp, call, cp.timeout_ms, held, cx.t0))
+    }
+
+    /// The tool host the request is for: the route's (base-URL mode) or
+    /// the request's authority.
+    fn tool_host(&self, shared: &Shared, headers: &[(String, String)]) -> String {
+        if shared.tool_host_from_route {
+            if let Some(h) = self.host.route_tool_host() {
+                return h;
+            }
+        }
+        find(headers, ":authority")
+            .find(|a| !a.is_empty())
+            .or_else(|| find(headers, "host").next())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Makes a call and pauses the request for its answer; a call that
+    /// cannot even start is a failed call.
+    fn send(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        call: Call,
+        timeout_ms: u64,
+        mut held: Held,
+        t0: u64,
+    ) -> super::Flow {
+        let headers = call.headers(&cp.authority, &cp.bearer);
+        match self
+            .host
+            .dispatch_call(&cp.cluster, &headers, call.body.as_deref(), timeout_ms)
+        {
+            Ok(token) => {
+                held.token = token;
+                self.state = State::Calling(Box::new(held));
+                super::Flow::Pause
+            }
+            Err(e) => {
+                self.host.log(
+                    Level::Error,
+                    &format!(
+                        "aegis: cannot call the control plane (cluster `{}`): {e}",
+                        cp.cluster
+                    ),
+                );
+                self.failed(shared, cp, held, &Failure::NoAnswer, t0)
+            }
+        }
+    }
+
+    /// The answer to the call a held request waits for.
+    pub fn on_call_response(&mut self, token: u32, body_size: usize) {
+        let State::Calling(held) = &self.state else {
+            return;
+        };
+        if held.token != token {
+            return;
+        }
+        let (Some(shared), State::Calling(held)) = (
+            self.shared.clone(),
+            std::mem::replace(&mut self.state, State::Forward),
+        ) else {
+            return;
+        };
+        let t0 = self.host.now_nanos();
+        let Some(cp) = shared.control.as_ref() else {
+            return;
+        };
+        let headers = self.host.call_response_headers();
+        let body = self.host.call_response_body(body_size);
+        let flow = match callout::response(&headers, &body) {
+            Err(e) => self.failed(&shared, cp, *held, &e, t0),
+            Ok(r) => self.answered(&shared, cp, *held, &r, t0),
+        };
+        if flow == super::Flow::Continue {
+            if let Err(e) = self.host.resume_request() {
+                self.host.log(
+                    Level::Error,
+                    &format!("aegis: cannot resume the request: {e}"),
+                );
+            }
+        }
+    }
+
+    fn answered(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        mut held: Held,
+        r: &callout::Response<'_>,
+        t0: u64,
+    ) -> super::Flow {
+        match held.step {
+            Step::Create => match callout::created(r) {
+                Err(e) => self.failed(shared, cp, held, &e, t0),
+                Ok(c) => {
+                    held.approval.id = c.approval_id;
+                    held.approval.url = c.url;
+                    held.approval.expires_at = c.expires_at;
+                    match c.status.as_str() {
+                        "approved" => self.redeem(shared, cp, held, t0),
+                        _ => self.wait_or_answer(shared, cp, held, t0),
+                    }
+                }
+            },
+            Step::Poll => match callout::status(r) {
+                Err(e) => self.failed(shared, cp, held, &e, t0),
+                Ok(Status::Pending) => self.wait_or_answer(shared, cp, held, t0),
+                Ok(Status::Approved { .. }) => self.redeem(shared, cp, held, t0),
+                Ok(Status::Denied { by, comment }) => {
+                    let reason = Reason::ApprovalDenied {
+                        id: &held.approval.id,
+                        by: &by,
+                        comment: &comment,
+                    };
+                    self.finish(shared, &held, reason, t0)
+                }
+                Ok(Status::Gone(why)) => {
+                    let reason = Reason::ApprovalRefused {
+                        id: &held.approval.id,
+                        why,
+                    };
+                    self.finish(shared, &held, reason, t0)
+                }
+            },
+            Step::Redeem => match callout::redeemed(r) {
+                Err(e) => self.failed(shared, cp, held, &e, t0),
+                Ok(Redeemed::Approved { by }) => {
+                    let rule = held.kept.rule.clone().unwrap_or_default();
+                    let reason = Reason::Approved {
+                        rule: &rule,
+                        id: &held.approval.id,
+                        by: &by,
+                    };
+                    self.finish(shared, &held, reason, t0)
+                }
+                Ok(Redeemed::Pending) => self.pending(shared, &held, t0),
+                Ok(Redeemed::Denied { by, comment }) => {
+                    let reason = Reason::ApprovalDenied {
+                        id: &held.approval.id,
+                        by: &by,
+                        comment: &comment,
+                    };
+                    self.finish(shared, &held, reason, t0)
+                }
+                Ok(Redeemed::Refused(why)) => {
+                    let reason = Reason::ApprovalRefused {
+                        id: &held.approval.id,
+                        why,
+                    };
+                    self.finish(shared, &held, reason, t0)
+                }
+            },
+        }
+    }
+
+    /// A pending approval: long-poll it while the hold lasts, else tell the
+    /// agent how to retry.
+    fn wait_or_answer(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        mut held: Held,
+        t0: u64,
+    ) -> super::Flow {
+        let left_ns = held.approval.hold_until.saturating_sub(t0);
+        if left_ns < 1_000_000_000 {
+            return self.pending(shared, &held, t0);
+        }
+        let wait_s = (left_ns / 1_000_000_000).min(MAX_WAIT_S);
+        held.step = Step::Poll;
+        let call = callout::approval_status(&held.approval.id, wait_s);
+        let timeout = wait_s.saturating_mul(1_000).saturating_add(cp.timeout_ms);
+        self.send(shared, cp, call, timeout, held, t0)
+    }
+
+    fn redeem(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        mut held: Held,
+        t0: u64,
+    ) -> super::Flow {
+        held.step = Step::Redeem;
+        let call = callout::redeem(&held.approval.id, &held.approval.digest);
+        self.send(shared, cp, call, cp.timeout_ms, held, t0)
+    }
+
+    /// Answers `approval_needed` with the approval the agent waits for.
+    fn pending(&mut self, shared: &Rc<Shared>, held: &Held, t0: u64) -> super::Flow {
+        let rule = held.kept.rule.clone().unwrap_or_default();
+        let reason = Reason::ApprovalPending {
+            rule: &rule,
+            id: &held.approval.id,
+        };
+        let d = shared.bundle.refusal(&held.route, reason);
+        let mut f = self.final_of(&d, held);
+        let approval = ApprovalRef {
+            id: &held.approval.id,
+            url: &held.approval.url,
+            expires_at: held.approval.expires_at,
+        };
+        f.approval = (!held.approval.url.is_empty()).then_some(approval);
+        self.conclude(Some(shared), &f, held.phase, t0)
+    }
+
+    /// Concludes a held request with `reason`.
+    fn finish(
+        &mut self,
+        shared: &Rc<Shared>,
+        held: &Held,
+        reason: Reason<'_>,
+        t0: u64,
+    ) -> super::Flow {
+        let d = shared.bundle.refusal(&held.route, reason);
+        let f = self.final_of(&d, held);
+        self.conclude(Some(shared), &f, held.phase, t0)
+    }
+
+    /// The final outcome for a decision about a held request: the policy's
+    /// names (an MCP action is found by the body stages, not the route).
+    fn final_of<'a>(&self, d: &Decision<'a>, held: &'a Held) -> Final<'a> {
+        let mut f = Final::from_decision(d, &held.request_id, held.kept.rpc_id.as_deref());
+        f.action = held.kept.action.as_deref().or(f.action);
+        f.rule = held.kept.rule.as_deref().or(f.rule);
+        f
+    }
+
+    /// The fail policy: a write is refused, a read goes on (each as
+    /// configured), and the failure is logged.
+    fn failed(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        held: Held,
+        e: &Failure,
+        t0: u64,
+    ) -> super::Flow {
+        let policy = if held.write { cp.writes } else { cp.reads };
+        let why = e.to_string();
+        self.host.log(
+            Level::Warn,
+            &format!(
+                "aegis: the control plane failed the approval of request `{}`: {why}; {}",
+                held.request_id,
+                match policy {
+                    OnFailure::Deny => "refused",
+                    OnFailure::Allow => "let through unapproved",
+                }
+            ),
+        );
+        match policy {
+            OnFailure::Deny => {
+                let reason = Reason::ControlPlaneUnavailable {
+                    what: "approval",
+                    why: &why,
+                };
+                self.finish(shared, &held, reason, t0)
+            }
+            OnFailure::Allow => {
+                let reason = Reason::FailedOpen {
+                    what: "approval",
+                    why: &why,
+                };
+                self.finish(shared, &held, reason, t0)
+            }
+        }
+    }
+}

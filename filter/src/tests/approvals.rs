@@ -1,0 +1,355 @@
+//! Approvals through the control plane: created, answered with the id or
+//! held while a person decides, redeemed on the agent's retry, and the
+//! fail policy when the control plane does not answer.
+
+use super::*;
+use crate::stream::APPROVAL_HEADER;
+
+const CONTROL: &str = r#"{"control_plane": {"cluster": "aegis_control", "token": "gw.jwt.sig"}}"#;
+
+fn policy_with_read_approval() -> Policy {
+    let mut p = policy();
+    // `get_customer` (a read) always needs approval.
+    if let Some(r) = p.agents[0].rules.get_mut(1) {
+        r.approval = Approval::Always;
+    }
+    p
+}
+
+fn shared_with(config: &str) -> Rc<Shared> {
+    let bytes = compile(&policy_with_read_approval(), &BuildOptions::default(), None).unwrap();
+    let b = Rc::new(Bundle::load(&bytes, &[]).unwrap());
+    Rc::new(configure(config, Some(&b)).unwrap())
+}
+
+fn payment(amount: u32, extra: &[(&str, &str)]) -> Rc<Mock> {
+    request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        extra,
+        format!("amount={amount}&currency=usd").as_bytes(),
+    )
+}
+
+/// Delivers the answer to the last call the filter made.
+fn answer(s: &mut Stream<Rc<Mock>>, m: &Rc<Mock>, status: Option<u16>, body: &str) {
+    let token = u32::try_from(m.calls.borrow().len()).unwrap();
+    let headers = status.map_or(vec![], |st| vec![(":status".to_string(), st.to_string())]);
+    *m.call_answer.borrow_mut() = (headers, body.as_bytes().to_vec());
+    s.on_call_response(token, body.len());
+}
+
+fn last_call(m: &Mock) -> MockCall {
+    m.calls.borrow().last().cloned().unwrap()
+}
+
+const CREATED: &str = r#"{"approval_id":"apr_0123","status":"pending","expires_at":1700003600,"url":"http://cp/v1/approvals/apr_0123","created":true}"#;
+
+#[test]
+fn a_call_that_needs_approval_creates_one_and_is_answered_with_its_id() {
+    let sh = shared_with(CONTROL);
+    let m = payment(7500, &[("x-request-id", "r-1")]);
+    let (mut s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Pause));
+    assert!(
+        m.reply().is_none(),
+        "nothing is answered before the control plane"
+    );
+    let call = last_call(&m);
+    assert_eq!(call.cluster, "aegis_control");
+    assert_eq!(call.header(":method"), Some("POST"));
+    assert_eq!(call.header(":path"), Some("/v1/approvals"));
+    assert_eq!(call.header(":authority"), Some("aegis_control"));
+    assert_eq!(call.header("authorization"), Some("Bearer gw.jwt.sig"));
+    assert_eq!(call.timeout_ms, 300);
+    let j = call.json();
+    assert_eq!(j["tenant"], "default");
+    assert_eq!(j["agent"], "finance-agent");
+    assert_eq!(j["tool"], "stripe-payments");
+    assert_eq!(j["action"], "create_payment");
+    assert_eq!(j["rule"], "finance-agent/stripe-payments/create_payment#0");
+    assert_eq!(j["policy_version"], "test-7");
+    assert_eq!(
+        j["reason"],
+        "condition failed: `amount` must be a number <= 5000"
+    );
+    let digest = j["digest"].as_str().unwrap();
+    assert_eq!(digest.len(), 64);
+    assert!(digest
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(j["summary"]["path"], "/v1/payment_intents");
+
+    answer(&mut s, &m, Some(201), CREATED);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["decision"], "approval_needed");
+    assert_eq!(r.body["approval"]["id"], "apr_0123");
+    assert_eq!(r.body["approval"]["url"], "http://cp/v1/approvals/apr_0123");
+    assert_eq!(r.body["approval"]["expires_at"], 1_700_003_600);
+    assert!(r.body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("send the same call again with header `x-aegis-approval: apr_0123`"));
+    assert!(r
+        .headers
+        .contains(&(APPROVAL_HEADER.into(), "apr_0123".into())));
+    assert_eq!(m.resumed.get(), 0);
+}
+
+#[test]
+fn the_retry_redeems_the_approval_for_the_same_call_only() {
+    let sh = shared_with(CONTROL);
+    let first = payment(7500, &[]);
+    let (_s, _) = run(&sh, &first, 1);
+    let created_digest = last_call(&first).json()["digest"].clone();
+
+    // The same call, re-encoded (other pair order), with the approval id.
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents",
+        &[(APPROVAL_HEADER, "apr_0123")],
+        b"currency=usd&amount=7500",
+    );
+    let (mut s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Pause));
+    let call = last_call(&m);
+    assert_eq!(call.header(":path"), Some("/v1/approvals/apr_0123/redeem"));
+    assert_eq!(call.json()["digest"], created_digest);
+    // The header is Aegis's own: it never goes upstream.
+    assert_eq!(m.header(APPROVAL_HEADER), None);
+
+    answer(
+        &mut s,
+        &m,
+        Some(200),
+        r#"{"approval_id":"apr_0123","approved_by":"alice"}"#,
+    );
+    assert!(m.reply().is_none());
+    assert_eq!(m.resumed.get(), 1, "the held call goes on");
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(
+        m.state(keys::REASON).as_deref(),
+        Some(
+            "allowed by rule `finance-agent/stripe-payments/create_payment#0`, approved by \
+             `alice` (approval `apr_0123`)"
+        )
+    );
+
+    // Another amount is another call: another digest.
+    let other = payment(7600, &[(APPROVAL_HEADER, "apr_0123")]);
+    let _ = run(&sh, &other, 1);
+    assert_ne!(last_call(&other).json()["digest"], created_digest);
+}
+
+#[test]
+fn refused_redeems_are_denied_with_the_reason() {
+    let sh = shared_with(CONTROL);
+    let cases = [
+        (
+            409,
+            r#"{"error":{"type":"conflict_error","code":"already_redeemed","message":"m"}}"#,
+            "approval `apr_0123` cannot be used: it was already used",
+        ),
+        (
+            403,
+            r#"{"error":{"type":"permission_error","code":"digest_mismatch","message":"m"}}"#,
+            "approval `apr_0123` cannot be used: it was given for a different call",
+        ),
+        (
+            403,
+            r#"{"error":{"type":"permission_error","code":"denied","message":"m","decided_by":"bob","comment":"not this vendor"}}"#,
+            "approval `apr_0123` was denied by `bob`: not this vendor",
+        ),
+    ];
+    for (status, body, reason) in cases {
+        let m = payment(7500, &[(APPROVAL_HEADER, "apr_0123")]);
+        let (mut s, _) = run(&sh, &m, 1);
+        answer(&mut s, &m, Some(status), body);
+        let r = m.reply().unwrap();
+        assert_eq!((r.status, r.body["decision"].as_str()), (403, Some("deny")));
+        assert_eq!(r.body["reason"], reason);
+        assert_eq!(m.resumed.get(), 0);
+    }
+    // Not decided yet: still waiting, same id.
+    let m = payment(7500, &[(APPROVAL_HEADER, "apr_0123")]);
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(
+        &mut s,
+        &m,
+        Some(409),
+        r#"{"error":{"type":"conflict_error","code":"not_decided","message":"m"}}"#,
+    );
+    let r = m.reply().unwrap();
+    assert_eq!(r.body["decision"], "approval_needed");
+    assert!(r.body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("`apr_0123` is pending"));
+}
+
+#[test]
+fn an_approval_id_that_is_not_one_never_reaches_the_control_plane() {
+    let sh = shared_with(CONTROL);
+    for id in ["../budgets/lease", "apr_1?wait=60", ""] {
+        let m = payment(7500, &[(APPROVAL_HEADER, id)]);
+        let _ = run(&sh, &m, 1);
+        assert!(m.calls.borrow().is_empty(), "{id}");
+        let r = m.reply().unwrap();
+        assert_eq!(r.body["decision"], "deny", "{id}");
+    }
+    let m = payment(
+        7500,
+        &[(APPROVAL_HEADER, "apr_1"), (APPROVAL_HEADER, "apr_2")],
+    );
+    let _ = run(&sh, &m, 1);
+    assert!(m.calls.borrow().is_empty());
+    assert_eq!(m.reply().unwrap().body["decision"], "deny");
+}
+
+#[test]
+fn a_held_call_goes_on_the_moment_it_is_approved() {
+    let config = r#"{"control_plane": {"cluster": "aegis_control", "token": "t", "approval_hold_ms": 90000, "timeout_ms": 250}}"#;
+    let sh = shared_with(config);
+    let m = payment(7500, &[]);
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(201), CREATED);
+    assert!(m.reply().is_none(), "held, not answered");
+    let poll = last_call(&m);
+    assert_eq!(poll.header(":method"), Some("GET"));
+    // One long-poll lasts at most 60 s (the control plane's limit), and
+    // Envoy's timeout leaves it room to answer.
+    assert_eq!(poll.header(":path"), Some("/v1/approvals/apr_0123?wait=60"));
+    assert_eq!(poll.timeout_ms, 60_250);
+    answer(&mut s, &m, Some(200), r#"{"status":"pending"}"#);
+    assert!(last_call(&m)
+        .header(":path")
+        .unwrap()
+        .starts_with("/v1/approvals/apr_0123?wait="));
+    answer(
+        &mut s,
+        &m,
+        Some(200),
+        r#"{"status":"approved","decided_by":"alice"}"#,
+    );
+    let redeem = last_call(&m);
+    assert_eq!(
+        redeem.header(":path"),
+        Some("/v1/approvals/apr_0123/redeem")
+    );
+    answer(&mut s, &m, Some(200), r#"{"approved_by":"alice"}"#);
+    assert_eq!(m.resumed.get(), 1);
+    assert!(m.reply().is_none());
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+}
+
+#[test]
+fn a_held_call_denied_by_a_person_says_who_and_why() {
+    let config = r#"{"control_plane": {"cluster": "c", "token": "t", "approval_hold_ms": 5000}}"#;
+    let sh = shared_with(config);
+    let m = payment(7500, &[]);
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(201), CREATED);
+    answer(
+        &mut s,
+        &m,
+        Some(200),
+        r#"{"status":"denied","decided_by":"bob","comment":"over the quarter's cap"}"#,
+    );
+    let r = m.reply().unwrap();
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "approval `apr_0123` was denied by `bob`: over the quarter's cap"
+    );
+}
+
+#[test]
+fn when_the_control_plane_fails_writes_are_refused_and_reads_go_on() {
+    let sh = shared_with(CONTROL);
+    let failures: [(Option<u16>, &str); 4] = [
+        (None, ""),
+        (Some(504), "upstream request timeout"),
+        (Some(500), "oops"),
+        (Some(201), "not json"),
+    ];
+    for (status, body) in failures {
+        // A payment is a write: refused, with a status a client retries.
+        let m = payment(7500, &[]);
+        let (mut s, _) = run(&sh, &m, 1);
+        answer(&mut s, &m, status, body);
+        let r = m.reply().unwrap();
+        assert_eq!(r.status, 503, "{status:?}");
+        assert_eq!(r.body["decision"], "deny");
+        let reason = r.body["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("the approval could not be checked with the aegis control plane"),
+            "{reason}"
+        );
+        assert_eq!(m.resumed.get(), 0);
+
+        // Reading a customer is a read: it goes on, and says why.
+        let m = request(
+            "finance-agent",
+            "GET",
+            "api.stripe.com",
+            "/v1/customers/cus_1",
+            &[],
+            b"",
+        );
+        let (mut s, _) = run(&sh, &m, 1);
+        assert_eq!(last_call(&m).header(":path"), Some("/v1/approvals"));
+        answer(&mut s, &m, status, body);
+        assert!(m.reply().is_none(), "{status:?}");
+        assert_eq!(m.resumed.get(), 1);
+        assert!(m
+            .state(keys::REASON)
+            .unwrap()
+            .starts_with("allowed without the approval check"));
+    }
+    // Both configurable.
+    let strict =
+        r#"{"control_plane": {"cluster": "c", "token": "t", "on_failure": {"reads": "deny"}}}"#;
+    let sh = shared_with(strict);
+    let m = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/cus_1",
+        &[],
+        b"",
+    );
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, None, "");
+    assert_eq!(m.reply().unwrap().status, 503);
+}
+
+#[test]
+fn without_a_control_plane_approval_needed_is_answered_as_before() {
+    let sh = shared_with("");
+    let m = payment(7500, &[]);
+    let _ = run(&sh, &m, 1);
+    assert!(m.calls.borrow().is_empty());
+    let r = m.reply().unwrap();
+    assert_eq!(
+        (r.status, r.body["decision"].as_str()),
+        (403, Some("approval_needed"))
+    );
+    assert!(r.body.get("approval").is_none());
+}
+
+#[test]
+fn an_answer_to_another_call_is_ignored() {
+    let sh = shared_with(CONTROL);
+    let m = payment(7500, &[]);
+    let (mut s, _) = run(&sh, &m, 1);
+    *m.call_answer.borrow_mut() = (vec![(":status".into(), "201".into())], CREATED.into());
+    s.on_call_response(999, CREATED.len());
+    assert!(m.reply().is_none());
+    answer(&mut s, &m, Some(201), CREATED);
+    assert_eq!(m.reply().unwrap().body["approval"]["id"], "apr_0123");
+}
