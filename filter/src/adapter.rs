@@ -9,7 +9,7 @@
 //! documented set for each call; Envoy does not return those.)
 
 use crate::embedded;
-use crate::host::{Host, Level, MetricKind};
+use crate::host::{Host, Level, MetricKind, Stored};
 use crate::metrics::Metrics;
 use crate::reply::RequestIds;
 use crate::shared::{signer_text, Shared};
@@ -17,7 +17,7 @@ use crate::stream::{Flow, Stream};
 use aegis_engine::Bundle;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -194,6 +194,32 @@ impl Host for ProxyHost {
 
     fn resume_request(&self) -> Result<(), String> {
         status(hostcalls::resume_http_request())
+    }
+
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        // Envoy answers `NotFound` for a key with no value, which the SDK
+        // already turns into `(None, None)`.
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
+            Ok((None, _)) => Ok(None),
+            // A value without a CAS number could only be overwritten
+            // blindly: refuse it rather than lose a concurrent write.
+            Ok((Some(_), None)) => Err(format!("shared data `{key}` has no cas number")),
+            Err(Status::NotFound) => Ok(None),
+            Err(s) => Err(format!(
+                "cannot read shared data `{key}`: host status {s:?}"
+            )),
+        }
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(Stored::Written),
+            Err(Status::CasMismatch) => Ok(Stored::CasMismatch),
+            Err(s) => Err(format!(
+                "cannot write shared data `{key}`: host status {s:?}"
+            )),
+        }
     }
 }
 
