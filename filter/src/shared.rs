@@ -47,6 +47,8 @@ pub struct Shared {
     pub ids: Rc<RequestIds>,
     /// The control plane for budgets and approvals; `None`: no calls out.
     pub control: Option<ControlPlane>,
+    /// Enforce `budget.rps`.
+    pub rate_limits: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -124,6 +126,7 @@ impl Shared {
             metrics,
             ids,
             control: config.control_plane,
+            rate_limits: config.rate_limits,
         })
     }
 
@@ -171,6 +174,21 @@ impl Shared {
                 Ok(0) | Err(_) => String::new(),
                 Ok(n) => format!(", verified-token cache of {n} tokens"),
             },
-        )
+        ) + &match &self.control {
+            Some(cp) => format!(
+                ", control plane on cluster `{}` (timeout {} ms, approvals held {} ms, on \
+                 failure reads {} and writes {})",
+                cp.cluster,
+                cp.timeout_ms,
+                cp.approval_hold_ms,
+                cp.reads.as_str(),
+                cp.writes.as_str()
+            ),
+            None => String::new(),
+        } + if self.rate_limits {
+            ", budget.rps enforced"
+        } else {
+            ""
+        }
     }
 }

@@ -129,6 +129,8 @@ struct Final<'a> {
     rpc_id: Option<&'a [u8]>,
     /// The approval the call waits for.
     approval: Option<ApprovalRef<'a>>,
+    /// `retry-after` of a 429, in seconds.
+    retry_after: Option<u64>,
 }
 
 impl<'a> Final<'a> {
@@ -146,6 +148,7 @@ impl<'a> Final<'a> {
             shape: Shape::of(d, rpc_id.is_some()),
             rpc_id,
             approval: None,
+            retry_after: None,
         }
     }
 
@@ -172,6 +175,7 @@ impl<'a> Final<'a> {
             shape: Shape::Rest,
             rpc_id: None,
             approval: None,
+            retry_after: None,
         }
     }
 
@@ -723,6 +727,10 @@ impl<H: Host> Stream<H> {
         ];
         if let Some(a) = &f.approval {
             headers.push((APPROVAL_HEADER, a.id));
+        }
+        let retry_after = f.retry_after.map(|s| s.to_string());
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs));
         }
         if let Err(e) = self
             .host

@@ -1718,4 +1718,4 @@ fn a_deny_the_headers_decide_is_answered_before_any_body() {
     }
 }
 
-mod approvals;
+mod gate;

@@ -19,6 +19,8 @@ use super::{Final, Phase, State, Stream};
 use crate::callout::{self, Call, Failure, NewApproval, Redeemed, Status, Summary};
 use crate::config::{ControlPlane, OnFailure};
 use crate::host::{Host, Level};
+use crate::kv::AgentRef;
+use crate::rate::{self, Take, Why};
 use crate::reply::ApprovalRef;
 use crate::shared::Shared;
 use aegis_engine::digest::to_hex;
@@ -115,7 +117,18 @@ impl<H: Host> Stream<H> {
         f: &Final<'_>,
         cx: &Ctx<'_>,
     ) -> Option<super::Flow> {
-        if d.mode != Mode::Enforce || d.verdict != Verdict::ApprovalNeeded {
+        if d.mode != Mode::Enforce
+            || !matches!(
+                d.verdict,
+                Verdict::Allow | Verdict::Sanitize | Verdict::ApprovalNeeded
+            )
+        {
+            return None;
+        }
+        if let Some(flow) = self.rate(shared, route, f, cx) {
+            return Some(flow);
+        }
+        if d.verdict != Verdict::ApprovalNeeded {
             return None;
         }
         let cp = shared.control.as_ref()?;
@@ -217,6 +230,41 @@ impl<H: Host> Stream<H> {
             }
         };
         Some(self.send(shared, cp, call, cp.timeout_ms, held, cx.t0))
+    }
+
+    /// The rate stage: an agent with `budget.rps` takes a token from its
+    /// bucket in the proxy's shared data; none left answers 429 with
+    /// `retry-after`. No call leaves the proxy.
+    fn rate(
+        &mut self,
+        shared: &Rc<Shared>,
+        route: &Routed,
+        f: &Final<'_>,
+        cx: &Ctx<'_>,
+    ) -> Option<super::Flow> {
+        if !shared.rate_limits {
+            return None;
+        }
+        let rps = shared.bundle.budget_of(route)?.rps?;
+        let (tenant, name) = shared.bundle.agent_of(route)?;
+        let key = rate::key(&AgentRef::new(tenant, name));
+        let Take::Limited {
+            retry_after_secs,
+            why,
+        } = rate::take(&self.host, &key, rps, cx.t0)
+        else {
+            return None;
+        };
+        let reason = match why {
+            Why::Rate => Reason::RateLimited { rps },
+            Why::Unchecked => Reason::RateUnchecked,
+        };
+        let d = shared.bundle.refusal(route, reason);
+        let mut out = Final::from_decision(&d, cx.request_id, f.rpc_id);
+        out.action = f.action.or(out.action);
+        out.rule = f.rule.or(out.rule);
+        out.retry_after = Some(retry_after_secs);
+        Some(self.conclude(Some(shared), &out, cx.phase, cx.t0))
     }
 
     /// The tool host the request is for: the route's (base-URL mode) or

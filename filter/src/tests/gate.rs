@@ -1,6 +1,7 @@
-//! Approvals through the control plane: created, answered with the id or
-//! held while a person decides, redeemed on the agent's retry, and the
-//! fail policy when the control plane does not answer.
+//! The stages after the policy: approvals through the control plane
+//! (created, answered with the id or held while a person decides, redeemed
+//! on the agent's retry, the fail policy when the control plane does not
+//! answer) and the per-proxy rate limit.
 
 use super::*;
 use crate::stream::APPROVAL_HEADER;
@@ -352,4 +353,70 @@ fn an_answer_to_another_call_is_ignored() {
     assert!(m.reply().is_none());
     answer(&mut s, &m, Some(201), CREATED);
     assert_eq!(m.reply().unwrap().body["approval"]["id"], "apr_0123");
+}
+
+fn shared_with_rps(config: &str, rps: f64) -> Rc<Shared> {
+    let mut p = policy_with_read_approval();
+    p.agents[0].budget = Some(aegis_engine::ir::Budget {
+        daily_usd: None,
+        rps: Some(rps),
+    });
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Rc::new(Bundle::load(&bytes, &[]).unwrap());
+    Rc::new(configure(config, Some(&b)).unwrap())
+}
+
+fn payment_small() -> Rc<Mock> {
+    payment(10, &[])
+}
+
+#[test]
+fn an_agent_over_its_rate_gets_429_with_retry_after() {
+    let sh = shared_with_rps(r#"{"rate_limits": true}"#, 2.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+    let mut outcomes = vec![];
+    for _ in 0..3 {
+        let m = Rc::new(Mock::vm(&store));
+        let src = payment_small();
+        *m.headers.borrow_mut() = src.headers.borrow().clone();
+        *m.body.borrow_mut() = src.body.borrow().clone();
+        let _ = run(&sh, &m, 1);
+        outcomes.push(m.reply());
+    }
+    assert!(
+        outcomes[0].is_none() && outcomes[1].is_none(),
+        "a burst of rps calls"
+    );
+    let r = outcomes[2].clone().unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "rate limit of 2 calls per second for this agent is exceeded"
+    );
+    assert_eq!(r.body["error"]["type"], "rate_limit_error");
+    assert!(r.headers.contains(&("retry-after".into(), "1".into())));
+    assert_eq!(
+        r.body["rule"],
+        "finance-agent/stripe-payments/create_payment#0"
+    );
+}
+
+#[test]
+fn rate_limits_are_off_unless_configured() {
+    for config in [
+        "",
+        r#"{"rate_limits": false, "control_plane": {"cluster": "c", "token": "t"}}"#,
+    ] {
+        let sh = shared_with_rps(config, 1.0);
+        let store = Rc::new(crate::tests::SharedStore::default());
+        for _ in 0..3 {
+            let m = Rc::new(Mock::vm(&store));
+            let src = payment_small();
+            *m.headers.borrow_mut() = src.headers.borrow().clone();
+            *m.body.borrow_mut() = src.body.borrow().clone();
+            let _ = run(&sh, &m, 1);
+            assert!(m.reply().is_none(), "{config}");
+        }
+    }
 }
