@@ -10,7 +10,8 @@
 
 use crate::embedded;
 use crate::host::{Host, Level, MetricKind, Stored};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
+use crate::reload::{Outcome, Poller};
 use crate::reply::RequestIds;
 use crate::shared::{signer_text, Shared};
 use crate::stream::{Flow, Stream};
@@ -237,6 +238,8 @@ pub struct Root {
     /// Outlives reconfigurations: a metric name is defined once per VM.
     metrics: Rc<RefCell<Metrics>>,
     ids: Rc<RequestIds>,
+    /// New bundles from the control plane.
+    poller: Poller,
 }
 
 pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
@@ -249,6 +252,7 @@ pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
         shared: None,
         metrics: Rc::new(RefCell::new(Metrics::new())),
         ids: Rc::new(RequestIds::new((started ^ (started >> 32)) as u32)),
+        poller: Poller::default(),
     })
 }
 
@@ -269,7 +273,75 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Root {
+    /// Puts a newer bundle in force for new requests; requests in flight
+    /// keep the configuration they started with.
+    fn swap(&mut self, shared: &Shared, bundle: Bundle, how: &str) {
+        let next = shared.with_bundle(bundle);
+        ProxyHost.log(
+            Level::Info,
+            &format!("aegis: bundle {how}: {}", next.summary()),
+        );
+        self.shared = Some(Rc::new(next));
+    }
+
+    fn count_reload(&self, outcome: Outcome) {
+        if let Ok(mut m) = self.metrics.try_borrow_mut() {
+            m.count(
+                &ProxyHost,
+                metrics::BUNDLE_RELOAD_TOTAL,
+                &[("outcome", outcome.as_str())],
+            );
+        }
+    }
+
+    /// How often this worker looks at shared data and the poll claim:
+    /// half the poll period, so that a claim never waits a whole period
+    /// more because of the ticks' jitter.
+    fn tick_period(shared: &Shared) -> Option<Duration> {
+        let cp = shared.control.as_ref()?;
+        if cp.bundle_poll_ms == 0 {
+            return None;
+        }
+        if shared.trusted_keys.is_empty() {
+            ProxyHost.log(
+                Level::Warn,
+                "aegis: no bundle polling: the configuration has no `trusted_keys` to check \
+                 new bundles against",
+            );
+            return None;
+        }
+        Some(Duration::from_millis((cp.bundle_poll_ms / 2).max(500)))
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let answer = self.poller.answer(
+            &ProxyHost,
+            token_id,
+            body_size,
+            &shared.bundle,
+            &shared.trusted_keys,
+        );
+        let Some((outcome, bundle)) = answer else {
+            return;
+        };
+        self.count_reload(outcome);
+        if let Some(b) = bundle {
+            self.swap(&shared, b, "loaded from the control plane");
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -314,6 +386,13 @@ impl RootContext for Root {
         match result {
             Ok(shared) => {
                 ProxyHost.log(Level::Info, &format!("aegis: ready: {}", shared.summary()));
+                let tick = Root::tick_period(&shared).unwrap_or(Duration::ZERO);
+                if let Err(e) = hostcalls::set_tick_period(tick) {
+                    ProxyHost.log(
+                        Level::Warn,
+                        &format!("aegis: no ticks, so no bundle polling: {e:?}"),
+                    );
+                }
                 self.shared = Some(Rc::new(shared));
                 true
             }
@@ -322,6 +401,23 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(cp) = shared.control.as_ref() else {
+            return;
+        };
+        if let Some(b) = self
+            .poller
+            .adopt(&ProxyHost, &shared.bundle, &shared.trusted_keys)
+        {
+            self.count_reload(Outcome::Loaded);
+            self.swap(&shared, b, "loaded from another worker");
+        }
+        self.poller.poll(&ProxyHost, cp, ProxyHost.now_nanos());
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -31,6 +31,7 @@ mod listing;
 mod metrics;
 #[cfg_attr(not(test), allow(dead_code))]
 mod rate;
+mod reload;
 mod reply;
 mod shared;
 mod state_keys;

@@ -37,6 +37,9 @@ pub const LATENCY_US: &str = "aegis_request_latency_us";
 /// `unchanged` (every tool callable) or `unfiltered` (passed as sent: not
 /// readable, compressed or too large).
 pub const TOOLS_LIST_TOTAL: &str = "aegis_tools_list_total";
+/// Bundle polls and adoptions, by `outcome` (loaded, unchanged, refused,
+/// failed).
+pub const BUNDLE_RELOAD_TOTAL: &str = "aegis_bundle_reload_total";
 
 /// Every label name used, for the `stats_tags` configuration.
 #[cfg(test)]

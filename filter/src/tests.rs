@@ -1719,3 +1719,4 @@ fn a_deny_the_headers_decide_is_answered_before_any_body() {
 }
 
 mod gate;
+mod reload;
