@@ -37,6 +37,9 @@ pub const LATENCY_US: &str = "aegis_request_latency_us";
 /// `unchanged` (every tool callable) or `unfiltered` (passed as sent: not
 /// readable, compressed or too large).
 pub const TOOLS_LIST_TOTAL: &str = "aegis_tools_list_total";
+/// Approvals the filter asked for or redeemed, by `agent` and `outcome`
+/// (pending, approved, denied, refused, failed_open, failed_closed).
+pub const APPROVAL_TOTAL: &str = "aegis_approval_total";
 /// Bundle polls and adoptions, by `outcome` (loaded, unchanged, refused,
 /// failed).
 pub const BUNDLE_RELOAD_TOTAL: &str = "aegis_bundle_reload_total";

@@ -131,6 +131,11 @@ struct Final<'a> {
     approval: Option<ApprovalRef<'a>>,
     /// `retry-after` of a 429, in seconds.
     retry_after: Option<u64>,
+    /// The approval the call waited for or redeemed, and who decided it.
+    approval_id: Option<&'a str>,
+    approver: Option<&'a str>,
+    /// What the call did to its agent's budget.
+    budget: Option<&'static str>,
 }
 
 impl<'a> Final<'a> {
@@ -149,6 +154,9 @@ impl<'a> Final<'a> {
             rpc_id,
             approval: None,
             retry_after: None,
+            approval_id: None,
+            approver: None,
+            budget: None,
         }
     }
 
@@ -176,6 +184,9 @@ impl<'a> Final<'a> {
             rpc_id: None,
             approval: None,
             retry_after: None,
+            approval_id: None,
+            approver: None,
+            budget: None,
         }
     }
 
@@ -764,6 +775,9 @@ impl<H: Host> Stream<H> {
             shared.map(|s| s.bundle.policy_version()),
             Some(f.request_id),
             Some(mode),
+            f.approval_id,
+            f.approver,
+            f.budget,
         ];
         // Each key is a host call (about 0.6 µs in Envoy): only those the
         // configuration asks for.

@@ -20,6 +20,7 @@ use crate::callout::{self, Call, Failure, NewApproval, Redeemed, Status, Summary
 use crate::config::{ControlPlane, OnFailure};
 use crate::host::{Host, Level};
 use crate::kv::AgentRef;
+use crate::metrics::{self, NONE};
 use crate::rate::{self, Take, Why};
 use crate::reply::ApprovalRef;
 use crate::shared::Shared;
@@ -381,14 +382,14 @@ impl<H: Host> Stream<H> {
                         by: &by,
                         comment: &comment,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, Some(&by), t0)
                 }
                 Ok(Status::Gone(why)) => {
                     let reason = Reason::ApprovalRefused {
                         id: &held.approval.id,
                         why,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, None, t0)
                 }
             },
             Step::Redeem => match callout::redeemed(r) {
@@ -400,7 +401,7 @@ impl<H: Host> Stream<H> {
                         id: &held.approval.id,
                         by: &by,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, Some(&by), t0)
                 }
                 Ok(Redeemed::Pending) => self.pending(shared, &held, t0),
                 Ok(Redeemed::Denied { by, comment }) => {
@@ -409,14 +410,14 @@ impl<H: Host> Stream<H> {
                         by: &by,
                         comment: &comment,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, Some(&by), t0)
                 }
                 Ok(Redeemed::Refused(why)) => {
                     let reason = Reason::ApprovalRefused {
                         id: &held.approval.id,
                         why,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, None, t0)
                 }
             },
         }
@@ -456,6 +457,7 @@ impl<H: Host> Stream<H> {
 
     /// Answers `approval_needed` with the approval the agent waits for.
     fn pending(&mut self, shared: &Rc<Shared>, held: &Held, t0: u64) -> super::Flow {
+        self.count_approval(shared, held, "pending");
         let rule = held.kept.rule.clone().unwrap_or_default();
         let reason = Reason::ApprovalPending {
             rule: &rule,
@@ -472,16 +474,26 @@ impl<H: Host> Stream<H> {
         self.conclude(Some(shared), &f, held.phase, t0)
     }
 
-    /// Concludes a held request with `reason`.
+    /// Concludes a held request with `reason`; `approver`: who decided.
     fn finish(
         &mut self,
         shared: &Rc<Shared>,
         held: &Held,
         reason: Reason<'_>,
+        approver: Option<&str>,
         t0: u64,
     ) -> super::Flow {
+        let outcome = match reason {
+            Reason::Approved { .. } => "approved",
+            Reason::ApprovalDenied { .. } => "denied",
+            Reason::FailedOpen { .. } => "failed_open",
+            Reason::ControlPlaneUnavailable { .. } => "failed_closed",
+            _ => "refused",
+        };
+        self.count_approval(shared, held, outcome);
         let d = shared.bundle.refusal(&held.route, reason);
-        let f = self.final_of(&d, held);
+        let mut f = self.final_of(&d, held);
+        f.approver = approver;
         self.conclude(Some(shared), &f, held.phase, t0)
     }
 
@@ -491,7 +503,23 @@ impl<H: Host> Stream<H> {
         let mut f = Final::from_decision(d, &held.request_id, held.kept.rpc_id.as_deref());
         f.action = held.kept.action.as_deref().or(f.action);
         f.rule = held.kept.rule.as_deref().or(f.rule);
+        f.approval_id = Some(held.approval.id.as_str()).filter(|id| !id.is_empty());
         f
+    }
+
+    /// Counts what became of an approval, by agent.
+    fn count_approval(&self, shared: &Shared, held: &Held, outcome: &str) {
+        let agent = shared
+            .bundle
+            .agent_of(&held.route)
+            .map_or(NONE, |(_, name)| name);
+        if let Ok(mut m) = shared.metrics.try_borrow_mut() {
+            m.count(
+                &self.host,
+                metrics::APPROVAL_TOTAL,
+                &[("agent", agent), ("outcome", outcome)],
+            );
+        }
     }
 
     /// The fail policy: a write is refused, a read goes on (each as
@@ -523,14 +551,14 @@ impl<H: Host> Stream<H> {
                     what: "approval",
                     why: &why,
                 };
-                self.finish(shared, &held, reason, t0)
+                self.finish(shared, &held, reason, None, t0)
             }
             OnFailure::Allow => {
                 let reason = Reason::FailedOpen {
                     what: "approval",
                     why: &why,
                 };
-                self.finish(shared, &held, reason, t0)
+                self.finish(shared, &held, reason, None, t0)
             }
         }
     }

@@ -133,6 +133,12 @@ fn the_retry_redeems_the_approval_for_the_same_call_only() {
     assert!(m.reply().is_none());
     assert_eq!(m.resumed.get(), 1, "the held call goes on");
     assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(m.state(keys::APPROVAL).as_deref(), Some("apr_0123"));
+    assert_eq!(m.state(keys::APPROVER).as_deref(), Some("alice"));
+    assert_eq!(
+        m.count("agent=.=finance-agent;.;outcome=.=approved;.;aegis_approval_total"),
+        1
+    );
     assert_eq!(
         m.state(keys::REASON).as_deref(),
         Some(
