@@ -156,6 +156,7 @@ impl Host for ProxyHost {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
         status(hostcalls::define_metric(kind, name))

@@ -17,6 +17,7 @@ pub enum Level {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -73,6 +74,7 @@ pub trait Host {
     fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String>;
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String>;
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), String>;
+    /// Records a histogram value, or sets a gauge.
     fn record_metric(&self, id: u32, value: u64) -> Result<(), String>;
     /// Starts an HTTP call to the Envoy cluster `cluster` (`headers`
     /// include `:method`, `:path` and `:authority`). The answer comes later,
