@@ -14,18 +14,19 @@
 //! - `embedded`: the bundle `aegis build` embeds
 //! - `metrics`, `reply`: metric names and local replies
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
-//! - `rate`: `budget.rps` over shared data (`kv`)
+//! - `rate`, `budget`: `budget.rps` and `budget.daily_usd` over shared data
+//!   (`kv`), with the UTC days of budgets in `utc`
 //!
 //! See `README.md` for the configuration, filter state and metrics.
 
 mod adapter;
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+mod budget;
 mod callout;
 mod config;
 mod embedded;
 mod host;
-// Rate limits are not wired into the stream yet; until then only the
-// tests use these modules.
-#[allow(dead_code)]
+#[cfg_attr(not(test), allow(dead_code))]
 mod kv;
 mod listing;
 mod metrics;
@@ -36,6 +37,8 @@ mod reply;
 mod shared;
 mod state_keys;
 mod stream;
+#[cfg_attr(not(test), allow(dead_code))]
+mod utc;
 
 #[cfg(test)]
 mod tests;
