@@ -8,9 +8,13 @@
 //! hostcalls themselves still abort on status codes outside the ABI's
 //! documented set for each call; Envoy does not return those.)
 
+use crate::budget::{self, Settle};
+use crate::config::ControlPlane;
 use crate::embedded;
 use crate::host::{Host, Level, MetricKind, Stored};
+use crate::kv::AgentRef;
 use crate::metrics::{self, Metrics};
+use crate::rate;
 use crate::reload::{Outcome, Poller};
 use crate::reply::RequestIds;
 use crate::shared::{signer_text, Shared};
@@ -20,6 +24,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -241,6 +246,8 @@ pub struct Root {
     ids: Rc<RequestIds>,
     /// New bundles from the control plane.
     poller: Poller,
+    /// Budget settles in flight, by call token.
+    settles: BTreeMap<u32, Settle>,
 }
 
 pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
@@ -254,6 +261,7 @@ pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
         metrics: Rc::new(RefCell::new(Metrics::new())),
         ids: Rc::new(RequestIds::new((started ^ (started >> 32)) as u32)),
         poller: Poller::default(),
+        settles: BTreeMap::new(),
     })
 }
 
@@ -279,6 +287,7 @@ impl Root {
     /// keep the configuration they started with.
     fn swap(&mut self, shared: &Shared, bundle: Bundle, how: &str) {
         let next = shared.with_bundle(bundle);
+        Root::prepare(&next);
         ProxyHost.log(
             Level::Info,
             &format!("aegis: bundle {how}: {}", next.summary()),
@@ -296,23 +305,88 @@ impl Root {
         }
     }
 
-    /// How often this worker looks at shared data and the poll claim:
-    /// half the poll period, so that a claim never waits a whole period
-    /// more because of the ticks' jitter.
+    /// How often this worker ticks: to settle budget leases every
+    /// `settle_ms`, and to look for new bundles at half the poll period
+    /// (so that a claim never waits a whole period more because of the
+    /// ticks' jitter). `None`: no background work.
     fn tick_period(shared: &Shared) -> Option<Duration> {
         let cp = shared.control.as_ref()?;
-        if cp.bundle_poll_ms == 0 {
-            return None;
+        let mut ms = None;
+        if shared.has_budgets() {
+            ms = Some(cp.settle_ms);
         }
-        if shared.trusted_keys.is_empty() {
-            ProxyHost.log(
-                Level::Warn,
-                "aegis: no bundle polling: the configuration has no `trusted_keys` to check \
-                 new bundles against",
-            );
-            return None;
+        if cp.bundle_poll_ms > 0 {
+            if shared.trusted_keys.is_empty() {
+                ProxyHost.log(
+                    Level::Warn,
+                    "aegis: no bundle polling: the configuration has no `trusted_keys` to check \
+                     new bundles against",
+                );
+            } else {
+                let poll = (cp.bundle_poll_ms / 2).max(500);
+                ms = Some(ms.map_or(poll, |m: u64| m.min(poll)));
+            }
         }
-        Some(Duration::from_millis((cp.bundle_poll_ms / 2).max(500)))
+        ms.map(Duration::from_millis)
+    }
+
+    /// Creates the shared-data state the agents' budgets and rates use, so
+    /// that no two workers race to create it under traffic.
+    fn prepare(shared: &Shared) {
+        let now = ProxyHost.now_nanos();
+        for a in &shared.bundle.model.agents {
+            let Some(b) = a.budget else { continue };
+            let agent = AgentRef::new(a.tenant.as_deref(), &a.name);
+            let mut result = Ok(());
+            if b.daily_usd.is_some() && shared.control.is_some() {
+                result = budget::prepare(&ProxyHost, &agent);
+            }
+            if let (Some(rps), true, Ok(())) = (b.rps, shared.rate_limits, &result) {
+                result = rate::prepare(&ProxyHost, &agent, rps, now);
+            }
+            if let Err(e) = result {
+                ProxyHost.log(
+                    Level::Warn,
+                    &format!("aegis: cannot prepare the budget of `{}`: {e}", a.id),
+                );
+            }
+        }
+    }
+
+    /// Sends the budget settles that are due, when this worker holds the
+    /// period's claim.
+    fn settle(&mut self, shared: &Shared, cp: &ControlPlane, now: u64) {
+        if !shared.has_budgets() {
+            return;
+        }
+        let period = cp.settle_ms.saturating_mul(1_000_000);
+        if !budget::claim(&ProxyHost, now, period) {
+            return;
+        }
+        for s in budget::due_settles(&ProxyHost, now) {
+            let body = s.body();
+            let headers = [
+                (":method", "POST"),
+                (":path", "/v1/budgets/settle"),
+                (":authority", cp.authority.as_str()),
+                ("authorization", cp.bearer.as_str()),
+                ("content-type", "application/json"),
+            ];
+            match ProxyHost.dispatch_call(
+                &cp.cluster,
+                &headers,
+                Some(body.as_bytes()),
+                cp.timeout_ms,
+            ) {
+                Ok(token) => {
+                    self.settles.insert(token, s);
+                }
+                Err(e) => ProxyHost.log(
+                    Level::Warn,
+                    &format!("aegis: cannot settle lease `{}`: {e}", s.lease_id),
+                ),
+            }
+        }
     }
 }
 
@@ -324,6 +398,17 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Some(settle) = self.settles.remove(&token_id) {
+            let headers = ProxyHost.call_response_headers();
+            let status = headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            let body = ProxyHost.call_response_body(body_size);
+            budget::settled(&ProxyHost, &settle, &budget::answer(status, &body));
+            return;
+        }
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -387,6 +472,7 @@ impl RootContext for Root {
         match result {
             Ok(shared) => {
                 ProxyHost.log(Level::Info, &format!("aegis: ready: {}", shared.summary()));
+                Root::prepare(&shared);
                 let tick = Root::tick_period(&shared).unwrap_or(Duration::ZERO);
                 if let Err(e) = hostcalls::set_tick_period(tick) {
                     ProxyHost.log(
@@ -418,7 +504,9 @@ impl RootContext for Root {
             self.count_reload(Outcome::Loaded);
             self.swap(&shared, b, "loaded from another worker");
         }
-        self.poller.poll(&ProxyHost, cp, ProxyHost.now_nanos());
+        let now = ProxyHost.now_nanos();
+        self.settle(&shared, cp, now);
+        self.poller.poll(&ProxyHost, cp, now);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

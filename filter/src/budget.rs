@@ -30,7 +30,7 @@ use crate::utc;
 use serde::Deserialize;
 use state::{AgentState, Lease, Owed, MAX_ID_LEN};
 
-pub use tick::{answer, claim, due_settles, settled, Answer, Settle};
+pub use tick::{answer, claim, due_settles, settled, Settle};
 
 /// A lease is not spent from in its last this many seconds, so that its
 /// spending reaches the control plane (the tick's final settle) before it

@@ -20,24 +20,20 @@
 //! See `README.md` for the configuration, filter state and metrics.
 
 mod adapter;
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod budget;
 mod callout;
 mod config;
 mod embedded;
 mod host;
-#[cfg_attr(not(test), allow(dead_code))]
 mod kv;
 mod listing;
 mod metrics;
-#[cfg_attr(not(test), allow(dead_code))]
 mod rate;
 mod reload;
 mod reply;
 mod shared;
 mod state_keys;
 mod stream;
-#[cfg_attr(not(test), allow(dead_code))]
 mod utc;
 
 #[cfg(test)]

@@ -183,6 +183,18 @@ impl Shared {
         )
     }
 
+    /// Whether budgets are metered here: a control plane, and an agent
+    /// with `budget.daily_usd`.
+    pub fn has_budgets(&self) -> bool {
+        self.control.is_some()
+            && self
+                .bundle
+                .model
+                .agents
+                .iter()
+                .any(|a| a.budget.is_some_and(|b| b.daily_usd.is_some()))
+    }
+
     /// Whether a decision for `agent` may rewrite the body. Unknown agent:
     /// assume it may.
     pub fn may_rewrite(&self, agent: Option<&str>) -> bool {

@@ -598,6 +598,18 @@ impl Mock {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// The last value a gauge was set to.
+    fn recorded_value(&self, name: &str) -> Option<u64> {
+        let d = self.defined.borrow();
+        let id = d
+            .iter()
+            .position(|(k, n)| n == name && *k == MetricKind::Gauge)?;
+        self.recorded
+            .borrow()
+            .get(&u32::try_from(id).unwrap())
+            .and_then(|v| v.last().copied())
+    }
 }
 
 /// A request as the proxy sees it.

@@ -2,6 +2,7 @@
 //! playing the worker VMs of one proxy, and a small control plane that
 //! keeps the books the way `aegis serve` does.
 
+use super::tick::Answer;
 use super::*;
 use crate::host::Level;
 use crate::tests::{Mock, SharedStore};

@@ -426,3 +426,150 @@ fn rate_limits_are_off_unless_configured() {
         }
     }
 }
+
+/// finance-agent with `daily_usd`, every rule costing 1 USD.
+fn shared_with_budget(config: &str, daily_usd: f64) -> Rc<Shared> {
+    let mut p = policy_with_read_approval();
+    p.agents[0].budget = Some(aegis_engine::ir::Budget {
+        daily_usd: Some(daily_usd),
+        rps: None,
+    });
+    for r in &mut p.agents[0].rules {
+        r.cost_usd = Some(1.0);
+    }
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Rc::new(Bundle::load(&bytes, &[]).unwrap());
+    Rc::new(configure(config, Some(&b)).unwrap())
+}
+
+/// A worker VM of one proxy (shared data in `store`) with this request.
+fn on_vm(store: &Rc<crate::tests::SharedStore>, src: &Rc<Mock>) -> Rc<Mock> {
+    let m = Rc::new(Mock::vm(store));
+    *m.headers.borrow_mut() = src.headers.borrow().clone();
+    *m.body.borrow_mut() = src.body.borrow().clone();
+    m
+}
+
+fn grant(granted: f64, remaining: f64) -> String {
+    let id = if granted > 0.0 {
+        "\"lse_1\"".to_string()
+    } else {
+        "null".to_string()
+    };
+    format!(
+        r#"{{"lease_id":{id},"granted_usd":{granted},"remaining_usd":{remaining},"limit_usd":3,"expires_at":{}}}"#,
+        T0 / 1_000_000_000 + 300
+    )
+}
+
+#[test]
+fn calls_spend_from_a_lease_and_only_a_call_it_cannot_cover_calls_out() {
+    let sh = shared_with_budget(CONTROL, 3.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+
+    // First call: no lease yet; it waits for one.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Pause));
+    let call = last_call(&m);
+    assert_eq!(call.header(":path"), Some("/v1/budgets/lease"));
+    let j = call.json();
+    assert_eq!(j["tenant"], "default");
+    assert_eq!(j["agent"], "finance-agent");
+    assert_eq!(j["want_usd"], 10.0, "lease_calls (10) calls of the cost");
+    assert!(j["day"].as_str().unwrap().starts_with("2023-11-14"), "{j}");
+    answer(&mut s, &m, Some(200), &grant(2.0, 1.0));
+    assert_eq!(m.resumed.get(), 1);
+    assert!(m.reply().is_none());
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("spent"));
+    assert_eq!(
+        m.recorded_value("agent=.=finance-agent;.;aegis_budget_remaining"),
+        Some(2_000_000),
+        "1 USD left in the lease + 1 USD at the control plane"
+    );
+
+    // Second call, on another worker: spent from the shared lease, no call.
+    let m = on_vm(&store, &payment_small());
+    let (_s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Continue));
+    assert!(m.calls.borrow().is_empty());
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("spent"));
+
+    // Third: the lease is spent; the control plane has 1 USD left.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    assert_eq!(last_call(&m).header(":path"), Some("/v1/budgets/lease"));
+    answer(&mut s, &m, Some(200), &grant(1.0, 0.0));
+    assert_eq!(m.resumed.get(), 1);
+
+    // Fourth: nothing left anywhere.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(200), &grant(0.0, 0.0));
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "the agent's daily budget of 3 USD is spent; it resets at 00:00 UTC"
+    );
+    // T0 is 2023-11-14 22:13:20 UTC: 6,400 s to midnight.
+    assert!(r.headers.contains(&("retry-after".into(), "6400".into())));
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("exhausted"));
+    assert_eq!(m.resumed.get(), 0);
+}
+
+#[test]
+fn a_lease_the_control_plane_fails_refuses_writes_and_lets_reads_go_unmetered() {
+    let sh = shared_with_budget(r#"{"control_plane": {"cluster": "c", "token": "t"}}"#, 3.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(504), "upstream request timeout");
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body["reason"],
+        "the budget could not be checked with the aegis control plane (it did not answer in \
+         time); calls that write are refused until it answers"
+    );
+
+    // A read that costs: allowed, unmetered, and says so. (`get_customer`
+    // needs approval in this policy: approve it first.)
+    let src = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/cus_1",
+        &[(APPROVAL_HEADER, "apr_0123")],
+        b"",
+    );
+    let m = on_vm(&store, &src);
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(200), r#"{"approved_by":"alice"}"#);
+    assert_eq!(
+        last_call(&m).header(":path"),
+        Some("/v1/budgets/lease"),
+        "approved, then paid"
+    );
+    answer(&mut s, &m, None, "");
+    assert!(m.reply().is_none());
+    assert_eq!(m.resumed.get(), 1);
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("unmetered"));
+    assert_eq!(m.state(keys::APPROVER).as_deref(), Some("alice"));
+    assert!(m
+        .state(keys::REASON)
+        .unwrap()
+        .starts_with("allowed without the budget check"));
+}
+
+#[test]
+fn without_a_control_plane_budgets_are_not_metered() {
+    let sh = shared_with_budget("", 1.0);
+    for _ in 0..3 {
+        let m = payment_small();
+        let (_s, flows) = run(&sh, &m, 1);
+        assert_eq!(flows.last(), Some(&Flow::Continue));
+        assert!(m.calls.borrow().is_empty());
+    }
+}
