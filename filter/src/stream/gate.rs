@@ -180,6 +180,17 @@ fn find<'h, 'n>(
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether a call of this cost, by the route's agent, spends from a budget
+/// here: a control plane, a `budget.daily_usd`, and a cost above zero.
+fn metered(shared: &Shared, route: &Routed, cost_usd: Option<f64>) -> bool {
+    shared.control.is_some()
+        && cost_usd.is_some_and(|c| c > 0.0)
+        && shared
+            .bundle
+            .budget_of(route)
+            .is_some_and(|b| b.daily_usd.is_some())
+}
+
 impl<H: Host> Stream<H> {
     /// Runs the gate on an enforced decision. `None`: nothing to do here,
     /// conclude with `f` as it is; `Some`: the gate took the request over
@@ -203,18 +214,22 @@ impl<H: Host> Stream<H> {
         if let Some(flow) = self.rate(shared, route, f, cx) {
             return Some(flow);
         }
-        let kept = Kept::of(f, d.cost_usd);
         if d.verdict != Verdict::ApprovalNeeded {
-            let held = Held::new(route, cx, d.write, kept);
+            // The common request: nothing to pay, nothing kept.
+            if !metered(shared, route, d.cost_usd) {
+                return None;
+            }
+            let held = Held::new(route, cx, d.write, Kept::of(f, d.cost_usd));
             return self.pay(shared, held, cx.t0).ok();
         }
         let cp = shared.control.as_ref()?;
-        let mut held = Held::new(route, cx, d.write, kept);
+        let mut held = Held::new(route, cx, d.write, Kept::of(f, d.cost_usd));
         let refuse = |s: &mut Self, reason: Reason<'_>| {
             let d = shared.bundle.refusal(route, reason);
-            let mut f = Final::from_decision(&d, cx.request_id, f.rpc_id);
-            f.action = d.action.or(f.action);
-            Some(s.conclude(Some(shared), &f, cx.phase, cx.t0))
+            let mut out = Final::from_decision(&d, cx.request_id, f.rpc_id);
+            out.action = f.action.or(out.action);
+            out.rule = f.rule.or(out.rule);
+            Some(s.conclude(Some(shared), &out, cx.phase, cx.t0))
         };
         let retry: Vec<&str> = find(cx.headers, APPROVAL_HEADER).collect();
         let id = match retry.as_slice() {
