@@ -313,7 +313,7 @@ impl Root {
         let cp = shared.control.as_ref()?;
         let mut ms = None;
         if shared.has_budgets() {
-            ms = Some(cp.settle_ms);
+            ms = Some(u64::from(cp.settle_ms));
         }
         if cp.bundle_poll_ms > 0 {
             if shared.trusted_keys.is_empty() {
@@ -323,7 +323,7 @@ impl Root {
                      new bundles against",
                 );
             } else {
-                let poll = (cp.bundle_poll_ms / 2).max(500);
+                let poll = u64::from(cp.bundle_poll_ms / 2).max(500);
                 ms = Some(ms.map_or(poll, |m: u64| m.min(poll)));
             }
         }
@@ -359,7 +359,8 @@ impl Root {
         if !shared.has_budgets() {
             return;
         }
-        let period = cp.settle_ms.saturating_mul(1_000_000);
+        let period = u64::from(cp.settle_ms).saturating_mul(1_000_000);
+        let bearer = cp.bearer();
         if !budget::claim(&ProxyHost, now, period) {
             return;
         }
@@ -369,14 +370,14 @@ impl Root {
                 (":method", "POST"),
                 (":path", "/v1/budgets/settle"),
                 (":authority", cp.authority.as_str()),
-                ("authorization", cp.bearer.as_str()),
+                ("authorization", bearer.as_str()),
                 ("content-type", "application/json"),
             ];
             match ProxyHost.dispatch_call(
                 &cp.cluster,
                 &headers,
                 Some(body.as_bytes()),
-                cp.timeout_ms,
+                u64::from(cp.timeout_ms),
             ) {
                 Ok(token) => {
                     self.settles.insert(token, s);

@@ -9,14 +9,19 @@
 //!   "allow_on_headers_stop_iteration": true,
 //!   "filter_state": ["aegis_decision", "aegis_rule", "aegis_request_id"],
 //!   "tool_host_from_route": false,
-//!   "token_cache": {"entries": 4096, "max_token_bytes": 1024}
+//!   "token_cache": {"entries": 4096, "max_token_bytes": 1024},
+//!   "control_plane": {"cluster": "aegis_control", "token": "eyJ..."},
+//!   "rate_limits": true
 //! }
 //! ```
 //!
 //! Every key is optional; an empty configuration means "the embedded
-//! bundle, unsigned or signed by anyone, 1 MiB bodies". Unknown keys are
-//! errors.
+//! bundle, unsigned or signed by anyone, 1 MiB bodies, no control plane".
+//! Unknown keys are errors. `control_plane` configures the callouts to
+//! `aegis serve` (see [`ControlPlane`]); `rate_limits` the per-proxy
+//! `budget.rps` (on by default with a control plane).
 
+use crate::budget::DEFAULT_LEASE_CALLS;
 use crate::state_keys as keys;
 use aegis_engine::jwt::{TokenCacheConfig, MAX_TOKEN_LEN};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -53,15 +58,75 @@ pub struct Config {
     pub tool_host_from_route: bool,
     /// Size of each VM's verified-token cache (`entries: 0`: off).
     pub token_cache: TokenCacheConfig,
-    /// The control plane the filter calls for budgets and approvals, and
-    /// polls for bundles; `None`: no calls out of the proxy.
+    /// The callouts to `aegis serve`; `None`: no callouts.
     pub control_plane: Option<ControlPlane>,
     /// Enforce the policy's `budget.rps` in this proxy (`rate_limits`);
     /// by default on when a control plane is configured.
     pub rate_limits: bool,
 }
 
-/// What the filter does with a call when the control plane fails it.
+/// `control_plane`: how the filter calls `aegis serve` (budget leases,
+/// approvals, bundle polls), as Envoy `dispatch_http_call`s.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// The Envoy cluster the callouts go to.
+    pub cluster: String,
+    /// `:authority` of the callouts (default: the cluster name).
+    pub authority: String,
+    /// The gateway's service token (`Authorization: Bearer`).
+    pub token: String,
+    /// Each callout's timeout.
+    pub timeout_ms: u32,
+    /// Period of the bundle hot-reload poll; 0: no polling.
+    pub bundle_poll_ms: u32,
+    /// How long an `approval_needed` call is held waiting for a person;
+    /// 0: answered at once with the approval id.
+    pub approval_hold_ms: u32,
+    /// A budget lease covers this many calls of the cost of the call that
+    /// asked for it.
+    pub lease_calls: u32,
+    /// How often running leases are reported.
+    pub settle_ms: u32,
+    /// What a call gets when a callout it needs fails.
+    pub on_failure: FailPolicy,
+}
+
+// By hand, to keep the token out of logs.
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("token", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("bundle_poll_ms", &self.bundle_poll_ms)
+            .field("approval_hold_ms", &self.approval_hold_ms)
+            .field("lease_calls", &self.lease_calls)
+            .field("settle_ms", &self.settle_ms)
+            .field("on_failure", &self.on_failure)
+            .finish()
+    }
+}
+
+/// What happens to a call when the control plane is down, slow or
+/// answers garbage: reads and writes (POST, PUT, PATCH, DELETE, or an
+/// action with `write: true`) apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailPolicy {
+    pub reads: OnFailure,
+    pub writes: OnFailure,
+}
+
+impl Default for FailPolicy {
+    /// Reads fail open, writes closed (DESIGN.md section 4).
+    fn default() -> Self {
+        FailPolicy {
+            reads: OnFailure::Allow,
+            writes: OnFailure::Deny,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
     Allow,
@@ -77,30 +142,15 @@ impl OnFailure {
     }
 }
 
-/// How the filter reaches the control plane (`control_plane`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlPlane {
-    /// The Envoy cluster the calls go to.
-    pub cluster: String,
-    /// `:authority` of the calls.
-    pub authority: String,
-    /// The gateway's service token, as `Bearer <token>`.
-    pub bearer: String,
-    /// Each call's timeout (Envoy ends the call after it).
-    pub timeout_ms: u64,
-    /// How often a worker polls for a new bundle; 0: never.
-    pub bundle_poll_ms: u64,
-    /// How long a call that needs approval is held while a person decides;
-    /// 0: answered at once with the approval's id.
-    pub approval_hold_ms: u64,
-    /// A lease asks for this many calls of the rule's cost.
-    pub lease_calls: u32,
-    /// How often running leases report what they spent.
-    pub settle_ms: u64,
-    /// What a read does when the control plane fails it.
-    pub reads: OnFailure,
-    /// What a write (POST, PUT, PATCH, DELETE, `write: true`) does.
-    pub writes: OnFailure,
+impl ControlPlane {
+    /// The `Authorization` header of the calls.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    pub const DEFAULT_TIMEOUT_MS: u32 = 300;
+    pub const DEFAULT_BUNDLE_POLL_MS: u32 = 10_000;
+    pub const DEFAULT_SETTLE_MS: u32 = 1_000;
 }
 
 impl Default for Config {
@@ -136,8 +186,9 @@ struct Raw {
     tool_host_from_route: bool,
     #[serde(default)]
     token_cache: Option<RawTokenCache>,
+    /// Read in a second step, so that its errors name it.
     #[serde(default)]
-    control_plane: Option<RawControlPlane>,
+    control_plane: Option<serde_json::Value>,
     #[serde(default)]
     rate_limits: Option<bool>,
 }
@@ -145,10 +196,12 @@ struct Raw {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawControlPlane {
-    cluster: String,
+    #[serde(default)]
+    cluster: Option<String>,
     #[serde(default)]
     authority: Option<String>,
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -160,82 +213,16 @@ struct RawControlPlane {
     #[serde(default)]
     settle_ms: Option<u64>,
     #[serde(default)]
-    on_failure: Option<RawOnFailure>,
+    on_failure: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOnFailure {
+struct RawFailPolicy {
     #[serde(default)]
     reads: Option<String>,
     #[serde(default)]
     writes: Option<String>,
-}
-
-/// `key` of `control_plane`: `default` when absent, else within
-/// `min..=max`.
-fn ranged(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, String> {
-    match v {
-        None => Ok(default),
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        Some(n) => Err(format!(
-            "`control_plane.{key}` must be between {min} and {max}, not {n}"
-        )),
-    }
-}
-
-fn on_failure(key: &str, v: Option<String>, default: OnFailure) -> Result<OnFailure, String> {
-    match v.as_deref() {
-        None => Ok(default),
-        Some("allow") => Ok(OnFailure::Allow),
-        Some("deny") => Ok(OnFailure::Deny),
-        Some(other) => Err(format!(
-            "`control_plane.on_failure.{key}` must be `allow` or `deny`, not `{other}`"
-        )),
-    }
-}
-
-impl RawControlPlane {
-    fn check(self) -> Result<ControlPlane, String> {
-        let cluster = self.cluster.trim().to_owned();
-        if cluster.is_empty() {
-            return Err("`control_plane.cluster` is empty".into());
-        }
-        let token = self.token.trim();
-        if token.is_empty() || token.contains(char::is_whitespace) {
-            return Err("`control_plane.token` must be the gateway's service token".into());
-        }
-        let authority = self.authority.unwrap_or_else(|| cluster.clone());
-        let bundle_poll_ms = match self.bundle_poll_ms {
-            Some(0) => 0,
-            v => ranged("bundle_poll_ms", v, 10_000, 1_000, 86_400_000)?,
-        };
-        let (reads, writes) = match self.on_failure {
-            None => (OnFailure::Allow, OnFailure::Deny),
-            Some(f) => (
-                on_failure("reads", f.reads, OnFailure::Allow)?,
-                on_failure("writes", f.writes, OnFailure::Deny)?,
-            ),
-        };
-        Ok(ControlPlane {
-            bearer: format!("Bearer {token}"),
-            timeout_ms: ranged("timeout_ms", self.timeout_ms, 300, 1, 60_000)?,
-            bundle_poll_ms,
-            approval_hold_ms: ranged("approval_hold_ms", self.approval_hold_ms, 0, 0, 600_000)?,
-            lease_calls: ranged(
-                "lease_calls",
-                self.lease_calls,
-                u64::from(crate::budget::DEFAULT_LEASE_CALLS),
-                1,
-                100_000,
-            )? as u32,
-            settle_ms: ranged("settle_ms", self.settle_ms, 1_000, 100, 3_600_000)?,
-            reads,
-            writes,
-            cluster,
-            authority,
-        })
-    }
 }
 
 #[derive(Deserialize)]
@@ -298,6 +285,137 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
         return Err("weak (small order) key".into());
     }
     Ok(bytes)
+}
+
+/// `value` of `control_plane.<key>`, `default` when absent, within
+/// `range`.
+fn ranged(
+    key: &str,
+    value: Option<u64>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    hint: &str,
+) -> Result<u32, String> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    match u32::try_from(v) {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`control_plane.{key}` must be between {} and {}{hint}, not {v}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn on_failure(key: &str, value: Option<String>, default: OnFailure) -> Result<OnFailure, String> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some("allow") => Ok(OnFailure::Allow),
+        Some("deny") => Ok(OnFailure::Deny),
+        Some(other) => Err(format!(
+            "`control_plane.on_failure.{key}` must be `allow` or `deny`, not `{other}`"
+        )),
+    }
+}
+
+impl ControlPlane {
+    fn parse(value: serde_json::Value) -> Result<ControlPlane, String> {
+        if !value.is_object() {
+            return Err("`control_plane` must be a JSON object".into());
+        }
+        let raw: RawControlPlane =
+            serde_json::from_value(value).map_err(|e| format!("`control_plane`: {e}"))?;
+        let cluster = match raw.cluster {
+            Some(c) if !c.trim().is_empty() => c,
+            _ => {
+                return Err(
+                    "`control_plane.cluster` is required: the Envoy cluster of `aegis serve`"
+                        .into(),
+                )
+            }
+        };
+        let authority = match raw.authority {
+            None => cluster.clone(),
+            Some(a) if a.trim().is_empty() || a.chars().any(|c| c.is_ascii_whitespace()) => {
+                return Err(format!(
+                    "`control_plane.authority` must be a host name, not `{a}`"
+                ))
+            }
+            Some(a) => a,
+        };
+        let token = match raw.token {
+            None => {
+                return Err("`control_plane.token` is required: the gateway's service token".into())
+            }
+            Some(t) if t.is_empty() => return Err("`control_plane.token` is empty".into()),
+            // It goes into a header: no spaces, no control characters.
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err("`control_plane.token` must be printable ASCII without spaces".into())
+            }
+            Some(t) => t,
+        };
+        let timeout_ms = ranged(
+            "timeout_ms",
+            raw.timeout_ms,
+            ControlPlane::DEFAULT_TIMEOUT_MS,
+            1..=60_000,
+            "",
+        )?;
+        let bundle_poll_ms = match raw.bundle_poll_ms {
+            Some(0) => 0,
+            v => ranged(
+                "bundle_poll_ms",
+                v,
+                ControlPlane::DEFAULT_BUNDLE_POLL_MS,
+                1_000..=86_400_000,
+                " (or 0: no polling)",
+            )?,
+        };
+        let approval_hold_ms =
+            ranged("approval_hold_ms", raw.approval_hold_ms, 0, 0..=600_000, "")?;
+        let lease_calls = ranged(
+            "lease_calls",
+            raw.lease_calls,
+            DEFAULT_LEASE_CALLS,
+            1..=100_000,
+            "",
+        )?;
+        let settle_ms = ranged(
+            "settle_ms",
+            raw.settle_ms,
+            ControlPlane::DEFAULT_SETTLE_MS,
+            100..=3_600_000,
+            "",
+        )?;
+        let on_failure = match raw.on_failure {
+            None | Some(serde_json::Value::Null) => FailPolicy::default(),
+            Some(v) if !v.is_object() => {
+                return Err("`control_plane.on_failure` must be a JSON object".into())
+            }
+            Some(v) => {
+                let r: RawFailPolicy = serde_json::from_value(v)
+                    .map_err(|e| format!("`control_plane.on_failure`: {e}"))?;
+                let d = FailPolicy::default();
+                FailPolicy {
+                    reads: on_failure("reads", r.reads, d.reads)?,
+                    writes: on_failure("writes", r.writes, d.writes)?,
+                }
+            }
+        };
+        Ok(ControlPlane {
+            cluster,
+            authority,
+            token,
+            timeout_ms,
+            bundle_poll_ms,
+            approval_hold_ms,
+            lease_calls,
+            settle_ms,
+            on_failure,
+        })
+    }
 }
 
 impl Config {
@@ -381,6 +499,10 @@ impl Config {
                 }
             }
         };
+        let control_plane = match raw.control_plane {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(ControlPlane::parse(v)?),
+        };
         Ok(Config {
             trusted_keys,
             bundle,
@@ -389,8 +511,8 @@ impl Config {
             filter_state,
             tool_host_from_route: raw.tool_host_from_route,
             token_cache,
-            rate_limits: raw.rate_limits.unwrap_or(raw.control_plane.is_some()),
-            control_plane: raw.control_plane.map(RawControlPlane::check).transpose()?,
+            rate_limits: raw.rate_limits.unwrap_or(control_plane.is_some()),
+            control_plane,
         })
     }
 }
@@ -491,6 +613,178 @@ mod tests {
             "{e}"
         );
         assert!(bits(r#"{"filter_state": "aegis_rule"}"#).is_err());
+    }
+
+    fn control_plane(json: serde_json::Value) -> Result<ControlPlane, String> {
+        let c = Config::parse(
+            serde_json::json!({ "control_plane": json })
+                .to_string()
+                .as_bytes(),
+        )?;
+        Ok(c.control_plane.unwrap())
+    }
+
+    #[test]
+    fn no_control_plane_means_no_callouts() {
+        assert_eq!(Config::parse(b"{}").unwrap().control_plane, None);
+        assert_eq!(
+            Config::parse(br#"{"control_plane": null}"#)
+                .unwrap()
+                .control_plane,
+            None
+        );
+    }
+
+    #[test]
+    fn control_plane_defaults() {
+        let c = control_plane(serde_json::json!({"cluster": "aegis_control", "token": "eyJ.a.b"}))
+            .unwrap();
+        assert_eq!(
+            c,
+            ControlPlane {
+                cluster: "aegis_control".into(),
+                authority: "aegis_control".into(),
+                token: "eyJ.a.b".into(),
+                timeout_ms: 300,
+                bundle_poll_ms: 10_000,
+                approval_hold_ms: 0,
+                lease_calls: 10,
+                settle_ms: 1_000,
+                on_failure: FailPolicy {
+                    reads: OnFailure::Allow,
+                    writes: OnFailure::Deny
+                },
+            }
+        );
+        // The token never reaches a log through `Debug`.
+        let debug = format!(
+            "{:?}",
+            Config::parse(br#"{"control_plane": {"cluster": "c", "token": "secret-jwt"}}"#)
+                .unwrap()
+        );
+        assert!(!debug.contains("secret-jwt"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn control_plane_in_full() {
+        let c = control_plane(serde_json::json!({
+            "cluster": "aegis_control",
+            "authority": "aegis-control.internal",
+            "token": "eyJ.a.b",
+            "timeout_ms": 60000,
+            "bundle_poll_ms": 0,
+            "approval_hold_ms": 600000,
+            "lease_calls": 100000,
+            "settle_ms": 100,
+            "on_failure": {"reads": "deny", "writes": "allow"},
+        }))
+        .unwrap();
+        assert_eq!(c.authority, "aegis-control.internal");
+        assert_eq!(
+            (
+                c.timeout_ms,
+                c.bundle_poll_ms,
+                c.approval_hold_ms,
+                c.lease_calls,
+                c.settle_ms
+            ),
+            (60_000, 0, 600_000, 100_000, 100)
+        );
+        assert_eq!(
+            c.on_failure,
+            FailPolicy {
+                reads: OnFailure::Deny,
+                writes: OnFailure::Allow
+            }
+        );
+        let c = control_plane(
+            serde_json::json!({"cluster": "c", "token": "t", "on_failure": {"reads": "deny"}}),
+        )
+        .unwrap();
+        assert_eq!(c.on_failure.writes, OnFailure::Deny);
+    }
+
+    #[test]
+    fn control_plane_errors_name_the_key() {
+        let err = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"cluster": "c", "token": "t"});
+            for (k, x) in extra.as_object().unwrap() {
+                if x.is_null() {
+                    v.as_object_mut().unwrap().remove(k);
+                } else {
+                    v[k] = x.clone();
+                }
+            }
+            control_plane(v).unwrap_err()
+        };
+        use serde_json::json;
+        assert_eq!(
+            err(json!({"cluster": null})),
+            "`control_plane.cluster` is required: the Envoy cluster of `aegis serve`"
+        );
+        assert!(err(json!({"cluster": " "})).starts_with("`control_plane.cluster` is required"));
+        assert_eq!(
+            err(json!({"token": null})),
+            "`control_plane.token` is required: the gateway's service token"
+        );
+        assert_eq!(err(json!({"token": ""})), "`control_plane.token` is empty");
+        assert_eq!(
+            err(json!({"token": "Bearer abc"})),
+            "`control_plane.token` must be printable ASCII without spaces"
+        );
+        assert_eq!(
+            err(json!({"authority": "a b"})),
+            "`control_plane.authority` must be a host name, not `a b`"
+        );
+        assert_eq!(
+            err(json!({"timeout_ms": 0})),
+            "`control_plane.timeout_ms` must be between 1 and 60000, not 0"
+        );
+        assert_eq!(
+            err(json!({"timeout_ms": 60001})),
+            "`control_plane.timeout_ms` must be between 1 and 60000, not 60001"
+        );
+        assert_eq!(
+            err(json!({"bundle_poll_ms": 999})),
+            "`control_plane.bundle_poll_ms` must be between 1000 and 86400000 (or 0: no \
+             polling), not 999"
+        );
+        assert_eq!(
+            err(json!({"approval_hold_ms": 600001})),
+            "`control_plane.approval_hold_ms` must be between 0 and 600000, not 600001"
+        );
+        assert_eq!(
+            err(json!({"lease_calls": 0})),
+            "`control_plane.lease_calls` must be between 1 and 100000, not 0"
+        );
+        assert_eq!(
+            err(json!({"settle_ms": 99})),
+            "`control_plane.settle_ms` must be between 100 and 3600000, not 99"
+        );
+        assert_eq!(
+            err(json!({"on_failure": {"writes": "open"}})),
+            "`control_plane.on_failure.writes` must be `allow` or `deny`, not `open`"
+        );
+        assert_eq!(
+            err(json!({"on_failure": "deny"})),
+            "`control_plane.on_failure` must be a JSON object"
+        );
+        let e = err(json!({"on_failure": {"read": "deny"}}));
+        assert!(
+            e.starts_with("`control_plane.on_failure`: unknown field `read`"),
+            "{e}"
+        );
+        let e = err(json!({"clustr": "c"}));
+        assert!(
+            e.starts_with("`control_plane`: unknown field `clustr`"),
+            "{e}"
+        );
+        assert!(err(json!({"timeout_ms": -1})).starts_with("`control_plane`: invalid value"));
+        assert_eq!(
+            Config::parse(br#"{"control_plane": []}"#).unwrap_err(),
+            "`control_plane` must be a JSON object"
+        );
     }
 
     #[test]

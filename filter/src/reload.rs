@@ -133,7 +133,11 @@ impl Poller {
         if self.token.is_some() || cp.bundle_poll_ms == 0 {
             return;
         }
-        if !claim(host, now, cp.bundle_poll_ms.saturating_mul(1_000_000)) {
+        if !claim(
+            host,
+            now,
+            u64::from(cp.bundle_poll_ms).saturating_mul(1_000_000),
+        ) {
             return;
         }
         let etag = kv::read(host, META)
@@ -141,8 +145,14 @@ impl Poller {
             .map(|m| m.etag)
             .filter(|e| !e.is_empty());
         let call = current_bundle(etag.as_deref());
-        let headers = call.headers(&cp.authority, &cp.bearer);
-        match host.dispatch_call(&cp.cluster, &headers, None, cp.timeout_ms.max(5_000)) {
+        let bearer = cp.bearer();
+        let headers = call.headers(&cp.authority, &bearer);
+        match host.dispatch_call(
+            &cp.cluster,
+            &headers,
+            None,
+            u64::from(cp.timeout_ms.max(5_000)),
+        ) {
             Ok(t) => self.token = Some(t),
             Err(e) => host.log(
                 Level::Warn,

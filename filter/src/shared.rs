@@ -246,8 +246,8 @@ impl Shared {
                 cp.cluster,
                 cp.timeout_ms,
                 cp.approval_hold_ms,
-                cp.reads.as_str(),
-                cp.writes.as_str()
+                cp.on_failure.reads.as_str(),
+                cp.on_failure.writes.as_str()
             ),
             None => String::new(),
         } + if self.rate_limits {

@@ -283,7 +283,7 @@ impl<H: Host> Stream<H> {
                 if cp.approval_hold_ms > 0 {
                     held.approval.hold_until = cx
                         .t0
-                        .saturating_add(cp.approval_hold_ms.saturating_mul(1_000_000));
+                        .saturating_add(u64::from(cp.approval_hold_ms).saturating_mul(1_000_000));
                 }
                 let agent = shared.bundle.agent_of(route);
                 let new = NewApproval {
@@ -306,7 +306,7 @@ impl<H: Host> Stream<H> {
                 callout::create_approval(&new)
             }
         };
-        Some(self.send(shared, cp, call, cp.timeout_ms, held, cx.t0))
+        Some(self.send(shared, cp, call, u64::from(cp.timeout_ms), held, cx.t0))
     }
 
     /// The rate stage: an agent with `budget.rps` takes a token from its
@@ -370,7 +370,8 @@ impl<H: Host> Stream<H> {
         mut held: Held,
         t0: u64,
     ) -> super::Flow {
-        let headers = call.headers(&cp.authority, &cp.bearer);
+        let bearer = cp.bearer();
+        let headers = call.headers(&cp.authority, &bearer);
         match self
             .host
             .dispatch_call(&cp.cluster, &headers, call.body.as_deref(), timeout_ms)
@@ -508,7 +509,9 @@ impl<H: Host> Stream<H> {
         let wait_s = (left_ns / 1_000_000_000).min(MAX_WAIT_S);
         held.step = Step::Poll;
         let call = callout::approval_status(&held.approval.id, wait_s);
-        let timeout = wait_s.saturating_mul(1_000).saturating_add(cp.timeout_ms);
+        let timeout = wait_s
+            .saturating_mul(1_000)
+            .saturating_add(u64::from(cp.timeout_ms));
         self.send(shared, cp, call, timeout, held, t0)
     }
 
@@ -521,7 +524,7 @@ impl<H: Host> Stream<H> {
     ) -> super::Flow {
         held.step = Step::Redeem;
         let call = callout::redeem(&held.approval.id, &held.approval.digest);
-        self.send(shared, cp, call, cp.timeout_ms, held, t0)
+        self.send(shared, cp, call, u64::from(cp.timeout_ms), held, t0)
     }
 
     /// Answers `approval_needed` with the approval the agent waits for.
@@ -601,7 +604,11 @@ impl<H: Host> Stream<H> {
         e: &Failure,
         t0: u64,
     ) -> super::Flow {
-        let policy = if held.write { cp.writes } else { cp.reads };
+        let policy = if held.write {
+            cp.on_failure.writes
+        } else {
+            cp.on_failure.reads
+        };
         let why = e.to_string();
         let what = if held.step == Step::Lease {
             "budget"
@@ -710,7 +717,7 @@ impl<H: Host> Stream<H> {
                         cost,
                         daily_usd,
                     });
-                    self.send(shared, cp, call, cp.timeout_ms, held, t0)
+                    self.send(shared, cp, call, u64::from(cp.timeout_ms), held, t0)
                 }
                 Spend::Unavailable => {
                     held.step = Step::Lease;
@@ -772,12 +779,13 @@ impl<H: Host> Stream<H> {
                         body: Some(settle.body().into_bytes()),
                         if_none_match: None,
                     };
-                    let headers = call.headers(&cp.authority, &cp.bearer);
+                    let bearer = cp.bearer();
+                    let headers = call.headers(&cp.authority, &bearer);
                     let _ = self.host.dispatch_call(
                         &cp.cluster,
                         &headers,
                         call.body.as_deref(),
-                        cp.timeout_ms,
+                        u64::from(cp.timeout_ms),
                     );
                 }
                 let e = Failure::Unexpected("the proxy's shared data failed".into());
