@@ -16,6 +16,9 @@
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
 //! - `rate`, `budget`: `budget.rps` and `budget.daily_usd` over shared data
 //!   (`kv`), with the UTC days of budgets in `utc`
+//! - `stream::gate`: the stages after the policy (rate, approval, budget)
+//!   and their calls to the control plane, worded in `callout`
+//! - `reload`: new bundles from the control plane, polled on the tick
 //!
 //! See `README.md` for the configuration, filter state and metrics.
 
