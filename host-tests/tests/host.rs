@@ -800,3 +800,28 @@ fn the_vms_of_one_process_share_data_with_cas() {
     assert_eq!(process.shared_data("", "n").unwrap().0, b"A");
     assert_eq!(process.shared_data("other", "n").unwrap().0, b"C");
 }
+
+#[test]
+fn with_held_headers_the_response_comes_before_the_next_body_chunk() {
+    // Envoy holds the headers (`allow_on_headers_stop_iteration`) and
+    // would go on delivering the body; the host delivers the outstanding
+    // response first (a callout faster than the next chunk), so the
+    // continue releases the headers and the chunks follow.
+    let (addr, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    let host = Host::new(&gate_guest("control", CHECK_HEADERS, 5000)).unwrap();
+    let mut opts = PluginOptions::new("{}").cluster("control", addr);
+    opts.hold_headers = Some(true);
+    let mut p = host.plugin_with(opts).unwrap();
+    let o = p.request(&post(), &[b"ab", b"cd"]).unwrap();
+    assert!(o.forwarded, "{o:?}");
+    assert_eq!(o.forwarded_body, b"abcd");
+    assert_eq!(
+        o.actions,
+        vec![
+            ("proxy_on_request_headers", 1),
+            ("proxy_on_request_body", 0),
+            ("proxy_on_request_body", 0)
+        ]
+    );
+    assert_eq!(o.calls[0].response.as_ref().unwrap().status(), Some(200));
+}
