@@ -416,7 +416,8 @@ const CHECK_HEADERS: &[(&str, &str)] = &[
 /// - the response (delivered to the root context) selects the stream with
 ///   `proxy_set_effective_context`: `:status` 200 continues the stream,
 ///   another status answers 403 with the call's body, no `:status` (a
-///   reset) answers 502 `reset`;
+///   reset) logs the root context's `proxy_get_status` code and answers
+///   502 `reset`;
 /// - `proxy_on_tick` writes its plugin configuration to shared data `n`
 ///   with the CAS it read on its previous tick (0 at first), logs the
 ///   status and the value it then reads, and calls cluster `control` at
@@ -446,11 +447,13 @@ fn gate_guest(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Vec<u
   (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_record_metric" (func $record_metric (param i32 i64) (result i32)))
   (import "env" "proxy_increment_metric" (func $increment_metric (param i32 i64) (result i32)))
+  (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 8192))
   (global $stream (mut i32) (i32.const 0))
   (global $tick_token (mut i32) (i32.const -1))
   (global $last_cas (mut i32) (i32.const 0))
+  (global $root_status (mut i32) (i32.const -1))
   (data (i32.const 0) "{cluster}")
   (data (i32.const 256) "{headers}")
   (data (i32.const 768) "ping")
@@ -499,9 +502,13 @@ fn gate_guest(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Vec<u
         (if (i32.eqz (call $get_buffer (i32.const 4) (i32.const 0) (local.get $body) (i32.const 2052) (i32.const 2056)))
           (then (drop (call $log (i32.const 2) (i32.load (i32.const 2052)) (i32.load (i32.const 2056))))))
         (return)))
+    ;; The root context's status, before switching to the stream.
+    (drop (call $get_status (i32.const 2072) (i32.const 2052) (i32.const 2056)))
+    (global.set $root_status (i32.load (i32.const 2072)))
     (drop (call $set_ctx (global.get $stream)))
     (if (call $get_header (i32.const 6) (i32.const 772) (i32.const 7) (i32.const 2052) (i32.const 2056))
       (then
+        (call $num (global.get $root_status))
         (drop (call $local (i32.const 502) (i32.const 0) (i32.const 0) (i32.const 1004) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const -1)))
         (return)))
     (if (call $is_200 (i32.load (i32.const 2052)) (i32.load (i32.const 2056)))
@@ -681,6 +688,8 @@ fn a_reset_after_the_response_headers_has_no_headers() {
     let o = p.request(&post(), &[]).unwrap();
     let response = o.calls[0].response.as_ref().unwrap();
     assert!(response.reset && response.headers.is_empty() && response.body.is_empty());
+    // `proxy_get_status` on the root context: BrokenConnection.
+    assert_eq!(o.logs, vec![(2, "00".to_string()), (2, "11".to_string())]);
     let local = o.local_response.unwrap();
     assert_eq!((local.status, local.body), (502, b"reset".to_vec()));
 }
