@@ -8,13 +8,22 @@
 //! message naming the call: that is a filter bug, and a trap fails the
 //! test that drove it.
 //!
-//! Calls the filter has no business making yet (HTTP and gRPC callouts,
-//! foreign functions) answer like a proxy without the feature would and
-//! are recorded in [`State::unsupported_calls`], so tests can insist on
-//! none.
+//! `proxy_http_call` goes to the clusters of [`State::clusters`]
+//! ([`crate::callout`] says what Envoy does and what is modelled); its
+//! response is read through the `HttpCallResponse*` map and buffer types
+//! while [`State::call_response`] is set. Shared data lives in a
+//! [`SharedData`] store that the VMs of one [`crate::Process`] share.
+//!
+//! Calls the filter has no business making yet (gRPC callouts, foreign
+//! functions) answer like a proxy without the feature would and are
+//! recorded in [`State::unsupported_calls`], so tests can insist on none.
 
+use crate::callout::{self, CallResponse, HttpCall};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Extern, Linker, Memory};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -28,18 +37,22 @@ pub mod status {
     pub const EMPTY: i32 = 7;
     pub const CAS_MISMATCH: i32 = 8;
     pub const INTERNAL_FAILURE: i32 = 10;
+    pub const BROKEN_CONNECTION: i32 = 11;
 }
 
 /// Map types of the ABI.
 mod map_type {
     pub const HTTP_REQUEST_HEADERS: i32 = 0;
     pub const HTTP_REQUEST_TRAILERS: i32 = 1;
+    pub const HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
+    pub const HTTP_CALL_RESPONSE_TRAILERS: i32 = 7;
     pub const LAST: i32 = 7;
 }
 
 /// Buffer types of the ABI.
 mod buffer_type {
     pub const HTTP_REQUEST_BODY: i32 = 0;
+    pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
     pub const VM_CONFIGURATION: i32 = 6;
     pub const PLUGIN_CONFIGURATION: i32 = 7;
     pub const LAST: i32 = 8;
@@ -188,10 +201,83 @@ pub struct State {
     pub metrics: Vec<Metric>,
     pub tick_period_ms: u32,
     pub done_calls: u32,
-    pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
+    /// Envoy's `vm_config.vm_id`: shared data is kept per VM id.
+    pub vm_id: String,
+    /// The proxy process's shared data (private unless the VM was made by
+    /// a [`crate::Process`]).
+    pub shared_data: Arc<Mutex<SharedData>>,
     pub queues: Vec<(String, std::collections::VecDeque<Vec<u8>>)>,
     /// Calls of features this host does not provide, with their arguments.
     pub unsupported_calls: Vec<String>,
+    /// Envoy clusters `proxy_http_call` can reach, by name.
+    pub clusters: BTreeMap<String, SocketAddr>,
+    /// Every `proxy_http_call`, in order, with its response once delivered.
+    pub calls: Vec<HttpCall>,
+    pub next_call_token: u32,
+    /// Calls dispatched whose response has not been delivered.
+    pub calls_in_flight: usize,
+    /// The background threads answer here: (token, response).
+    pub responses_tx: Sender<(u32, CallResponse)>,
+    pub responses_rx: Receiver<(u32, CallResponse)>,
+    /// The response being delivered in `proxy_on_http_call_response`.
+    pub call_response: Option<CallResponse>,
+    /// The root context's `proxy_get_status` (code, message).
+    pub root_status: (u32, String),
+}
+
+/// Envoy's shared data (proxy-wasm-cpp-host `SharedData`): one store per
+/// proxy process, shared by its VMs, keyed by VM id and key. CAS values come
+/// from one counter for the whole store, starting at 1 and skipping 0; a
+/// set with `cas` 0 is unconditional, a set of a new key always succeeds,
+/// and a set of an existing key with another non-zero `cas` is
+/// `CasMismatch`.
+#[derive(Debug)]
+pub struct SharedData {
+    entries: BTreeMap<(String, String), (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+impl Default for SharedData {
+    fn default() -> Self {
+        SharedData {
+            entries: BTreeMap::new(),
+            next_cas: 1,
+        }
+    }
+}
+
+impl SharedData {
+    /// The value and CAS of `key` for VMs with `vm_id`.
+    pub fn get(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.entries
+            .get(&(vm_id.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    /// Sets `key`; the ABI status.
+    pub fn set(&mut self, vm_id: &str, key: &str, value: Vec<u8>, cas: u32) -> i32 {
+        let cas_now = self.next_cas;
+        let entry = (vm_id.to_string(), key.to_string());
+        match self.entries.get_mut(&entry) {
+            Some(current) => {
+                if cas != 0 && cas != current.1 {
+                    return status::CAS_MISMATCH;
+                }
+                *current = (value, cas_now);
+            }
+            None => {
+                self.entries.insert(entry, (value, cas_now));
+            }
+        }
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        status::OK
+    }
+}
+
+/// Locks a shared store; a panic elsewhere while holding it leaves plain
+/// data behind, still usable.
+pub fn lock(shared: &Mutex<SharedData>) -> std::sync::MutexGuard<'_, SharedData> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {
@@ -200,6 +286,7 @@ impl State {
         stdout: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
         stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
     ) -> State {
+        let (responses_tx, responses_rx) = std::sync::mpsc::channel();
         State {
             wasi,
             stdout,
@@ -217,9 +304,18 @@ impl State {
             metrics: Vec::new(),
             tick_period_ms: 0,
             done_calls: 0,
-            shared_data: BTreeMap::new(),
+            vm_id: String::new(),
+            shared_data: Arc::default(),
             queues: Vec::new(),
             unsupported_calls: Vec::new(),
+            clusters: BTreeMap::new(),
+            calls: Vec::new(),
+            next_call_token: 1,
+            calls_in_flight: 0,
+            responses_tx,
+            responses_rx,
+            call_response: None,
+            root_status: (0, String::new()),
         }
     }
 
@@ -415,6 +511,21 @@ fn map_mut(s: &mut State, map: i32) -> Option<&mut Vec<(String, Vec<u8>)>> {
     }
 }
 
+/// The response headers of the call being delivered (Envoy reads them from
+/// the root context, so from any effective context); trailers are always
+/// empty. `None` outside a delivery and for a reset.
+fn call_map(s: &State, map: i32) -> Option<&[(String, Vec<u8>)]> {
+    let r = s.call_response.as_ref().filter(|r| !r.reset)?;
+    match map {
+        map_type::HTTP_CALL_RESPONSE_HEADERS => Some(&r.headers),
+        _ => Some(&[]),
+    }
+}
+
+fn is_call_map(map: i32) -> bool {
+    map == map_type::HTTP_CALL_RESPONSE_HEADERS || map == map_type::HTTP_CALL_RESPONSE_TRAILERS
+}
+
 fn map_ref(s: &State, map: i32) -> Option<&Vec<(String, Vec<u8>)>> {
     let st = s.stream()?;
     match map {
@@ -489,6 +600,11 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             let s = c.data();
             let whole: Option<&[u8]> = match kind {
                 buffer_type::HTTP_REQUEST_BODY => s.stream().map(|st| st.buffer.as_slice()),
+                buffer_type::HTTP_CALL_RESPONSE_BODY => s
+                    .call_response
+                    .as_ref()
+                    .filter(|r| !r.reset)
+                    .map(|r| r.body.as_slice()),
                 buffer_type::VM_CONFIGURATION => Some(&s.vm_config),
                 buffer_type::PLUGIN_CONFIGURATION => Some(&s.plugin_config),
                 _ => None,
@@ -552,7 +668,11 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             if !valid_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let bytes = map_ref(c.data(), map).map(|m| serialize_map(m));
+            let bytes = if is_call_map(map) {
+                call_map(c.data(), map).map(serialize_map)
+            } else {
+                map_ref(c.data(), map).map(|m| serialize_map(m))
+            };
             // Maps this host does not have (responses, callouts) are empty.
             let bytes = bytes.unwrap_or_default();
             return_bytes(
@@ -573,7 +693,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             let bytes = read(&mut c, CALL, ptr, len)?;
             let pairs = deserialize_map(&bytes)
                 .ok_or_else(|| wasmtime::format_err!("{CALL}: malformed header map"))?;
-            if !valid_map(map) {
+            if !valid_map(map) || is_call_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
             note_header_edit(c.data_mut(), map, "set all headers".into());
@@ -596,7 +716,15 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             if !valid_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let value = map_ref(c.data(), map).and_then(|m| header(m, &key).map(<[u8]>::to_vec));
+            let value = if is_call_map(map) {
+                // Envoy: a map that is not there is a bad argument.
+                let Some(m) = call_map(c.data(), map) else {
+                    return Ok(status::BAD_ARGUMENT);
+                };
+                header(m, &key).map(<[u8]>::to_vec)
+            } else {
+                map_ref(c.data(), map).and_then(|m| header(m, &key).map(<[u8]>::to_vec))
+            };
             match value {
                 Some(v) => {
                     return_bytes(&mut c, CALL, &v, ptr_out, size_out)?;
@@ -613,7 +741,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             const CALL: &str = "proxy_add_header_map_value";
             let key = read_string(&mut c, CALL, kp, kl)?.to_ascii_lowercase();
             let value = read(&mut c, CALL, vp, vl)?;
-            if !valid_map(map) {
+            if !valid_map(map) || is_call_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
             note_header_edit(c.data_mut(), map, format!("add `{key}`"));
@@ -631,7 +759,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             const CALL: &str = "proxy_replace_header_map_value";
             let key = read_string(&mut c, CALL, kp, kl)?.to_ascii_lowercase();
             let value = read(&mut c, CALL, vp, vl)?;
-            if !valid_map(map) {
+            if !valid_map(map) || is_call_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
             note_header_edit(c.data_mut(), map, format!("replace `{key}`"));
@@ -663,7 +791,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
         |mut c: Ctx<'_>, map: i32, kp: i32, kl: i32| -> R<i32> {
             const CALL: &str = "proxy_remove_header_map_value";
             let key = read_string(&mut c, CALL, kp, kl)?.to_ascii_lowercase();
-            if !valid_map(map) {
+            if !valid_map(map) || is_call_map(map) {
                 return Ok(status::BAD_ARGUMENT);
             }
             note_header_edit(c.data_mut(), map, format!("remove `{key}`"));
@@ -723,7 +851,9 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
         |mut c: Ctx<'_>, kp: i32, kl: i32, ptr_out: i32, size_out: i32, cas_out: i32| -> R<i32> {
             const CALL: &str = "proxy_get_shared_data";
             let key = read_string(&mut c, CALL, kp, kl)?;
-            let Some((value, cas)) = c.data().shared_data.get(&key).cloned() else {
+            let s = c.data();
+            let found = lock(&s.shared_data).get(&s.vm_id, &key);
+            let Some((value, cas)) = found else {
                 return Ok(status::NOT_FOUND);
             };
             return_bytes(&mut c, CALL, &value, ptr_out, size_out)?;
@@ -738,14 +868,9 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
             const CALL: &str = "proxy_set_shared_data";
             let key = read_string(&mut c, CALL, kp, kl)?;
             let value = read(&mut c, CALL, vp, vl)?;
-            let cas = cas as u32;
-            let data = &mut c.data_mut().shared_data;
-            let current = data.get(&key).map_or(0, |(_, n)| *n);
-            if cas != 0 && cas != current {
-                return Ok(status::CAS_MISMATCH);
-            }
-            data.insert(key, (value, current.wrapping_add(1).max(1)));
-            Ok(status::OK)
+            let s = c.data();
+            let status = lock(&s.shared_data).set(&s.vm_id, &key, value, cas as u32);
+            Ok(status)
         },
     )?;
     linker.func_wrap(
@@ -893,23 +1018,82 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
         |mut c: Ctx<'_>,
          up: i32,
          ul: i32,
-         _hp: i32,
-         _hl: i32,
-         _bp: i32,
-         _bl: i32,
-         _tp: i32,
-         _tl: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         tp: i32,
+         tl: i32,
          timeout: i32,
-         _token_out: i32|
+         token_out: i32|
          -> R<i32> {
-            let upstream = read(&mut c, "proxy_http_call", up, ul)?;
-            c.data_mut().unsupported_calls.push(format!(
-                "proxy_http_call(upstream `{}`, timeout {} ms)",
-                String::from_utf8_lossy(&upstream),
-                timeout as u32
-            ));
-            // What Envoy says for an unknown cluster.
-            Ok(status::BAD_ARGUMENT)
+            const CALL: &str = "proxy_http_call";
+            let cluster = String::from_utf8_lossy(&read(&mut c, CALL, up, ul)?).into_owned();
+            let headers = deserialize_map(&read(&mut c, CALL, hp, hl)?)
+                .ok_or_else(|| wasmtime::format_err!("{CALL}: malformed header map"))?;
+            let body = read(&mut c, CALL, bp, bl)?;
+            let trailers = deserialize_map(&read(&mut c, CALL, tp, tl)?)
+                .ok_or_else(|| wasmtime::format_err!("{CALL}: malformed trailer map"))?;
+            // Envoy lowercases names as it builds the request.
+            let headers: Vec<(String, Vec<u8>)> = headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            let s = c.data_mut();
+            // Envoy's checks, in its order: the timeout, the cluster, the
+            // pseudo-headers.
+            let addr = s.clusters.get(&cluster).copied();
+            let has = |name: &str| headers.iter().any(|(k, _)| k == name);
+            let returned = match addr {
+                _ if timeout < 0 => status::BAD_ARGUMENT,
+                None => status::BAD_ARGUMENT,
+                Some(_) if !(has(":path") && has(":method") && has(":authority")) => {
+                    status::BAD_ARGUMENT
+                }
+                Some(_) => status::OK,
+            };
+            let token = if returned == status::OK {
+                let t = s.next_call_token;
+                s.next_call_token = t.wrapping_add(1).max(1);
+                t
+            } else {
+                0
+            };
+            let text = |pairs: &[(String, Vec<u8>)]| -> Vec<(String, String)> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect()
+            };
+            s.calls.push(HttpCall {
+                token,
+                returned,
+                context_id: s.effective_context,
+                cluster,
+                headers: text(&headers),
+                body: body.clone(),
+                trailers: text(&trailers),
+                timeout_ms: timeout as u32,
+                response: None,
+            });
+            let Some(addr) = addr.filter(|_| returned == status::OK) else {
+                return Ok(returned);
+            };
+            write_u32(&mut c, CALL, token_out, token)?;
+            let s = c.data_mut();
+            s.calls_in_flight += 1;
+            let tx = s.responses_tx.clone();
+            let limit = match timeout {
+                0 => callout::NO_TIMEOUT_CAP,
+                ms => Duration::from_millis(ms as u64),
+            };
+            let is_head = header(&headers, ":method") == Some(b"HEAD".as_slice());
+            std::thread::spawn(move || {
+                let response = callout::perform(addr, is_head, &headers, &body, limit);
+                // The VM may be gone; then nobody is waiting.
+                let _ = tx.send((token, response));
+            });
+            Ok(status::OK)
         },
     )?;
     linker.func_wrap(
@@ -992,10 +1176,17 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> R<()> {
         "proxy_get_status",
         |mut c: Ctx<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> R<i32> {
             const CALL: &str = "proxy_get_status";
-            c.data_mut().unsupported_calls.push(CALL.into());
-            // No callout ever completed: status 0, no message.
-            write_u32(&mut c, CALL, code_out, 0)?;
-            return_bytes(&mut c, CALL, &[], ptr_out, size_out)?;
+            // Envoy keeps the status on the context the call was made on:
+            // the root context (after a reset: BrokenConnection, `reset`).
+            // Stream contexts have made no call: 0, no message.
+            let s = c.data();
+            let (code, message) = if s.effective_context == s.root_id {
+                s.root_status.clone()
+            } else {
+                (0, String::new())
+            };
+            write_u32(&mut c, CALL, code_out, code)?;
+            return_bytes(&mut c, CALL, message.as_bytes(), ptr_out, size_out)?;
             Ok(status::OK)
         },
     )?;

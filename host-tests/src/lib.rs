@@ -17,19 +17,39 @@
 //!   buffered body, and `proxy_set_buffer_bytes` edits that buffer.
 //! - A local reply ends the stream; if the headers had already gone
 //!   upstream, the upstream request is reset (it never gets the body).
+//! - `proxy_http_call` reaches the clusters of [`PluginOptions::clusters`]
+//!   (loopback HTTP/1.1 servers) from a background thread; the response
+//!   is delivered later, never inside the hostcall, in the shapes Envoy's
+//!   async client gives (a 504 `upstream request timeout`, a 503 for a
+//!   refused connection, 0 headers for a reset: see [`callout`]). While a
+//!   paused stream has calls outstanding, [`Plugin::request`] waits for
+//!   them and delivers `proxy_on_http_call_response` to the root context
+//!   (as Envoy does; the SDK maps the token to its context), then goes on
+//!   as Envoy does after `proxy_continue_stream` or a local reply. The
+//!   calls are in [`Outcome::calls`].
+//! - [`Plugin::tick`] is Envoy's timer: `proxy_on_tick`, then the
+//!   responses of the calls it made.
+//! - The worker threads of one proxy are the VMs of one [`Process`]
+//!   ([`Host::process`]): they share Envoy's shared data (with its CAS
+//!   rules, [`abi::SharedData`]); a VM from [`Host::plugin`] has a store of
+//!   its own.
 //!
 //! [`policy`] builds blobs the way `aegis build` does and mints identity
 //! tokens for test cases.
 
 pub mod abi;
+pub mod callout;
 pub mod imports;
 pub mod policy;
 
-pub use abi::{Clock, Metric, MetricKind};
+pub use abi::{Clock, Metric, MetricKind, SharedData};
+pub use callout::{CallResponse, HttpCall};
 
 use abi::{State, StreamState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use wasmtime::{Engine, Instance, InstancePre, Linker, Module, Store};
 
 /// Log levels as the ABI numbers them.
@@ -62,6 +82,8 @@ pub enum Error {
     },
     /// The VM trapped earlier and cannot be used any more.
     Poisoned,
+    /// A call's background thread never answered (a host bug).
+    Callout(String),
 }
 
 impl Error {
@@ -69,7 +91,7 @@ impl Error {
     pub fn logs(&self) -> &[(u32, String)] {
         match self {
             Error::Trap { logs, .. } | Error::Refused { logs, .. } => logs,
-            Error::Module(_) | Error::Poisoned => &[],
+            Error::Module(_) | Error::Poisoned | Error::Callout(_) => &[],
         }
     }
 }
@@ -106,6 +128,7 @@ impl fmt::Display for Error {
                 fmt_logs(f, logs)
             }
             Error::Poisoned => write!(f, "the VM trapped earlier"),
+            Error::Callout(m) => write!(f, "callout: {m}"),
         }
     }
 }
@@ -167,6 +190,12 @@ pub struct PluginOptions {
     pub clock: Clock,
     /// Envoy's `root_id` (the `plugin_root_id` property).
     pub root_id: String,
+    /// Envoy's `vm_config.vm_id`: VMs of one process share data only with
+    /// the same VM id.
+    pub vm_id: String,
+    /// Envoy clusters for `proxy_http_call`: name -> a loopback HTTP/1.1
+    /// server. A name not here is an unknown cluster.
+    pub clusters: BTreeMap<String, SocketAddr>,
 }
 
 impl PluginOptions {
@@ -177,7 +206,15 @@ impl PluginOptions {
             hold_headers: None,
             clock: Clock::System,
             root_id: "aegis".into(),
+            vm_id: String::new(),
+            clusters: BTreeMap::new(),
         }
+    }
+
+    /// Adds the cluster `name` at `addr`.
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.insert(name.to_string(), addr);
+        self
     }
 
     fn effective_hold_headers(&self) -> bool {
@@ -298,6 +335,18 @@ pub struct Outcome {
     pub late_header_edits: Vec<String>,
     /// What each callback returned: (callback, 0 = continue, 1 = pause).
     pub actions: Vec<(&'static str, i32)>,
+    /// `proxy_http_call`s made while handling the request, with the
+    /// responses delivered before it ended.
+    pub calls: Vec<HttpCall>,
+}
+
+/// What one [`Plugin::tick`] did.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// Log lines of `proxy_on_tick` and the call responses.
+    pub logs: Vec<(u32, String)>,
+    /// Calls made during the tick, with their responses.
+    pub calls: Vec<HttpCall>,
 }
 
 impl fmt::Debug for Outcome {
@@ -328,6 +377,7 @@ impl fmt::Debug for Outcome {
             .field("logs", &self.logs)
             .field("late_header_edits", &self.late_header_edits)
             .field("actions", &self.actions)
+            .field("calls", &self.calls)
             .finish()
     }
 }
@@ -472,7 +522,21 @@ impl Host {
         self.plugin_with(PluginOptions::new(config_json))
     }
 
+    /// A VM with a shared-data store of its own.
     pub fn plugin_with(&self, opts: PluginOptions) -> Result<Plugin> {
+        self.start_plugin(opts, Arc::default())
+    }
+
+    /// A proxy process: its VMs ([`Process::plugin`]) are the worker
+    /// threads of one Envoy and share one shared-data store.
+    pub fn process(&self) -> Process<'_> {
+        Process {
+            host: self,
+            shared: Arc::default(),
+        }
+    }
+
+    fn start_plugin(&self, opts: PluginOptions, shared: Arc<Mutex<SharedData>>) -> Result<Plugin> {
         let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
         let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -484,6 +548,9 @@ impl Host {
         state.vm_config = opts.vm_config.clone();
         state.clock = opts.clock;
         state.plugin_name = opts.root_id.clone();
+        state.vm_id = opts.vm_id.clone();
+        state.clusters = opts.clusters.clone();
+        state.shared_data = shared;
         let root_id = state.root_id;
         let mut store = Store::new(&self.engine, state);
         let instance = match self.pre.instantiate(&mut store) {
@@ -500,6 +567,35 @@ impl Host {
         };
         plugin.start()?;
         Ok(plugin)
+    }
+}
+
+/// The VMs of one proxy process (Envoy's worker threads): they share
+/// Envoy's shared data.
+pub struct Process<'h> {
+    host: &'h Host,
+    shared: Arc<Mutex<SharedData>>,
+}
+
+impl fmt::Debug for Process<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process").finish_non_exhaustive()
+    }
+}
+
+impl Process<'_> {
+    /// A started and configured VM of this process.
+    pub fn plugin(&self, config_json: &str) -> Result<Plugin> {
+        self.plugin_with(PluginOptions::new(config_json))
+    }
+
+    pub fn plugin_with(&self, opts: PluginOptions) -> Result<Plugin> {
+        self.host.start_plugin(opts, Arc::clone(&self.shared))
+    }
+
+    /// Shared data `key` of VMs with `vm_id`: the value and its CAS.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        abi::lock(&self.shared).get(vm_id, key)
     }
 }
 
@@ -623,11 +719,98 @@ impl Plugin {
         self.hold_headers
     }
 
-    /// Calls `proxy_on_tick` on the root context.
-    pub fn tick(&mut self) -> Result<()> {
+    /// What the filter asked with `proxy_set_tick_period_milliseconds`.
+    pub fn tick_period_ms(&self) -> u32 {
+        self.store.data().tick_period_ms
+    }
+
+    /// Every `proxy_http_call` of this VM so far, with the responses
+    /// delivered.
+    pub fn calls(&self) -> &[HttpCall] {
+        &self.store.data().calls
+    }
+
+    /// Envoy's timer fires: `proxy_on_tick` on the root context, then the
+    /// responses of the calls still outstanding (those the tick made, and
+    /// any a finished request left), waiting for them.
+    pub fn tick(&mut self) -> Result<Tick> {
+        let logs_before = self.store.data().logs.len();
+        let calls_before = self.store.data().calls.len();
         self.store.data_mut().effective_context = self.root_id;
         let root = self.root_id as i32;
-        self.call::<i32, ()>("proxy_on_tick", root)
+        self.call::<i32, ()>("proxy_on_tick", root)?;
+        while self.deliver_next()? {}
+        let s = self.store.data_mut();
+        s.effective_context = s.root_id;
+        Ok(Tick {
+            logs: s.logs.get(logs_before..).unwrap_or_default().to_vec(),
+            calls: s.calls.get(calls_before..).unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// Waits for the next call response and delivers it as Envoy does:
+    /// `proxy_on_http_call_response` on the root context, with the response
+    /// readable for the length of the callback. False when no call is
+    /// outstanding.
+    fn deliver_next(&mut self) -> Result<bool> {
+        let s = self.store.data();
+        if s.calls_in_flight == 0 {
+            return Ok(false);
+        }
+        // Every call thread answers within its timeout (capped); the margin
+        // is for thread scheduling on a loaded machine.
+        let wait = callout::NO_TIMEOUT_CAP + std::time::Duration::from_secs(30);
+        let (token, response) = s.responses_rx.recv_timeout(wait).map_err(|e| {
+            Error::Callout(format!("no answer from a call thread within {wait:?}: {e}"))
+        })?;
+        let (headers, body) = (response.headers.len() as i32, response.body.len() as i32);
+        let s = self.store.data_mut();
+        s.calls_in_flight = s.calls_in_flight.saturating_sub(1);
+        if let Some(call) = s
+            .calls
+            .iter_mut()
+            .find(|c| c.token == token && c.response.is_none())
+        {
+            call.response = Some(response.clone());
+        }
+        if response.reset {
+            s.root_status = (abi::status::BROKEN_CONNECTION as u32, "reset".into());
+        }
+        s.call_response = Some(response);
+        s.effective_context = s.root_id;
+        let root = self.root_id as i32;
+        let result = if self.has_export("proxy_on_http_call_response") {
+            self.call::<(i32, i32, i32, i32, i32), ()>(
+                "proxy_on_http_call_response",
+                (root, token as i32, headers, body, 0),
+            )
+        } else {
+            Ok(())
+        };
+        let s = self.store.data_mut();
+        s.call_response = None;
+        // Envoy clears the message after the callback, not the code.
+        s.root_status.1.clear();
+        result?;
+        Ok(true)
+    }
+
+    /// While the stream is paused (not resumed, not answered), delivers
+    /// call responses until none is outstanding.
+    fn await_calls(&mut self) -> Result<()> {
+        while !self.ended() && !self.stream().is_some_and(|st| st.resumed) {
+            if !self.deliver_next()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Paused: waits for the outstanding calls, then whether the filter
+    /// resumed the stream.
+    fn resumed_after_calls(&mut self) -> Result<bool> {
+        self.await_calls()?;
+        Ok(!self.ended() && self.take_resume())
     }
 
     /// Sends `req` with its body in `body_chunks` (no chunks: a request
@@ -636,6 +819,7 @@ impl Plugin {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(self.root_id + 1);
         let logs_before = self.store.data().logs.len();
+        let calls_before = self.store.data().calls.len();
         {
             let s = self.store.data_mut();
             s.stream = Some(StreamState {
@@ -669,7 +853,7 @@ impl Plugin {
         // Paused without Envoy holding the headers: everything stops.
         let mut stopped_all = false;
         if !self.ended() {
-            if a == 0 || self.take_resume() {
+            if a == 0 || self.take_resume() || self.resumed_after_calls()? {
                 self.send_headers();
                 released_all = eos;
             } else if !self.hold_headers {
@@ -700,7 +884,7 @@ impl Plugin {
             if self.ended() {
                 break;
             }
-            if a == 0 || self.take_resume() {
+            if a == 0 || self.take_resume() || self.resumed_after_calls()? {
                 self.send_headers();
                 self.send_body();
                 released_all = eos;
@@ -711,7 +895,7 @@ impl Plugin {
         if has_trailers && !stopped_all && !self.ended() {
             let n = req.trailers.len() as i32;
             let a = self.callback(id, "proxy_on_request_trailers", (ctx, n), &mut actions)?;
-            if !self.ended() && (a == 0 || self.take_resume()) {
+            if !self.ended() && (a == 0 || self.take_resume() || self.resumed_after_calls()?) {
                 self.send_headers();
                 self.send_body();
                 released_all = true;
@@ -734,6 +918,7 @@ impl Plugin {
         s.effective_context = s.root_id;
         let st = s.stream.take().unwrap_or_default();
         let logs = s.logs.get(logs_before..).unwrap_or_default().to_vec();
+        let calls = s.calls.get(calls_before..).unwrap_or_default().to_vec();
         let answered = st.local_response.is_some() || st.reset;
         let forwarded = released_all && !answered;
         Ok(Outcome {
@@ -748,6 +933,7 @@ impl Plugin {
             logs,
             late_header_edits: st.late_header_edits,
             actions,
+            calls,
         })
     }
 
