@@ -583,6 +583,7 @@ fn when_the_control_plane_fails_writes_are_refused_and_reads_go_on() {
     let resp = w.send(ANSWER, &write);
     let write_took = t.elapsed();
     let why = unavailable(&w, &write, &resp);
+    assert!(why.contains("(it did not answer in time)"), "{why}");
     let r = read(&mut w);
     let t = Instant::now();
     let resp = w.send(ANSWER, &r);
@@ -601,9 +602,20 @@ fn when_the_control_plane_fails_writes_are_refused_and_reads_go_on() {
     let resp = w.send(ANSWER, &write);
     let write_took = t.elapsed();
     let why = unavailable(&w, &write, &resp);
+    // Envoy answers a call it could not connect with its own 503: that is
+    // no answer from the control plane, and the reason must not say the
+    // control plane answered.
+    assert!(
+        why.contains("(no answer: the connection failed or was reset)"),
+        "{why}"
+    );
     let r = read(&mut w);
     let resp = w.send(ANSWER, &r);
     let why_read = failed_open(&w, &r, &resp);
+    assert!(
+        why_read.contains("(no answer: the connection failed or was reset)"),
+        "{why_read}"
+    );
     eprintln!(
         "cp-faults: killed control plane: the write was refused after {write_took:?} \
          ({why}); the read: {why_read}"

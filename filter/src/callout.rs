@@ -334,6 +334,33 @@ mod tests {
             Failure::Unexpected(_)
         ));
         assert_eq!(response(&h("409"), b"x").unwrap().status, 409);
+        // Envoy's own answer when it cannot reach the cluster (nothing
+        // listens, the connection was reset): no answer from the control
+        // plane, whatever its status.
+        for body in [
+            &b"upstream connect error or disconnect/reset before headers. reset reason: \
+               remote connection failure, transport failure reason: delayed connect error: \
+               Connection refused"[..],
+            b"upstream connect error or disconnect/reset before headers. reset reason: \
+              connection termination",
+            b"no healthy upstream",
+        ] {
+            assert_eq!(
+                response(&h("503"), body).unwrap_err(),
+                Failure::NoAnswer,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // The control plane's own 503 is an answer, with its code.
+        assert_eq!(
+            response(
+                &h("503"),
+                br#"{"error":{"type":"api_error","code":"store_unavailable","message":"m"}}"#
+            )
+            .unwrap_err(),
+            Failure::Unexpected("status 503 `store_unavailable`".into())
+        );
     }
 
     #[test]
