@@ -261,7 +261,10 @@ fn approval_needed(w: &World, resp: &Resp) -> String {
     assert_eq!(resp.header("x-aegis-decision"), Some("approval_needed"));
     assert!(resp.header(ECHO_HEADER).is_none(), "answered upstream");
     let j = resp.json().unwrap();
-    let id = j["approval"]["id"].as_str().unwrap().to_string();
+    let id = j["approval"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no `approval` in the answer: {j}"))
+        .to_string();
     assert!(id.starts_with("apr_"), "{j}");
     assert_eq!(resp.header("x-aegis-approval"), Some(id.as_str()));
     assert_eq!(
@@ -720,4 +723,22 @@ fn an_mcp_tool_call_that_needs_approval_is_a_tool_error_with_the_approval() {
     let resp = w.send(ANSWER, &again);
     forwarded_once(&w, &again, &resp);
     assert_eq!(audit_kinds(&w, &id).last().unwrap(), "approval.redeemed");
+}
+
+#[test]
+fn a_retry_before_the_decision_is_told_the_approval_again() {
+    let Some(mut w) = world("cp-early") else {
+        return;
+    };
+    let first = w.payment(7500);
+    let resp = w.send(ANSWER, &first);
+    let id = approval_needed(&w, &resp);
+    // The agent retries with the id before anyone decided. It is still
+    // waiting for the same approval, and its answer says so the way the
+    // first one did: an agent that takes the id from the last answer
+    // (header or body) must find it there again.
+    let early = with_approval(retry(first, 1), &id);
+    let resp = w.send(ANSWER, &early);
+    assert!(w.upstream_saw(&early).is_empty());
+    assert_eq!(approval_needed(&w, &resp), id, "{}", resp.text());
 }
