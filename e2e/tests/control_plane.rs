@@ -597,6 +597,23 @@ fn when_the_control_plane_fails_writes_are_refused_and_reads_go_on() {
          {write_took:?} ({why}), the read forwarded after {read_took:?} ({why_read})"
     );
     w.cp.resume().unwrap();
+    // What the service does, once continued, with the calls Envoy gave up
+    // on: reported, not asserted.
+    let rid = request_id(&write).to_string();
+    let late =
+        w.cp.wait_for_approval(&w.alice, Duration::from_secs(2), |a| {
+            a["summary"]["request_id"] == rid.as_str()
+        })
+        .unwrap();
+    eprintln!(
+        "cp-faults: after SIGCONT the service {} an approval for the write refused while it \
+         was stopped",
+        if late.is_some() {
+            "created"
+        } else {
+            "did not create"
+        }
+    );
 
     // Killed (SIGKILL): nothing listens.
     w.cp.kill().unwrap();
@@ -741,4 +758,52 @@ fn a_retry_before_the_decision_is_told_the_approval_again() {
     let resp = w.send(ANSWER, &early);
     assert!(w.upstream_saw(&early).is_empty());
     assert_eq!(approval_needed(&w, &resp), id, "{}", resp.text());
+}
+
+#[test]
+fn a_held_call_is_refused_when_the_control_plane_dies_and_its_approval_survives() {
+    let Some(mut w) = world("cp-held-kill") else {
+        return;
+    };
+    let req = w.payment(8200);
+    let port = w.gw.ports[HOLD];
+    let agent = {
+        let req = req.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (send(port, &req), t.elapsed())
+        })
+    };
+    let rid = request_id(&req).to_string();
+    let a =
+        w.cp.wait_for_approval(&w.alice, Duration::from_secs(15), |a| {
+            a["summary"]["request_id"] == rid.as_str()
+        })
+        .unwrap()
+        .expect("no approval for the held call");
+    let id = a["approval_id"].as_str().unwrap().to_string();
+    // The long-poll the held call waits on dies with the service.
+    w.cp.kill().unwrap();
+    let (resp, waited) = agent.join().unwrap();
+    let resp = resp.unwrap();
+    let why = unavailable(&w, &req, &resp);
+    assert!(
+        why.contains("(no answer: the connection failed or was reset)"),
+        "{why}"
+    );
+    eprintln!("cp-held-kill: the held call was refused {waited:?} after it was sent ({why})");
+
+    // Restarted: the approval is still pending; approved, the retry goes
+    // through once.
+    w.cp.restart().unwrap();
+    let pending = w.cp.list(&w.alice, Some("pending")).unwrap();
+    assert!(
+        pending.iter().any(|a| a["approval_id"] == id.as_str()),
+        "{id} lost: {pending:?}"
+    );
+    w.cp.approve(&w.alice, &id, None).unwrap();
+    let again = with_approval(retry(req, 1), &id);
+    let resp = w.send(ANSWER, &again);
+    forwarded_once(&w, &again, &resp);
+    assert_eq!(w.upstream_bodies("amount=8200&currency=usd"), 1);
 }
