@@ -256,15 +256,21 @@ pub fn bootstrap(
     }
     *get_mut(&mut b, &["static_resources", "listeners"])? = Value::Array(out);
 
-    let clusters = get_mut(&mut b, &["static_resources", "clusters"])?
+    set_cluster_port(&mut b, "upstream", upstream_port)?;
+    Ok(b)
+}
+
+/// Points the (single endpoint) cluster `name` at `127.0.0.1:port`.
+pub fn set_cluster_port(bootstrap: &mut Value, name: &str, port: u16) -> Result<()> {
+    let clusters = get_mut(bootstrap, &["static_resources", "clusters"])?
         .as_array_mut()
         .ok_or_else(|| err("`static_resources.clusters` is not a list"))?;
-    let upstream = clusters
+    let cluster = clusters
         .iter_mut()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some("upstream"))
-        .ok_or_else(|| err("the shipped config has no cluster `upstream`"))?;
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        .ok_or_else(|| err(format!("the config has no cluster `{name}`")))?;
     *get_mut(
-        upstream,
+        cluster,
         &[
             "load_assignment",
             "endpoints",
@@ -276,8 +282,23 @@ pub fn bootstrap(
             "socket_address",
             "port_value",
         ],
-    )? = upstream_port.into();
-    Ok(b)
+    )? = port.into();
+    Ok(())
+}
+
+/// Edits the filter's own JSON configuration of a listener in place.
+pub fn edit_filter_configuration(
+    listener: &mut Value,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<()>,
+) -> Result<()> {
+    let plugin = wasm_plugin_mut(listener)?;
+    let mut fc = filter_configuration(plugin)?;
+    edit(
+        fc.as_object_mut()
+            .ok_or_else(|| err("filter configuration is not a JSON object"))?,
+    )?;
+    *get_mut(plugin, &["configuration", "value"])? = Value::String(fc.to_string());
+    Ok(())
 }
 
 /// A listener to start, before ports are chosen.

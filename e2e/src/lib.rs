@@ -17,6 +17,8 @@
 //!   (identity tokens instead of directly given agents), sent over both
 //!   protocols and judged.
 //! - [`prom`]: reading `/stats/prometheus`.
+//! - [`control`]: a real control plane (`aegis serve`) and an Envoy whose
+//!   filter calls it for approvals.
 //!
 //! Tests skip only when `AEGIS_E2E_SKIP=1`; a missing Envoy is otherwise
 //! an error that says how to install it (`scripts/install-envoy.sh`).
@@ -24,6 +26,7 @@
 pub mod blob;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod corpus;
 pub mod envoy;
 pub mod h2c;

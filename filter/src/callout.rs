@@ -132,9 +132,18 @@ pub struct Response<'b> {
     pub body: &'b [u8],
 }
 
+/// How Envoy's own local replies begin when it could not get an answer
+/// from the cluster at all: the connection was refused or reset, or no
+/// endpoint is healthy. Envoy sends them as a 503.
+const ENVOY_NO_ANSWER: [&[u8]; 2] = [
+    b"upstream connect error or disconnect/reset before headers",
+    b"no healthy upstream",
+];
+
 /// Reads the status of a call's response. Envoy delivers a reset or a
-/// failed connection as a response without headers, and its own timeout
-/// as a 504; a 5xx of the control plane is no answer either.
+/// failed connection as a response without headers or as its own 503, and
+/// its own timeout as a 504; a 5xx of the control plane is no answer
+/// either.
 pub fn response<'b>(headers: &[(String, String)], body: &'b [u8]) -> Result<Response<'b>, Failure> {
     if headers.is_empty() {
         return Err(Failure::NoAnswer);
@@ -146,7 +155,11 @@ pub fn response<'b>(headers: &[(String, String)], body: &'b [u8]) -> Result<Resp
         .ok_or_else(|| Failure::Unexpected("no `:status`".into()))?;
     match status {
         504 => Err(Failure::TimedOut),
-        500.. => Err(Failure::Unexpected(format!("status {status}"))),
+        503 if ENVOY_NO_ANSWER.iter().any(|p| body.starts_with(p)) => Err(Failure::NoAnswer),
+        500.. => {
+            let code = error_code(body).map_or(String::new(), |c| format!(" `{c}`"));
+            Err(Failure::Unexpected(format!("status {status}{code}")))
+        }
         _ => Ok(Response { status, body }),
     }
 }
@@ -342,6 +355,33 @@ mod tests {
             Failure::Unexpected(_)
         ));
         assert_eq!(response(&h("409"), b"x").unwrap().status, 409);
+        // Envoy's own answer when it cannot reach the cluster (nothing
+        // listens, the connection was reset): no answer from the control
+        // plane, whatever its status.
+        for body in [
+            &b"upstream connect error or disconnect/reset before headers. reset reason: \
+               remote connection failure, transport failure reason: delayed connect error: \
+               Connection refused"[..],
+            b"upstream connect error or disconnect/reset before headers. reset reason: \
+              connection termination",
+            b"no healthy upstream",
+        ] {
+            assert_eq!(
+                response(&h("503"), body).unwrap_err(),
+                Failure::NoAnswer,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // The control plane's own 503 is an answer, with its code.
+        assert_eq!(
+            response(
+                &h("503"),
+                br#"{"error":{"type":"api_error","code":"store_unavailable","message":"m"}}"#
+            )
+            .unwrap_err(),
+            Failure::Unexpected("status 503 `store_unavailable`".into())
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! 1. approval: a call that needs one creates it at the control plane, and
 //!    is held while a person decides (`approval_hold_ms`) or answered at
 //!    once with the approval's id; a retry with `x-aegis-approval: <id>`
-//!    redeems it (once, for the same call: the digest must match);
+//!    redeems it (once, for the same call: the digest must match); a
+//!    retry whose approval is not decided yet asks for it again and is
+//!    held or answered like the first call;
 //! 2. budget and rate, for the call about to go upstream (see `budget`
 //!    and `rate`).
 //!
@@ -135,6 +137,10 @@ pub(super) struct Held {
     approval: Approval,
     /// Who approved the call, once someone has.
     approver: Option<String>,
+    /// The call that asks for this call's approval, kept for a retry
+    /// whose approval is not decided yet: asking again answers with the
+    /// pending approval (its status URL and expiry).
+    create: Option<Call>,
     lease: Option<LeaseAsk>,
 }
 
@@ -157,6 +163,7 @@ impl Held {
             },
             approver: None,
             lease: None,
+            create: None,
         }
     }
 }
@@ -273,38 +280,38 @@ impl<H: Host> Stream<H> {
             }
         };
         held.approval.digest = digest;
+        if cp.approval_hold_ms > 0 {
+            held.approval.hold_until = cx
+                .t0
+                .saturating_add(u64::from(cp.approval_hold_ms).saturating_mul(1_000_000));
+        }
+        let agent = shared.bundle.agent_of(route);
+        let new = NewApproval {
+            tenant: agent.map_or("default", |(t, _)| t.unwrap_or("default")),
+            agent: agent.map_or("", |(_, n)| n),
+            tool: f.tool.unwrap_or_default(),
+            action,
+            rule: f.rule.unwrap_or_default(),
+            reason: &f.reason,
+            policy_version: shared.bundle.policy_version(),
+            digest: &held.approval.digest,
+            summary: Summary {
+                method: req.method,
+                host: &host,
+                path: req.path,
+                request_id: cx.request_id,
+                body_bytes: cx.body.len(),
+            },
+        };
+        let create = callout::create_approval(&new);
         let call = match id {
             Some(id) => {
                 held.approval.id = id.to_owned();
                 held.step = Step::Redeem;
+                held.create = Some(create);
                 callout::redeem(id, &held.approval.digest)
             }
-            None => {
-                if cp.approval_hold_ms > 0 {
-                    held.approval.hold_until = cx
-                        .t0
-                        .saturating_add(u64::from(cp.approval_hold_ms).saturating_mul(1_000_000));
-                }
-                let agent = shared.bundle.agent_of(route);
-                let new = NewApproval {
-                    tenant: agent.map_or("default", |(t, _)| t.unwrap_or("default")),
-                    agent: agent.map_or("", |(_, n)| n),
-                    tool: f.tool.unwrap_or_default(),
-                    action,
-                    rule: f.rule.unwrap_or_default(),
-                    reason: &f.reason,
-                    policy_version: shared.bundle.policy_version(),
-                    digest: &held.approval.digest,
-                    summary: Summary {
-                        method: req.method,
-                        host: &host,
-                        path: req.path,
-                        request_id: cx.request_id,
-                        body_bytes: cx.body.len(),
-                    },
-                };
-                callout::create_approval(&new)
-            }
+            None => create,
         };
         Some(self.send(shared, cp, call, u64::from(cp.timeout_ms), held, cx.t0))
     }
@@ -473,7 +480,7 @@ impl<H: Host> Stream<H> {
             Step::Redeem => match callout::redeemed(r) {
                 Err(e) => self.failed(shared, cp, held, &e, t0),
                 Ok(Redeemed::Approved { by }) => self.approved(shared, held, by, t0),
-                Ok(Redeemed::Pending) => self.pending(shared, &held, t0),
+                Ok(Redeemed::Pending) => self.ask_again(shared, cp, held, t0),
                 Ok(Redeemed::Denied { by, comment }) => {
                     let reason = Reason::ApprovalDenied {
                         id: &held.approval.id,
@@ -513,6 +520,25 @@ impl<H: Host> Stream<H> {
             .saturating_mul(1_000)
             .saturating_add(u64::from(cp.timeout_ms));
         self.send(shared, cp, call, timeout, held, t0)
+    }
+
+    /// A retry whose approval is not decided yet: asks for this call's
+    /// approval again, which answers with the pending one and goes on as
+    /// for the first call (held, or answered with the approval).
+    fn ask_again(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        mut held: Held,
+        t0: u64,
+    ) -> super::Flow {
+        match held.create.take() {
+            Some(call) => {
+                held.step = Step::Create;
+                self.send(shared, cp, call, u64::from(cp.timeout_ms), held, t0)
+            }
+            None => self.pending(shared, &held, t0),
+        }
     }
 
     fn redeem(

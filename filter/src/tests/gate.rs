@@ -182,7 +182,43 @@ fn refused_redeems_are_denied_with_the_reason() {
         assert_eq!(r.body["reason"], reason);
         assert_eq!(m.resumed.get(), 0);
     }
-    // Not decided yet: still waiting, same id.
+    // Not decided yet: the call's approval is asked for again, and the
+    // answer is the first one's, the approval in the header and the body.
+    let m = payment(7500, &[(APPROVAL_HEADER, "apr_0123")]);
+    let (mut s, _) = run(&sh, &m, 1);
+    let redeem_digest = last_call(&m).json()["digest"].clone();
+    answer(
+        &mut s,
+        &m,
+        Some(409),
+        r#"{"error":{"type":"conflict_error","code":"not_decided","message":"m"}}"#,
+    );
+    assert!(m.reply().is_none());
+    let again = last_call(&m);
+    assert_eq!(again.header(":method"), Some("POST"));
+    assert_eq!(again.header(":path"), Some("/v1/approvals"));
+    assert_eq!(again.json()["digest"], redeem_digest);
+    let existing = CREATED.replace(r#""created":true"#, r#""created":false"#);
+    answer(&mut s, &m, Some(200), &existing);
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["decision"], "approval_needed");
+    assert!(r.body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("`apr_0123` is pending"));
+    assert_eq!(r.body["approval"]["id"], "apr_0123");
+    assert_eq!(r.body["approval"]["url"], "http://cp/v1/approvals/apr_0123");
+    assert!(r
+        .headers
+        .contains(&(APPROVAL_HEADER.into(), "apr_0123".into())));
+    assert_eq!(m.resumed.get(), 0);
+}
+
+#[test]
+fn a_held_retry_of_a_pending_approval_is_held_again() {
+    let config = r#"{"control_plane": {"cluster": "c", "token": "t", "approval_hold_ms": 30000}}"#;
+    let sh = shared_with(config);
     let m = payment(7500, &[(APPROVAL_HEADER, "apr_0123")]);
     let (mut s, _) = run(&sh, &m, 1);
     answer(
@@ -191,12 +227,21 @@ fn refused_redeems_are_denied_with_the_reason() {
         Some(409),
         r#"{"error":{"type":"conflict_error","code":"not_decided","message":"m"}}"#,
     );
-    let r = m.reply().unwrap();
-    assert_eq!(r.body["decision"], "approval_needed");
-    assert!(r.body["reason"]
-        .as_str()
+    answer(&mut s, &m, Some(200), CREATED);
+    assert!(m.reply().is_none(), "held, not answered");
+    assert!(last_call(&m)
+        .header(":path")
         .unwrap()
-        .contains("`apr_0123` is pending"));
+        .starts_with("/v1/approvals/apr_0123?wait="));
+    answer(
+        &mut s,
+        &m,
+        Some(200),
+        r#"{"status":"approved","decided_by":"alice"}"#,
+    );
+    answer(&mut s, &m, Some(200), r#"{"approved_by":"alice"}"#);
+    assert_eq!(m.resumed.get(), 1);
+    assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
 }
 
 #[test]
