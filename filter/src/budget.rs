@@ -37,6 +37,12 @@ pub use tick::{answer, claim, due_settles, settled, Settle};
 /// expires there and gives its unreported rest to other gateways.
 pub const EXPIRY_MARGIN_SECS: u64 = 10;
 
+/// After the control plane could not pay a call, the proxy refuses the
+/// agent's calls this long without asking again (until midnight at most):
+/// other proxies' leases may still give budget back, but an agent that
+/// spent its day must not turn every call into a call out.
+pub const SPENT_RECHECK_SECS: u64 = 10;
+
 /// Default of `control_plane.lease_calls`: a lease covers this many calls
 /// of the cost of the call that asked for it.
 pub const DEFAULT_LEASE_CALLS: u32 = 10;
@@ -74,6 +80,9 @@ pub enum Spend {
     Spent,
     /// No lease covers the call: ask for one, then [`install`] it.
     NeedLease(NeedLease),
+    /// The control plane said a moment ago that the day's budget cannot
+    /// pay a call: answer 429 with this `retry-after`.
+    Exhausted { retry_after_secs: u64 },
     /// Shared data failed (logged): apply the fail policy.
     Unavailable,
 }
@@ -161,17 +170,21 @@ pub fn spend(
         match s.current.as_mut() {
             Some(l) if covers(l, cost, now_nanos) => {
                 l.spent += cost;
-                Step::Write(s.encode(), true)
+                Step::Write(s.encode(), Some(true))
             }
-            _ => Step::Keep(false),
+            _ if s.spent_until > unix_secs(now_nanos) => Step::Keep(None),
+            _ => Step::Keep(Some(false)),
         }
     });
     match result {
-        Ok(true) => Spend::Spent,
-        Ok(false) => Spend::NeedLease(NeedLease {
+        Ok(Some(true)) => Spend::Spent,
+        Ok(Some(false)) => Spend::NeedLease(NeedLease {
             day: utc::day_number(unix_secs(now_nanos)),
             want: cost.saturating_mul(u64::from(lease_calls)).max(cost),
         }),
+        Ok(None) => Spend::Exhausted {
+            retry_after_secs: utc::secs_to_midnight(unix_secs(now_nanos)),
+        },
         Err(e) => {
             log_failure(host, "spend", &key, &e);
             Spend::Unavailable
@@ -258,7 +271,8 @@ pub enum Install {
 ///   it, and the lease it replaces is queued for a final settle of what
 ///   calls spent from it;
 /// - else [`Install::Exhausted`], and a non-empty `grant` is queued for a
-///   final settle of 0.
+///   final settle of 0; for [`SPENT_RECHECK_SECS`] [`spend`] then refuses
+///   the agent's calls without asking again.
 pub fn install(
     host: &impl Host,
     agent: &AgentRef,
@@ -300,6 +314,12 @@ pub fn install(
                 }
                 false
             }
+        };
+        s.spent_until = if spent {
+            0
+        } else {
+            let now = unix_secs(now_nanos);
+            now.saturating_add(SPENT_RECHECK_SECS.min(utc::secs_to_midnight(now)))
         };
         Step::Write(s.encode(), (spent, dropped))
     });

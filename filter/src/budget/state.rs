@@ -8,7 +8,8 @@
 //! Encoding (little endian): `b'B'`, version 1, flags (bit 0: a current
 //! lease, bit 1: the server's remaining amount is known), the current
 //! lease (id as a u16-length string, day u32, granted, spent, reported
-//! u64, expires_at u64), the server's remaining u64, the number of queued
+//! u64, expires_at u64), the server's remaining u64, with flag bit 2 the
+//! time until which the day is known spent (u64), the number of queued
 //! final settles (u8), each an id and a spent total (u64). Decoding reads
 //! any bytes without panicking; anything else than exactly this is "no
 //! state".
@@ -19,6 +20,7 @@ const MAGIC: u8 = b'B';
 const VERSION: u8 = 1;
 const HAS_LEASE: u8 = 1;
 const HAS_REMAINING: u8 = 2;
+const HAS_SPENT_UNTIL: u8 = 4;
 
 /// Most final settles queued per agent. One is queued per lease replaced,
 /// and leases are only granted while the control plane answers, so a full
@@ -58,6 +60,10 @@ pub struct AgentState {
     /// `remaining_usd` of the last lease answer, in micro-dollars, and the
     /// day it was for.
     pub server_remaining: Option<(u32, u64)>,
+    /// Unix seconds until which the day's budget is known to be spent (the
+    /// control plane granted too little): calls are refused without
+    /// asking again until then; 0: not known spent.
+    pub spent_until: u64,
     /// Oldest first.
     pub owed: Vec<Owed>,
 }
@@ -74,6 +80,9 @@ impl AgentState {
         if self.server_remaining.is_some() {
             flags |= HAS_REMAINING;
         }
+        if self.spent_until != 0 {
+            flags |= HAS_SPENT_UNTIL;
+        }
         w.u8(flags);
         if let Some(l) = &self.current {
             w.str(&l.id);
@@ -86,6 +95,9 @@ impl AgentState {
         if let Some((day, r)) = self.server_remaining {
             w.u32(day);
             w.u64(r);
+        }
+        if self.spent_until != 0 {
+            w.u64(self.spent_until);
         }
         let owed = self.owed.get(..self.owed.len().min(MAX_QUEUED));
         let owed = owed.unwrap_or_default();
@@ -104,7 +116,7 @@ impl AgentState {
             return None;
         }
         let flags = r.u8()?;
-        if flags & !(HAS_LEASE | HAS_REMAINING) != 0 {
+        if flags & !(HAS_LEASE | HAS_REMAINING | HAS_SPENT_UNTIL) != 0 {
             return None;
         }
         let current = if flags & HAS_LEASE != 0 {
@@ -128,6 +140,14 @@ impl AgentState {
         } else {
             None
         };
+        let spent_until = if flags & HAS_SPENT_UNTIL != 0 {
+            match r.u64()? {
+                0 => return None,
+                t => t,
+            }
+        } else {
+            0
+        };
         let n = usize::from(r.u8()?);
         if n > MAX_QUEUED {
             return None;
@@ -142,6 +162,7 @@ impl AgentState {
         r.done().then_some(AgentState {
             current,
             server_remaining,
+            spent_until,
             owed,
         })
     }
@@ -174,6 +195,7 @@ mod tests {
                 expires_at: 1_700_000_300,
             }),
             server_remaining: Some((20_000, 42)),
+            spent_until: 1_700_000_010,
             owed: vec![Owed {
                 lease_id: "lse_00".into(),
                 spent: 7,

@@ -124,7 +124,7 @@ fn call(vm: &Mock, server: &RefCell<Server>, cost: u64, now: u64) -> bool {
             let grant = server.borrow_mut().lease(n.want, now);
             install(vm, &agent(), &n, &grant, cost, now) == Install::Spent
         }
-        Spend::Unavailable => false,
+        Spend::Exhausted { .. } | Spend::Unavailable => false,
     }
 }
 
@@ -248,6 +248,20 @@ fn exhausted_budgets_answer_until_midnight_and_give_small_grants_back() {
             day: Some(0)
         }
     );
+    // A spent day is not asked about again at every call: refused in the
+    // proxy for SPENT_RECHECK_SECS, then asked again (other proxies may
+    // have given budget back meanwhile).
+    assert_eq!(
+        spend(&vm, &agent(), 400_000, 10, T + NANOS),
+        Spend::Exhausted {
+            retry_after_secs: 6399
+        }
+    );
+    let later = T + SPENT_RECHECK_SECS * NANOS;
+    assert!(matches!(
+        spend(&vm, &agent(), 400_000, 10, later),
+        Spend::NeedLease(_)
+    ));
 }
 
 #[test]

@@ -745,6 +745,9 @@ impl<H: Host> Stream<H> {
                     });
                     self.send(shared, cp, call, u64::from(cp.timeout_ms), held, t0)
                 }
+                Spend::Exhausted { retry_after_secs } => {
+                    self.exhausted(shared, &held, daily_usd, retry_after_secs, t0)
+                }
                 Spend::Unavailable => {
                     held.step = Step::Lease;
                     let e = Failure::Unexpected("the proxy's shared data failed".into());
@@ -784,15 +787,7 @@ impl<H: Host> Stream<H> {
             }
             Install::Exhausted { retry_after_secs } => {
                 self.gauge(shared, &held, &ask.agent, t0);
-                let reason = Reason::BudgetExhausted {
-                    limit_usd: ask.daily_usd,
-                };
-                let d = shared.bundle.refusal(&held.route, reason);
-                let mut f = self.final_of(&d, &held);
-                f.retry_after = Some(retry_after_secs);
-                f.budget = Some("exhausted");
-                f.approver = held.approver.as_deref();
-                self.conclude(Some(shared), &f, held.phase, t0)
+                self.exhausted(shared, &held, ask.daily_usd, retry_after_secs, t0)
             }
             Install::Unrecorded { give_back } => {
                 // The grant could not be kept: give it back now (its answer
@@ -819,6 +814,26 @@ impl<H: Host> Stream<H> {
                 self.failed(shared, cp, held, &e, t0)
             }
         }
+    }
+
+    /// The day's budget is spent: 429 until midnight UTC.
+    fn exhausted(
+        &mut self,
+        shared: &Rc<Shared>,
+        held: &Held,
+        daily_usd: f64,
+        retry_after_secs: u64,
+        t0: u64,
+    ) -> super::Flow {
+        let reason = Reason::BudgetExhausted {
+            limit_usd: daily_usd,
+        };
+        let d = shared.bundle.refusal(&held.route, reason);
+        let mut f = self.final_of(&d, held);
+        f.retry_after = Some(retry_after_secs);
+        f.budget = Some("exhausted");
+        f.approver = held.approver.as_deref();
+        self.conclude(Some(shared), &f, held.phase, t0)
     }
 
     /// Lets a held request go on with the outcome it kept.

@@ -562,6 +562,14 @@ fn calls_spend_from_a_lease_and_only_a_call_it_cannot_cover_calls_out() {
     assert!(r.headers.contains(&("retry-after".into(), "6400".into())));
     assert_eq!(m.state(keys::BUDGET).as_deref(), Some("exhausted"));
     assert_eq!(m.resumed.get(), 0);
+
+    // A spent day does not turn every call into a call out: the next
+    // calls are refused in the proxy for a while.
+    let m = on_vm(&store, &payment_small());
+    let (_s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Pause));
+    assert!(m.calls.borrow().is_empty());
+    assert_eq!(m.reply().unwrap().status, 429);
 }
 
 #[test]

@@ -1,0 +1,263 @@
+//! The built filter under wasmtime calling a real `aegis serve` on
+//! loopback: approvals created, approved by a person with the CLI and
+//! redeemed once; a day's budget spent through leases shared by the worker
+//! VMs of one proxy, then 429; writes refused and free calls unaffected
+//! when the control plane is gone. The same stages as the Envoy tests
+//! (`e2e/tests/control_plane.rs`), through the host calls Envoy makes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use aegis_e2e::control::{ControlPlane, CLUSTER};
+use aegis_host_tests::policy::{self, Issuer};
+use aegis_host_tests::{Host, HttpRequest, Outcome, PluginOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const CATALOG: &str = r#"
+kind: ToolCatalog
+tools:
+  - name: pay
+    hosts: [pay.example.com]
+    body: form
+    actions:
+      - {name: pay, method: POST, path: /v1/pay}
+      - {name: balance, method: GET, path: /v1/balance}
+"#;
+
+/// `payer` pays up to 5000 without asking (1 USD a call, 3 USD a day);
+/// above that a person must approve. Reading the balance is free.
+const AGENTS: &str = r#"
+agent: payer
+egress: {allow_hosts: [pay.example.com]}
+budget: {daily_usd: 3}
+allowed_tools:
+  - name: pay
+    actions: [pay]
+    cost_usd: 1
+    conditions:
+      max_amount: 5000
+      approval_needed: true
+  - name: pay
+    actions: [balance]
+"#;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    cp: ControlPlane,
+    host: Host,
+    issuer: Issuer,
+    gateway: String,
+    approver: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let policies: PathBuf = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("catalog.yaml"), CATALOG).unwrap();
+    std::fs::write(policies.join("agents.yaml"), AGENTS).unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[policies]).unwrap();
+    let mut p =
+        policy::load_sources(&[("catalog.yaml", CATALOG), ("agents.yaml", AGENTS)]).unwrap();
+    let (issuer, _) = Issuer::trusted_by(&mut p).unwrap();
+    let built = policy::build_blob(&p, &policy::new_key()).unwrap();
+    let host = Host::new(&built.wasm).unwrap();
+    let gateway = cp.token("gateway", "*", "gw-host-tests").unwrap();
+    let approver = cp.token("approver", "default", "alice").unwrap();
+    Setup {
+        _dir: dir,
+        cp,
+        host,
+        issuer,
+        gateway,
+        approver,
+    }
+}
+
+impl Setup {
+    fn options(&self) -> PluginOptions {
+        let config = serde_json::json!({
+            "control_plane": {
+                "cluster": CLUSTER,
+                "token": self.gateway,
+                "timeout_ms": 5000,
+                "bundle_poll_ms": 0,
+                "lease_calls": 2,
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.cp.port()).parse().unwrap();
+        PluginOptions::new(&config.to_string()).cluster(CLUSTER, addr)
+    }
+
+    fn pay(&self, amount: u32, approval: Option<&str>) -> (HttpRequest, Vec<u8>) {
+        let body = format!("amount={amount}&currency=usd").into_bytes();
+        let token = self.issuer.token("payer", None, common::now_unix());
+        let mut r = HttpRequest::new("POST", "https://pay.example.com/v1/pay")
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", &body.len().to_string());
+        if let Some(id) = approval {
+            r = r.header("x-aegis-approval", id);
+        }
+        (r, body)
+    }
+
+    fn balance(&self) -> HttpRequest {
+        let token = self.issuer.token("payer", None, common::now_unix());
+        HttpRequest::new("GET", "https://pay.example.com/v1/balance")
+            .header("authorization", &format!("Bearer {token}"))
+    }
+}
+
+fn local(o: &Outcome) -> (u32, serde_json::Value) {
+    let r = o.local_response.as_ref().expect("a local reply");
+    (r.status, r.json())
+}
+
+fn lease_calls(o: &Outcome) -> usize {
+    o.calls
+        .iter()
+        .filter(|c| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v == "/v1/budgets/lease")
+        })
+        .count()
+}
+
+#[test]
+fn an_approved_payment_goes_once_then_the_budget_runs_out() {
+    let s = setup();
+    let mut vm = s.host.plugin_with(s.options()).unwrap();
+
+    // 7,500 needs a person: the agent is told which approval to wait for.
+    let (req, body) = s.pay(7500, None);
+    let o = vm.request(&req, &[&body]).unwrap();
+    let (status, j) = local(&o);
+    assert_eq!(status, 403, "{j}");
+    assert_eq!(j["decision"], "approval_needed");
+    let id = j["approval"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        o.local_response
+            .as_ref()
+            .unwrap()
+            .header("x-aegis-approval"),
+        Some(id.as_str())
+    );
+    assert!(!o.forwarded);
+
+    // A person approves it with the CLI. The id is good for that call
+    // only: another amount is another call, refused.
+    s.cp.approve(&s.approver, &id, Some("checked")).unwrap();
+    let (req, body) = s.pay(7600, Some(&id));
+    let o = vm.request(&req, &[&body]).unwrap();
+    let (status, j) = local(&o);
+    assert_eq!((status, j["decision"].as_str()), (403, Some("deny")));
+    assert!(
+        j["reason"].as_str().unwrap().contains("different call"),
+        "{j}"
+    );
+    // The retry of the approved call goes upstream.
+    let (req, body) = s.pay(7500, Some(&id));
+    let o = vm.request(&req, &[&body]).unwrap();
+    assert!(o.forwarded, "{:?}", o.local_response);
+    assert_eq!(o.forwarded_header("x-aegis-approval"), None);
+    assert_eq!(o.property("aegis_approver").as_deref(), Some("alice"));
+    assert_eq!(o.property("aegis_budget").as_deref(), Some("spent"));
+
+    // Once only.
+    let o = vm.request(&req, &[&body]).unwrap();
+    let (status, j) = local(&o);
+    assert_eq!((status, j["decision"].as_str()), (403, Some("deny")));
+    assert!(
+        j["reason"].as_str().unwrap().contains("already used"),
+        "{j}"
+    );
+
+    // 3 USD a day at 1 USD a call: two more payments, then 429.
+    let mut allowed = 1;
+    let mut last = None;
+    for _ in 0..5 {
+        let (req, body) = s.pay(100, None);
+        let o = vm.request(&req, &[&body]).unwrap();
+        if o.forwarded {
+            allowed += 1;
+        } else {
+            last = Some(o);
+            break;
+        }
+    }
+    assert_eq!(allowed, 3);
+    let o = last.unwrap();
+    let (status, j) = local(&o);
+    assert_eq!(status, 429, "{j}");
+    assert_eq!(j["decision"], "deny");
+    assert_eq!(
+        j["reason"],
+        "the agent's daily budget of 3 USD is spent; it resets at 00:00 UTC"
+    );
+    let retry: u64 = o
+        .local_response
+        .as_ref()
+        .unwrap()
+        .header("retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry));
+    // A free call still goes, and never calls out.
+    let o = vm.request(&s.balance(), &[]).unwrap();
+    assert!(o.forwarded);
+    assert!(o.calls.is_empty());
+}
+
+#[test]
+fn the_worker_vms_of_one_proxy_share_a_lease() {
+    let s = setup();
+    let process = s.host.process();
+    let mut vms = [
+        process.plugin_with(s.options()).unwrap(),
+        process.plugin_with(s.options()).unwrap(),
+    ];
+    let (mut allowed, mut leases) = (0, 0);
+    for i in 0..8 {
+        let (req, body) = s.pay(100, None);
+        let o = vms[i % 2].request(&req, &[&body]).unwrap();
+        leases += lease_calls(&o);
+        if o.forwarded {
+            allowed += 1;
+        } else {
+            assert_eq!(local(&o).0, 429);
+        }
+    }
+    assert_eq!(allowed, 3, "exactly the day's budget, across both VMs");
+    // Leases of 2 calls each: the second VM spends what the first leased,
+    // and once the day is spent the next calls are refused in the proxy.
+    assert!(leases <= 3, "{leases} lease calls for 8 calls");
+}
+
+#[test]
+fn without_the_control_plane_writes_are_refused_and_free_reads_go() {
+    let mut s = setup();
+    let mut vm = s.host.plugin_with(s.options()).unwrap();
+    s.cp.kill().unwrap();
+    let (req, body) = s.pay(100, None);
+    let o = vm.request(&req, &[&body]).unwrap();
+    let (status, j) = local(&o);
+    assert_eq!(status, 503, "{j}");
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the budget could not be checked with the aegis control plane"),
+        "{j}"
+    );
+    let o = vm.request(&s.balance(), &[]).unwrap();
+    assert!(o.forwarded);
+}
