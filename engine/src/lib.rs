@@ -27,6 +27,7 @@ mod mcp;
 mod reason;
 mod types;
 
+pub mod day;
 pub mod digest;
 pub mod jwt;
 pub mod locator;

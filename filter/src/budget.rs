@@ -26,7 +26,7 @@ mod tests;
 
 use crate::host::{Host, Level};
 use crate::kv::{self, AgentRef, Step, UpdateError};
-use crate::utc;
+use aegis_engine::day as utc;
 use serde::Deserialize;
 use state::{AgentState, Lease, Owed, MAX_ID_LEN};
 
@@ -106,7 +106,7 @@ impl NeedLease {
         serde_json::json!({
             "tenant": agent.tenant,
             "agent": agent.agent,
-            "day": utc::day_text(self.day),
+            "day": utc::day_text(i64::from(self.day)),
             "want_usd": self.want_usd(),
         })
         .to_string()

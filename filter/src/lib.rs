@@ -15,7 +15,7 @@
 //! - `metrics`, `reply`: metric names and local replies
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
 //! - `rate`, `budget`: `budget.rps` and `budget.daily_usd` over shared data
-//!   (`kv`), with the UTC days of budgets in `utc`
+//!   (`kv`), with the UTC days of budgets from the engine (`day`)
 //! - `stream::gate`: the stages after the policy (rate, approval, budget)
 //!   and their calls to the control plane, worded in `callout`
 //! - `reload`: new bundles from the control plane, polled on the tick
@@ -37,7 +37,6 @@ mod reply;
 mod shared;
 mod state_keys;
 mod stream;
-mod utc;
 
 #[cfg(test)]
 mod tests;

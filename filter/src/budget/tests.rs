@@ -343,7 +343,7 @@ fn leases_are_not_spent_near_their_expiry_nor_on_another_day() {
     // Midnight ends a lease too (22:13:20 + 6400 s).
     assert!(call(&vm, &server, 1_000, T + 6_300 * SEC));
     let n = need(spend(&vm, &agent(), 1_000, 10, T + 6_400 * SEC));
-    assert_eq!(utc::day_text(n.day), "2023-11-15");
+    assert_eq!(utc::day_text(i64::from(n.day)), "2023-11-15");
 }
 
 #[test]

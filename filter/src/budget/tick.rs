@@ -14,7 +14,7 @@ use super::state::AgentState;
 use super::{decode, empty, key, log_failure, usd, EXPIRY_MARGIN_SECS, NANOS};
 use crate::host::{Host, Level};
 use crate::kv::{self, AgentRef, Reader, Step, Writer};
-use crate::utc;
+use aegis_engine::day as utc;
 use serde::Deserialize;
 
 /// The shared-data key listing the agents with lease state.

@@ -460,21 +460,8 @@ impl<H: Host> Stream<H> {
                 Err(e) => self.failed(shared, cp, held, &e, t0),
                 Ok(Status::Pending) => self.wait_or_answer(shared, cp, held, t0),
                 Ok(Status::Approved { .. }) => self.redeem(shared, cp, held, t0),
-                Ok(Status::Denied { by, comment }) => {
-                    let reason = Reason::ApprovalDenied {
-                        id: &held.approval.id,
-                        by: &by,
-                        comment: &comment,
-                    };
-                    self.finish(shared, &held, reason, Some(&by), t0)
-                }
-                Ok(Status::Gone(why)) => {
-                    let reason = Reason::ApprovalRefused {
-                        id: &held.approval.id,
-                        why,
-                    };
-                    self.finish(shared, &held, reason, None, t0)
-                }
+                Ok(Status::Denied { by, comment }) => self.denied(shared, &held, &by, &comment, t0),
+                Ok(Status::Gone(why)) => self.unusable(shared, &held, why, t0),
             },
             Step::Lease => self.leased(shared, cp, held, r, t0),
             Step::Redeem => match callout::redeemed(r) {
@@ -482,22 +469,44 @@ impl<H: Host> Stream<H> {
                 Ok(Redeemed::Approved { by }) => self.approved(shared, held, by, t0),
                 Ok(Redeemed::Pending) => self.ask_again(shared, cp, held, t0),
                 Ok(Redeemed::Denied { by, comment }) => {
-                    let reason = Reason::ApprovalDenied {
-                        id: &held.approval.id,
-                        by: &by,
-                        comment: &comment,
-                    };
-                    self.finish(shared, &held, reason, Some(&by), t0)
+                    self.denied(shared, &held, &by, &comment, t0)
                 }
-                Ok(Redeemed::Refused(why)) => {
-                    let reason = Reason::ApprovalRefused {
-                        id: &held.approval.id,
-                        why,
-                    };
-                    self.finish(shared, &held, reason, None, t0)
-                }
+                Ok(Redeemed::Refused(why)) => self.unusable(shared, &held, why, t0),
             },
         }
+    }
+
+    /// A person said no: deny, with who and why.
+    fn denied(
+        &mut self,
+        shared: &Rc<Shared>,
+        held: &Held,
+        by: &str,
+        comment: &str,
+        t0: u64,
+    ) -> super::Flow {
+        let reason = Reason::ApprovalDenied {
+            id: &held.approval.id,
+            by,
+            comment,
+        };
+        self.finish(shared, held, reason, Some(by), t0)
+    }
+
+    /// The approval cannot serve this call (`why`: used, another call,
+    /// expired, unknown).
+    fn unusable(
+        &mut self,
+        shared: &Rc<Shared>,
+        held: &Held,
+        why: &'static str,
+        t0: u64,
+    ) -> super::Flow {
+        let reason = Reason::ApprovalRefused {
+            id: &held.approval.id,
+            why,
+        };
+        self.finish(shared, held, reason, None, t0)
     }
 
     /// A pending approval: long-poll it while the hold lasts, else tell the
