@@ -9,6 +9,7 @@
 //! documented set for each call; Envoy does not return those.)
 
 use crate::budget::{self, Settle};
+use crate::callout;
 use crate::config::ControlPlane;
 use crate::embedded;
 use crate::host::{Host, Level, MetricKind, Stored};
@@ -360,25 +361,12 @@ impl Root {
             return;
         }
         let period = u64::from(cp.settle_ms).saturating_mul(1_000_000);
-        let bearer = cp.bearer();
         if !budget::claim(&ProxyHost, now, period) {
             return;
         }
         for s in budget::due_settles(&ProxyHost, now) {
-            let body = s.body();
-            let headers = [
-                (":method", "POST"),
-                (":path", "/v1/budgets/settle"),
-                (":authority", cp.authority.as_str()),
-                ("authorization", bearer.as_str()),
-                ("content-type", "application/json"),
-            ];
-            match ProxyHost.dispatch_call(
-                &cp.cluster,
-                &headers,
-                Some(body.as_bytes()),
-                u64::from(cp.timeout_ms),
-            ) {
+            let call = callout::settle(s.body());
+            match callout::dispatch(&ProxyHost, cp, &call, u64::from(cp.timeout_ms)) {
                 Ok(token) => {
                     self.settles.insert(token, s);
                 }

@@ -5,6 +5,8 @@
 //! becomes of the request; it never traps and never waits past the
 //! configured timeout (Envoy enforces it on the call).
 
+use crate::config::ControlPlane;
+use crate::host::Host;
 use serde::Deserialize;
 
 /// Longest approval id the filter accepts from an agent (the control plane
@@ -102,6 +104,39 @@ pub fn redeem(id: &str, digest: &str) -> Call {
         body: serde_json::to_vec(&serde_json::json!({ "digest": digest })).ok(),
         if_none_match: None,
     }
+}
+
+/// `POST /v1/budgets/lease` with its JSON body.
+pub fn lease(body: String) -> Call {
+    Call {
+        method: "POST",
+        path: "/v1/budgets/lease".into(),
+        body: Some(body.into_bytes()),
+        if_none_match: None,
+    }
+}
+
+/// `POST /v1/budgets/settle` with its JSON body.
+pub fn settle(body: String) -> Call {
+    Call {
+        method: "POST",
+        path: "/v1/budgets/settle".into(),
+        body: Some(body.into_bytes()),
+        if_none_match: None,
+    }
+}
+
+/// Starts `call` to the control plane `cp` (its cluster, authority and
+/// gateway token); Envoy ends it after `timeout_ms`. The token of the call.
+pub fn dispatch(
+    host: &impl Host,
+    cp: &ControlPlane,
+    call: &Call,
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    let bearer = cp.bearer();
+    let headers = call.headers(&cp.authority, &bearer);
+    host.dispatch_call(&cp.cluster, &headers, call.body.as_deref(), timeout_ms)
 }
 
 /// Why a call brought no usable answer.

@@ -145,14 +145,7 @@ impl Poller {
             .map(|m| m.etag)
             .filter(|e| !e.is_empty());
         let call = current_bundle(etag.as_deref());
-        let bearer = cp.bearer();
-        let headers = call.headers(&cp.authority, &bearer);
-        match host.dispatch_call(
-            &cp.cluster,
-            &headers,
-            None,
-            u64::from(cp.timeout_ms.max(5_000)),
-        ) {
+        match callout::dispatch(host, cp, &call, u64::from(cp.timeout_ms.max(5_000))) {
             Ok(t) => self.token = Some(t),
             Err(e) => host.log(
                 Level::Warn,

@@ -377,12 +377,7 @@ impl<H: Host> Stream<H> {
         mut held: Held,
         t0: u64,
     ) -> super::Flow {
-        let bearer = cp.bearer();
-        let headers = call.headers(&cp.authority, &bearer);
-        match self
-            .host
-            .dispatch_call(&cp.cluster, &headers, call.body.as_deref(), timeout_ms)
-        {
+        match callout::dispatch(&self.host, cp, &call, timeout_ms) {
             Ok(token) => {
                 held.token = token;
                 self.state = State::Calling(Box::new(held));
@@ -739,12 +734,7 @@ impl<H: Host> Stream<H> {
                     self.pass(shared, &held, Some("spent"), t0)
                 }
                 Spend::NeedLease(need) => {
-                    let call = Call {
-                        method: "POST",
-                        path: "/v1/budgets/lease".into(),
-                        body: Some(need.body(&agent).into_bytes()),
-                        if_none_match: None,
-                    };
+                    let call = callout::lease(need.body(&agent));
                     held.step = Step::Lease;
                     held.lease = Some(LeaseAsk {
                         agent,
@@ -803,20 +793,8 @@ impl<H: Host> Stream<H> {
                 // is not waited for; the lease expires at the control plane
                 // if this fails too).
                 if let Some(settle) = give_back {
-                    let call = Call {
-                        method: "POST",
-                        path: "/v1/budgets/settle".into(),
-                        body: Some(settle.body().into_bytes()),
-                        if_none_match: None,
-                    };
-                    let bearer = cp.bearer();
-                    let headers = call.headers(&cp.authority, &bearer);
-                    let _ = self.host.dispatch_call(
-                        &cp.cluster,
-                        &headers,
-                        call.body.as_deref(),
-                        u64::from(cp.timeout_ms),
-                    );
+                    let call = callout::settle(settle.body());
+                    let _ = callout::dispatch(&self.host, cp, &call, u64::from(cp.timeout_ms));
                 }
                 let e = Failure::Unexpected("the proxy's shared data failed".into());
                 held.lease = Some(ask);
