@@ -43,10 +43,6 @@ pub const EXPIRY_MARGIN_SECS: u64 = 10;
 /// spent its day must not turn every call into a call out.
 pub const SPENT_RECHECK_SECS: u64 = 10;
 
-/// Default of `control_plane.lease_calls`: a lease covers this many calls
-/// of the cost of the call that asked for it.
-pub const DEFAULT_LEASE_CALLS: u32 = 10;
-
 const NANOS: u64 = 1_000_000_000;
 
 /// The shared-data key of an agent's lease state.

@@ -21,7 +21,6 @@
 //! `aegis serve` (see [`ControlPlane`]); `rate_limits` the per-proxy
 //! `budget.rps` (on by default with a control plane).
 
-use crate::budget::DEFAULT_LEASE_CALLS;
 use crate::state_keys as keys;
 use aegis_engine::jwt::{TokenCacheConfig, MAX_TOKEN_LEN};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -141,6 +140,10 @@ impl OnFailure {
         }
     }
 }
+
+/// Default of `control_plane.lease_calls`: a lease covers this many calls
+/// of the cost of the call that asked for it.
+pub const DEFAULT_LEASE_CALLS: u32 = 10;
 
 impl ControlPlane {
     /// The `Authorization` header of the calls.

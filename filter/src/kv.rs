@@ -202,7 +202,7 @@ pub fn read(host: &impl Host, key: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{Mock, SharedStore};
+    use crate::mock::{Mock, SharedStore};
     use std::rc::Rc;
 
     #[test]

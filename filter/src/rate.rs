@@ -164,7 +164,7 @@ pub fn take(host: &impl Host, key: &str, rps: f64, now_nanos: u64) -> Take {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{Mock, SharedStore};
+    use crate::mock::{Mock, SharedStore};
     use std::rc::Rc;
 
     const T: u64 = 1_700_000_000_000_000_000;

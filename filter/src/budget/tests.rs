@@ -4,8 +4,9 @@
 
 use super::tick::Answer;
 use super::*;
+use crate::config::DEFAULT_LEASE_CALLS;
 use crate::host::Level;
-use crate::tests::{Mock, SharedStore};
+use crate::mock::{Mock, SharedStore};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

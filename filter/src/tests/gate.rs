@@ -424,7 +424,7 @@ fn payment_small() -> Rc<Mock> {
 #[test]
 fn an_agent_over_its_rate_gets_429_with_retry_after() {
     let sh = shared_with_rps(r#"{"rate_limits": true}"#, 2.0);
-    let store = Rc::new(crate::tests::SharedStore::default());
+    let store = Rc::new(crate::mock::SharedStore::default());
     let mut outcomes = vec![];
     for _ in 0..3 {
         let m = Rc::new(Mock::vm(&store));
@@ -460,7 +460,7 @@ fn rate_limits_are_off_unless_configured() {
         r#"{"rate_limits": false, "control_plane": {"cluster": "c", "token": "t"}}"#,
     ] {
         let sh = shared_with_rps(config, 1.0);
-        let store = Rc::new(crate::tests::SharedStore::default());
+        let store = Rc::new(crate::mock::SharedStore::default());
         for _ in 0..3 {
             let m = Rc::new(Mock::vm(&store));
             let src = payment_small();
@@ -488,7 +488,7 @@ fn shared_with_budget(config: &str, daily_usd: f64) -> Rc<Shared> {
 }
 
 /// A worker VM of one proxy (shared data in `store`) with this request.
-fn on_vm(store: &Rc<crate::tests::SharedStore>, src: &Rc<Mock>) -> Rc<Mock> {
+fn on_vm(store: &Rc<crate::mock::SharedStore>, src: &Rc<Mock>) -> Rc<Mock> {
     let m = Rc::new(Mock::vm(store));
     *m.headers.borrow_mut() = src.headers.borrow().clone();
     *m.body.borrow_mut() = src.body.borrow().clone();
@@ -510,7 +510,7 @@ fn grant(granted: f64, remaining: f64) -> String {
 #[test]
 fn calls_spend_from_a_lease_and_only_a_call_it_cannot_cover_calls_out() {
     let sh = shared_with_budget(CONTROL, 3.0);
-    let store = Rc::new(crate::tests::SharedStore::default());
+    let store = Rc::new(crate::mock::SharedStore::default());
 
     // First call: no lease yet; it waits for one.
     let m = on_vm(&store, &payment_small());
@@ -575,7 +575,7 @@ fn calls_spend_from_a_lease_and_only_a_call_it_cannot_cover_calls_out() {
 #[test]
 fn a_lease_the_control_plane_fails_refuses_writes_and_lets_reads_go_unmetered() {
     let sh = shared_with_budget(r#"{"control_plane": {"cluster": "c", "token": "t"}}"#, 3.0);
-    let store = Rc::new(crate::tests::SharedStore::default());
+    let store = Rc::new(crate::mock::SharedStore::default());
     let m = on_vm(&store, &payment_small());
     let (mut s, _) = run(&sh, &m, 1);
     answer(&mut s, &m, Some(504), "upstream request timeout");
