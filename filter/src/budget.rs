@@ -43,6 +43,10 @@ pub const EXPIRY_MARGIN_SECS: u64 = 10;
 /// spent its day must not turn every call into a call out.
 pub const SPENT_RECHECK_SECS: u64 = 10;
 
+/// How long the proxy's other calls take a lease asked for to be under
+/// way (longer than any call timeout would keep it).
+const LEASING_NANOS: u64 = 2 * NANOS;
+
 const NANOS: u64 = 1_000_000_000;
 
 /// The shared-data key of an agent's lease state.
@@ -166,17 +170,23 @@ pub fn spend(
         match s.current.as_mut() {
             Some(l) if covers(l, cost, now_nanos) => {
                 l.spent += cost;
-                Step::Write(s.encode(), Some(true))
+                Step::Write(s.encode(), Some(Ok(())))
             }
             _ if s.spent_until > unix_secs(now_nanos) => Step::Keep(None),
-            _ => Step::Keep(Some(false)),
+            // Another call is leasing: ask only for this call's cost.
+            _ if s.leasing_until > now_nanos => Step::Keep(Some(Err(cost))),
+            _ => {
+                s.leasing_until = now_nanos.saturating_add(LEASING_NANOS);
+                let want = cost.saturating_mul(u64::from(lease_calls)).max(cost);
+                Step::Write(s.encode(), Some(Err(want)))
+            }
         }
     });
     match result {
-        Ok(Some(true)) => Spend::Spent,
-        Ok(Some(false)) => Spend::NeedLease(NeedLease {
+        Ok(Some(Ok(()))) => Spend::Spent,
+        Ok(Some(Err(want))) => Spend::NeedLease(NeedLease {
             day: utc::day_number(unix_secs(now_nanos)),
-            want: cost.saturating_mul(u64::from(lease_calls)).max(cost),
+            want,
         }),
         Ok(None) => Spend::Exhausted {
             retry_after_secs: utc::secs_to_midnight(unix_secs(now_nanos)),
@@ -281,6 +291,7 @@ pub fn install(
     let result = kv::update(host, &key, &empty(), |value| {
         let mut s = decode(host, &key, value);
         s.server_remaining = Some((need.day, grant.remaining));
+        s.leasing_until = 0;
         let mut dropped = Vec::new();
         let spent = match (s.current.as_mut(), &grant.lease_id) {
             (Some(l), _) if covers(l, cost, now_nanos) => {
@@ -358,6 +369,24 @@ fn log_dropped(host: &impl Host, key: &str, d: &Owed) {
             usd(d.spent)
         ),
     );
+}
+
+/// The grants queued to be given back whole (a lease another worker's
+/// made unnecessary, one too small for the call): the caller sends them
+/// at once rather than waiting for the tick, which still retries them.
+pub fn give_backs(host: &impl Host, agent: &AgentRef) -> Vec<Settle> {
+    let key = key(agent);
+    let s = decode(host, &key, kv::read(host, &key).as_deref());
+    s.owed
+        .into_iter()
+        .filter(|o| o.spent == 0)
+        .map(|o| Settle {
+            agent: agent.clone(),
+            lease_id: o.lease_id,
+            spent: 0,
+            is_final: true,
+        })
+        .collect()
 }
 
 /// What is left of an agent's budget, as this proxy knows it.

@@ -255,6 +255,8 @@ pub struct Stream<H: Host> {
     stamp: Option<Stamp>,
     /// The answer to filter, for an allowed `tools/list`.
     list: Option<ListAnswer>,
+    /// Grants given back at once, by call token (see `gate`).
+    give_backs: Vec<(u32, crate::budget::Settle)>,
 }
 
 impl<H: Host> Stream<H> {
@@ -268,6 +270,7 @@ impl<H: Host> Stream<H> {
             busy_nanos: 0,
             stamp: None,
             list: None,
+            give_backs: Vec::new(),
         }
     }
 

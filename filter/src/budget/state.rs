@@ -9,7 +9,8 @@
 //! lease, bit 1: the server's remaining amount is known), the current
 //! lease (id as a u16-length string, day u32, granted, spent, reported
 //! u64, expires_at u64), the server's remaining u64, with flag bit 2 the
-//! time until which the day is known spent (u64), the number of queued
+//! time until which the day is known spent (u64), with flag bit 3 the time
+//! until which another call is asking for a lease (u64), the number of queued
 //! final settles (u8), each an id and a spent total (u64). Decoding reads
 //! any bytes without panicking; anything else than exactly this is "no
 //! state".
@@ -21,13 +22,14 @@ const VERSION: u8 = 1;
 const HAS_LEASE: u8 = 1;
 const HAS_REMAINING: u8 = 2;
 const HAS_SPENT_UNTIL: u8 = 4;
+const HAS_LEASING: u8 = 8;
 
 /// Most final settles queued per agent. One is queued per lease replaced,
 /// and leases are only granted while the control plane answers, so a full
 /// queue means settles fail while leases succeed; the oldest is then
 /// dropped (logged): the control plane's expiry of that lease returns
 /// what it had not been told was spent.
-pub const MAX_QUEUED: usize = 32;
+pub const MAX_QUEUED: usize = 64;
 
 /// Longest lease id kept (the control plane's are about 30 bytes).
 pub const MAX_ID_LEN: usize = 255;
@@ -64,6 +66,10 @@ pub struct AgentState {
     /// control plane granted too little): calls are refused without
     /// asking again until then; 0: not known spent.
     pub spent_until: u64,
+    /// Unix nanoseconds until which a call of this proxy is asking for a
+    /// lease: others that find no room meanwhile ask only for their own
+    /// cost, so that a burst does not park many full leases here; 0: none.
+    pub leasing_until: u64,
     /// Oldest first.
     pub owed: Vec<Owed>,
 }
@@ -83,6 +89,9 @@ impl AgentState {
         if self.spent_until != 0 {
             flags |= HAS_SPENT_UNTIL;
         }
+        if self.leasing_until != 0 {
+            flags |= HAS_LEASING;
+        }
         w.u8(flags);
         if let Some(l) = &self.current {
             w.str(&l.id);
@@ -98,6 +107,9 @@ impl AgentState {
         }
         if self.spent_until != 0 {
             w.u64(self.spent_until);
+        }
+        if self.leasing_until != 0 {
+            w.u64(self.leasing_until);
         }
         let owed = self.owed.get(..self.owed.len().min(MAX_QUEUED));
         let owed = owed.unwrap_or_default();
@@ -116,7 +128,7 @@ impl AgentState {
             return None;
         }
         let flags = r.u8()?;
-        if flags & !(HAS_LEASE | HAS_REMAINING | HAS_SPENT_UNTIL) != 0 {
+        if flags & !(HAS_LEASE | HAS_REMAINING | HAS_SPENT_UNTIL | HAS_LEASING) != 0 {
             return None;
         }
         let current = if flags & HAS_LEASE != 0 {
@@ -148,6 +160,14 @@ impl AgentState {
         } else {
             0
         };
+        let leasing_until = if flags & HAS_LEASING != 0 {
+            match r.u64()? {
+                0 => return None,
+                t => t,
+            }
+        } else {
+            0
+        };
         let n = usize::from(r.u8()?);
         if n > MAX_QUEUED {
             return None;
@@ -163,15 +183,20 @@ impl AgentState {
             current,
             server_remaining,
             spent_until,
+            leasing_until,
             owed,
         })
     }
 
     /// Queues a final settle; see [`MAX_QUEUED`] for a full queue. Returns
-    /// the settle dropped to make room, if any.
+    /// the settle dropped to make room, if any: the oldest that spent
+    /// nothing (its lease only stays reserved until it expires at the
+    /// control plane), else the oldest (what it spent is then lost to the
+    /// control plane's count: logged as an error).
     pub fn owe(&mut self, lease_id: String, spent: u64) -> Option<Owed> {
         let dropped = if self.owed.len() >= MAX_QUEUED && !self.owed.is_empty() {
-            Some(self.owed.remove(0))
+            let i = self.owed.iter().position(|o| o.spent == 0).unwrap_or(0);
+            Some(self.owed.remove(i))
         } else {
             None
         };
@@ -196,6 +221,7 @@ mod tests {
             }),
             server_remaining: Some((20_000, 42)),
             spent_until: 1_700_000_010,
+            leasing_until: 1_700_000_001_000_000_000,
             owed: vec![Owed {
                 lease_id: "lse_00".into(),
                 spent: 7,

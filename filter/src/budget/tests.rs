@@ -193,10 +193,11 @@ fn call_install(vm: &Mock, n: &NeedLease, grant: &Grant, cost: u64, now: u64) ->
 fn the_lease_asked_for_covers_at_least_the_call() {
     let store = Rc::new(SharedStore::default());
     let vm = Mock::vm(&store);
+    // A few seconds apart: each is the only lease under way.
     assert_eq!(need(spend(&vm, &agent(), 7, 1, T)).want, 7);
-    assert_eq!(need(spend(&vm, &agent(), 7, 0, T)).want, 7);
+    assert_eq!(need(spend(&vm, &agent(), 7, 0, T + 3 * SEC)).want, 7);
     assert_eq!(
-        need(spend(&vm, &agent(), u64::MAX / 2, 10, T)).want,
+        need(spend(&vm, &agent(), u64::MAX / 2, 10, T + 6 * SEC)).want,
         u64::MAX
     );
 }
@@ -270,9 +271,11 @@ fn a_lease_another_worker_installed_meanwhile_is_used_and_ours_given_back() {
     let store = Rc::new(SharedStore::default());
     let (a, b) = (Mock::vm(&store), Mock::vm(&store));
     let server = RefCell::new(Server::with(100_000_000));
-    // Both workers find no lease and ask for one.
+    // Both workers find no lease and ask for one; the second, finding the
+    // first under way, only for its own call.
     let na = need(spend(&a, &agent(), 1_000, 10, T));
     let nb = need(spend(&b, &agent(), 1_000, 10, T));
+    assert_eq!((na.want, nb.want), (10_000, 1_000));
     let ga = server.borrow_mut().lease(na.want, T);
     let gb = server.borrow_mut().lease(nb.want, T);
     assert!(call_install(&a, &na, &ga, 1_000, T));
@@ -291,7 +294,7 @@ fn a_lease_another_worker_installed_meanwhile_is_used_and_ours_given_back() {
     tick_all(&a, &server, T + 400 * SEC);
     let sv = server.borrow();
     assert_eq!(sv.leases["lse_1"].spent, 2_000);
-    assert_eq!(sv.leases["lse_2"].returned, 10_000);
+    assert_eq!(sv.leases["lse_2"].returned, 1_000);
     assert!(sv.leases.values().all(|l| l.closed));
     assert_eq!(sv.left, 100_000_000 - 2_000);
 }
@@ -309,14 +312,21 @@ fn an_install_racing_another_between_read_and_write_retries_on_the_new_state() {
     store.interleave(move || assert!(call(&b2, &s2, 3_000, T)));
     assert!(call_install(&a, &na, &ga, 1_000, T));
     let s = state(&store);
-    // B's lease (lse_2, 30_000) came first; A spent from it.
-    assert_eq!(s.current.as_ref().unwrap().id, "lse_2");
-    assert_eq!(s.current.as_ref().unwrap().spent, 4_000);
-    assert_eq!(s.owed[0].lease_id, "lse_1");
+    // B, finding A's lease under way, leased only its own cost (lse_2,
+    // 3_000) and spent it; A's lease replaced it and A spent from its own.
+    assert_eq!(s.current.as_ref().unwrap().id, "lse_1");
+    assert_eq!(s.current.as_ref().unwrap().spent, 1_000);
+    assert_eq!(
+        s.owed,
+        vec![state::Owed {
+            lease_id: "lse_2".into(),
+            spent: 3_000
+        }]
+    );
     // Injected CAS conflicts on a spend are retried, the cost taken once.
     store.conflicts.set(3);
     assert_eq!(spend(&a, &agent(), 1_000, 10, T), Spend::Spent);
-    assert_eq!(state(&store).current.unwrap().spent, 5_000);
+    assert_eq!(state(&store).current.unwrap().spent, 2_000);
 }
 
 #[test]

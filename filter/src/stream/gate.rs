@@ -396,8 +396,21 @@ impl<H: Host> Stream<H> {
         }
     }
 
-    /// The answer to the call a held request waits for.
+    /// The answer to the call a held request waits for, or to a give-back.
     pub fn on_call_response(&mut self, token: u32, body_size: usize) {
+        if let Some(i) = self.give_backs.iter().position(|(t, _)| *t == token) {
+            let (_, settle) = self.give_backs.swap_remove(i);
+            let status = self
+                .host
+                .call_response_headers()
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            let body = self.host.call_response_body(body_size);
+            budget::settled(&self.host, &settle, &budget::answer(status, &body));
+            return;
+        }
         let State::Calling(held) = &self.state else {
             return;
         };
@@ -779,7 +792,11 @@ impl<H: Host> Stream<H> {
             Ok(g) => g,
             Err(e) => return self.failed(shared, cp, held, &Failure::Unexpected(e), t0),
         };
-        match budget::install(&self.host, &ask.agent, &ask.need, &grant, ask.cost, t0) {
+        let installed = budget::install(&self.host, &ask.agent, &ask.need, &grant, ask.cost, t0);
+        if !matches!(installed, Install::Unrecorded { .. }) {
+            self.give_back(cp, &ask.agent);
+        }
+        match installed {
             Install::Spent => {
                 self.gauge(shared, &held, &ask.agent, t0);
                 self.pass(shared, &held, Some("spent"), t0)
@@ -821,6 +838,17 @@ impl<H: Host> Stream<H> {
         f.budget = Some("exhausted");
         f.approver = held.approver.as_deref();
         self.conclude(Some(shared), &f, held.phase, t0)
+    }
+
+    /// Gives back at once the grants the agent's leases did not need (the
+    /// tick retries those whose answer does not come).
+    fn give_back(&mut self, cp: &ControlPlane, agent: &AgentRef) {
+        for settle in budget::give_backs(&self.host, agent) {
+            let call = callout::settle(settle.body());
+            if let Ok(token) = callout::dispatch(&self.host, cp, &call, u64::from(cp.timeout_ms)) {
+                self.give_backs.push((token, settle));
+            }
+        }
     }
 
     /// Lets a held request go on with the outcome it kept.

@@ -626,3 +626,48 @@ fn without_a_control_plane_budgets_are_not_metered() {
         assert!(m.calls.borrow().is_empty());
     }
 }
+
+#[test]
+fn a_burst_leases_once_in_full_and_gives_back_what_it_did_not_need() {
+    let sh = shared_with_budget(CONTROL, 100.0);
+    let store = Rc::new(crate::mock::SharedStore::default());
+    // Two calls find no lease at once: the first asks for a full lease,
+    // the second (seeing the first under way) only for its own cost.
+    let a = on_vm(&store, &payment_small());
+    let (mut sa, _) = run(&sh, &a, 1);
+    let b = on_vm(&store, &payment_small());
+    let (mut sb, _) = run(&sh, &b, 1);
+    assert_eq!(last_call(&a).json()["want_usd"], 10.0);
+    assert_eq!(last_call(&b).json()["want_usd"], 1.0);
+    answer(&mut sa, &a, Some(200), &grant(10.0, 90.0));
+    assert_eq!(a.resumed.get(), 1);
+    // The second's grant is not needed: the call is paid from the full
+    // lease, and the grant goes back at once.
+    let small = r#"{"lease_id":"lse_2","granted_usd":1,"remaining_usd":89,"limit_usd":100,"expires_at":1700000300}"#;
+    answer(&mut sb, &b, Some(200), small);
+    assert_eq!(b.resumed.get(), 1);
+    let back = last_call(&b);
+    assert_eq!(back.header(":path"), Some("/v1/budgets/settle"));
+    let j = back.json();
+    assert_eq!(
+        (
+            j["lease_id"].as_str(),
+            j["spent_usd"].as_f64(),
+            j["final"].as_bool()
+        ),
+        (Some("lse_2"), Some(0.0), Some(true))
+    );
+    // Its answer takes it off the queue the tick would retry it from.
+    answer(
+        &mut sb,
+        &b,
+        Some(200),
+        r#"{"lease_id":"lse_2","spent_usd":0,"returned_usd":1,"state":"settled"}"#,
+    );
+    let m = on_vm(&store, &payment_small());
+    let (_s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Continue), "paid from the lease");
+    assert!(
+        crate::budget::give_backs(&*m, &crate::kv::AgentRef::new(None, "finance-agent")).is_empty()
+    );
+}
