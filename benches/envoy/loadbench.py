@@ -18,6 +18,10 @@ agents named by a header), each sent to
   L0  router only
   L1  a no-op proxy-wasm filter (benches/envoy/noop-filter) + router
   L2  the Aegis filter (the bench policy, `aegis build`) + router
+  L2B L2 with budgets: the bench policy with a `budget.daily_usd` for the
+      ledger agent and a `cost_usd` on the rule its calls hit, the filter's
+      `control_plane` pointing at the `aegis serve` run.sh started (budget
+      leases per proxy; only a call the lease cannot cover calls out)
   L3  Envoy's native RBAC filter with the policy's header-level rules + router
 
 Phase 1 (closed loop): capacity in requests/s with a fixed number of
@@ -49,7 +53,7 @@ import threading
 import time
 from pathlib import Path
 
-CORE = ["L0", "L1", "L2", "L3"]
+CORE = ["L0", "L1", "L2", "L2B", "L3"]
 # With --probes: the no-op filter in the mode named (see noop-filter/),
 # measured in phase 1 only, to split what L2 adds over L1. The probes'
 # module exports only what the Aegis blob exports (compiler/build.rs drops
@@ -63,6 +67,7 @@ LISTENER_DESC = {
     "L0": "router only",
     "L1": "no-op proxy-wasm filter",
     "L2": "Aegis filter",
+    "L2B": "Aegis filter, budget leases from aegis serve",
     "L3": "native RBAC filter",
     "P0": "probe: no-op, with only the callbacks Aegis exports",
     "P1": "probe: P0 + headers held, body buffered",
@@ -74,9 +79,10 @@ LISTENER_DESC = {
 }
 # The listeners with the Aegis filter, and the histogram each filter
 # records its own time in (P3 times its callbacks the same way).
-AEGIS = ("L2", "MH", "MJ")
+AEGIS = ("L2", "L2B", "MH", "MJ")
 FILTER_HISTOGRAM = {
     "L2": "aegis_request_latency_us",
+    "L2B": "aegis_request_latency_us",
     "MH": "aegis_request_latency_us",
     "MJ": "aegis_request_latency_us",
     "P3": "probe_latency_us",
@@ -99,6 +105,10 @@ ENVOY_CPU = "0"  # Envoy alone on CPU 0
 LOAD_CPU = "1"  # load generator and upstream share CPU 1
 
 CHILDREN: list[subprocess.Popen] = []
+# L2B's control plane: the Envoy cluster of `aegis serve` (run.sh starts it
+# on loopback, pinned to the load CPU) and the filter's settle tick.
+CONTROL_CLUSTER = "aegis_control"
+SETTLE_MS = 1000
 NGINX: list[subprocess.Popen] = []  # the load upstream, once started
 
 
@@ -713,9 +723,12 @@ def envoy_config(
     filter_state: list[str] | None,
     jwt_authn: dict | None,
     token_cache: int | None = None,
+    control: ControlPlane | None = None,
 ) -> dict:
     """`wasms`: the module of each wasm listener (`noop` for L1, `probe` for
-    P0-P3, and L2, MH, MJ); only the listeners in LISTENERS are set up."""
+    P0-P3, and L2, L2B, MH, MJ); only the listeners in LISTENERS are set
+    up. `control`: the `aegis serve` of L2B (its cluster and the filter's
+    `control_plane`)."""
     router = {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -750,6 +763,20 @@ def envoy_config(
     # blob (policy and identity) differs.
     aegis_conf = json.dumps(aegis_configuration(trusted_key, filter_state, token_cache))
     plugin = {"L2": "aegis", "MH": "aegis-mh", "MJ": "aegis-mj"}
+    # L2B: L2's settings plus the control plane. Bundle polling is off: the
+    # service publishes the policy signed with its own key, which the bench
+    # blobs' `trusted_keys` do not hold, and L2B keeps the bundle it loaded.
+    budget_conf = ""
+    if control is not None:
+        conf = aegis_configuration(trusted_key, filter_state, token_cache)
+        conf["control_plane"] = {
+            "cluster": CONTROL_CLUSTER,
+            "token": control.gateway_token,
+            "bundle_poll_ms": 0,
+            "lease_calls": control.lease_calls,
+            "settle_ms": SETTLE_MS,
+        }
+        budget_conf = json.dumps(conf)
 
     def chain(name: str) -> list[dict]:
         if name == "L0":
@@ -760,6 +787,8 @@ def envoy_config(
             return [wasm(f"probe-{PROBES[name]}", wasms["probe"], PROBES[name]), router]
         if name in plugin:
             return [wasm(plugin[name], wasms[name], aegis_conf), router]
+        if name == "L2B":
+            return [wasm("aegis-budget", wasms[name], budget_conf), router]
         if name == "L3":
             rules = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": rbac}
             return [{"name": "envoy.filters.http.rbac", "typed_config": rules}, router]
@@ -803,32 +832,53 @@ def envoy_config(
                 ],
             }
         )
+    clusters = [
+        {
+            "name": "upstream",
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "load_assignment": {
+                "cluster_name": "upstream",
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}
+                ],
+            },
+        }
+    ]
+    if control is not None:
+        # As filter/README.md asks: an idle timeout below the service's 10 s
+        # keep-alive, so that Envoy never reuses a connection it is closing.
+        clusters.append(
+            {
+                "name": CONTROL_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "common_http_protocol_options": {"idle_timeout": "5s"},
+                        "explicit_http_config": {"http_protocol_options": {}},
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": CONTROL_CLUSTER,
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": control.port}}}}
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         # No flush timer: Envoy merges the worker's histograms when the
         # admin is asked for stats, so that the script can read the filter's
         # own histogram before and after each run (Envoy.histogram).
         "stats_flush_on_admin": True,
-        "static_resources": {
-            "listeners": listeners,
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
-        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 
@@ -922,6 +972,61 @@ class Envoy:
                     key = f"aegis.{m.group(1)}"
                     out[key] = out.get(key, 0) + int(value)
         return out
+
+
+class ControlPlane:
+    """The `aegis serve` that run.sh started for L2B (SQLite in a temp dir,
+    `--policies` the budget variant of the bench policy): its port, the
+    gateway token the filter presents, an admin token to read the budget
+    with, the lease size and the cost of one of L2B's calls."""
+
+    def __init__(self, port: int, gateway_token: str, admin_token: str, lease_calls: int, cost_usd: float):
+        self.port, self.gateway_token, self.admin_token = port, gateway_token, admin_token
+        self.lease_calls, self.cost_usd = lease_calls, cost_usd
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, str]:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", path, headers={"authorization": f"Bearer {token}"} if token else {})
+            r = c.getresponse()
+            return r.status, r.read().decode(errors="replace")
+        finally:
+            c.close()
+
+    def metrics(self) -> dict[str, int]:
+        """From the service's `/metrics`: the lease events
+        (`leases.granted`, `leases.empty`, `leases.settled`, ...) and the
+        calls to the lease and settle routes (`lease_calls`,
+        `settle_calls`), with those not answered 200 (`lease_errors`,
+        `settle_errors`)."""
+        status, text = self.get("/metrics")
+        if status != 200:
+            die(f"aegis serve /metrics answered {status}")
+        out = {"lease_calls": 0, "settle_calls": 0, "lease_errors": 0, "settle_errors": 0}
+        for line in text.splitlines():
+            m = re.fullmatch(r'aegis_control_leases_total\{event="([a-z_]+)"\} (\d+)', line)
+            if m:
+                out[f"leases.{m.group(1)}"] = int(m.group(2))
+                continue
+            m = re.fullmatch(
+                r'aegis_control_requests_total\{method="[A-Za-z]+",route="/v1/budgets/(lease|settle)",status="(\d+)"\} (\d+)',
+                line,
+            )
+            if m:
+                out[f"{m.group(1)}_calls"] += int(m.group(3))
+                if m.group(2) != "200":
+                    out[f"{m.group(1)}_errors"] += int(m.group(3))
+        return out
+
+    def budget(self) -> dict:
+        """The ledger agent's budget today: limit, spent, reserved, open leases."""
+        status, text = self.get(f"/v1/budgets?tenant=default&agent={AGENT}", self.admin_token)
+        if status != 200:
+            die(f"aegis serve GET /v1/budgets answered {status}: {text[:300]}")
+        agents = json.loads(text).get("agents", [])
+        if len(agents) != 1:
+            die(f"aegis serve GET /v1/budgets: expected the ledger agent, got {text[:300]}")
+        return agents[0]
 
 
 # ---------------------------------------------------------------- verification
@@ -1019,8 +1124,8 @@ def send(
 
 def verify_with_echo(ports: dict[str, int], bodies: dict[int, dict[str, bytes]]) -> list[str]:
     """Every ledger listener forwards the bench requests (200 through the
-    upstream); L2 rewrites the PII bodies and nothing else; L2 and L3 deny a
-    path the policy does not allow and an unknown agent."""
+    upstream); L2 and L2B rewrite the PII bodies and nothing else; L2, L2B
+    and L3 deny a path the policy does not allow and an unknown agent."""
     report = []
     for size, pair in bodies.items():
         for kind, body in pair.items():
@@ -1028,37 +1133,37 @@ def verify_with_echo(ports: dict[str, int], bodies: dict[int, dict[str, bytes]])
                 status, headers, echoed = send(ports[name], PATH, body)
                 if status != 200:
                     die(f"{name} {size} B {kind}: status {status}: {echoed[:300]!r}")
-                if name == "L2" and kind == "pii":
+                if name in ("L2", "L2B") and kind == "pii":
                     text = echoed.decode()
                     if SSN in text or CARD in text:
-                        die(f"L2 forwarded PII unredacted ({size} B)")
+                        die(f"{name} forwarded PII unredacted ({size} B)")
                     if "[REDACTED:ssn]" not in text or "[REDACTED:credit_card]" not in text:
-                        die(f"L2 did not redact as expected ({size} B): {text[:300]}")
+                        die(f"{name} did not redact as expected ({size} B): {text[:300]}")
                     want = json.loads(body)
                     want["memo"] = want["memo"].replace(SSN, "[REDACTED:ssn]").replace(CARD, "[REDACTED:credit_card]")
                     if json.loads(echoed) != want:
-                        die(f"L2 changed more than the PII ({size} B): {text[:300]}")
+                        die(f"{name} changed more than the PII ({size} B): {text[:300]}")
                 elif echoed != body:
                     die(f"{name} {size} B {kind}: the upstream got another body")
     report.append(
         f"every ledger listener answers 200 through the upstream for the {' and '.join(size_label(z) for z in bodies)} bodies; "
-        "only L2 rewrote them: the PII bodies arrived with [REDACTED:ssn] and "
+        "only L2 and L2B rewrote them: the PII bodies arrived with [REDACTED:ssn] and "
         "[REDACTED:credit_card], the clean ones byte for byte"
     )
     body = next(iter(bodies.values()))["clean"]
-    expect = {"L2": 403, "L3": 403}  # the others: 200
+    expect = {"L2": 403, "L2B": 403, "L3": 403}  # the others: 200
     for name in LEDGER:
         want = expect.get(name, 200)
         status, headers, reply = send(ports[name], WRONG_PATH, body)
         if status != want:
             die(f"{name}: POST {WRONG_PATH} gave {status}, expected {want}: {reply[:300]!r}")
-        if name == "L2" and headers.get("x-aegis-decision") != "deny":
-            die(f"L2: no `x-aegis-decision: deny` on the denied request: {headers}")
+        if name in ("L2", "L2B") and headers.get("x-aegis-decision") != "deny":
+            die(f"{name}: no `x-aegis-decision: deny` on the denied request: {headers}")
         status, _, reply = send(ports[name], PATH, body, agent="intern-agent")
         if status != want:
             die(f"{name}: unknown agent gave {status}, expected {want}: {reply[:300]!r}")
     report.append(
-        f"POST {WRONG_PATH} and an unknown agent: 200 on L0/L1, 403 on L2 (x-aegis-decision: deny) and L3 (RBAC)"
+        f"POST {WRONG_PATH} and an unknown agent: 200 on L0/L1, 403 on L2 and L2B (x-aegis-decision: deny) and L3 (RBAC)"
     )
     # The RBAC listener against Aegis on the header-level rules of the
     # whole policy: both must agree, except where a body condition decides.
@@ -1074,6 +1179,51 @@ def verify_with_echo(ports: dict[str, int], bodies: dict[int, dict[str, bytes]])
         "only a body condition decides (L3 lets those through)"
     )
     return report
+
+
+def verify_control(control: ControlPlane, served: int) -> str:
+    """L2B took its budget from the control plane: the calls it served so
+    far were paid from at least one lease, and every lease call was
+    answered 200."""
+    m = control.metrics()
+    if m.get("leases.granted", 0) < 1 or m["lease_errors"]:
+        die(f"L2B served {served} calls but aegis serve counted {m}: expected a granted lease and no errors")
+    return (
+        f"L2B's {served} calls so far were paid from {m['leases.granted']} lease(s) that aegis serve granted "
+        f"({m['lease_calls']} lease call(s), all answered 200)"
+    )
+
+
+def settle_check(env: Envoy, control: ControlPlane) -> dict:
+    """After the last run: once the filter's tick has reported, what the
+    control plane counts as spent must be the cost of every call L2B served
+    (each was a call of the costed rule), and only the proxy's current lease
+    stays open."""
+    served = env.counters().get("http.l2b.downstream_rq_2xx", 0)
+    cost = round(control.cost_usd * 1e6)
+    want = served * cost
+    deadline = time.monotonic() + 10 * SETTLE_MS / 1000
+    while True:
+        b = control.budget()
+        spent = round(b["spent_usd"] * 1e6)
+        if spent == want or time.monotonic() > deadline:
+            break
+        time.sleep(SETTLE_MS / 1000 / 2)
+    m = control.metrics()
+    log_text = env.log.read_text(errors="replace")
+    return {
+        # What the filter logged about its leases: a final settle dropped
+        # from a full queue leaves that lease's grant reserved until it
+        # expires at the control plane; a failed lease call is a 503.
+        "settles_dropped": log_text.count("too many settles pending"),
+        "control_failures": log_text.count("the control plane failed the budget check"),
+        "served": served,
+        "want_spent_usd": want / 1e6,
+        "spent_usd": b["spent_usd"],
+        "reserved_usd": b["reserved_usd"],
+        "open_leases": b["open_leases"],
+        "metrics": m,
+    }
 
 
 def RBAC_MATRIX(body: bytes, form: str, stripe: str) -> list[tuple[str, dict, int, int]]:  # noqa: N802
@@ -1298,9 +1448,12 @@ def oha_summary(res: dict) -> dict:
 # ---------------------------------------------------------------- measuring
 
 
-def measure(env: Envoy, args, wl: Workload, name: str, port: int, duration: float, out: Path, rate=None) -> dict:
+def measure(
+    env: Envoy, args, wl: Workload, name: str, port: int, duration: float, out: Path, rate=None, control=None
+) -> dict:
     hist = FILTER_HISTOGRAM.get(name)
     hist0 = env.histogram(hist) if hist else {}
+    cp0 = control.metrics() if control is not None and name == "L2B" else None
     before = env.counters()
     ticks0 = cpu_ticks(env.proc.pid)
     sched0 = worker_sched(env.proc.pid)
@@ -1314,6 +1467,7 @@ def measure(env: Envoy, args, wl: Workload, name: str, port: int, duration: floa
     ngx1 = cpu_ticks(NGINX[0].pid) if NGINX else 0
     load1 = cpu_idle(LOAD_CPU)
     after = env.counters()
+    cp1 = control.metrics() if cp0 is not None else None
     s = oha_summary(res)
 
     def delta(key: str) -> int:
@@ -1346,6 +1500,13 @@ def measure(env: Envoy, args, wl: Workload, name: str, port: int, duration: floa
     if name == "JA":
         jwt = f"{prefix}.jwt_authn."
         s["jwt_authn"] = {k[len(jwt) :]: delta(k) for k in set(after) | set(before) if k.startswith(jwt)}
+    if cp0 is not None and cp1 is not None:
+        # The calls L2B made to the control plane during the run (settles
+        # come on the filter's tick, so a run's last one may land in the
+        # next run: the totals over the whole bench are in the report).
+        s["control"] = {k: cp1.get(k, 0) - cp0.get(k, 0) for k in set(cp0) | set(cp1)}
+        s["lease_calls_per_req"] = s["control"]["lease_calls"] / completed if completed else float("nan")
+        s["settle_calls_per_req"] = s["control"]["settle_calls"] / completed if completed else float("nan")
     problems = []
     if s["other_status"] or s["errors"]:
         problems.append(f"non-200 answers {s['other_status']} / errors {s['errors']}")
@@ -1442,6 +1603,12 @@ def main() -> None:
     ap.add_argument("--aegis-wasm", type=Path, help="ledger: the Aegis blob of --policy (L2)")
     ap.add_argument("--noop-wasm", type=Path, help="ledger: the no-op filter (L1, and the probes)")
     ap.add_argument("--policy", type=Path, help="ledger: the bench policy")
+    ap.add_argument("--budget-wasm", type=Path, help="ledger: the Aegis blob of the bench policy with budgets (L2B)")
+    ap.add_argument("--control-port", type=int, help="ledger: the port of the `aegis serve` L2B calls (127.0.0.1)")
+    ap.add_argument("--control-token", type=Path, help="ledger: a file with the gateway token L2B presents")
+    ap.add_argument("--control-admin-token", type=Path, help="ledger: a file with an admin token (to read the budget)")
+    ap.add_argument("--cost-usd", type=float, help="ledger: the `cost_usd` of the rule L2B's calls hit")
+    ap.add_argument("--lease-calls", type=int, default=1000, help="ledger: L2B's `control_plane.lease_calls`")
     ap.add_argument("--mcp-policy", type=Path, help="mcp: the MCP policy with the header identity (MH)")
     ap.add_argument("--mcp-jwt-policy", type=Path, help="mcp: the same policy with the JWT identity (MJ)")
     ap.add_argument("--mcp-header-wasm", type=Path, help="mcp: the Aegis blob of --mcp-policy")
@@ -1479,7 +1646,16 @@ def main() -> None:
     if not parts or parts - {"ledger", "mcp"}:
         die(f"--workloads {args.workloads!r}: give all, ledger or mcp")
     needs = {
-        "ledger": ["aegis_wasm", "noop_wasm", "policy"],
+        "ledger": [
+            "aegis_wasm",
+            "noop_wasm",
+            "policy",
+            "budget_wasm",
+            "control_port",
+            "control_token",
+            "control_admin_token",
+            "cost_usd",
+        ],
         "mcp": ["mcp_policy", "mcp_jwt_policy", "mcp_header_wasm", "mcp_jwt_wasm", "mcp_token", "mcp_issuer_pub"],
     }
     for part in parts:
@@ -1595,11 +1771,34 @@ def main() -> None:
     if "ledger" in parts:
         probe_wasm = work / "probe.wasm"
         probe_wasm.write_bytes(with_exports_of(args.noop_wasm.read_bytes(), args.aegis_wasm.read_bytes()))
-        wasms |= {"noop": args.noop_wasm.resolve(), "probe": probe_wasm, "L2": args.aegis_wasm.resolve()}
+        wasms |= {
+            "noop": args.noop_wasm.resolve(),
+            "probe": probe_wasm,
+            "L2": args.aegis_wasm.resolve(),
+            "L2B": args.budget_wasm.resolve(),
+        }
+    control = None
+    if "ledger" in parts:
+        control = ControlPlane(
+            args.control_port,
+            args.control_token.read_text().strip(),
+            args.control_admin_token.read_text().strip(),
+            args.lease_calls,
+            args.cost_usd,
+        )
     if "mcp" in parts:
         wasms |= {"MH": args.mcp_header_wasm.resolve(), "MJ": args.mcp_jwt_wasm.resolve()}
     config = envoy_config(
-        admin, ports, upstream, wasms, args.trusted_key.read_text(), rbac, filter_state, jwt_authn, args.token_cache_entries
+        admin,
+        ports,
+        upstream,
+        wasms,
+        args.trusted_key.read_text(),
+        rbac,
+        filter_state,
+        jwt_authn,
+        args.token_cache_entries,
+        control,
     )
     config_path = work / "envoy.json"
     config_path.write_text(json.dumps(config, indent=2))
@@ -1620,6 +1819,7 @@ def main() -> None:
                 report += verify_mcp_with_echo(ports, echo, [w for w in workloads if w.part == "mcp"], token)
             if "ledger" in parts:
                 report += verify_with_echo(ports, bodies)
+                report.append(verify_control(control, env.counters().get("http.l2b.downstream_rq_2xx", 0)))
         finally:
             echo.stop()
         for line in report:
@@ -1658,7 +1858,7 @@ def main() -> None:
             log(f"==> warm-up: {args.warmup}s per listener and workload")
             for wl in workloads:
                 for name in wl.listeners:
-                    measure(env, args, wl, name, ports[name], args.warmup, runs_dir / "warmup.json")
+                    measure(env, args, wl, name, ports[name], args.warmup, runs_dir / "warmup.json", control=control)
 
         # Each round: phase 1 (closed loop, capacity) for every workload and
         # listener, then phase 2 (open loop) at `--load` x the L0 capacity
@@ -1670,11 +1870,19 @@ def main() -> None:
         for r in range(args.rounds):
             for wl in workloads:
                 for name in rotated(r, wl.listeners):
-                    s = measure(env, args, wl, name, ports[name], args.duration, runs_dir / f"p1-r{r}-{wl.key}-{name}.json")
+                    s = measure(
+                        env, args, wl, name, ports[name], args.duration, runs_dir / f"p1-r{r}-{wl.key}-{name}.json", control=control
+                    )
                     cap[wl.key][name].append(s)
                     raw["runs"].append({"phase": 1, "round": r, "workload": wl.key, "listener": name, **s})
                     extra = ""
-                    if "aegis" in s:
+                    if "control" in s:
+                        c = s["control"]
+                        extra = (
+                            f", aegis {s['aegis']}; control plane: {c['lease_calls']} lease calls "
+                            f"({s['lease_calls_per_req']:.2e}/req), {c['settle_calls']} settle calls"
+                        )
+                    elif "aegis" in s:
                         extra = f", aegis {s['aegis']}"
                     elif "jwt_authn" in s:
                         extra = f", jwt_authn {s['jwt_authn']}"
@@ -1689,7 +1897,15 @@ def main() -> None:
                 rates[wl.key].append(rate)
                 for name in (n for n in rotated(r, wl.listeners) if n not in PROBES):
                     s = measure(
-                        env, args, wl, name, ports[name], args.duration, runs_dir / f"p2-r{r}-{wl.key}-{name}.json", rate=rate
+                        env,
+                        args,
+                        wl,
+                        name,
+                        ports[name],
+                        args.duration,
+                        runs_dir / f"p2-r{r}-{wl.key}-{name}.json",
+                        rate=rate,
+                        control=control,
                     )
                     s["rate"] = rate
                     lat[wl.key][name].append(s)
@@ -1699,20 +1915,26 @@ def main() -> None:
                         f"p50 {s['p50_us']:7.1f} us, p99 {s['p99_us']:7.1f} us, p99.9 {s['p99.9_us']:7.1f} us "
                         f"(got {s['rps']:.0f}/s)"
                     )
+        settled = None
+        if control is not None:
+            log("==> L2B's budget at the control plane once the filter's tick has reported")
+            settled = settle_check(env, control)
+            raw["control"] = settled
+            log(f"    {settled}")
         stop(nginx)
         stop(env.proc)
     finally:
         stop_all()
 
     elapsed = time.time() - started
-    md = report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes)
+    md = report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, report, rbac_notes, settled)
     (work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     (work / "results.md").write_text(md)
     print(md)
     log(f"==> written: {work / 'results.md'}, {work / 'results.json'} (every run: {runs_dir})")
 
 
-def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes) -> str:
+def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, elapsed, checks, rbac_notes, settled) -> str:
     rounds = range(args.rounds)
 
     def ratio(table, key, a, b, field):
@@ -1885,6 +2107,19 @@ def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, ela
         for a in ["L1", "L3"]:
             vals = " | ".join(fmt(ratio(cap, w.key, a, "L0", "cpu_us_per_req")) for w in ledger)
             L.append(f"| (context) Envoy CPU-us/request {a}/L0 | {vals} | |")
+        # L2B: L2 with budget leases from the control plane.
+        vals = " | ".join(fmt(ratio(cap, w.key, "L2B", "L2", "rps")) for w in ledger)
+        L.append(f"| (budgets) throughput L2B/L2 | {vals} | |")
+        vals = " | ".join(fmt(diff(cap, w.key, "L2B", "L2", "cpu_us_per_req"), 1) for w in ledger)
+        L.append(f"| (budgets) Envoy CPU-us/request L2B-L2 | {vals} | |")
+        for k in ["p50", "p99"]:
+            vals = " | ".join(fmt(diff(lat, w.key, "L2B", "L2", f"{k}_us"), 1) for w in ledger)
+            L.append(f"| (budgets) added {k} L2B-L2 (us) | {vals} | |")
+        for what, field in (("lease", "lease_calls_per_req"), ("settle", "settle_calls_per_req")):
+            vals = " | ".join(
+                fmt(median([r[field] for r in cap[w.key]["L2B"] + lat[w.key]["L2B"]]) * 1000, 2) for w in ledger
+            )
+            L.append(f"| (budgets) {what} calls to aegis serve per 1,000 L2B requests | {vals} | |")
         L.append("")
         L.append("Per listener, medians over rounds (context; absolute numbers drift between machines and runs):")
         L.append("")
@@ -1931,6 +2166,23 @@ def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, ela
             if tot:
                 pii.append(f"{w.label} {san / tot:.1%}")
         L.append(f"Share of L2 requests sanitized (PII) in phase 1: {', '.join(pii)}.")
+        if settled is not None:
+            m = settled["metrics"]
+            served = settled["served"]
+            per = f"{m['lease_calls'] / served * 1000:.2f}" if served else "n/a"
+            exact = round(settled["spent_usd"] * 1e6) == round(settled["want_spent_usd"] * 1e6)
+            L.append(
+                f"L2B (budgets): `lease_calls` {args.lease_calls}, `cost_usd` {args.cost_usd:g} per call, `settle_ms` "
+                f"{SETTLE_MS}. Over the whole run (checks and warm-up included) L2B served {served} calls and made "
+                f"{m['lease_calls']} lease calls ({per} per 1,000 calls; {m.get('leases.granted', 0)} granted, "
+                f"{m.get('leases.empty', 0)} empty, {m['lease_errors']} not answered 200) and {m['settle_calls']} "
+                f"settle calls ({m['settle_errors']} not answered 200). Afterwards aegis serve counted "
+                f"{settled['spent_usd']:.4f} USD spent against {settled['want_spent_usd']:.4f} for the calls served "
+                f"({'exact' if exact else '**they differ**'}), {settled['reserved_usd']:.4f} USD reserved in "
+                f"{settled['open_leases']} open lease(s). Envoy's log: {settled['settles_dropped']} final settles "
+                f"dropped from a full queue (their leases stay reserved until they expire), "
+                f"{settled['control_failures']} failed budget checks."
+            )
         unsustained(ledger, CORE)
         cond = sum(1 for n in rbac_notes if "conditions not expressible" in n)
         dlp = sum(1 for n in rbac_notes if "DLP" in n)

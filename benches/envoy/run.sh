@@ -5,14 +5,15 @@
 # interleaved in rounds. Two sets of workloads: MCP tool calls with the
 # agent's JWT (L0 bare / MH Aegis, header identity / MJ Aegis, JWT
 # identity) and ledger JSON tool calls with DLP (L0 bare / L1 no-op wasm /
-# L2 Aegis / L3 native RBAC). Prints a markdown table and writes it to
-# target/envoy-bench/results.md.
+# L2 Aegis / L2B Aegis with budget leases from an `aegis serve` this script
+# starts on loopback / L3 native RBAC). Prints a markdown table and writes
+# it to target/envoy-bench/results.md.
 #
 #     benches/envoy/run.sh [--quick] [--workloads all|mcp|ledger] [--jwt-authn]
 #                          [--duration S] [--rounds N] [--connections C]
 #                          [--warmup S] [--sizes 1024,16384] [--load 0.5]
 #                          [--filter-state KEY,KEY] [--probes]
-#                          [--token-cache-entries N]
+#                          [--token-cache-entries N] [--lease-calls N]
 #
 # --workloads: mcp, ledger, or all (the default; also "mcp,ledger").
 # --jwt-authn: also listener JA for the MCP workloads: Envoy's own
@@ -22,6 +23,8 @@
 # --token-cache-entries: the Aegis listeners' verified-token cache size
 # (0: every token verified, what a cache miss costs). Default: the
 # filter's (4096).
+# --lease-calls: L2B's `control_plane.lease_calls` (how many calls one
+# budget lease covers). Default: 1000 (the filter's default is 10).
 # --probes: also run the no-op filter as P0 (no-op, with the callbacks
 # Aegis exports), P1 hold, P2 read and P3 calls (closed loop only) and
 # report where L2's CPU over L1 goes (ledger workloads).
@@ -51,6 +54,7 @@ filter_state="-"
 probes=""
 jwt_authn=""
 token_cache=""
+lease_calls=1000
 workloads="${WORKLOADS:-all}"
 quick=""
 while [ "$#" -gt 0 ]; do
@@ -66,6 +70,7 @@ while [ "$#" -gt 0 ]; do
     --probes) probes="--probes" ;;
     --jwt-authn) jwt_authn="--jwt-authn" ;;
     --token-cache-entries) token_cache="$2"; shift ;;
+    --lease-calls) lease_calls="$2"; shift ;;
     --workloads) workloads="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
@@ -151,6 +156,53 @@ if [ -n "$ledger" ]; then
   "$aegis" build "$policy" --key "$work/bench.key" -o "$work/aegis.wasm" >&2
   "$aegis" verify "$work/aegis.wasm" --pubkey "$work/bench.pub" >/dev/null
   args+=(--policy "$policy" --aegis-wasm "$work/aegis.wasm" --noop-wasm "$noop")
+
+  # L2B: the same policy with a budget for the ledger agent (far more than
+  # any run spends: 10^9 calls) and a cost on the rule its calls hit,
+  # linked beside the rest of the bench policy.
+  budget_policy="$work/policy-budget"
+  cost_usd=0.0001
+  daily_usd=100000
+  mkdir -p "$budget_policy"
+  ln -s "$PWD/$policy/finance" "$PWD/$policy/identity.yaml" "$PWD/$policy/bench.cases.yaml" "$budget_policy/"
+  awk -v daily="$daily_usd" -v cost="$cost_usd" '
+    { print }
+    /^agent: bookkeeping-agent$/ { print "budget: {daily_usd: " daily "}"; a++ }
+    /^    actions: \[create_journal_entry\]$/ { print "    cost_usd: " cost; c++ }
+    END { if (a != 1 || c != 1) exit 1 }
+  ' "$policy/ledger.yaml" >"$budget_policy/ledger.yaml" \
+    || { log "error: cannot add the budget to $policy/ledger.yaml (its agent or rule lines changed)"; exit 1; }
+  log "==> aegis test $budget_policy"
+  "$aegis" test "$budget_policy" >&2
+  log "==> aegis build $budget_policy -> $work/aegis-budget.wasm"
+  "$aegis" build "$budget_policy" --key "$work/bench.key" -o "$work/aegis-budget.wasm" >&2
+  "$aegis" verify "$work/aegis-budget.wasm" --pubkey "$work/bench.pub" >/dev/null
+
+  # The control plane L2B calls: SQLite in a temp dir, on loopback, on the
+  # load generator's CPU (Envoy's CPU stays Envoy's), stopped at exit.
+  control_dir="$(mktemp -d)"
+  control_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  control_db="sqlite://$control_dir/aegis.db"
+  log "==> aegis serve on 127.0.0.1:$control_port (store $control_dir, log $work/aegis-serve.log)"
+  taskset -c 1 "$aegis" serve --db "$control_db" --listen "127.0.0.1:$control_port" \
+    --policies "$budget_policy" 2>"$work/aegis-serve.log" &
+  control_pid=$!
+  trap 'kill "$control_pid" 2>/dev/null; wait "$control_pid" 2>/dev/null; rm -rf "$control_dir"' EXIT
+  for _ in $(seq 1 300); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$control_port/readyz" 2>/dev/null; then
+      break
+    fi
+    kill -0 "$control_pid" 2>/dev/null || { log "error: aegis serve exited; see $work/aegis-serve.log"; exit 1; }
+    sleep 0.1
+  done
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+    "http://127.0.0.1:$control_port/readyz" 2>/dev/null \
+    || { log "error: aegis serve is not ready after 30 s; see $work/aegis-serve.log"; exit 1; }
+  "$aegis" admin token --db "$control_db" --role gateway --subject envoy-bench --ttl 12h >"$work/gateway.token"
+  args+=(--budget-wasm "$work/aegis-budget.wasm" --control-port "$control_port"
+    --control-token "$work/gateway.token" --control-admin-token "$control_dir/aegis.db.admin.token"
+    --cost-usd "$cost_usd" --lease-calls "$lease_calls")
 fi
 
 if [ -n "$mcp" ]; then
@@ -195,7 +247,7 @@ if [ -n "$mcp" ]; then
 fi
 
 settings="Command: \`benches/envoy/run.sh${orig_args:+ $orig_args}\`."
-exec python3 benches/envoy/loadbench.py \
+python3 benches/envoy/loadbench.py \
   --envoy "$envoy" --oha "$oha" --nginx "$nginx" --aegis "$aegis" \
   --trusted-key "$work/bench.pub" --workdir "$work" --workloads "$workloads" "${args[@]}" \
   --duration "$duration" --rounds "$rounds" --connections "$connections" \
