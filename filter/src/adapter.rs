@@ -8,17 +8,23 @@
 //! hostcalls themselves still abort on status codes outside the ABI's
 //! documented set for each call; Envoy does not return those.)
 
+use crate::budget::{self, Settle};
+use crate::config::ControlPlane;
 use crate::embedded;
-use crate::host::{Host, Level, MetricKind};
-use crate::metrics::Metrics;
+use crate::host::{Host, Level, MetricKind, Stored};
+use crate::kv::AgentRef;
+use crate::metrics::{self, Metrics};
+use crate::rate;
+use crate::reload::{Outcome, Poller};
 use crate::reply::RequestIds;
 use crate::shared::{signer_text, Shared};
 use crate::stream::{Flow, Stream};
 use aegis_engine::Bundle;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -155,6 +161,7 @@ impl Host for ProxyHost {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
         status(hostcalls::define_metric(kind, name))
@@ -195,6 +202,32 @@ impl Host for ProxyHost {
     fn resume_request(&self) -> Result<(), String> {
         status(hostcalls::resume_http_request())
     }
+
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        // Envoy answers `NotFound` for a key with no value, which the SDK
+        // already turns into `(None, None)`.
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
+            Ok((None, _)) => Ok(None),
+            // A value without a CAS number could only be overwritten
+            // blindly: refuse it rather than lose a concurrent write.
+            Ok((Some(_), None)) => Err(format!("shared data `{key}` has no cas number")),
+            Err(Status::NotFound) => Ok(None),
+            Err(s) => Err(format!(
+                "cannot read shared data `{key}`: host status {s:?}"
+            )),
+        }
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(Stored::Written),
+            Err(Status::CasMismatch) => Ok(Stored::CasMismatch),
+            Err(s) => Err(format!(
+                "cannot write shared data `{key}`: host status {s:?}"
+            )),
+        }
+    }
 }
 
 /// Logs a panic through the host before the VM aborts.
@@ -211,6 +244,10 @@ pub struct Root {
     /// Outlives reconfigurations: a metric name is defined once per VM.
     metrics: Rc<RefCell<Metrics>>,
     ids: Rc<RequestIds>,
+    /// New bundles from the control plane.
+    poller: Poller,
+    /// Budget settles in flight, by call token.
+    settles: BTreeMap<u32, Settle>,
 }
 
 pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
@@ -223,6 +260,8 @@ pub fn new_root(_context_id: u32) -> Box<dyn RootContext> {
         shared: None,
         metrics: Rc::new(RefCell::new(Metrics::new())),
         ids: Rc::new(RequestIds::new((started ^ (started >> 32)) as u32)),
+        poller: Poller::default(),
+        settles: BTreeMap::new(),
     })
 }
 
@@ -243,7 +282,152 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Root {
+    /// Puts a newer bundle in force for new requests; requests in flight
+    /// keep the configuration they started with.
+    fn swap(&mut self, shared: &Shared, bundle: Bundle, how: &str) {
+        let next = shared.with_bundle(bundle);
+        Root::prepare(&next);
+        ProxyHost.log(
+            Level::Info,
+            &format!("aegis: bundle {how}: {}", next.summary()),
+        );
+        self.shared = Some(Rc::new(next));
+    }
+
+    fn count_reload(&self, outcome: Outcome) {
+        if let Ok(mut m) = self.metrics.try_borrow_mut() {
+            m.count(
+                &ProxyHost,
+                metrics::BUNDLE_RELOAD_TOTAL,
+                &[("outcome", outcome.as_str())],
+            );
+        }
+    }
+
+    /// How often this worker ticks: to settle budget leases every
+    /// `settle_ms`, and to look for new bundles at half the poll period
+    /// (so that a claim never waits a whole period more because of the
+    /// ticks' jitter). `None`: no background work.
+    fn tick_period(shared: &Shared) -> Option<Duration> {
+        let cp = shared.control.as_ref()?;
+        let mut ms = None;
+        if shared.has_budgets() {
+            ms = Some(cp.settle_ms);
+        }
+        if cp.bundle_poll_ms > 0 {
+            if shared.trusted_keys.is_empty() {
+                ProxyHost.log(
+                    Level::Warn,
+                    "aegis: no bundle polling: the configuration has no `trusted_keys` to check \
+                     new bundles against",
+                );
+            } else {
+                let poll = (cp.bundle_poll_ms / 2).max(500);
+                ms = Some(ms.map_or(poll, |m: u64| m.min(poll)));
+            }
+        }
+        ms.map(Duration::from_millis)
+    }
+
+    /// Creates the shared-data state the agents' budgets and rates use, so
+    /// that no two workers race to create it under traffic.
+    fn prepare(shared: &Shared) {
+        let now = ProxyHost.now_nanos();
+        for a in &shared.bundle.model.agents {
+            let Some(b) = a.budget else { continue };
+            let agent = AgentRef::new(a.tenant.as_deref(), &a.name);
+            let mut result = Ok(());
+            if b.daily_usd.is_some() && shared.control.is_some() {
+                result = budget::prepare(&ProxyHost, &agent);
+            }
+            if let (Some(rps), true, Ok(())) = (b.rps, shared.rate_limits, &result) {
+                result = rate::prepare(&ProxyHost, &agent, rps, now);
+            }
+            if let Err(e) = result {
+                ProxyHost.log(
+                    Level::Warn,
+                    &format!("aegis: cannot prepare the budget of `{}`: {e}", a.id),
+                );
+            }
+        }
+    }
+
+    /// Sends the budget settles that are due, when this worker holds the
+    /// period's claim.
+    fn settle(&mut self, shared: &Shared, cp: &ControlPlane, now: u64) {
+        if !shared.has_budgets() {
+            return;
+        }
+        let period = cp.settle_ms.saturating_mul(1_000_000);
+        if !budget::claim(&ProxyHost, now, period) {
+            return;
+        }
+        for s in budget::due_settles(&ProxyHost, now) {
+            let body = s.body();
+            let headers = [
+                (":method", "POST"),
+                (":path", "/v1/budgets/settle"),
+                (":authority", cp.authority.as_str()),
+                ("authorization", cp.bearer.as_str()),
+                ("content-type", "application/json"),
+            ];
+            match ProxyHost.dispatch_call(
+                &cp.cluster,
+                &headers,
+                Some(body.as_bytes()),
+                cp.timeout_ms,
+            ) {
+                Ok(token) => {
+                    self.settles.insert(token, s);
+                }
+                Err(e) => ProxyHost.log(
+                    Level::Warn,
+                    &format!("aegis: cannot settle lease `{}`: {e}", s.lease_id),
+                ),
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(settle) = self.settles.remove(&token_id) {
+            let headers = ProxyHost.call_response_headers();
+            let status = headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            let body = ProxyHost.call_response_body(body_size);
+            budget::settled(&ProxyHost, &settle, &budget::answer(status, &body));
+            return;
+        }
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let answer = self.poller.answer(
+            &ProxyHost,
+            token_id,
+            body_size,
+            &shared.bundle,
+            &shared.trusted_keys,
+        );
+        let Some((outcome, bundle)) = answer else {
+            return;
+        };
+        self.count_reload(outcome);
+        if let Some(b) = bundle {
+            self.swap(&shared, b, "loaded from the control plane");
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -288,6 +472,14 @@ impl RootContext for Root {
         match result {
             Ok(shared) => {
                 ProxyHost.log(Level::Info, &format!("aegis: ready: {}", shared.summary()));
+                Root::prepare(&shared);
+                let tick = Root::tick_period(&shared).unwrap_or(Duration::ZERO);
+                if let Err(e) = hostcalls::set_tick_period(tick) {
+                    ProxyHost.log(
+                        Level::Warn,
+                        &format!("aegis: no ticks, so no bundle polling: {e:?}"),
+                    );
+                }
                 self.shared = Some(Rc::new(shared));
                 true
             }
@@ -296,6 +488,25 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(cp) = shared.control.as_ref() else {
+            return;
+        };
+        if let Some(b) = self
+            .poller
+            .adopt(&ProxyHost, &shared.bundle, &shared.trusted_keys)
+        {
+            self.count_reload(Outcome::Loaded);
+            self.swap(&shared, b, "loaded from another worker");
+        }
+        let now = ProxyHost.now_nanos();
+        self.settle(&shared, cp, now);
+        self.poller.poll(&ProxyHost, cp, now);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -27,6 +27,8 @@ pub struct Call {
     pub method: &'static str,
     pub path: String,
     pub body: Option<Vec<u8>>,
+    /// `If-None-Match` (the bundle poll).
+    pub if_none_match: Option<String>,
 }
 
 impl Call {
@@ -40,6 +42,9 @@ impl Call {
         ];
         if self.body.is_some() {
             h.push(("content-type", "application/json"));
+        }
+        if let Some(tag) = &self.if_none_match {
+            h.push(("if-none-match", tag.as_str()));
         }
         h
     }
@@ -75,6 +80,7 @@ pub fn create_approval(a: &NewApproval<'_>) -> Call {
         method: "POST",
         path: "/v1/approvals".into(),
         body: serde_json::to_vec(a).ok(),
+        if_none_match: None,
     }
 }
 
@@ -85,6 +91,7 @@ pub fn approval_status(id: &str, wait_s: u64) -> Call {
         method: "GET",
         path: format!("/v1/approvals/{id}?wait={wait_s}"),
         body: None,
+        if_none_match: None,
     }
 }
 
@@ -93,6 +100,7 @@ pub fn redeem(id: &str, digest: &str) -> Call {
         method: "POST",
         path: format!("/v1/approvals/{id}/redeem"),
         body: serde_json::to_vec(&serde_json::json!({ "digest": digest })).ok(),
+        if_none_match: None,
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Config {
     /// The control plane the filter calls for budgets and approvals, and
     /// polls for bundles; `None`: no calls out of the proxy.
     pub control_plane: Option<ControlPlane>,
+    /// Enforce the policy's `budget.rps` in this proxy (`rate_limits`);
+    /// by default on when a control plane is configured.
+    pub rate_limits: bool,
 }
 
 /// What the filter does with a call when the control plane fails it.
@@ -63,6 +66,15 @@ pub struct Config {
 pub enum OnFailure {
     Allow,
     Deny,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Allow => "allowed",
+            OnFailure::Deny => "denied",
+        }
+    }
 }
 
 /// How the filter reaches the control plane (`control_plane`).
@@ -102,6 +114,7 @@ impl Default for Config {
             tool_host_from_route: false,
             token_cache: TokenCacheConfig::DEFAULT,
             control_plane: None,
+            rate_limits: false,
         }
     }
 }
@@ -125,6 +138,8 @@ struct Raw {
     token_cache: Option<RawTokenCache>,
     #[serde(default)]
     control_plane: Option<RawControlPlane>,
+    #[serde(default)]
+    rate_limits: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -207,7 +222,13 @@ impl RawControlPlane {
             timeout_ms: ranged("timeout_ms", self.timeout_ms, 300, 1, 60_000)?,
             bundle_poll_ms,
             approval_hold_ms: ranged("approval_hold_ms", self.approval_hold_ms, 0, 0, 600_000)?,
-            lease_calls: ranged("lease_calls", self.lease_calls, 10, 1, 100_000)? as u32,
+            lease_calls: ranged(
+                "lease_calls",
+                self.lease_calls,
+                u64::from(crate::budget::DEFAULT_LEASE_CALLS),
+                1,
+                100_000,
+            )? as u32,
             settle_ms: ranged("settle_ms", self.settle_ms, 1_000, 100, 3_600_000)?,
             reads,
             writes,
@@ -368,6 +389,7 @@ impl Config {
             filter_state,
             tool_host_from_route: raw.tool_host_from_route,
             token_cache,
+            rate_limits: raw.rate_limits.unwrap_or(raw.control_plane.is_some()),
             control_plane: raw.control_plane.map(RawControlPlane::check).transpose()?,
         })
     }

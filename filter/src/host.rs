@@ -17,7 +17,17 @@ pub enum Level {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     Counter,
+    Gauge,
     Histogram,
+}
+
+/// What became of a write to shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Written,
+    /// The value changed since it was read (its CAS number is no longer
+    /// the one given): nothing was written; read it again and retry.
+    CasMismatch,
 }
 
 /// Calls into the proxy, in the context of the current stream (or of the
@@ -64,6 +74,7 @@ pub trait Host {
     fn set_filter_state(&self, key: &str, value: &str) -> Result<(), String>;
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, String>;
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), String>;
+    /// Records a histogram value, or sets a gauge.
     fn record_metric(&self, id: u32, value: u64) -> Result<(), String>;
     /// Starts an HTTP call to the Envoy cluster `cluster` (`headers`
     /// include `:method`, `:path` and `:authority`). The answer comes later,
@@ -83,4 +94,13 @@ pub trait Host {
     fn call_response_body(&self, len: usize) -> Vec<u8>;
     /// Lets a request the filter paused go on (upstream).
     fn resume_request(&self) -> Result<(), String>;
+    /// Shared data: the proxy's key/value store, one per Envoy process,
+    /// shared by the VMs of all its worker threads. `Ok(None)` when the key
+    /// has no value; else the value and its CAS number (never 0).
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String>;
+    /// Writes shared data. With `cas`, only if the value is still the one
+    /// that number was read with, else [`Stored::CasMismatch`]; without,
+    /// unconditionally. A key with no value is written whatever `cas` says
+    /// (Envoy's rule): there is no "create if absent".
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String>;
 }

@@ -14,20 +14,27 @@
 //! - `embedded`: the bundle `aegis build` embeds
 //! - `metrics`, `reply`: metric names and local replies
 //! - `listing`: the agent's view of an MCP server's `tools/list` answer
+//! - `rate`, `budget`: `budget.rps` and `budget.daily_usd` over shared data
+//!   (`kv`), with the UTC days of budgets in `utc`
 //!
 //! See `README.md` for the configuration, filter state and metrics.
 
 mod adapter;
+mod budget;
 mod callout;
 mod config;
 mod embedded;
 mod host;
+mod kv;
 mod listing;
 mod metrics;
+mod rate;
+mod reload;
 mod reply;
 mod shared;
 mod state_keys;
 mod stream;
+mod utc;
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,15 @@ pub const LATENCY_US: &str = "aegis_request_latency_us";
 /// `unchanged` (every tool callable) or `unfiltered` (passed as sent: not
 /// readable, compressed or too large).
 pub const TOOLS_LIST_TOTAL: &str = "aegis_tools_list_total";
+/// Gauge: what the agent's budget lease in this proxy has left, in
+/// micro-dollars (USD x 1e6: gauges are integers). Label: agent.
+pub const BUDGET_REMAINING: &str = "aegis_budget_remaining";
+/// Approvals the filter asked for or redeemed, by `agent` and `outcome`
+/// (pending, approved, denied, refused, failed_open, failed_closed).
+pub const APPROVAL_TOTAL: &str = "aegis_approval_total";
+/// Bundle polls and adoptions, by `outcome` (loaded, unchanged, refused,
+/// failed).
+pub const BUNDLE_RELOAD_TOTAL: &str = "aegis_bundle_reload_total";
 
 /// Every label name used, for the `stats_tags` configuration.
 #[cfg(test)]
@@ -139,6 +148,23 @@ impl Metrics {
         self.name = full;
         if let Some(id) = id {
             let _ = host.increment_metric(id, 1);
+        }
+    }
+
+    /// Sets the gauge `name` with `tags` to `value`.
+    pub fn set<H: Host + ?Sized>(
+        &mut self,
+        host: &H,
+        name: &str,
+        tags: &[(&str, &str)],
+        value: u64,
+    ) {
+        let mut full = core::mem::take(&mut self.name);
+        write_tagged_name(&mut full, name, tags);
+        let id = self.id(host, MetricKind::Gauge, &full);
+        self.name = full;
+        if let Some(id) = id {
+            let _ = host.record_metric(id, value);
         }
     }
 

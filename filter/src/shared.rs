@@ -20,6 +20,8 @@ use std::rc::Rc;
 pub enum Source {
     Embedded,
     Configuration,
+    /// Fetched from the control plane after the start (hot reload).
+    ControlPlane,
 }
 
 impl Source {
@@ -27,6 +29,7 @@ impl Source {
         match self {
             Source::Embedded => "embedded",
             Source::Configuration => "configuration",
+            Source::ControlPlane => "control-plane",
         }
     }
 }
@@ -47,6 +50,13 @@ pub struct Shared {
     pub ids: Rc<RequestIds>,
     /// The control plane for budgets and approvals; `None`: no calls out.
     pub control: Option<ControlPlane>,
+    /// Enforce `budget.rps`.
+    pub rate_limits: bool,
+    /// Keys a bundle must be signed by (empty: any, or none).
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// The platform's `max_body_bytes`, before the policy's own limit.
+    platform_max_body: usize,
+    token_cache: TokenCacheConfig,
 }
 
 impl std::fmt::Debug for Shared {
@@ -102,6 +112,24 @@ impl Shared {
                 )
             }
         };
+        Ok(Shared::build(
+            bundle,
+            source,
+            &config,
+            config.control_plane.clone(),
+            metrics,
+            ids,
+        ))
+    }
+
+    fn build(
+        bundle: Rc<Bundle>,
+        source: Source,
+        config: &Config,
+        control: Option<ControlPlane>,
+        metrics: Rc<RefCell<Metrics>>,
+        ids: Rc<RequestIds>,
+    ) -> Shared {
         let dlp_agents = bundle
             .model
             .agents
@@ -112,7 +140,7 @@ impl Shared {
         // The policy's limit and the platform's: the smaller one holds.
         let limits = bundle.model.limits;
         let max_body_bytes = config.max_body_bytes.min(limits.max_body_bytes as usize);
-        Ok(Shared {
+        Shared {
             scratch: RefCell::new(Scratch::for_bundle_with(&bundle, config.token_cache)),
             bundle,
             source,
@@ -123,8 +151,48 @@ impl Shared {
             dlp_agents,
             metrics,
             ids,
-            control: config.control_plane,
-        })
+            control,
+            rate_limits: config.rate_limits,
+            trusted_keys: config.trusted_keys.clone(),
+            platform_max_body: config.max_body_bytes,
+            token_cache: config.token_cache,
+        }
+    }
+
+    /// The same configuration with a newer bundle from the control plane
+    /// (already checked against the trusted keys).
+    pub fn with_bundle(&self, bundle: Bundle) -> Shared {
+        let config = Config {
+            trusted_keys: self.trusted_keys.clone(),
+            bundle: None,
+            max_body_bytes: self.platform_max_body,
+            hold_headers: self.hold_headers,
+            filter_state: self.filter_state,
+            tool_host_from_route: self.tool_host_from_route,
+            token_cache: self.token_cache,
+            control_plane: None,
+            rate_limits: self.rate_limits,
+        };
+        Shared::build(
+            Rc::new(bundle),
+            Source::ControlPlane,
+            &config,
+            self.control.clone(),
+            Rc::clone(&self.metrics),
+            Rc::clone(&self.ids),
+        )
+    }
+
+    /// Whether budgets are metered here: a control plane, and an agent
+    /// with `budget.daily_usd`.
+    pub fn has_budgets(&self) -> bool {
+        self.control.is_some()
+            && self
+                .bundle
+                .model
+                .agents
+                .iter()
+                .any(|a| a.budget.is_some_and(|b| b.daily_usd.is_some()))
     }
 
     /// Whether a decision for `agent` may rewrite the body. Unknown agent:
@@ -171,6 +239,21 @@ impl Shared {
                 Ok(0) | Err(_) => String::new(),
                 Ok(n) => format!(", verified-token cache of {n} tokens"),
             },
-        )
+        ) + &match &self.control {
+            Some(cp) => format!(
+                ", control plane on cluster `{}` (timeout {} ms, approvals held {} ms, on \
+                 failure reads {} and writes {})",
+                cp.cluster,
+                cp.timeout_ms,
+                cp.approval_hold_ms,
+                cp.reads.as_str(),
+                cp.writes.as_str()
+            ),
+            None => String::new(),
+        } + if self.rate_limits {
+            ", budget.rps enforced"
+        } else {
+            ""
+        }
     }
 }

@@ -129,6 +129,13 @@ struct Final<'a> {
     rpc_id: Option<&'a [u8]>,
     /// The approval the call waits for.
     approval: Option<ApprovalRef<'a>>,
+    /// `retry-after` of a 429, in seconds.
+    retry_after: Option<u64>,
+    /// The approval the call waited for or redeemed, and who decided it.
+    approval_id: Option<&'a str>,
+    approver: Option<&'a str>,
+    /// What the call did to its agent's budget.
+    budget: Option<&'static str>,
 }
 
 impl<'a> Final<'a> {
@@ -146,6 +153,10 @@ impl<'a> Final<'a> {
             shape: Shape::of(d, rpc_id.is_some()),
             rpc_id,
             approval: None,
+            retry_after: None,
+            approval_id: None,
+            approver: None,
+            budget: None,
         }
     }
 
@@ -172,6 +183,10 @@ impl<'a> Final<'a> {
             shape: Shape::Rest,
             rpc_id: None,
             approval: None,
+            retry_after: None,
+            approval_id: None,
+            approver: None,
+            budget: None,
         }
     }
 
@@ -724,6 +739,10 @@ impl<H: Host> Stream<H> {
         if let Some(a) = &f.approval {
             headers.push((APPROVAL_HEADER, a.id));
         }
+        let retry_after = f.retry_after.map(|s| s.to_string());
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs));
+        }
         if let Err(e) = self
             .host
             .send_local_response(reply.status, &headers, &reply.body)
@@ -756,6 +775,9 @@ impl<H: Host> Stream<H> {
             shared.map(|s| s.bundle.policy_version()),
             Some(f.request_id),
             Some(mode),
+            f.approval_id,
+            f.approver,
+            f.budget,
         ];
         // Each key is a host call (about 0.6 µs in Envoy): only those the
         // configuration asks for.

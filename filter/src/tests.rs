@@ -2,7 +2,7 @@
 //! policy: configuration, verdicts on the wire, buffering, shadow mode,
 //! filter state and metrics.
 
-use crate::host::{Host, Level, MetricKind};
+use crate::host::{Host, Level, MetricKind, Stored};
 use crate::metrics::{self, Metrics};
 use crate::reply::RequestIds;
 use crate::shared::Shared;
@@ -195,9 +195,87 @@ struct LocalReply {
     body: serde_json::Value,
 }
 
+/// Envoy's shared data, as one process holds it: give the same `Rc` to
+/// several [`Mock`]s to have them play worker VMs of one proxy. Follows
+/// Envoy's rules (CAS numbers never 0, a key with no value is written
+/// whatever the CAS) and can be told to fail or to let "another VM" write
+/// between a read and the next write.
+#[derive(Default)]
+pub(crate) struct SharedStore {
+    map: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
+    last_cas: Cell<u32>,
+    /// The next this many writes with a CAS number fail with a mismatch,
+    /// as if another VM had written just before.
+    pub(crate) conflicts: Cell<u32>,
+    /// Every call fails (a broken host).
+    pub(crate) broken: Cell<bool>,
+    /// Run once, just before the next write: another VM's whole operation
+    /// landing between this VM's read and its write.
+    #[allow(clippy::type_complexity)]
+    interleave: RefCell<Option<Box<dyn FnOnce()>>>,
+    pub(crate) writes: Cell<u32>,
+}
+
+impl SharedStore {
+    pub(crate) fn interleave(&self, f: impl FnOnce() + 'static) {
+        *self.interleave.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// Sets a value as an outside writer would (garbage, an old version).
+    pub(crate) fn poke(&self, key: &str, value: &[u8]) {
+        let cas = self.bump();
+        self.map
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_vec(), cas));
+    }
+
+    pub(crate) fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.map.borrow().get(key).map(|(v, _)| v.clone())
+    }
+
+    fn bump(&self) -> u32 {
+        let next = self.last_cas.get().wrapping_add(1).max(1);
+        self.last_cas.set(next);
+        next
+    }
+
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        if self.broken.get() {
+            return Err("host status InternalFailure".into());
+        }
+        Ok(self.map.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String> {
+        if self.broken.get() {
+            return Err("host status InternalFailure".into());
+        }
+        let other = self.interleave.borrow_mut().take();
+        if let Some(f) = other {
+            f();
+        }
+        let current = self.map.borrow().get(key).map(|(_, c)| *c);
+        if let (Some(current), Some(cas)) = (current, cas) {
+            if self.conflicts.get() > 0 {
+                self.conflicts.set(self.conflicts.get() - 1);
+                return Ok(Stored::CasMismatch);
+            }
+            if cas != current {
+                return Ok(Stored::CasMismatch);
+            }
+        }
+        let cas = self.bump();
+        self.map
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_vec(), cas));
+        self.writes.set(self.writes.get() + 1);
+        Ok(Stored::Written)
+    }
+}
+
 /// A proxy that records what the filter does.
 #[derive(Default)]
-struct Mock {
+pub(crate) struct Mock {
     time: Cell<u64>,
     headers: RefCell<Vec<(String, String)>>,
     body: RefCell<Vec<u8>>,
@@ -217,6 +295,7 @@ struct Mock {
     /// The answer being delivered to `on_call_response`.
     call_answer: RefCell<CallAnswer>,
     resumed: Cell<u32>,
+    shared_data: Rc<SharedStore>,
 }
 
 /// A call answer: headers (none for a reset) and body.
@@ -239,6 +318,20 @@ impl MockCall {
     }
     fn json(&self) -> serde_json::Value {
         serde_json::from_slice(self.body.as_deref().unwrap_or(b"null")).unwrap()
+    }
+}
+
+impl Mock {
+    /// A worker VM of the proxy whose shared data is `store`.
+    pub(crate) fn vm(store: &Rc<SharedStore>) -> Mock {
+        Mock {
+            shared_data: Rc::clone(store),
+            ..Mock::default()
+        }
+    }
+
+    pub(crate) fn logged(&self) -> Vec<(Level, String)> {
+        self.logs.borrow().clone()
     }
 }
 
@@ -313,6 +406,12 @@ impl<T: Host + ?Sized> Host for Rc<T> {
     }
     fn resume_request(&self) -> Result<(), String> {
         (**self).resume_request()
+    }
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        (**self).get_shared_data(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String> {
+        (**self).set_shared_data(key, value, cas)
     }
 }
 
@@ -445,6 +544,12 @@ impl Host for Mock {
         self.resumed.set(self.resumed.get() + 1);
         Ok(())
     }
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        self.shared_data.get(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Stored, String> {
+        self.shared_data.set(key, value, cas)
+    }
 }
 
 impl Mock {
@@ -492,6 +597,18 @@ impl Mock {
             .get(&u32::try_from(id).unwrap())
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The last value a gauge was set to.
+    fn recorded_value(&self, name: &str) -> Option<u64> {
+        let d = self.defined.borrow();
+        let id = d
+            .iter()
+            .position(|(k, n)| n == name && *k == MetricKind::Gauge)?;
+        self.recorded
+            .borrow()
+            .get(&u32::try_from(id).unwrap())
+            .and_then(|v| v.last().copied())
     }
 }
 
@@ -615,8 +732,10 @@ fn only_the_configured_filter_state_keys_are_written() {
         assert_eq!(m.state(k), None, "{k}");
     }
     let m = req(&shared(""));
+    // A call with no approval and no budget has nothing for those keys.
+    let unused = [keys::APPROVAL, keys::APPROVER, keys::BUDGET];
     for k in keys::ALL {
-        assert!(m.state(k).is_some(), "{k} by default");
+        assert_eq!(m.state(k).is_some(), !unused.contains(&k), "{k} by default");
     }
 }
 
@@ -1613,4 +1732,5 @@ fn a_deny_the_headers_decide_is_answered_before_any_body() {
     }
 }
 
-mod approvals;
+mod gate;
+mod reload;

@@ -16,10 +16,14 @@
 //! request waits longer than the hold time plus one call timeout.
 
 use super::{Final, Phase, State, Stream};
+use crate::budget::{self, Grant, Install, NeedLease, Spend};
 use crate::callout::{self, Call, Failure, NewApproval, Redeemed, Status, Summary};
 use crate::config::{ControlPlane, OnFailure};
 use crate::host::{Host, Level};
-use crate::reply::ApprovalRef;
+use crate::kv::AgentRef;
+use crate::metrics::{self, NONE};
+use crate::rate::{self, Take, Why};
+use crate::reply::{ApprovalRef, Shape};
 use crate::shared::Shared;
 use aegis_engine::digest::to_hex;
 use aegis_engine::{Decision, Mode, Reason, Request, Routed, Verdict};
@@ -33,22 +37,68 @@ pub const APPROVAL_HEADER: &str = "x-aegis-approval";
 const MAX_WAIT_S: u64 = 60;
 
 /// An outcome kept across calls to the control plane: a [`Final`] with
-/// owned text.
+/// owned text, and the cost of the call.
 #[derive(Debug, Clone)]
 pub(super) struct Kept {
+    verdict: Verdict,
+    reason: String,
+    agent: Option<String>,
+    tool: Option<String>,
     action: Option<String>,
     rule: Option<String>,
+    status: u32,
+    shape: Shape,
     rpc_id: Option<Vec<u8>>,
+    cost_usd: Option<f64>,
 }
 
 impl Kept {
-    fn of(f: &Final<'_>) -> Kept {
+    fn of(f: &Final<'_>, cost_usd: Option<f64>) -> Kept {
         Kept {
+            verdict: f.verdict,
+            reason: f.reason.clone(),
+            agent: f.agent.map(str::to_owned),
+            tool: f.tool.map(str::to_owned),
             action: f.action.map(str::to_owned),
             rule: f.rule.map(str::to_owned),
+            status: f.status,
+            shape: f.shape,
             rpc_id: f.rpc_id.map(<[u8]>::to_vec),
+            cost_usd,
         }
     }
+
+    fn as_final<'a>(&'a self, request_id: &'a str) -> Final<'a> {
+        Final {
+            verdict: self.verdict,
+            reason: self.reason.clone(),
+            agent: self.agent.as_deref(),
+            tool: self.tool.as_deref(),
+            action: self.action.as_deref(),
+            rule: self.rule.as_deref(),
+            shadow: false,
+            status: self.status,
+            request_id,
+            shape: self.shape,
+            rpc_id: self.rpc_id.as_deref(),
+            approval: None,
+            retry_after: None,
+            approval_id: None,
+            approver: None,
+            budget: None,
+        }
+    }
+}
+
+/// The lease a held request waits for.
+#[derive(Debug, Clone)]
+struct LeaseAsk {
+    agent: AgentRef,
+    need: NeedLease,
+    /// The call's cost, micro-dollars.
+    cost: u64,
+    /// The agent's `budget.daily_usd`, for the refusal.
+    daily_usd: f64,
 }
 
 /// What a held request waits for.
@@ -57,6 +107,7 @@ enum Step {
     Create,
     Poll,
     Redeem,
+    Lease,
 }
 
 /// The approval a held request is about.
@@ -82,6 +133,32 @@ pub(super) struct Held {
     /// it.
     kept: Kept,
     approval: Approval,
+    /// Who approved the call, once someone has.
+    approver: Option<String>,
+    lease: Option<LeaseAsk>,
+}
+
+impl Held {
+    fn new(route: &Routed, cx: &Ctx<'_>, write: bool, kept: Kept) -> Held {
+        Held {
+            token: 0,
+            step: Step::Create,
+            route: *route,
+            phase: cx.phase,
+            request_id: cx.request_id.to_owned(),
+            write,
+            kept,
+            approval: Approval {
+                id: String::new(),
+                url: String::new(),
+                expires_at: 0,
+                digest: String::new(),
+                hold_until: 0,
+            },
+            approver: None,
+            lease: None,
+        }
+    }
 }
 
 /// What the gate needs of the request beyond the decision.
@@ -115,26 +192,24 @@ impl<H: Host> Stream<H> {
         f: &Final<'_>,
         cx: &Ctx<'_>,
     ) -> Option<super::Flow> {
-        if d.mode != Mode::Enforce || d.verdict != Verdict::ApprovalNeeded {
+        if d.mode != Mode::Enforce
+            || !matches!(
+                d.verdict,
+                Verdict::Allow | Verdict::Sanitize | Verdict::ApprovalNeeded
+            )
+        {
             return None;
         }
+        if let Some(flow) = self.rate(shared, route, f, cx) {
+            return Some(flow);
+        }
+        let kept = Kept::of(f, d.cost_usd);
+        if d.verdict != Verdict::ApprovalNeeded {
+            let held = Held::new(route, cx, d.write, kept);
+            return self.pay(shared, held, cx.t0).ok();
+        }
         let cp = shared.control.as_ref()?;
-        let mut held = Held {
-            token: 0,
-            step: Step::Create,
-            route: *route,
-            phase: cx.phase,
-            request_id: cx.request_id.to_owned(),
-            write: d.write,
-            kept: Kept::of(f),
-            approval: Approval {
-                id: String::new(),
-                url: String::new(),
-                expires_at: 0,
-                digest: String::new(),
-                hold_until: 0,
-            },
-        };
+        let mut held = Held::new(route, cx, d.write, kept);
         let refuse = |s: &mut Self, reason: Reason<'_>| {
             let d = shared.bundle.refusal(route, reason);
             let mut f = Final::from_decision(&d, cx.request_id, f.rpc_id);
@@ -217,6 +292,41 @@ impl<H: Host> Stream<H> {
             }
         };
         Some(self.send(shared, cp, call, cp.timeout_ms, held, cx.t0))
+    }
+
+    /// The rate stage: an agent with `budget.rps` takes a token from its
+    /// bucket in the proxy's shared data; none left answers 429 with
+    /// `retry-after`. No call leaves the proxy.
+    fn rate(
+        &mut self,
+        shared: &Rc<Shared>,
+        route: &Routed,
+        f: &Final<'_>,
+        cx: &Ctx<'_>,
+    ) -> Option<super::Flow> {
+        if !shared.rate_limits {
+            return None;
+        }
+        let rps = shared.bundle.budget_of(route)?.rps?;
+        let (tenant, name) = shared.bundle.agent_of(route)?;
+        let key = rate::key(&AgentRef::new(tenant, name));
+        let Take::Limited {
+            retry_after_secs,
+            why,
+        } = rate::take(&self.host, &key, rps, cx.t0)
+        else {
+            return None;
+        };
+        let reason = match why {
+            Why::Rate => Reason::RateLimited { rps },
+            Why::Unchecked => Reason::RateUnchecked,
+        };
+        let d = shared.bundle.refusal(route, reason);
+        let mut out = Final::from_decision(&d, cx.request_id, f.rpc_id);
+        out.action = f.action.or(out.action);
+        out.rule = f.rule.or(out.rule);
+        out.retry_after = Some(retry_after_secs);
+        Some(self.conclude(Some(shared), &out, cx.phase, cx.t0))
     }
 
     /// The tool host the request is for: the route's (base-URL mode) or
@@ -333,27 +443,20 @@ impl<H: Host> Stream<H> {
                         by: &by,
                         comment: &comment,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, Some(&by), t0)
                 }
                 Ok(Status::Gone(why)) => {
                     let reason = Reason::ApprovalRefused {
                         id: &held.approval.id,
                         why,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, None, t0)
                 }
             },
+            Step::Lease => self.leased(shared, cp, held, r, t0),
             Step::Redeem => match callout::redeemed(r) {
                 Err(e) => self.failed(shared, cp, held, &e, t0),
-                Ok(Redeemed::Approved { by }) => {
-                    let rule = held.kept.rule.clone().unwrap_or_default();
-                    let reason = Reason::Approved {
-                        rule: &rule,
-                        id: &held.approval.id,
-                        by: &by,
-                    };
-                    self.finish(shared, &held, reason, t0)
-                }
+                Ok(Redeemed::Approved { by }) => self.approved(shared, held, by, t0),
                 Ok(Redeemed::Pending) => self.pending(shared, &held, t0),
                 Ok(Redeemed::Denied { by, comment }) => {
                     let reason = Reason::ApprovalDenied {
@@ -361,14 +464,14 @@ impl<H: Host> Stream<H> {
                         by: &by,
                         comment: &comment,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, Some(&by), t0)
                 }
                 Ok(Redeemed::Refused(why)) => {
                     let reason = Reason::ApprovalRefused {
                         id: &held.approval.id,
                         why,
                     };
-                    self.finish(shared, &held, reason, t0)
+                    self.finish(shared, &held, reason, None, t0)
                 }
             },
         }
@@ -408,6 +511,7 @@ impl<H: Host> Stream<H> {
 
     /// Answers `approval_needed` with the approval the agent waits for.
     fn pending(&mut self, shared: &Rc<Shared>, held: &Held, t0: u64) -> super::Flow {
+        self.count_approval(shared, held, "pending");
         let rule = held.kept.rule.clone().unwrap_or_default();
         let reason = Reason::ApprovalPending {
             rule: &rule,
@@ -424,16 +528,26 @@ impl<H: Host> Stream<H> {
         self.conclude(Some(shared), &f, held.phase, t0)
     }
 
-    /// Concludes a held request with `reason`.
+    /// Concludes a held request with `reason`; `approver`: who decided.
     fn finish(
         &mut self,
         shared: &Rc<Shared>,
         held: &Held,
         reason: Reason<'_>,
+        approver: Option<&str>,
         t0: u64,
     ) -> super::Flow {
+        let outcome = match reason {
+            Reason::Approved { .. } => "approved",
+            Reason::ApprovalDenied { .. } => "denied",
+            Reason::FailedOpen { .. } => "failed_open",
+            Reason::ControlPlaneUnavailable { .. } => "failed_closed",
+            _ => "refused",
+        };
+        self.count_approval(shared, held, outcome);
         let d = shared.bundle.refusal(&held.route, reason);
-        let f = self.final_of(&d, held);
+        let mut f = self.final_of(&d, held);
+        f.approver = approver;
         self.conclude(Some(shared), &f, held.phase, t0)
     }
 
@@ -443,7 +557,23 @@ impl<H: Host> Stream<H> {
         let mut f = Final::from_decision(d, &held.request_id, held.kept.rpc_id.as_deref());
         f.action = held.kept.action.as_deref().or(f.action);
         f.rule = held.kept.rule.as_deref().or(f.rule);
+        f.approval_id = Some(held.approval.id.as_str()).filter(|id| !id.is_empty());
         f
+    }
+
+    /// Counts what became of an approval, by agent.
+    fn count_approval(&self, shared: &Shared, held: &Held, outcome: &str) {
+        let agent = shared
+            .bundle
+            .agent_of(&held.route)
+            .map_or(NONE, |(_, name)| name);
+        if let Ok(mut m) = shared.metrics.try_borrow_mut() {
+            m.count(
+                &self.host,
+                metrics::APPROVAL_TOTAL,
+                &[("agent", agent), ("outcome", outcome)],
+            );
+        }
     }
 
     /// The fail policy: a write is refused, a read goes on (each as
@@ -458,32 +588,217 @@ impl<H: Host> Stream<H> {
     ) -> super::Flow {
         let policy = if held.write { cp.writes } else { cp.reads };
         let why = e.to_string();
+        let what = if held.step == Step::Lease {
+            "budget"
+        } else {
+            "approval"
+        };
         self.host.log(
             Level::Warn,
             &format!(
-                "aegis: the control plane failed the approval of request `{}`: {why}; {}",
+                "aegis: the control plane failed the {what} check of request `{}`: {why}; {}",
                 held.request_id,
                 match policy {
                     OnFailure::Deny => "refused",
-                    OnFailure::Allow => "let through unapproved",
+                    OnFailure::Allow => "let through unchecked",
                 }
             ),
         );
-        match policy {
-            OnFailure::Deny => {
-                let reason = Reason::ControlPlaneUnavailable {
-                    what: "approval",
-                    why: &why,
-                };
-                self.finish(shared, &held, reason, t0)
+        if what == "budget" {
+            let reason = match policy {
+                OnFailure::Deny => Reason::ControlPlaneUnavailable { what, why: &why },
+                OnFailure::Allow => Reason::FailedOpen { what, why: &why },
+            };
+            let d = shared.bundle.refusal(&held.route, reason);
+            let mut f = self.final_of(&d, &held);
+            f.approver = held.approver.as_deref();
+            f.budget = (policy == OnFailure::Allow).then_some("unmetered");
+            return self.conclude(Some(shared), &f, held.phase, t0);
+        }
+        let reason = match policy {
+            OnFailure::Deny => Reason::ControlPlaneUnavailable { what, why: &why },
+            OnFailure::Allow => Reason::FailedOpen { what, why: &why },
+        };
+        self.finish(shared, &held, reason, None, t0)
+    }
+
+    /// An approved call: on to the budget, then upstream.
+    fn approved(
+        &mut self,
+        shared: &Rc<Shared>,
+        mut held: Held,
+        by: String,
+        t0: u64,
+    ) -> super::Flow {
+        self.count_approval(shared, &held, "approved");
+        let rule = held.kept.rule.clone().unwrap_or_default();
+        let reason = Reason::Approved {
+            rule: &rule,
+            id: &held.approval.id,
+            by: &by,
+        };
+        held.kept.verdict = reason.verdict();
+        held.kept.reason = reason.to_string();
+        held.kept.status = reason.status().into();
+        held.approver = Some(by);
+        match self.pay(shared, held, t0) {
+            Ok(flow) => flow,
+            Err(held) => self.pass(shared, &held, None, t0),
+        }
+    }
+
+    /// The budget stage: a call of a rule with `cost_usd`, by an agent
+    /// with `budget.daily_usd`, spends its cost from the proxy's lease, and
+    /// waits for a new lease only when that one cannot cover it. `Err`
+    /// gives the request back when there is nothing to pay (no control
+    /// plane, no budget, no cost).
+    fn pay(
+        &mut self,
+        shared: &Rc<Shared>,
+        mut held: Held,
+        t0: u64,
+    ) -> Result<super::Flow, Box<Held>> {
+        let Some(cp) = shared.control.as_ref() else {
+            return Err(Box::new(held));
+        };
+        let daily_usd = shared
+            .bundle
+            .budget_of(&held.route)
+            .and_then(|b| b.daily_usd);
+        let cost = held
+            .kept
+            .cost_usd
+            .and_then(budget::micros)
+            .filter(|c| *c > 0);
+        let agent = shared.bundle.agent_of(&held.route);
+        let (Some(daily_usd), Some(cost), Some((tenant, name))) = (daily_usd, cost, agent) else {
+            return Err(Box::new(held));
+        };
+        let agent = AgentRef::new(tenant, name);
+        Ok(
+            match budget::spend(&self.host, &agent, cost, cp.lease_calls, t0) {
+                Spend::Spent => {
+                    self.gauge(shared, &held, &agent, t0);
+                    self.pass(shared, &held, Some("spent"), t0)
+                }
+                Spend::NeedLease(need) => {
+                    let call = Call {
+                        method: "POST",
+                        path: "/v1/budgets/lease".into(),
+                        body: Some(need.body(&agent).into_bytes()),
+                        if_none_match: None,
+                    };
+                    held.step = Step::Lease;
+                    held.lease = Some(LeaseAsk {
+                        agent,
+                        need,
+                        cost,
+                        daily_usd,
+                    });
+                    self.send(shared, cp, call, cp.timeout_ms, held, t0)
+                }
+                Spend::Unavailable => {
+                    held.step = Step::Lease;
+                    let e = Failure::Unexpected("the proxy's shared data failed".into());
+                    self.failed(shared, cp, held, &e, t0)
+                }
+            },
+        )
+    }
+
+    /// The answer to a lease: installed and spent from, or the day's
+    /// budget is spent (429 until midnight UTC).
+    fn leased(
+        &mut self,
+        shared: &Rc<Shared>,
+        cp: &ControlPlane,
+        mut held: Held,
+        r: &callout::Response<'_>,
+        t0: u64,
+    ) -> super::Flow {
+        let Some(ask) = held.lease.take() else {
+            let e = Failure::Unexpected("no lease was asked for".into());
+            return self.failed(shared, cp, held, &e, t0);
+        };
+        if r.status != 200 {
+            let code = callout::error_code(r.body).unwrap_or_default();
+            let e = Failure::Unexpected(format!("status {} {code} to the lease", r.status));
+            return self.failed(shared, cp, held, &e, t0);
+        }
+        let grant = match Grant::parse(r.body) {
+            Ok(g) => g,
+            Err(e) => return self.failed(shared, cp, held, &Failure::Unexpected(e), t0),
+        };
+        match budget::install(&self.host, &ask.agent, &ask.need, &grant, ask.cost, t0) {
+            Install::Spent => {
+                self.gauge(shared, &held, &ask.agent, t0);
+                self.pass(shared, &held, Some("spent"), t0)
             }
-            OnFailure::Allow => {
-                let reason = Reason::FailedOpen {
-                    what: "approval",
-                    why: &why,
+            Install::Exhausted { retry_after_secs } => {
+                self.gauge(shared, &held, &ask.agent, t0);
+                let reason = Reason::BudgetExhausted {
+                    limit_usd: ask.daily_usd,
                 };
-                self.finish(shared, &held, reason, t0)
+                let d = shared.bundle.refusal(&held.route, reason);
+                let mut f = self.final_of(&d, &held);
+                f.retry_after = Some(retry_after_secs);
+                f.budget = Some("exhausted");
+                f.approver = held.approver.as_deref();
+                self.conclude(Some(shared), &f, held.phase, t0)
             }
+            Install::Unrecorded { give_back } => {
+                // The grant could not be kept: give it back now (its answer
+                // is not waited for; the lease expires at the control plane
+                // if this fails too).
+                if let Some(settle) = give_back {
+                    let call = Call {
+                        method: "POST",
+                        path: "/v1/budgets/settle".into(),
+                        body: Some(settle.body().into_bytes()),
+                        if_none_match: None,
+                    };
+                    let headers = call.headers(&cp.authority, &cp.bearer);
+                    let _ = self.host.dispatch_call(
+                        &cp.cluster,
+                        &headers,
+                        call.body.as_deref(),
+                        cp.timeout_ms,
+                    );
+                }
+                let e = Failure::Unexpected("the proxy's shared data failed".into());
+                held.lease = Some(ask);
+                self.failed(shared, cp, held, &e, t0)
+            }
+        }
+    }
+
+    /// Lets a held request go on with the outcome it kept.
+    fn pass(
+        &mut self,
+        shared: &Rc<Shared>,
+        held: &Held,
+        budget: Option<&'static str>,
+        t0: u64,
+    ) -> super::Flow {
+        let mut f = held.kept.as_final(&held.request_id);
+        f.approval_id = Some(held.approval.id.as_str()).filter(|id| !id.is_empty());
+        f.approver = held.approver.as_deref();
+        f.budget = budget;
+        self.conclude(Some(shared), &f, held.phase, t0)
+    }
+
+    /// `aegis_budget_remaining{agent}`: the day's budget left as this
+    /// proxy knows it (the lease's rest when it knows no more).
+    fn gauge(&self, shared: &Shared, held: &Held, agent: &AgentRef, now: u64) {
+        let r = budget::remaining(&self.host, agent, now);
+        let label = held.kept.agent.as_deref().unwrap_or(NONE);
+        if let Ok(mut m) = shared.metrics.try_borrow_mut() {
+            m.set(
+                &self.host,
+                metrics::BUDGET_REMAINING,
+                &[("agent", label)],
+                r.day.unwrap_or(r.lease),
+            );
         }
     }
 }

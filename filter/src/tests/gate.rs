@@ -1,6 +1,7 @@
-//! Approvals through the control plane: created, answered with the id or
-//! held while a person decides, redeemed on the agent's retry, and the
-//! fail policy when the control plane does not answer.
+//! The stages after the policy: approvals through the control plane
+//! (created, answered with the id or held while a person decides, redeemed
+//! on the agent's retry, the fail policy when the control plane does not
+//! answer) and the per-proxy rate limit.
 
 use super::*;
 use crate::stream::APPROVAL_HEADER;
@@ -132,6 +133,12 @@ fn the_retry_redeems_the_approval_for_the_same_call_only() {
     assert!(m.reply().is_none());
     assert_eq!(m.resumed.get(), 1, "the held call goes on");
     assert_eq!(m.state(keys::DECISION).as_deref(), Some("allow"));
+    assert_eq!(m.state(keys::APPROVAL).as_deref(), Some("apr_0123"));
+    assert_eq!(m.state(keys::APPROVER).as_deref(), Some("alice"));
+    assert_eq!(
+        m.count("agent=.=finance-agent;.;outcome=.=approved;.;aegis_approval_total"),
+        1
+    );
     assert_eq!(
         m.state(keys::REASON).as_deref(),
         Some(
@@ -352,4 +359,217 @@ fn an_answer_to_another_call_is_ignored() {
     assert!(m.reply().is_none());
     answer(&mut s, &m, Some(201), CREATED);
     assert_eq!(m.reply().unwrap().body["approval"]["id"], "apr_0123");
+}
+
+fn shared_with_rps(config: &str, rps: f64) -> Rc<Shared> {
+    let mut p = policy_with_read_approval();
+    p.agents[0].budget = Some(aegis_engine::ir::Budget {
+        daily_usd: None,
+        rps: Some(rps),
+    });
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Rc::new(Bundle::load(&bytes, &[]).unwrap());
+    Rc::new(configure(config, Some(&b)).unwrap())
+}
+
+fn payment_small() -> Rc<Mock> {
+    payment(10, &[])
+}
+
+#[test]
+fn an_agent_over_its_rate_gets_429_with_retry_after() {
+    let sh = shared_with_rps(r#"{"rate_limits": true}"#, 2.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+    let mut outcomes = vec![];
+    for _ in 0..3 {
+        let m = Rc::new(Mock::vm(&store));
+        let src = payment_small();
+        *m.headers.borrow_mut() = src.headers.borrow().clone();
+        *m.body.borrow_mut() = src.body.borrow().clone();
+        let _ = run(&sh, &m, 1);
+        outcomes.push(m.reply());
+    }
+    assert!(
+        outcomes[0].is_none() && outcomes[1].is_none(),
+        "a burst of rps calls"
+    );
+    let r = outcomes[2].clone().unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "rate limit of 2 calls per second for this agent is exceeded"
+    );
+    assert_eq!(r.body["error"]["type"], "rate_limit_error");
+    assert!(r.headers.contains(&("retry-after".into(), "1".into())));
+    assert_eq!(
+        r.body["rule"],
+        "finance-agent/stripe-payments/create_payment#0"
+    );
+}
+
+#[test]
+fn rate_limits_are_off_unless_configured() {
+    for config in [
+        "",
+        r#"{"rate_limits": false, "control_plane": {"cluster": "c", "token": "t"}}"#,
+    ] {
+        let sh = shared_with_rps(config, 1.0);
+        let store = Rc::new(crate::tests::SharedStore::default());
+        for _ in 0..3 {
+            let m = Rc::new(Mock::vm(&store));
+            let src = payment_small();
+            *m.headers.borrow_mut() = src.headers.borrow().clone();
+            *m.body.borrow_mut() = src.body.borrow().clone();
+            let _ = run(&sh, &m, 1);
+            assert!(m.reply().is_none(), "{config}");
+        }
+    }
+}
+
+/// finance-agent with `daily_usd`, every rule costing 1 USD.
+fn shared_with_budget(config: &str, daily_usd: f64) -> Rc<Shared> {
+    let mut p = policy_with_read_approval();
+    p.agents[0].budget = Some(aegis_engine::ir::Budget {
+        daily_usd: Some(daily_usd),
+        rps: None,
+    });
+    for r in &mut p.agents[0].rules {
+        r.cost_usd = Some(1.0);
+    }
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Rc::new(Bundle::load(&bytes, &[]).unwrap());
+    Rc::new(configure(config, Some(&b)).unwrap())
+}
+
+/// A worker VM of one proxy (shared data in `store`) with this request.
+fn on_vm(store: &Rc<crate::tests::SharedStore>, src: &Rc<Mock>) -> Rc<Mock> {
+    let m = Rc::new(Mock::vm(store));
+    *m.headers.borrow_mut() = src.headers.borrow().clone();
+    *m.body.borrow_mut() = src.body.borrow().clone();
+    m
+}
+
+fn grant(granted: f64, remaining: f64) -> String {
+    let id = if granted > 0.0 {
+        "\"lse_1\"".to_string()
+    } else {
+        "null".to_string()
+    };
+    format!(
+        r#"{{"lease_id":{id},"granted_usd":{granted},"remaining_usd":{remaining},"limit_usd":3,"expires_at":{}}}"#,
+        T0 / 1_000_000_000 + 300
+    )
+}
+
+#[test]
+fn calls_spend_from_a_lease_and_only_a_call_it_cannot_cover_calls_out() {
+    let sh = shared_with_budget(CONTROL, 3.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+
+    // First call: no lease yet; it waits for one.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Pause));
+    let call = last_call(&m);
+    assert_eq!(call.header(":path"), Some("/v1/budgets/lease"));
+    let j = call.json();
+    assert_eq!(j["tenant"], "default");
+    assert_eq!(j["agent"], "finance-agent");
+    assert_eq!(j["want_usd"], 10.0, "lease_calls (10) calls of the cost");
+    assert!(j["day"].as_str().unwrap().starts_with("2023-11-14"), "{j}");
+    answer(&mut s, &m, Some(200), &grant(2.0, 1.0));
+    assert_eq!(m.resumed.get(), 1);
+    assert!(m.reply().is_none());
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("spent"));
+    assert_eq!(
+        m.recorded_value("agent=.=finance-agent;.;aegis_budget_remaining"),
+        Some(2_000_000),
+        "1 USD left in the lease + 1 USD at the control plane"
+    );
+
+    // Second call, on another worker: spent from the shared lease, no call.
+    let m = on_vm(&store, &payment_small());
+    let (_s, flows) = run(&sh, &m, 1);
+    assert_eq!(flows.last(), Some(&Flow::Continue));
+    assert!(m.calls.borrow().is_empty());
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("spent"));
+
+    // Third: the lease is spent; the control plane has 1 USD left.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    assert_eq!(last_call(&m).header(":path"), Some("/v1/budgets/lease"));
+    answer(&mut s, &m, Some(200), &grant(1.0, 0.0));
+    assert_eq!(m.resumed.get(), 1);
+
+    // Fourth: nothing left anywhere.
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(200), &grant(0.0, 0.0));
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reason"],
+        "the agent's daily budget of 3 USD is spent; it resets at 00:00 UTC"
+    );
+    // T0 is 2023-11-14 22:13:20 UTC: 6,400 s to midnight.
+    assert!(r.headers.contains(&("retry-after".into(), "6400".into())));
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("exhausted"));
+    assert_eq!(m.resumed.get(), 0);
+}
+
+#[test]
+fn a_lease_the_control_plane_fails_refuses_writes_and_lets_reads_go_unmetered() {
+    let sh = shared_with_budget(r#"{"control_plane": {"cluster": "c", "token": "t"}}"#, 3.0);
+    let store = Rc::new(crate::tests::SharedStore::default());
+    let m = on_vm(&store, &payment_small());
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(504), "upstream request timeout");
+    let r = m.reply().unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body["reason"],
+        "the budget could not be checked with the aegis control plane (it did not answer in \
+         time); calls that write are refused until it answers"
+    );
+
+    // A read that costs: allowed, unmetered, and says so. (`get_customer`
+    // needs approval in this policy: approve it first.)
+    let src = request(
+        "finance-agent",
+        "GET",
+        "api.stripe.com",
+        "/v1/customers/cus_1",
+        &[(APPROVAL_HEADER, "apr_0123")],
+        b"",
+    );
+    let m = on_vm(&store, &src);
+    let (mut s, _) = run(&sh, &m, 1);
+    answer(&mut s, &m, Some(200), r#"{"approved_by":"alice"}"#);
+    assert_eq!(
+        last_call(&m).header(":path"),
+        Some("/v1/budgets/lease"),
+        "approved, then paid"
+    );
+    answer(&mut s, &m, None, "");
+    assert!(m.reply().is_none());
+    assert_eq!(m.resumed.get(), 1);
+    assert_eq!(m.state(keys::BUDGET).as_deref(), Some("unmetered"));
+    assert_eq!(m.state(keys::APPROVER).as_deref(), Some("alice"));
+    assert!(m
+        .state(keys::REASON)
+        .unwrap()
+        .starts_with("allowed without the budget check"));
+}
+
+#[test]
+fn without_a_control_plane_budgets_are_not_metered() {
+    let sh = shared_with_budget("", 1.0);
+    for _ in 0..3 {
+        let m = payment_small();
+        let (_s, flows) = run(&sh, &m, 1);
+        assert_eq!(flows.last(), Some(&Flow::Continue));
+        assert!(m.calls.borrow().is_empty());
+    }
 }
