@@ -558,3 +558,109 @@ fn bundles_published_under_load_swap_whole_with_no_failed_request() {
     );
     assert!(upstream.requests().iter().all(|r| r.complete && !r.aborted));
 }
+
+/// The release path the README shows publishes the very blob the proxies
+/// run (`aegis publish filter.wasm`), and Istio users may ship a blob and
+/// publish it too: a proxy that polls the control plane and gets the
+/// bundle it already runs must take it as unchanged, not refuse it as a
+/// rollback (an error line and `outcome="refused"` at every poll, and the
+/// whole bundle downloaded again each time since its ETag is not kept).
+#[test]
+fn the_bundle_a_proxy_already_runs_is_not_refused() {
+    let Some(envoy) = common::envoy_or_skip("hot-reload-same") else {
+        return;
+    };
+    let dir = aegis_e2e::workdir("hot-reload-same").unwrap();
+    let root = dir.path();
+    let key = fresh_key(root, "release").unwrap();
+    let token_key = fresh_key(root, "tokens").unwrap();
+    let src = root.join("rev-0");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("reload.yaml"), policy(7)).unwrap();
+    let folder = Folder {
+        name: "hot-reload".into(),
+        label: "hot-reload revision 7".into(),
+        dir: src,
+        case_files: Vec::new(),
+    };
+    let p = corpus::prepare(&folder, root, &key, &token_key).unwrap();
+    let trust = vec![
+        "--trust".to_string(),
+        root.join("release.pub").display().to_string(),
+    ];
+    let cp = ControlPlane::start_with(&root.join("control"), &[], &trust, None).unwrap();
+
+    // `aegis build --revision 7`, deployed and published as it is.
+    let blob = root.join("filter.wasm");
+    let copy = root.join("policies").join("hot-reload");
+    let out = cp
+        .run(&[
+            "build",
+            copy.to_str().unwrap(),
+            "--key",
+            root.join("release.key").to_str().unwrap(),
+            "-o",
+            blob.to_str().unwrap(),
+            "--revision",
+            "7",
+        ])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let admin = cp.token("admin", "*", "release").unwrap();
+    let out = publish(&cp, &admin, &blob);
+    assert!(out.status.success(), "{out:?}");
+
+    let upstream = EchoServer::start().unwrap();
+    let mut overrides = serde_json::Map::new();
+    overrides.insert(
+        "token".into(),
+        cp.token("gateway", "default", "edge-1").unwrap().into(),
+    );
+    overrides.insert("bundle_poll_ms".into(), POLL_MS.into());
+    let listener = CpListener {
+        listener: Listener {
+            name: "same".into(),
+            blob: blob.clone(),
+            trusted_key: p.built.trusted_key.clone(),
+            max_body_bytes: None,
+            filter_state: None,
+        },
+        control_plane: overrides,
+    };
+    let gw = control::start_gateway(&envoy, root, upstream.port(), cp.port(), &[listener]).unwrap();
+
+    // A few polls (one a second).
+    let since = Instant::now();
+    let polls = || reloads(&gw, "refused") + reloads(&gw, "unchanged") + reloads(&gw, "loaded");
+    while polls() < 3.0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "no polls: {}",
+            gw.envoy.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = send(
+        gw.ports[0],
+        &request(&p.token(AGENT, None), "same-1", PROBE_AMOUNT),
+    )
+    .unwrap();
+    assert_eq!(
+        resp.json().unwrap()["policy_version"],
+        p.built.bundle.policy_version()
+    );
+    let refused: Vec<String> = gw
+        .envoy
+        .log()
+        .lines()
+        .filter(|l| l.contains("refused"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        reloads(&gw, "refused") + 0.0,
+        0.0,
+        "the proxy refused the bundle it runs:\n{}",
+        refused.join("\n")
+    );
+    assert!(reloads(&gw, "unchanged") >= 3.0);
+}
