@@ -354,15 +354,17 @@ fn two_proxies_allow_exactly_the_daily_budget() {
     assert_eq!(w.search(0, false), Paid::Allowed);
     assert_eq!(w.gauge(0), 19_000_000.0);
 
-    // Alternating, one call at a time: 12 of the 20 go through, with
-    // leases of 5 taken by each proxy in turn.
-    for i in 1..12 {
+    // Alternating, one call at a time: 4 of the 20 go through, each proxy
+    // on its first lease of 5.
+    for i in 1..4 {
         assert_eq!(w.search(i % 2, false), Paid::Allowed, "call {i}");
     }
 
-    // Concurrently, two threads per proxy, each until it is refused.
+    // Concurrently, four threads per proxy, each until it is refused: the
+    // leases run out under them (and the workers of one proxy may race
+    // for the next one).
     std::thread::scope(|s| {
-        for t in 0..4 {
+        for t in 0..8 {
             let w = &w;
             s.spawn(move || {
                 for _ in 0..LIMIT + 5 {
@@ -437,4 +439,43 @@ fn a_control_plane_restart_loses_and_double_spends_nothing() {
     w.cp.restart().unwrap();
     w.spend_the_rest();
     w.exactly_the_budget();
+}
+
+/// One proxy (two workers) and sixteen threads: when its lease runs out,
+/// both workers may ask for the next one at once; the second grant is
+/// given back on the next settle. Meanwhile the proxy must not tell the
+/// agent its daily budget is spent: every thread stops at its first 429,
+/// so a 429 is only right once all 20 are spent.
+#[test]
+fn one_proxy_does_not_say_spent_while_budget_is_left() {
+    let Some(w) = world("budget-one-proxy") else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let w = &w;
+            s.spawn(move || {
+                for _ in 0..LIMIT + 5 {
+                    if w.search(0, false) == Paid::Exhausted {
+                        return;
+                    }
+                }
+                panic!("thread {t}: never refused");
+            });
+        }
+    });
+    let allowed = w.allowed.load(Ordering::SeqCst);
+    let granted =
+        w.cp.audit()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "lease.granted")
+            .count();
+    assert_eq!(
+        allowed,
+        LIMIT,
+        "every thread was told the budget is spent with {allowed} of {LIMIT} USD spent; \
+         {granted} leases granted; the books now (spent, reserved, remaining): {:?}",
+        w.books()
+    );
 }
