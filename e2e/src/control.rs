@@ -108,6 +108,8 @@ pub struct ControlPlane {
     /// `--approval-ttl`.
     approval_ttl: String,
     starts: u32,
+    /// More `aegis serve` arguments ([`ControlPlane::start_with`]).
+    extra_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -123,6 +125,7 @@ impl ControlPlane {
             policies: policies.to_vec(),
             approval_ttl: "1h".into(),
             starts: 0,
+            extra_args: Vec::new(),
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
@@ -183,6 +186,7 @@ impl ControlPlane {
         for p in &self.policies {
             cmd.arg("--policies").arg(p);
         }
+        cmd.args(&self.extra_args);
         let child = cmd
             .current_dir(&self.dir)
             .env("RUST_LOG", "info")
@@ -401,6 +405,51 @@ impl ControlPlane {
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).map_err(|e| err(format!("audit line `{l}`: {e}"))))
             .collect()
+    }
+}
+
+impl ControlPlane {
+    /// Like [`ControlPlane::start`], with more `aegis serve` arguments
+    /// (`--trust KEY.pub`, ...), and on `port` when given: a second
+    /// service standing in for one killed on that port, which the
+    /// gateway's cluster still points at.
+    pub fn start_with(
+        dir: &Path,
+        policies: &[PathBuf],
+        extra_args: &[String],
+        port: Option<u16>,
+    ) -> Result<ControlPlane> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let mut cp = ControlPlane {
+            bin: aegis_bin()?,
+            child: None,
+            paused: false,
+            port: port.unwrap_or(0),
+            dir: dir.to_path_buf(),
+            policies: policies.to_vec(),
+            approval_ttl: "1h".into(),
+            starts: 0,
+            extra_args: extra_args.to_vec(),
+        };
+        if port.is_some() {
+            cp.spawn()?;
+            return Ok(cp);
+        }
+        let mut last = err("not started");
+        // A port found free may be taken before the service binds it.
+        for _ in 0..3 {
+            cp.port = free_ports(1)?
+                .first()
+                .copied()
+                .ok_or_else(|| err("no port"))?;
+            match cp.spawn() {
+                Ok(()) => return Ok(cp),
+                Err(e) if e.0.contains("ddress already in use") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 }
 

@@ -7,7 +7,9 @@
 //! `GET /v1/bundles/current` with `If-None-Match`. A bundle is accepted
 //! only when it is signed by one of `trusted_keys` and its signed revision
 //! is greater than the one running; a refused bundle leaves the running
-//! one in place, and both outcomes are logged and counted. Requests in
+//! one in place, and both outcomes are logged and counted. The running
+//! bundle itself (a blob's bundle that was also published) is unchanged,
+//! not a rollback: its ETag is kept so that the next polls get a 304. Requests in
 //! flight keep the bundle they started with: each holds its own `Rc` of
 //! the configuration it began under.
 
@@ -116,7 +118,7 @@ impl Poller {
         }
         let bytes = kv::read(host, BYTES)?;
         match accept(&bytes, running, trusted) {
-            Ok(b) if b.revision() == meta.revision => Some(b),
+            Ok(Fetched::Newer(b)) if b.revision() == meta.revision => Some(*b),
             Ok(_) => None,
             Err(e) => {
                 host.log(
@@ -195,8 +197,16 @@ impl Poller {
                 return Some((Outcome::Failed, None));
             }
         }
+        let etag = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+            .map_or(String::new(), |(_, v)| v.clone());
         let b = match accept(r.body, running, trusted) {
-            Ok(b) => b,
+            Ok(Fetched::Newer(b)) => *b,
+            Ok(Fetched::Running) => {
+                keep_etag(host, running.revision(), etag);
+                return Some((Outcome::Unchanged, None));
+            }
             Err(e) => {
                 host.log(
                     Level::Error,
@@ -205,10 +215,6 @@ impl Poller {
                 return Some((Outcome::Refused, None));
             }
         };
-        let etag = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
-            .map_or(String::new(), |(_, v)| v.clone());
         let meta = Meta {
             revision: b.revision(),
             etag,
@@ -237,13 +243,47 @@ fn current_bundle(etag: Option<&str>) -> Call {
     }
 }
 
+/// The ETag of the bundle this proxy already runs, so that the next
+/// polls ask with `If-None-Match`; never over a newer accepted bundle.
+fn keep_etag(host: &impl Host, revision: u64, etag: String) {
+    let meta = Meta { revision, etag };
+    let empty = Meta {
+        revision: 0,
+        etag: String::new(),
+    };
+    let result = kv::update(host, META, &empty.encode(), |v| {
+        match v.and_then(Meta::decode) {
+            Some(m) if m.revision > meta.revision => Step::Keep(()),
+            _ => Step::Write(meta.encode(), ()),
+        }
+    });
+    if let Err(e) = result {
+        host.log(
+            Level::Warn,
+            &format!("aegis: the bundle's ETag is not kept: {e}"),
+        );
+    }
+}
+
+/// A bundle from the control plane that [`accept`] took.
+enum Fetched {
+    /// Newer than the running one: load it.
+    Newer(Box<Bundle>),
+    /// The running bundle itself (the blob's bundle published as it is):
+    /// nothing to do.
+    Running,
+}
+
 /// Loads `bytes` when they are a bundle signed by a trusted key with a
-/// revision above the running one.
-fn accept(bytes: &[u8], running: &Bundle, trusted: &[[u8; 32]]) -> Result<Bundle, String> {
+/// revision above the running one, or the running bundle itself.
+fn accept(bytes: &[u8], running: &Bundle, trusted: &[[u8; 32]]) -> Result<Fetched, String> {
     if trusted.is_empty() {
         return Err("no `trusted_keys` are configured to check it against".into());
     }
     let b = Bundle::load(bytes, trusted).map_err(|e| e.to_string())?;
+    if b.revision() == running.revision() && b.hash == running.hash {
+        return Ok(Fetched::Running);
+    }
     if b.revision() <= running.revision() {
         return Err(format!(
             "its revision {} is not newer than the running revision {} (no rollback)",
@@ -251,5 +291,5 @@ fn accept(bytes: &[u8], running: &Bundle, trusted: &[[u8; 32]]) -> Result<Bundle
             running.revision()
         ));
     }
-    Ok(b)
+    Ok(Fetched::Newer(Box::new(b)))
 }

@@ -14,6 +14,17 @@ fn signed_at(revision: u64, key: &SigningKey) -> Vec<u8> {
     compile(&policy(), &opts, Some(key)).unwrap()
 }
 
+/// Another policy (version `other`) at `revision`.
+fn other_at(revision: u64) -> Vec<u8> {
+    let mut p = policy();
+    p.version = "other".into();
+    let opts = BuildOptions {
+        revision,
+        ..BuildOptions::default()
+    };
+    compile(&p, &opts, Some(&signing_key())).unwrap()
+}
+
 fn control() -> crate::config::ControlPlane {
     let c = Config::parse(
         br#"{"control_plane": {"cluster": "aegis_control", "token": "gw", "bundle_poll_ms": 10000}}"#,
@@ -97,7 +108,7 @@ fn rollbacks_and_untrusted_bundles_are_refused_and_the_running_one_stays() {
     let other_key = SigningKey::from_bytes(&[9u8; 32]);
     let cases: [(&str, Vec<u8>); 4] = [
         ("rollback", signed_at(99, &signing_key())),
-        ("same revision", signed_at(100, &signing_key())),
+        ("same revision, other content", other_at(100)),
         ("signed by another key", signed_at(200, &other_key)),
         ("garbage", b"not a bundle".to_vec()),
     ];
@@ -120,6 +131,32 @@ fn rollbacks_and_untrusted_bundles_are_refused_and_the_running_one_stays() {
     // Nothing refused was shared with the other workers.
     let m = Mock::vm(&store);
     assert!(Poller::default().adopt(&m, &old, &trusted()).is_none());
+}
+
+/// The blob's own bundle published as it is: the poll finds the bundle
+/// it runs, which is no rollback; its ETag is kept for the next polls.
+#[test]
+fn the_bundle_running_is_unchanged_and_its_etag_kept() {
+    let store = Rc::new(SharedStore::default());
+    let (a, b) = (Mock::vm(&store), Mock::vm(&store));
+    let (mut pa, mut pb) = (Poller::default(), Poller::default());
+    let cp = control();
+    let old = running(100);
+    let same = signed_at(100, &signing_key());
+    pa.poll(&a, &cp, T0);
+    reply(&a, Some(200), &[("etag", "\"r100\"")], &same);
+    let (outcome, bundle) = pa.answer(&a, 1, same.len(), &old, &trusted()).unwrap();
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert!(bundle.is_none());
+    assert!(
+        !a.logged().iter().any(|(_, l)| l.contains("refused")),
+        "{:?}",
+        a.logged()
+    );
+    assert!(pb.adopt(&b, &old, &trusted()).is_none());
+    pb.poll(&b, &cp, T0 + 11 * SEC);
+    let call = b.calls.borrow()[0].clone();
+    assert_eq!(call.header("if-none-match"), Some("\"r100\""));
 }
 
 #[test]
