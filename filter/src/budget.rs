@@ -262,9 +262,20 @@ pub enum Install {
     /// The day's budget cannot pay the call: answer 429 with this
     /// `retry-after` (the seconds to the next UTC midnight).
     Exhausted { retry_after_secs: u64 },
+    /// The control plane could not pay the call while this proxy still
+    /// holds grants it is giving back: not the day's end, answer 429 with
+    /// this short `retry-after`.
+    Busy { retry_after_secs: u64 },
     /// Shared data failed (logged): the grant could not be kept. Send this
     /// final settle now to give it back, and apply the fail policy.
     Unrecorded { give_back: Option<Settle> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Spent,
+    Busy,
+    Exhausted,
 }
 
 /// Installs `grant`, the answer to the lease [`spend`] asked for (`need`),
@@ -293,13 +304,13 @@ pub fn install(
         s.server_remaining = Some((need.day, grant.remaining));
         s.leasing_until = 0;
         let mut dropped = Vec::new();
-        let spent = match (s.current.as_mut(), &grant.lease_id) {
+        let outcome = match (s.current.as_mut(), &grant.lease_id) {
             (Some(l), _) if covers(l, cost, now_nanos) => {
                 l.spent += cost;
                 if let Some(id) = &grant.lease_id {
                     dropped.extend(s.owe(id.clone(), 0));
                 }
-                true
+                Outcome::Spent
             }
             (_, Some(id)) if grant.granted >= cost => {
                 if let Some(old) = s.current.take() {
@@ -313,36 +324,45 @@ pub fn install(
                     reported: 0,
                     expires_at: grant.expires_at,
                 });
-                true
+                Outcome::Spent
             }
             (_, id) => {
+                // Grants this proxy has yet to give back may be what the
+                // control plane could not pay this call from.
+                let giving_back = s.owed.iter().any(|o| o.spent == 0);
                 if let Some(id) = id {
                     dropped.extend(s.owe(id.clone(), 0));
                 }
-                false
+                if giving_back {
+                    Outcome::Busy
+                } else {
+                    Outcome::Exhausted
+                }
             }
         };
-        s.spent_until = if spent {
-            0
-        } else {
+        s.spent_until = if outcome == Outcome::Exhausted {
             let now = unix_secs(now_nanos);
             now.saturating_add(SPENT_RECHECK_SECS.min(utc::secs_to_midnight(now)))
+        } else {
+            0
         };
-        Step::Write(s.encode(), (spent, dropped))
+        Step::Write(s.encode(), (outcome, dropped))
     });
     match result {
-        Ok((spent, dropped)) => {
+        Ok((outcome, dropped)) => {
             for d in dropped {
                 log_dropped(host, &key, &d);
             }
             // Before answering: the tick must find this agent's leases.
             tick::index_add(host, agent);
-            if spent {
-                Install::Spent
-            } else {
-                Install::Exhausted {
+            match outcome {
+                Outcome::Spent => Install::Spent,
+                Outcome::Busy => Install::Busy {
+                    retry_after_secs: 1,
+                },
+                Outcome::Exhausted => Install::Exhausted {
                     retry_after_secs: utc::secs_to_midnight(unix_secs(now_nanos)),
-                }
+                },
             }
         }
         Err(e) => {

@@ -694,3 +694,51 @@ fn run_interleaving(seed: u64) {
         "seed {seed}: the run should lease something"
     );
 }
+
+/// A call the control plane cannot pay while this proxy still holds a
+/// grant it is giving back is told to retry in a second, not that the day
+/// is spent, and the next call asks again.
+#[test]
+fn grants_being_given_back_make_a_short_wait_not_a_spent_day() {
+    let store = Rc::new(SharedStore::default());
+    let (a, b) = (Mock::vm(&store), Mock::vm(&store));
+    let na = need(spend(&a, &agent(), 1_000, 10, T));
+    let nb = need(spend(&b, &agent(), 1_000, 10, T));
+    let full = Grant {
+        lease_id: Some("lse_a".into()),
+        granted: 10_000,
+        remaining: 1_000,
+        expires_at: T / NANOS + 300,
+    };
+    let extra = Grant {
+        lease_id: Some("lse_b".into()),
+        granted: 1_000,
+        remaining: 0,
+        expires_at: T / NANOS + 300,
+    };
+    assert_eq!(install(&a, &agent(), &na, &full, 1_000, T), Install::Spent);
+    // The second grant is not needed: queued to go back.
+    assert_eq!(install(&b, &agent(), &nb, &extra, 1_000, T), Install::Spent);
+    for _ in 0..8 {
+        assert_eq!(spend(&a, &agent(), 1_000, 10, T), Spend::Spent);
+    }
+    // The lease is spent; the control plane, still holding lse_b, grants
+    // nothing.
+    let n = need(spend(&a, &agent(), 1_000, 10, T + SEC));
+    let none = Grant {
+        lease_id: None,
+        granted: 0,
+        remaining: 0,
+        expires_at: 0,
+    };
+    assert_eq!(
+        install(&a, &agent(), &n, &none, 1_000, T + SEC),
+        Install::Busy {
+            retry_after_secs: 1
+        }
+    );
+    assert!(matches!(
+        spend(&a, &agent(), 1_000, 10, T + 2 * SEC),
+        Spend::NeedLease(_)
+    ));
+}
