@@ -261,3 +261,82 @@ fn without_the_control_plane_writes_are_refused_and_free_reads_go() {
     let o = vm.request(&s.balance(), &[]).unwrap();
     assert!(o.forwarded);
 }
+
+/// Hot reload through the host's ticks: a newer revision published to the
+/// control plane, signed by the key the filter trusts, is fetched by the
+/// tick and judges the next request; the poll after that is a 304.
+#[test]
+fn a_newer_bundle_published_is_in_force_after_the_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = policy::new_key();
+    let pubfile = dir.path().join("release.pub");
+    std::fs::write(&pubfile, policy::public_key_b64(&key)).unwrap();
+    let trust = ["--trust".to_string(), pubfile.display().to_string()];
+    let cp = ControlPlane::start_with(&dir.path().join("cp"), &[], &trust, None).unwrap();
+    let admin = cp.token("admin", "*", "release").unwrap();
+    let gateway = cp.token("gateway", "*", "gw").unwrap();
+
+    let mut first =
+        policy::load_sources(&[("catalog.yaml", CATALOG), ("agents.yaml", AGENTS)]).unwrap();
+    first.version = "reload-1".into();
+    let (issuer, _) = Issuer::trusted_by(&mut first).unwrap();
+    let built = policy::build_blob(&first, &key).unwrap();
+    let host = Host::new(&built.wasm).unwrap();
+    let config = serde_json::json!({
+        "trusted_keys": [policy::public_key_b64(&key)],
+        "control_plane": {"cluster": CLUSTER, "token": gateway, "timeout_ms": 5000, "bundle_poll_ms": 1000},
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", cp.port()).parse().unwrap();
+    let mut vm = host
+        .plugin_with(PluginOptions::new(&config.to_string()).cluster(CLUSTER, addr))
+        .unwrap();
+    assert!(vm.tick_period_ms() > 0, "the filter asks for ticks to poll");
+
+    // The release pipeline publishes revision 5 of the next version.
+    // The same policy and identity, a new version.
+    let mut second = first.clone();
+    second.version = "reload-2".into();
+    let bundle = aegis_compiler::package::blob::signed_bundle(&second, &key, 5)
+        .unwrap()
+        .0;
+    let file = dir.path().join("reload-2.bundle");
+    std::fs::write(&file, bundle).unwrap();
+    let out = cp
+        .run(&[
+            "publish",
+            file.to_str().unwrap(),
+            "--server",
+            &cp.url(),
+            "--token",
+            &admin,
+        ])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let token = issuer.token("payer", None, common::now_unix());
+    let balance = HttpRequest::new("GET", "https://pay.example.com/v1/balance")
+        .header("authorization", &format!("Bearer {token}"));
+    let before = vm.request(&balance, &[]).unwrap();
+    assert_eq!(
+        before.property("aegis_policy_version").as_deref(),
+        Some("reload-1")
+    );
+
+    let tick = vm.tick().unwrap();
+    let poll = tick
+        .calls
+        .iter()
+        .find(|c| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v == "/v1/bundles/current")
+        })
+        .expect("the tick polls the control plane");
+    assert!(poll.response.is_some());
+    let after = vm.request(&balance, &[]).unwrap();
+    assert_eq!(
+        after.property("aegis_policy_version").as_deref(),
+        Some("reload-2")
+    );
+    assert!(after.forwarded);
+}
