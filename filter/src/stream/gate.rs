@@ -793,8 +793,11 @@ impl<H: Host> Stream<H> {
             Err(e) => return self.failed(shared, cp, held, &Failure::Unexpected(e), t0),
         };
         let installed = budget::install(&self.host, &ask.agent, &ask.need, &grant, ask.cost, t0);
-        if !matches!(installed, Install::Unrecorded { .. }) {
-            self.give_back(cp, &ask.agent);
+        if let (false, Some(id)) = (
+            matches!(installed, Install::Unrecorded { .. }),
+            grant.lease_id.as_deref(),
+        ) {
+            self.give_back(cp, &ask.agent, id);
         }
         match installed {
             Install::Spent => {
@@ -848,10 +851,11 @@ impl<H: Host> Stream<H> {
         self.conclude(Some(shared), &f, held.phase, t0)
     }
 
-    /// Gives back at once the grants the agent's leases did not need (the
-    /// tick retries those whose answer does not come).
-    fn give_back(&mut self, cp: &ControlPlane, agent: &AgentRef) {
-        for settle in budget::give_backs(&self.host, agent) {
+    /// Gives back at once the grant `lease_id` when the install queued it
+    /// to go back whole (the tick retries it if this answer does not come).
+    fn give_back(&mut self, cp: &ControlPlane, agent: &AgentRef, lease_id: &str) {
+        let queued = budget::give_backs(&self.host, agent);
+        if let Some(settle) = queued.into_iter().find(|s| s.lease_id == lease_id) {
             let call = callout::settle(settle.body());
             if let Ok(token) = callout::dispatch(&self.host, cp, &call, u64::from(cp.timeout_ms)) {
                 self.give_backs.push((token, settle));
