@@ -1212,10 +1212,12 @@ def settle_check(env: Envoy, control: ControlPlane) -> dict:
     m = control.metrics()
     log_text = env.log.read_text(errors="replace")
     return {
-        # What the filter logged about its leases: a final settle dropped
-        # from a full queue leaves that lease's grant reserved until it
-        # expires at the control plane; a failed lease call is a 503.
-        "settles_dropped": log_text.count("too many settles pending"),
+        # What the filter logged about its leases: a spent total dropped
+        # from a full settle queue is lost to the control plane's count (a
+        # give-back dropped was usually sent by its own call already); a
+        # failed lease call is a 503.
+        "settles_dropped": log_text.count("what it spent is not counted"),
+        "give_backs_dropped": log_text.count("given back by its own call"),
         "control_failures": log_text.count("the control plane failed the budget check"),
         "served": served,
         "want_spent_usd": want / 1e6,
@@ -2179,8 +2181,8 @@ def report_md(args, parts, workloads, sizes, cap, lat, rates, envoy_version, ela
                 f"settle calls ({m['settle_errors']} not answered 200). Afterwards aegis serve counted "
                 f"{settled['spent_usd']:.4f} USD spent against {settled['want_spent_usd']:.4f} for the calls served "
                 f"({'exact' if exact else '**they differ**'}), {settled['reserved_usd']:.4f} USD reserved in "
-                f"{settled['open_leases']} open lease(s). Envoy's log: {settled['settles_dropped']} final settles "
-                f"dropped from a full queue (their leases stay reserved until they expire), "
+                f"{settled['open_leases']} open lease(s). Envoy's log: {settled['settles_dropped']} spent totals "
+                f"dropped from a full settle queue, {settled['give_backs_dropped']} give-backs that left it, "
                 f"{settled['control_failures']} failed budget checks."
             )
         unsustained(ledger, CORE)

@@ -380,11 +380,23 @@ pub fn install(
 }
 
 fn log_dropped(host: &impl Host, key: &str, d: &Owed) {
+    // A grant queued to go back whole was usually sent at once by the call
+    // that got it; a spent total is not, and is lost to the control plane.
+    let (level, what) = if d.spent == 0 {
+        (
+            Level::Info,
+            "left the settle queue (given back by its own call, or left to expire)",
+        )
+    } else {
+        (
+            Level::Error,
+            "is left to expire at the control plane: what it spent is not counted",
+        )
+    };
     host.log(
-        Level::Error,
+        level,
         &format!(
-            "aegis: budget `{key}`: too many settles pending; lease `{}` (spent {} USD) is left \
-             to expire at the control plane",
+            "aegis: budget `{key}`: too many settles pending; lease `{}` (spent {} USD) {what}",
             d.lease_id,
             usd(d.spent)
         ),
