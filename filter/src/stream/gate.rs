@@ -425,6 +425,15 @@ impl<H: Host> Stream<H> {
         };
         let t0 = self.host.now_nanos();
         let Some(cp) = shared.control.as_ref() else {
+            // Cannot be (a call was made): answer rather than leave the
+            // request paused.
+            self.finish(
+                &shared,
+                &held,
+                Reason::Internal("no control plane"),
+                None,
+                t0,
+            );
             return;
         };
         let headers = self.host.call_response_headers();
