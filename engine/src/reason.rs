@@ -116,9 +116,6 @@ pub enum Reason<'a> {
     BudgetExhausted {
         limit_usd: f64,
     },
-    /// The control plane could not pay the call while the proxy was still
-    /// giving back grants it did not need: retry in a moment.
-    BudgetBusy,
     /// The control plane did not answer usefully for a call that writes:
     /// refused (fail closed). `what`: the budget or the approval; `why`:
     /// timed out, could not connect, answered something else.
@@ -378,9 +375,6 @@ impl fmt::Display for Reason<'_> {
                 f,
                 "the agent's daily budget of {limit_usd} USD is spent; it resets at 00:00 UTC"
             ),
-            Reason::BudgetBusy => f.write_str(
-                "the agent's budget is held by leases this proxy is giving back; retry in a second",
-            ),
             Reason::ControlPlaneUnavailable { what, why } => write!(
                 f,
                 "the {what} could not be checked with the aegis control plane ({why}); calls \
@@ -424,10 +418,9 @@ impl Reason<'_> {
         match self {
             Reason::Http(e) => e.status(),
             Reason::Internal(_) => 500,
-            Reason::RateLimited { .. }
-            | Reason::RateUnchecked
-            | Reason::BudgetExhausted { .. }
-            | Reason::BudgetBusy => 429,
+            Reason::RateLimited { .. } | Reason::RateUnchecked | Reason::BudgetExhausted { .. } => {
+                429
+            }
             Reason::ControlPlaneUnavailable { .. } => 503,
             _ => 403,
         }
@@ -465,7 +458,6 @@ impl Reason<'_> {
                 | Reason::RateLimited { .. }
                 | Reason::RateUnchecked
                 | Reason::BudgetExhausted { .. }
-                | Reason::BudgetBusy
                 | Reason::ControlPlaneUnavailable { .. }
                 | Reason::ApprovalPending { .. }
                 | Reason::ApprovalDenied { .. }

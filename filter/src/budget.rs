@@ -262,20 +262,9 @@ pub enum Install {
     /// The day's budget cannot pay the call: answer 429 with this
     /// `retry-after` (the seconds to the next UTC midnight).
     Exhausted { retry_after_secs: u64 },
-    /// The control plane could not pay the call while this proxy still
-    /// holds grants it is giving back: not the day's end, answer 429 with
-    /// this short `retry-after`.
-    Busy { retry_after_secs: u64 },
     /// Shared data failed (logged): the grant could not be kept. Send this
     /// final settle now to give it back, and apply the fail policy.
     Unrecorded { give_back: Option<Settle> },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Spent,
-    Busy,
-    Exhausted,
 }
 
 /// Installs `grant`, the answer to the lease [`spend`] asked for (`need`),
@@ -304,13 +293,13 @@ pub fn install(
         s.server_remaining = Some((need.day, grant.remaining));
         s.leasing_until = 0;
         let mut dropped = Vec::new();
-        let outcome = match (s.current.as_mut(), &grant.lease_id) {
+        let spent = match (s.current.as_mut(), &grant.lease_id) {
             (Some(l), _) if covers(l, cost, now_nanos) => {
                 l.spent += cost;
                 if let Some(id) = &grant.lease_id {
                     dropped.extend(s.owe(id.clone(), 0));
                 }
-                Outcome::Spent
+                true
             }
             (_, Some(id)) if grant.granted >= cost => {
                 if let Some(old) = s.current.take() {
@@ -324,45 +313,36 @@ pub fn install(
                     reported: 0,
                     expires_at: grant.expires_at,
                 });
-                Outcome::Spent
+                true
             }
             (_, id) => {
-                // Grants this proxy has yet to give back may be what the
-                // control plane could not pay this call from.
-                let giving_back = s.owed.iter().any(|o| o.spent == 0);
                 if let Some(id) = id {
                     dropped.extend(s.owe(id.clone(), 0));
                 }
-                if giving_back {
-                    Outcome::Busy
-                } else {
-                    Outcome::Exhausted
-                }
+                false
             }
         };
-        s.spent_until = if outcome == Outcome::Exhausted {
+        s.spent_until = if spent {
+            0
+        } else {
             let now = unix_secs(now_nanos);
             now.saturating_add(SPENT_RECHECK_SECS.min(utc::secs_to_midnight(now)))
-        } else {
-            0
         };
-        Step::Write(s.encode(), (outcome, dropped))
+        Step::Write(s.encode(), (spent, dropped))
     });
     match result {
-        Ok((outcome, dropped)) => {
+        Ok((spent, dropped)) => {
             for d in dropped {
                 log_dropped(host, &key, &d);
             }
             // Before answering: the tick must find this agent's leases.
             tick::index_add(host, agent);
-            match outcome {
-                Outcome::Spent => Install::Spent,
-                Outcome::Busy => Install::Busy {
-                    retry_after_secs: 1,
-                },
-                Outcome::Exhausted => Install::Exhausted {
+            if spent {
+                Install::Spent
+            } else {
+                Install::Exhausted {
                     retry_after_secs: utc::secs_to_midnight(unix_secs(now_nanos)),
-                },
+                }
             }
         }
         Err(e) => {

@@ -817,14 +817,6 @@ impl<H: Host> Stream<H> {
                 self.gauge(shared, &held, &ask.agent, t0);
                 self.exhausted(shared, &held, ask.daily_usd, retry_after_secs, t0)
             }
-            Install::Busy { retry_after_secs } => {
-                let d = shared.bundle.refusal(&held.route, Reason::BudgetBusy);
-                let mut f = self.final_of(&d, &held);
-                f.retry_after = Some(retry_after_secs);
-                f.budget = Some("busy");
-                f.approver = held.approver.as_deref();
-                self.conclude(Some(shared), &f, held.phase, t0)
-            }
             Install::Unrecorded { give_back } => {
                 // The grant could not be kept: give it back now (its answer
                 // is not waited for; the lease expires at the control plane
