@@ -116,33 +116,7 @@ impl ControlPlane {
     /// Starts `aegis serve` with its store in `dir` and `policies`
     /// published, on a free loopback port.
     pub fn start(dir: &Path, policies: &[PathBuf]) -> Result<ControlPlane> {
-        let mut cp = ControlPlane {
-            bin: aegis_bin()?,
-            child: None,
-            paused: false,
-            port: 0,
-            dir: dir.to_path_buf(),
-            policies: policies.to_vec(),
-            approval_ttl: "1h".into(),
-            starts: 0,
-            extra_args: Vec::new(),
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        let mut last = err("not started");
-        // A port found free may be taken before the service binds it.
-        for _ in 0..3 {
-            cp.port = free_ports(1)?
-                .first()
-                .copied()
-                .ok_or_else(|| err("no port"))?;
-            match cp.spawn() {
-                Ok(()) => return Ok(cp),
-                Err(e) if e.0.contains("ddress already in use") => last = e,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last)
+        ControlPlane::start_with(dir, policies, &[], None)
     }
 
     pub fn port(&self) -> u16 {
