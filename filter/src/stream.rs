@@ -1,9 +1,12 @@
 //! One HTTP request through the filter.
 //!
-//! Headers: gather method, authority, path and all headers, and decide.
-//! When the engine answers `NeedBody`, buffer the body (up to
-//! `max_body_bytes`) and decide again at the end of the stream (or at the
-//! trailers). Then apply the verdict:
+//! Headers: gather method, authority, path and all headers, and route the
+//! request (the engine's head stage). When the body stages need the body,
+//! buffer it (up to `max_body_bytes`), keeping only the route, and judge it
+//! at the end of the stream (or at the trailers). An enforced call the
+//! policy lets through, or that needs approval, then passes the gate
+//! (`gate`: rate, approval, budget), which may pause it for a call to the
+//! control plane. Then apply the verdict:
 //!
 //! | verdict                  | enforce                                  | shadow                         |
 //! |--------------------------|------------------------------------------|--------------------------------|
