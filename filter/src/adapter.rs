@@ -388,14 +388,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let Some(settle) = self.settles.remove(&token_id) {
-            let headers = ProxyHost.call_response_headers();
-            let status = headers
-                .iter()
-                .find(|(k, _)| k == ":status")
-                .and_then(|(_, v)| v.parse::<u32>().ok())
-                .unwrap_or(0);
-            let body = ProxyHost.call_response_body(body_size);
-            budget::settled(&ProxyHost, &settle, &budget::answer(status, &body));
+            budget::settle_answered(&ProxyHost, &settle, body_size);
             return;
         }
         let Some(shared) = self.shared.clone() else {

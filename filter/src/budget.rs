@@ -30,7 +30,7 @@ use aegis_engine::day as utc;
 use serde::Deserialize;
 use state::{AgentState, Lease, Owed, MAX_ID_LEN};
 
-pub use tick::{answer, claim, due_settles, settled, Settle};
+pub use tick::{claim, due_settles, settle_answered, Settle};
 
 /// A lease is not spent from in its last this many seconds, so that its
 /// spending reaches the control plane (the tick's final settle) before it

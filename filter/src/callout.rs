@@ -183,11 +183,7 @@ pub fn response<'b>(headers: &[(String, String)], body: &'b [u8]) -> Result<Resp
     if headers.is_empty() {
         return Err(Failure::NoAnswer);
     }
-    let status = headers
-        .iter()
-        .find(|(k, _)| k == ":status")
-        .and_then(|(_, v)| v.parse::<u16>().ok())
-        .ok_or_else(|| Failure::Unexpected("no `:status`".into()))?;
+    let status = status_code(headers).ok_or_else(|| Failure::Unexpected("no `:status`".into()))?;
     match status {
         504 => Err(Failure::TimedOut),
         503 if ENVOY_NO_ANSWER.iter().any(|p| body.starts_with(p)) => Err(Failure::NoAnswer),
@@ -197,6 +193,14 @@ pub fn response<'b>(headers: &[(String, String)], body: &'b [u8]) -> Result<Resp
         }
         _ => Ok(Response { status, body }),
     }
+}
+
+/// The `:status` of a call's answer.
+pub fn status_code(headers: &[(String, String)]) -> Option<u16> {
+    headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| v.parse::<u16>().ok())
 }
 
 /// The `error.code` of an API error body, if it has one.

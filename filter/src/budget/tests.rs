@@ -2,7 +2,7 @@
 //! playing the worker VMs of one proxy, and a small control plane that
 //! keeps the books the way `aegis serve` does.
 
-use super::tick::Answer;
+use super::tick::{answer, settled, Answer};
 use super::*;
 use crate::config::DEFAULT_LEASE_CALLS;
 use crate::host::Level;

@@ -12,6 +12,7 @@
 
 use super::state::AgentState;
 use super::{decode, empty, key, log_failure, usd, EXPIRY_MARGIN_SECS, NANOS};
+use crate::callout;
 use crate::host::{Host, Level};
 use crate::kv::{self, AgentRef, Reader, Step, Writer};
 use aegis_engine::day as utc;
@@ -264,6 +265,14 @@ pub fn answer(status: u32, body: &[u8]) -> Answer {
 /// the queue; a report answered raises what the lease has reported. A
 /// running lease the control plane closed or refuses is dropped (it
 /// expires there). [`Answer::Retry`] changes nothing.
+/// Applies the answer being delivered to `settle`'s call (its body
+/// `body_size` bytes; no status when the call failed).
+pub fn settle_answered(host: &impl Host, settle: &Settle, body_size: usize) {
+    let status = callout::status_code(&host.call_response_headers()).map_or(0, u32::from);
+    let body = host.call_response_body(body_size);
+    settled(host, settle, &answer(status, &body));
+}
+
 pub fn settled(host: &impl Host, settle: &Settle, answer: &Answer) {
     if *answer == Answer::Retry {
         return;
