@@ -231,13 +231,8 @@ impl<H: Host> Stream<H> {
         }
         let cp = shared.control.as_ref()?;
         let mut held = Held::new(route, cx, d.write, Kept::of(f, d.cost_usd));
-        let refuse = |s: &mut Self, reason: Reason<'_>| {
-            let d = shared.bundle.refusal(route, reason);
-            let mut out = Final::from_decision(&d, cx.request_id, f.rpc_id);
-            out.action = f.action.or(out.action);
-            out.rule = f.rule.or(out.rule);
-            Some(s.conclude(Some(shared), &out, cx.phase, cx.t0))
-        };
+        let refuse =
+            |s: &mut Self, reason: Reason<'_>| Some(s.refuse(shared, route, f, cx, reason, None));
         let retry: Vec<&str> = find(cx.headers, APPROVAL_HEADER).collect();
         let id = match retry.as_slice() {
             [] => None,
@@ -343,12 +338,26 @@ impl<H: Host> Stream<H> {
             Why::Rate => Reason::RateLimited { rps },
             Why::Unchecked => Reason::RateUnchecked,
         };
+        Some(self.refuse(shared, route, f, cx, reason, Some(retry_after_secs)))
+    }
+
+    /// Refuses, before any call out, a request the policy decided `f`
+    /// about: the policy's action and rule, the gate's reason.
+    fn refuse(
+        &mut self,
+        shared: &Rc<Shared>,
+        route: &Routed,
+        f: &Final<'_>,
+        cx: &Ctx<'_>,
+        reason: Reason<'_>,
+        retry_after: Option<u64>,
+    ) -> super::Flow {
         let d = shared.bundle.refusal(route, reason);
         let mut out = Final::from_decision(&d, cx.request_id, f.rpc_id);
         out.action = f.action.or(out.action);
         out.rule = f.rule.or(out.rule);
-        out.retry_after = Some(retry_after_secs);
-        Some(self.conclude(Some(shared), &out, cx.phase, cx.t0))
+        out.retry_after = retry_after;
+        self.conclude(Some(shared), &out, cx.phase, cx.t0)
     }
 
     /// The tool host the request is for: the route's (base-URL mode) or
@@ -400,15 +409,7 @@ impl<H: Host> Stream<H> {
     pub fn on_call_response(&mut self, token: u32, body_size: usize) {
         if let Some(i) = self.give_backs.iter().position(|(t, _)| *t == token) {
             let (_, settle) = self.give_backs.swap_remove(i);
-            let status = self
-                .host
-                .call_response_headers()
-                .iter()
-                .find(|(k, _)| k == ":status")
-                .and_then(|(_, v)| v.parse::<u32>().ok())
-                .unwrap_or(0);
-            let body = self.host.call_response_body(body_size);
-            budget::settled(&self.host, &settle, &budget::answer(status, &body));
+            budget::settle_answered(&self.host, &settle, body_size);
             return;
         }
         let State::Calling(held) = &self.state else {
