@@ -57,6 +57,8 @@ pub struct Shared {
     /// The platform's `max_body_bytes`, before the policy's own limit.
     platform_max_body: usize,
     token_cache: TokenCacheConfig,
+    /// A control plane, and an agent with `budget.daily_usd`.
+    metered: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -140,6 +142,12 @@ impl Shared {
         // The policy's limit and the platform's: the smaller one holds.
         let limits = bundle.model.limits;
         let max_body_bytes = config.max_body_bytes.min(limits.max_body_bytes as usize);
+        let metered = control.is_some()
+            && bundle
+                .model
+                .agents
+                .iter()
+                .any(|a| a.budget.is_some_and(|b| b.daily_usd.is_some()));
         Shared {
             scratch: RefCell::new(Scratch::for_bundle_with(&bundle, config.token_cache)),
             bundle,
@@ -156,6 +164,7 @@ impl Shared {
             trusted_keys: config.trusted_keys.clone(),
             platform_max_body: config.max_body_bytes,
             token_cache: config.token_cache,
+            metered,
         }
     }
 
@@ -186,13 +195,7 @@ impl Shared {
     /// Whether budgets are metered here: a control plane, and an agent
     /// with `budget.daily_usd`.
     pub fn has_budgets(&self) -> bool {
-        self.control.is_some()
-            && self
-                .bundle
-                .model
-                .agents
-                .iter()
-                .any(|a| a.budget.is_some_and(|b| b.daily_usd.is_some()))
+        self.metered
     }
 
     /// Whether a decision for `agent` may rewrite the body. Unknown agent:
