@@ -331,6 +331,28 @@ pub fn start(
     listeners: &[Listener],
 ) -> Result<Gateway> {
     let shipped = load(&mode.config_file())?;
+    start_from(
+        envoy_bin,
+        &shipped,
+        mode.name(),
+        workdir,
+        upstream_port,
+        listeners,
+        |_| Ok(()),
+    )
+}
+
+/// [`start`] from the config `base` (written as `envoy-<name>-N.json`),
+/// with `edit` applied to the bootstrap made for each attempt.
+pub fn start_from(
+    envoy_bin: &Path,
+    base: &Value,
+    name: &str,
+    workdir: &Path,
+    upstream_port: u16,
+    listeners: &[Listener],
+    edit: impl Fn(&mut Value) -> Result<()>,
+) -> Result<Gateway> {
     let mut last = err("not started");
     for attempt in 0..3 {
         let ports = free_ports(listeners.len() + 1)?;
@@ -347,8 +369,9 @@ pub fn start(
                 filter_state: l.filter_state.clone(),
             })
             .collect();
-        let cfg = bootstrap(&shipped, *admin, upstream_port, &specs)?;
-        let config_path = workdir.join(format!("envoy-{}-{attempt}.json", mode.name()));
+        let mut cfg = bootstrap(base, *admin, upstream_port, &specs)?;
+        edit(&mut cfg)?;
+        let config_path = workdir.join(format!("envoy-{name}-{attempt}.json"));
         std::fs::write(&config_path, cfg.to_string())
             .map_err(|e| err(format!("cannot write {}: {e}", config_path.display())))?;
         match Envoy::start(envoy_bin, &config_path, workdir, *admin) {

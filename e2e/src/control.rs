@@ -18,8 +18,8 @@
 //! `cargo build -p aegis-compiler --bin aegis` first: `cargo test -p
 //! aegis-e2e` alone does not build another package's binary.
 
-use crate::config::{self, Gateway, Listener, ListenerSpec};
-use crate::envoy::{free_ports, Envoy};
+use crate::config::{self, Gateway, Listener};
+use crate::envoy::free_ports;
 use crate::{err, repo_root, Result};
 use serde_json::Value;
 use std::fs::File;
@@ -468,54 +468,33 @@ pub fn start_gateway(
     listeners: &[CpListener],
 ) -> Result<Gateway> {
     let fixture = config::load(&fixture_config())?;
-    let mut last = err("not started");
-    for attempt in 0..3 {
-        let ports = free_ports(listeners.len() + 1)?;
-        let (admin, rest) = ports.split_first().ok_or_else(|| err("no ports"))?;
-        let specs: Vec<ListenerSpec> = listeners
-            .iter()
-            .zip(rest)
-            .map(|(l, &port)| ListenerSpec {
-                name: l.listener.name.clone(),
-                port,
-                blob: l.listener.blob.clone(),
-                trusted_key: l.listener.trusted_key.clone(),
-                max_body_bytes: l.listener.max_body_bytes,
-                filter_state: l.listener.filter_state.clone(),
-            })
-            .collect();
-        let mut cfg = config::bootstrap(&fixture, *admin, upstream_port, &specs)?;
-        config::set_cluster_port(&mut cfg, CLUSTER, control_port)?;
-        let all = cfg
-            .pointer_mut("/static_resources/listeners")
-            .and_then(Value::as_array_mut)
-            .ok_or_else(|| err("the config has no listeners"))?;
-        for (l, spec) in all.iter_mut().zip(listeners) {
-            config::edit_filter_configuration(l, |fc| {
-                let cp = fc
-                    .get_mut("control_plane")
-                    .and_then(Value::as_object_mut)
-                    .ok_or_else(|| err("the fixture's filter has no `control_plane` object"))?;
-                for (k, v) in &spec.control_plane {
-                    cp.insert(k.clone(), v.clone());
-                }
-                Ok(())
-            })?;
-        }
-        let config_path = workdir.join(format!("envoy-control-plane-{attempt}.json"));
-        std::fs::write(&config_path, cfg.to_string())
-            .map_err(|e| err(format!("cannot write {}: {e}", config_path.display())))?;
-        match Envoy::start(envoy_bin, &config_path, workdir, *admin) {
-            Ok(envoy) => {
-                return Ok(Gateway {
-                    envoy,
-                    ports: rest.to_vec(),
-                    config_path,
-                })
+    let plain: Vec<config::Listener> = listeners.iter().map(|l| l.listener.clone()).collect();
+    config::start_from(
+        envoy_bin,
+        &fixture,
+        "control-plane",
+        workdir,
+        upstream_port,
+        &plain,
+        |cfg| {
+            config::set_cluster_port(cfg, CLUSTER, control_port)?;
+            let all = cfg
+                .pointer_mut("/static_resources/listeners")
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| err("the config has no listeners"))?;
+            for (l, spec) in all.iter_mut().zip(listeners) {
+                config::edit_filter_configuration(l, |fc| {
+                    let cp = fc
+                        .get_mut("control_plane")
+                        .and_then(Value::as_object_mut)
+                        .ok_or_else(|| err("the fixture's filter has no `control_plane` object"))?;
+                    for (k, v) in &spec.control_plane {
+                        cp.insert(k.clone(), v.clone());
+                    }
+                    Ok(())
+                })?;
             }
-            Err(e) if e.0.contains("ddress already in use") => last = e,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
+            Ok(())
+        },
+    )
 }
