@@ -395,6 +395,18 @@ pub async fn decide(
     ApiPath(id): ApiPath<String>,
     ApiJson(r): ApiJson<DecisionRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    decide_as(&s, &caller, &id, &r).await.map(Json)
+}
+
+/// Records a person's decision on approval `id`, once, as `caller` (an
+/// approver of its tenant): the one path for the API, the dashboard and
+/// chat buttons. Returns the approval as the API shows it.
+pub async fn decide_as(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    r: &DecisionRequest,
+) -> Result<Value, ApiError> {
     // Never a gateway's or viewer's credential: only a person's.
     caller.require(&[Role::Approver])?;
     if r.comment.as_ref().is_some_and(|c| c.len() > 2000) {
@@ -405,7 +417,7 @@ pub async fn decide(
     }
     let now = now_ms();
     let mut w = s.store.write().await?;
-    let a = load_in(&mut w, &caller, &id, now).await?;
+    let a = load_in(&mut w, caller, id, now).await?;
     match a.status.as_str() {
         "pending" => {}
         "expired" => {
@@ -449,8 +461,8 @@ pub async fn decide(
     s.metrics
         .approval(if r.approve { "approved" } else { "denied" });
     s.approvals_changed.notify_waiters();
-    let row = load(&s, &id).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(from_row(&row, now_ms())?.json))
+    let row = load(s, id).await?.ok_or_else(|| not_found(id))?;
+    Ok(from_row(&row, now_ms())?.json)
 }
 
 #[derive(Debug, Deserialize)]
