@@ -14,6 +14,7 @@ pub use day::utc_day;
 mod error;
 mod keys;
 mod metrics;
+pub mod notify;
 mod server;
 mod store;
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub approval_ttl_secs: i64,
     pub checkpoint_every_secs: u64,
     pub body_limit: usize,
+    /// Where approvals are announced (`aegis serve --notify`).
+    pub notify: Option<notify::NotifyConfig>,
 }
 
 impl Config {
@@ -71,6 +74,7 @@ impl Config {
             approval_ttl_secs: 3600,
             checkpoint_every_secs: 60,
             body_limit: 64 * 1024,
+            notify: None,
         }
     }
 }
@@ -108,6 +112,11 @@ pub fn init_logging() {
 
 /// Runs the service until SIGINT / SIGTERM.
 pub async fn serve(cfg: Config) -> Result<(), Error> {
+    // Checked (and its secrets read) before anything else starts.
+    let notifier = match cfg.notify {
+        Some(n) => notify::Notifier::resolve(n)?,
+        None => notify::Notifier::none(),
+    };
     let store = store::Store::open(&cfg.db).await?;
     let service = keys::service_key(&store, cfg.service_key).await?;
     let keys = keys::Keys { service };
@@ -135,6 +144,7 @@ pub async fn serve(cfg: Config) -> Result<(), Error> {
         metrics: Arc::default(),
         approvals_changed: Arc::default(),
         bundles: Arc::default(),
+        notify: Arc::new(notifier),
     };
     if let Some(build) = cfg.policies {
         start_bundle(&state, build).await?;
@@ -143,6 +153,7 @@ pub async fn serve(cfg: Config) -> Result<(), Error> {
         bootstrap_admin(&store, &keys, path).await?;
     }
     spawn_housekeeping(state.clone(), cfg.checkpoint_every_secs);
+    notify::outbox::spawn(state.clone());
     tracing::info!(listen = %local, store = %cfg.db.redacted(), service_kid = %keys.service.kid, "aegis serve ready");
     // Tests and scripts wait for this line on stdout.
     println!("listening on http://{local}");

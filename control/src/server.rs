@@ -27,6 +27,7 @@ pub struct AppState {
     /// replicas' changes are seen by polling the store).
     pub approvals_changed: Arc<tokio::sync::Notify>,
     pub bundles: Arc<crate::bundles::Cache>,
+    pub notify: Arc<crate::notify::Notifier>,
 }
 
 /// JSON bodies of API calls: unknown fields, bad types and bad JSON are a
@@ -146,6 +147,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(api::audit::list))
         .route("/v1/audit/verify", get(api::audit::verify))
         .route("/v1/bundles/current", get(api::bundles::current))
+        .route("/v1/notifications", get(crate::notify::outbox::list))
+        .route(
+            "/slack/interactions",
+            post(crate::notify::slack::interactions),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(json_limit));
     let bundles = Router::new()
         .route("/v1/bundles", post(api::bundles::publish))
@@ -193,7 +199,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render(),
+        s.metrics.render() + &s.notify.render_metrics(),
     )
         .into_response()
 }

@@ -16,6 +16,7 @@ mod explain;
 mod export;
 mod inspect;
 mod keygen;
+mod notifications;
 mod publish;
 mod serve;
 mod test;
@@ -147,6 +148,9 @@ enum Cmd {
     /// The control plane's audit log.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Approval notifications (Slack, Teams, webhooks) and their delivery.
+    #[command(subcommand)]
+    Notifications(notifications::Cmd),
 }
 
 /// Parses arguments, runs the command and prints its error, if any.
@@ -187,6 +191,7 @@ pub fn main() -> ExitCode {
         Cmd::Agents(agents::Cmd::Revoke(args)) => agents::revoke(&args),
         Cmd::Audit(audit::Cmd::Verify(args)) => audit::verify(&args),
         Cmd::Audit(audit::Cmd::Export(args)) => audit::export(&args),
+        Cmd::Notifications(notifications::Cmd::List(args)) => notifications::list(&args),
     };
     result.unwrap_or_else(|e| e.report())
 }

@@ -52,6 +52,10 @@ pub struct Args {
     /// How often the audit chain's head is signed.
     #[arg(long, default_value = "1m")]
     checkpoint_every: String,
+    /// Where approvals are announced: Slack, Teams, signed webhooks (YAML;
+    /// docs/control-plane.md, "Notifications").
+    #[arg(long, value_name = "FILE")]
+    notify: Option<PathBuf>,
 }
 
 fn secs(flag: &str, v: &str) -> Result<u64, Error> {
@@ -84,6 +88,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
     cfg.approval_ttl_secs =
         i64::try_from(secs("approval-ttl", &a.approval_ttl)?).unwrap_or(i64::MAX);
     cfg.checkpoint_every_secs = secs("checkpoint-every", &a.checkpoint_every)?;
+    cfg.notify = a.notify.as_deref().map(read_notify).transpose()?;
     if !a.policies.is_empty() {
         // Checked now, so a bad policy stops the start with its diagnostics.
         let loaded = frontend::load(&a.policies, None)
@@ -107,6 +112,38 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
     rt.block_on(aegis_control::serve(cfg))
         .map_err(Error::input)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the `--notify` file: unknown keys and bad values are refused,
+/// pointing at `file:line:col`.
+fn read_notify(path: &Path) -> Result<aegis_control::notify::NotifyConfig, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", path.display())))?;
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
+        let message = e.without_snippet().to_string();
+        // The parser appends " at line X, column Y": the location goes
+        // in front instead.
+        let message = message
+            .rfind(" at line ")
+            .and_then(|i| message.get(..i))
+            .unwrap_or(&message)
+            .trim()
+            .trim_end_matches('.')
+            .to_owned();
+        match e.location() {
+            Some(loc) => Error::input(format_args!(
+                "{}:{}:{}: {message}",
+                path.display(),
+                loc.line(),
+                loc.column()
+            )),
+            None => Error::input(format_args!("{}: {message}", path.display())),
+        }
+    })
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -203,7 +203,17 @@ pub async fn create(
         data: &data,
     })
     .await?;
+    crate::notify::outbox::enqueue(
+        &mut w,
+        &s.notify,
+        crate::notify::outbox::Event::Created,
+        &r.tenant,
+        &id,
+        now,
+    )
+    .await?;
     w.commit().await?;
+    s.notify.wake.notify_one();
     s.metrics.approval("pending");
     let body = json!({"approval_id": id, "status": "pending", "expires_at": expires_ms / 1000, "url": status_url(&s, &id), "created": true});
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -247,6 +257,15 @@ async fn mark_expired(
         .await?;
     }
     Ok(())
+}
+
+/// Approval `id` as the API shows it (for notifications, which are not
+/// any caller's: no tenant check).
+pub async fn view(s: &AppState, id: &str) -> Result<Option<Value>, sqlx::Error> {
+    match load(s, id).await? {
+        Some(row) => Ok(Some(from_row(&row, now_ms())?.json)),
+        None => Ok(None),
+    }
 }
 
 async fn load(s: &AppState, id: &str) -> Result<Option<AnyRow>, sqlx::Error> {
@@ -444,7 +463,7 @@ pub async fn decide_as(
         .bind(&who)
         .bind(now)
         .bind(&r.comment)
-        .bind(&id)
+        .bind(id)
         .execute(&mut *w.tx)
         .await?;
     let data = json!({"approve": r.approve, "comment": r.comment, "decided_by": who}).to_string();
@@ -453,11 +472,21 @@ pub async fn decide_as(
         tenant: &a.tenant,
         actor: &caller.actor(),
         kind: "approval.decided",
-        subject: &id,
+        subject: id,
         data: &data,
     })
     .await?;
+    crate::notify::outbox::enqueue(
+        &mut w,
+        &s.notify,
+        crate::notify::outbox::Event::Decided,
+        &a.tenant,
+        id,
+        now,
+    )
+    .await?;
     w.commit().await?;
+    s.notify.wake.notify_one();
     s.metrics
         .approval(if r.approve { "approved" } else { "denied" });
     s.approvals_changed.notify_waiters();

@@ -49,4 +49,27 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
          policy_version TEXT NOT NULL, bytes TEXT NOT NULL, published_ms BIGINT NOT NULL, \
          published_by TEXT NOT NULL)",
     ],
-)];
+),
+    (
+        2,
+        &[
+            // The notification outbox: written with the approval event,
+            // delivered by a worker that claims a row with `lease_ms`.
+            "CREATE TABLE notifications (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, \
+             approval_id TEXT NOT NULL, event TEXT NOT NULL, channel TEXT NOT NULL, \
+             target TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL, \
+             next_ms BIGINT NOT NULL, lease_ms BIGINT NOT NULL, last_error TEXT, \
+             created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, delivered_ms BIGINT)",
+            "CREATE INDEX notifications_due ON notifications (next_ms) \
+             WHERE status IN ('pending', 'retrying')",
+            "CREATE INDEX notifications_by_tenant ON notifications (tenant, status, created_ms)",
+            "CREATE INDEX notifications_by_approval ON notifications (approval_id)",
+            // Where the bot posted an approval, for `chat.update`.
+            "CREATE TABLE slack_messages (approval_id TEXT NOT NULL, target TEXT NOT NULL, \
+             channel TEXT NOT NULL, ts TEXT NOT NULL, posted_ms BIGINT NOT NULL, \
+             PRIMARY KEY (approval_id, target))",
+            // Signatures of Slack interactions seen within the replay window.
+            "CREATE TABLE slack_replays (signature TEXT PRIMARY KEY, seen_ms BIGINT NOT NULL)",
+        ],
+    ),
+];

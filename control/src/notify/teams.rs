@@ -1,0 +1,84 @@
+//! Microsoft Teams: the approval as an Adaptive Card (version 1.4) posted
+//! to a Workflows webhook ("Post to a channel when a webhook request is
+//! received"). Such a webhook cannot send button clicks back, so the card's
+//! one action opens the approval's dashboard page, where the person
+//! decides. Throttling (`429` with `Retry-After`) is retried after the time
+//! asked.
+
+use super::outbox::Outcome;
+use super::{bounded, dashboard_url, utc_text, Tenant};
+use crate::server::AppState;
+use serde_json::{json, Value};
+
+/// The content type of an Adaptive Card attachment.
+pub const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
+
+fn s<'a>(a: &'a Value, k: &str) -> &'a str {
+    a.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Text shown as is: the card's TextBlocks read a subset of Markdown, so
+/// an agent's parameters could otherwise show links of their own.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '[' | ']' | '(' | ')' | '*' | '_' | '`' | '#' | '>' | '<' | '\\'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The message a Workflows webhook takes: `type: message` with the card
+/// as its one attachment.
+pub fn card(a: &Value, public_url: &str) -> Value {
+    let id = s(a, "approval_id");
+    let link = dashboard_url(public_url, id);
+    let expires = a.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
+    let summary = a
+        .get("summary")
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+        .unwrap_or_else(|| "(none)".into());
+    let fact =
+        |title: &str, value: &str| json!({"title": title, "value": plain(&bounded(value, 1000))});
+    let content = json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {"type": "TextBlock", "text": "Approval needed", "weight": "Bolder", "size": "Medium", "wrap": true},
+            {"type": "TextBlock", "wrap": true, "text": plain(&format!(
+                "{}/{} wants {} {}", s(a, "tenant"), s(a, "agent"), s(a, "tool"), s(a, "action")))},
+            {"type": "FactSet", "facts": [
+                fact("Agent", &format!("{}/{}", s(a, "tenant"), s(a, "agent"))),
+                fact("Tool", s(a, "tool")),
+                fact("Action", s(a, "action")),
+                fact("Rule", s(a, "rule")),
+                fact("Reason", s(a, "reason")),
+                fact("Expires", &utc_text(expires)),
+                fact("Approval", id),
+            ]},
+            {"type": "TextBlock", "text": plain(&bounded(&summary, 2400)), "fontType": "Monospace", "wrap": true},
+        ],
+        "actions": [
+            {"type": "Action.OpenUrl", "title": "Review and decide", "url": link},
+        ],
+    });
+    json!({
+        "type": "message",
+        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": null, "content": content}],
+    })
+}
+
+pub async fn deliver(s: &AppState, t: &Tenant, a: &Value) -> Outcome {
+    let Some(url) = t.teams.clone() else {
+        return Outcome::Dropped("the tenant has no teams webhook any more".into());
+    };
+    let body = card(a, &s.settings.public_url).to_string();
+    Outcome::of(super::post(&s.notify, url, Vec::new(), body).await)
+}
