@@ -161,8 +161,11 @@ impl Outcome {
     }
 }
 
-/// Starts this replica's delivery worker.
+/// Starts this replica's delivery worker, if any tenant is notified.
 pub fn spawn(state: AppState) {
+    if state.notify.tenants.is_empty() {
+        return;
+    }
     tokio::spawn(run(state));
 }
 

@@ -17,20 +17,12 @@ fn s<'a>(a: &'a Value, k: &str) -> &'a str {
     a.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Text shown as is: the card's TextBlocks read a subset of Markdown, so
-/// an agent's parameters could otherwise show links of their own.
+/// Text with no Markdown link of its own: the card's TextBlocks read a
+/// subset of Markdown, and an agent's parameters must not show a link
+/// under words of their choosing. (Backslash escapes would show as
+/// backslashes in some clients; breaking `](` is enough.)
 fn plain(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(
-            c,
-            '[' | ']' | '(' | ')' | '*' | '_' | '`' | '#' | '>' | '<' | '\\'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    s.replace("](", "] (")
 }
 
 /// The message a Workflows webhook takes: `type: message` with the card
@@ -81,4 +73,17 @@ pub async fn deliver(s: &AppState, t: &Tenant, a: &Value) -> Outcome {
     };
     let body = card(a, &s.settings.public_url).to_string();
     Outcome::of(super::post(&s.notify, url, Vec::new(), body).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_show_no_link_of_their_own() {
+        let a = json!({"approval_id": "apr_1", "summary": {"memo": "[pay here](https://evil.example)"}});
+        let card = card(&a, "https://aegis.example.com").to_string();
+        assert!(!card.contains("](https://evil"), "{card}");
+        assert!(card.contains("https://aegis.example.com/dashboard/approvals/apr_1"));
+    }
 }
