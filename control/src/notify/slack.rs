@@ -408,7 +408,7 @@ pub async fn interactions(State(s): State<AppState>, req: Request) -> Response {
     let now = now_ms();
     let fresh = timestamp
         .parse::<i64>()
-        .is_ok_and(|t| (now / 1000 - t).abs() <= MAX_SKEW_SECS);
+        .is_ok_and(|t| (now / 1000).abs_diff(t) <= MAX_SKEW_SECS.unsigned_abs());
     if !fresh {
         tracing::warn!(timestamp = %timestamp, "slack interaction refused: timestamp out of the window");
         return refused("the slack request timestamp is more than 5 minutes away");
