@@ -683,6 +683,46 @@ fn throttled_teams_deliveries_wait_as_long_as_asked() {
     assert_eq!(r.hits().len(), 1);
 }
 
+#[test]
+fn a_slack_error_is_retried_and_shown_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bot was not invited to the channel: Slack answers 200 with
+    // `ok: false` and the error.
+    let slack = Receiver::start(Box::new(|_, _| {
+        Reply::Answer(
+            200,
+            json!({"ok": false, "error": "not_in_channel"}).to_string(),
+        )
+    }));
+    let s = serve(dir.path(), &slack_config(dir.path(), &slack.url));
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let (st, a) = s.post("/v1/approvals", Some(&gw), &approval("acme", DIGEST_A));
+    assert_eq!(st, 201, "{a}");
+    // Five attempts, then it stays failed, with Slack's reason.
+    let n = poll(|| {
+        let n = notifications(&s, &s.admin, "?status=failed");
+        (!n.is_empty()).then(|| n[0].clone())
+    });
+    assert_eq!(n["attempts"], 5, "{n}");
+    assert_eq!(n["last_error"], "slack chat.postMessage: not_in_channel");
+    assert_eq!(slack.hits().len(), 5);
+    let out = s.cli(&s.admin, &["notifications", "list", "--status", "failed"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not_in_channel"),
+        "{out:?}"
+    );
+    let m = poll(|| {
+        let (_, m) = s.get("/metrics", None);
+        let m = m.as_str().unwrap().to_owned();
+        m.contains("aegis_notifications_total{channel=\"slack\",outcome=\"failed\"} 1")
+            .then_some(m)
+    });
+    assert!(
+        m.contains("aegis_notifications_total{channel=\"slack\",outcome=\"retry\"} 4"),
+        "{m}"
+    );
+}
+
 /// The webhook's signature as a receiver checks it (docs/control-plane.md).
 fn verify_webhook(h: &Hit, secret: &str) -> bool {
     let sig = h.header("x-aegis-signature").unwrap();
@@ -929,15 +969,26 @@ fn two_replicas_on_postgres_deliver_each_notification_once() {
     let b = start(d2.path());
     let gw_a = a.token("gateway", "acme", "edge-1");
     let gw_b = b.token("gateway", "acme", "edge-2");
-    let n = 40;
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let digest = format!("{i:064x}");
-        let (s, gw) = if i % 2 == 0 { (&a, &gw_a) } else { (&b, &gw_b) };
-        let (st, v) = s.post("/v1/approvals", Some(gw), &approval("acme", &digest));
-        assert_eq!(st, 201, "{v}");
-        ids.push(v["approval_id"].as_str().unwrap().to_owned());
-    }
+    // Approvals arrive on both replicas at once, so both workers find the
+    // same rows due.
+    let n = 80;
+    let create = |s: &Serve, gw: &str, from: usize| {
+        (from..n)
+            .step_by(2)
+            .map(|i| {
+                let digest = format!("{i:064x}");
+                let (st, v) = s.post("/v1/approvals", Some(gw), &approval("acme", &digest));
+                assert_eq!(st, 201, "{v}");
+                v["approval_id"].as_str().unwrap().to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let on_b = scope.spawn(|| create(&b, &gw_b, 1));
+        let mut ids = create(&a, &gw_a, 0);
+        ids.extend(on_b.join().unwrap());
+        ids
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let delivered = notifications(&a, &a.admin, "?status=delivered&limit=1000").len();

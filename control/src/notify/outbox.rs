@@ -205,9 +205,11 @@ async fn run(s: AppState) {
     }
 }
 
-/// Claims the next due notification for this replica: the `UPDATE`
-/// re-checks the lease, so of two replicas that pick the same row only
-/// one gets it.
+/// Claims the next due notification for this replica. The `UPDATE`
+/// repeats the subquery's conditions: PostgreSQL re-checks the outer
+/// `WHERE` on a row another replica changed since this statement's
+/// snapshot (claimed, or even delivered and released), so of two replicas
+/// that pick the same row only one gets it.
 async fn claim(s: &AppState) -> Result<Option<Job>, sqlx::Error> {
     let now = now_ms();
     let timeout_ms = i64::try_from(s.notify.timeout.as_millis()).unwrap_or(60_000);
@@ -217,7 +219,8 @@ async fn claim(s: &AppState) -> Result<Option<Job>, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE notifications SET lease_ms = $1 WHERE id = (SELECT id FROM notifications \
          WHERE status IN ('pending', 'retrying') AND next_ms <= $2 AND lease_ms <= $2 \
-         ORDER BY next_ms LIMIT 1) AND lease_ms <= $2 \
+         ORDER BY next_ms LIMIT 1) \
+         AND status IN ('pending', 'retrying') AND next_ms <= $2 AND lease_ms <= $2 \
          RETURNING id, tenant, approval_id, event, channel, target, attempts",
     )
     .bind(lease)
