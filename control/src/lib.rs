@@ -14,13 +14,14 @@ pub use day::utc_day;
 mod error;
 mod keys;
 mod metrics;
-pub mod notify;
+mod notify;
 mod server;
 mod store;
 
 pub use audit::chain::{Break, BreakKind, Record, Report};
 pub use auth::Role;
 pub use error::{ApiError, Error};
+pub use notify::NotifyConfig;
 pub use store::DbUrl;
 
 use ed25519_dalek::SigningKey;

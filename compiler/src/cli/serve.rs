@@ -116,7 +116,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
 
 /// Reads the `--notify` file: unknown keys and bad values are refused,
 /// pointing at `file:line:col`.
-fn read_notify(path: &Path) -> Result<aegis_control::notify::NotifyConfig, Error> {
+fn read_notify(path: &Path) -> Result<aegis_control::NotifyConfig, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", path.display())))?;
     let options = serde_saphyr::options! {
