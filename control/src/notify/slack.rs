@@ -59,6 +59,21 @@ fn code(s: &str) -> String {
     escape(s).replace("```", "`\u{200b}`\u{200b}`")
 }
 
+/// `render` of `text` cut so that the rendered text is at most `max`
+/// bytes: escaping lengthens text (`<` is `&lt;`), and Slack refuses a
+/// block whose text is over its limit; cut before escaping, an entity is
+/// never cut in half.
+fn fit(text: &str, max: usize, render: impl Fn(&str) -> String) -> String {
+    let mut keep = max;
+    loop {
+        let out = render(&bounded(text, keep));
+        if out.len() <= max || keep == 0 {
+            return out;
+        }
+        keep /= 2;
+    }
+}
+
 fn s<'a>(a: &'a Value, k: &str) -> &'a str {
     a.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -72,7 +87,7 @@ fn date(unix: i64) -> String {
 }
 
 fn field(title: &str, value: &str) -> Value {
-    json!({"type": "mrkdwn", "text": format!("*{title}*\n{}", bounded(&escape(value), 1900))})
+    json!({"type": "mrkdwn", "text": format!("*{title}*\n{}", fit(value, 1900, escape))})
 }
 
 /// The message of approval `a` (as the API shows it): the facts, the
@@ -116,9 +131,9 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
             field("Rule", s(a, "rule")),
         ]}),
         json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*Reason*\n{}", bounded(&escape(s(a, "reason")), 2000))}}),
+            "text": format!("*Reason*\n{}", fit(s(a, "reason"), 2000, escape))}}),
         json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*Call*\n```{}```", code(&bounded(&summary, MAX_SUMMARY_BYTES)))}}),
+            "text": format!("*Call*\n```{}```", fit(&summary, MAX_SUMMARY_BYTES, code))}}),
     ];
     let expires = a.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
     if status == "pending" {
@@ -158,7 +173,7 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
             .and_then(Value::as_str)
             .filter(|c| !c.is_empty())
         {
-            line.push_str(&format!(": {}", bounded(&escape(c), 1000)));
+            line.push_str(&format!(": {}", fit(c, 1000, escape)));
         }
         line.push_str(&format!(" · <{link}|Open in dashboard> · `{}`", escape(id)));
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}));
@@ -543,6 +558,22 @@ mod tests {
         assert!(!verify_signature(b"other", "1531420618", body, sig));
         assert!(!verify_signature(secret, "1531420618", body, "v0=zz"));
         assert!(!verify_signature(secret, "1531420618", body, "a2114d57"));
+    }
+
+    #[test]
+    fn texts_fit_slack_limits_once_escaped() {
+        let a = json!({"approval_id": "apr_1", "status": "pending", "reason": "<".repeat(5000),
+                       "summary": {"memo": "<>&".repeat(3000)}, "tool": "t", "action": "a"});
+        let (_, blocks) = message(&a, "https://x", true);
+        for b in &blocks {
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(t.len() <= 3000, "{}", t.len());
+                assert!(!t.contains("&l… (cut)") && !t.contains("&a… (cut)"));
+            }
+            for f in b["fields"].as_array().into_iter().flatten() {
+                assert!(f["text"].as_str().unwrap_or_default().len() <= 2000);
+            }
+        }
     }
 
     #[test]
