@@ -226,6 +226,26 @@ fn http_url(what: &str, url: &str) -> Result<(), Error> {
     }
 }
 
+/// A URL that carries or receives a credential (the bot token, a Teams or
+/// Slack webhook URL): HTTPS, or plain HTTP to this machine only (a
+/// Slack-compatible server in tests).
+fn credential_url(what: &str, url: &str) -> Result<(), Error> {
+    http_url(what, url)?;
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if url.starts_with("https://") || loopback {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "`{what}` must be an https:// URL (plain http:// only to 127.0.0.1 or localhost): it carries a credential"
+        )))
+    }
+}
+
 impl Notifier {
     /// Checks the configuration and reads its secrets.
     pub fn resolve(cfg: NotifyConfig) -> Result<Notifier, Error> {
@@ -238,7 +258,7 @@ impl Notifier {
                     .unwrap_or_else(|| SLACK_API_URL.to_owned())
                     .trim_end_matches('/')
                     .to_owned();
-                http_url("slack.api_url", &api_url)?;
+                credential_url("slack.api_url", &api_url)?;
                 Some(SlackApp {
                     api_url,
                     bot_token: secret(
@@ -280,7 +300,7 @@ impl Notifier {
                             )));
                         }
                     }
-                    (None, Some(u)) => http_url("webhook_url", u)?,
+                    (None, Some(u)) => credential_url("slack.webhook_url", u)?,
                     _ => {
                         return Err(usage(format!(
                             "tenant `{name}`: Slack takes a `channel` (posted by the bot) or a `webhook_url_env`/`webhook_url_file`, one of the two"
@@ -321,7 +341,7 @@ impl Notifier {
                         "tenant `{name}`: `teams` needs `webhook_url_env` or `webhook_url_file`"
                     ))
                 })?;
-                http_url("teams.webhook_url", &url)?;
+                credential_url("teams.webhook_url", &url)?;
                 out.teams = Some(url);
             }
             for w in t.webhooks {
@@ -549,6 +569,25 @@ mod tests {
         assert_eq!(bounded("abcdef", 3), "abc… (cut)");
         assert_eq!(bounded("ééé", 3), "é… (cut)");
         assert_eq!(bounded("ab", 3), "ab");
+    }
+
+    #[test]
+    fn credentials_travel_over_https_or_stay_on_this_machine() {
+        for ok in [
+            "https://slack.com/api",
+            "http://127.0.0.1:8080/api",
+            "http://localhost/api",
+        ] {
+            assert!(credential_url("u", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://slack.com/api",
+            "http://localhost.evil.example/api",
+            "http://127.0.0.1.evil.example/",
+            "ftp://x",
+        ] {
+            assert!(credential_url("u", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
