@@ -366,7 +366,21 @@ impl Notifier {
             }
             tenants.insert(name, out);
         }
-        let timeout = Duration::from_millis(cfg.timeout_ms.unwrap_or(10_000).clamp(100, 60_000));
+        Ok(Notifier::with(slack, cfg.retry, cfg.timeout_ms, tenants))
+    }
+
+    /// A service that notifies no one (no `--notify`).
+    pub fn none() -> Notifier {
+        Notifier::with(None, RetryConfig::default(), None, BTreeMap::new())
+    }
+
+    fn with(
+        slack: Option<SlackApp>,
+        retry: RetryConfig,
+        timeout_ms: Option<u64>,
+        tenants: BTreeMap<String, Tenant>,
+    ) -> Notifier {
+        let timeout = Duration::from_millis(timeout_ms.unwrap_or(10_000).clamp(100, 60_000));
         let http = ureq::AgentBuilder::new()
             .timeout_connect(timeout)
             .timeout(timeout)
@@ -375,29 +389,15 @@ impl Notifier {
             .redirects(0)
             .user_agent(concat!("aegis-control/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(Notifier {
+        Notifier {
             slack,
-            retry: cfg.retry,
+            retry,
             timeout,
             tenants,
             http,
             wake: tokio::sync::Notify::new(),
             metrics: std::sync::Mutex::default(),
-        })
-    }
-
-    /// A service that notifies no one (no `--notify`).
-    pub fn none() -> Notifier {
-        // Cannot fail: an empty configuration has nothing to check.
-        Notifier::resolve(NotifyConfig::default()).unwrap_or_else(|_| Notifier {
-            slack: None,
-            retry: RetryConfig::default(),
-            timeout: Duration::from_secs(10),
-            tenants: BTreeMap::new(),
-            http: ureq::Agent::new(),
-            wake: tokio::sync::Notify::new(),
-            metrics: std::sync::Mutex::default(),
-        })
+        }
     }
 
     /// Counts one delivery's outcome on a channel (the metric
