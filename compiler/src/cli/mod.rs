@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod budgets;
 mod build;
+mod bundles;
 mod check;
 mod compile;
 mod error;
@@ -147,6 +148,9 @@ enum Cmd {
     /// The control plane's audit log.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Policy revisions published to the control plane.
+    #[command(subcommand)]
+    Bundles(bundles::Cmd),
 }
 
 /// Parses arguments, runs the command and prints its error, if any.
@@ -187,6 +191,10 @@ pub fn main() -> ExitCode {
         Cmd::Agents(agents::Cmd::Revoke(args)) => agents::revoke(&args),
         Cmd::Audit(audit::Cmd::Verify(args)) => audit::verify(&args),
         Cmd::Audit(audit::Cmd::Export(args)) => audit::export(&args),
+        Cmd::Audit(audit::Cmd::List(args)) => audit::list(&args),
+        Cmd::Agents(agents::Cmd::List(args)) => agents::list(&args),
+        Cmd::Bundles(bundles::Cmd::List(args)) => bundles::list(&args),
+        Cmd::Bundles(bundles::Cmd::Diff(args)) => bundles::diff(&args),
     };
     result.unwrap_or_else(|e| e.report())
 }
