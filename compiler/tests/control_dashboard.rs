@@ -263,7 +263,7 @@ fn sign_in_is_a_strict_cookie_for_a_server_side_session_and_sign_out_ends_it() {
     assert!(page.body.contains(&format!("<script nonce=\"{nonce}\">")));
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
     // A fresh nonce for every answer.
     let again = get(&s.url, "/dashboard/approvals", Some(&id));
     assert_ne!(again.header("content-security-policy").unwrap(), csp);

@@ -36,7 +36,8 @@ struct Agent {
 }
 
 /// Every agent `caller` may see that the control plane knows of today
-/// (a credential, a budget day, a pending approval or a decision record).
+/// (a credential, a budget day, an approval asked today or still pending,
+/// or a decision record).
 pub async fn overview(s: &AppState, caller: &Caller) -> Result<Value, ApiError> {
     caller.require(&[Role::Viewer, Role::Approver])?;
     let tenant = if caller.tenant == "*" {
@@ -81,11 +82,13 @@ pub async fn overview(s: &AppState, caller: &Caller) -> Result<Value, ApiError> 
     }
 
     let pending = sqlx::query(
-        "SELECT tenant, agent, CAST(COUNT(*) AS BIGINT) AS n FROM approvals \
-         WHERE status = 'pending' AND expires_ms > $1 AND ($2 = '' OR tenant = $2) GROUP BY tenant, agent",
+        "SELECT tenant, agent, CAST(SUM(CASE WHEN status = 'pending' AND expires_ms > $1 THEN 1 ELSE 0 END) AS BIGINT) AS n \
+         FROM approvals WHERE (created_ms >= $3 OR (status = 'pending' AND expires_ms > $1)) AND ($2 = '' OR tenant = $2) \
+         GROUP BY tenant, agent",
     )
     .bind(now)
     .bind(&tenant)
+    .bind(day_start)
     .fetch_all(s.store.pool())
     .await?;
     for r in pending {

@@ -104,7 +104,7 @@ header nav a{color:#fff;text-decoration:none;padding:.25rem .5rem;border-radius:
 header nav a[aria-current=page]{background:#fff;color:#112}
 header .who{margin-left:auto;display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
 header .who form{margin:0}
-main{padding:1rem;max-width:72rem;margin:0 auto}
+main{padding:1rem;max-width:72rem;margin:0 auto;overflow-wrap:anywhere}
 h1{font-size:1.5rem;margin:.5rem 0 1rem}
 h2{font-size:1.2rem;margin:1.5rem 0 .5rem}
 a{color:var(--accent)}

@@ -69,9 +69,11 @@ async fn headers(req: Request, next: Next) -> Response {
             "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         ));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it browsers send `Origin: null` on the
+    // dashboard's own forms, which the Origin check refuses.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
