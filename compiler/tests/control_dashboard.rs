@@ -16,6 +16,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::control::{approval, Serve, DIGEST_A, DIGEST_B};
+use support::postgres::TempPostgres;
 
 /// A response as a browser would see it, redirects not followed.
 struct Page {
@@ -149,6 +150,12 @@ fn start() -> (tempfile::TempDir, Serve) {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
     let s = Serve::start(&db, dir.path(), &[]);
+    (dir, s)
+}
+
+fn start_on(db: &str) -> (tempfile::TempDir, Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(db, dir.path(), &[]);
     (dir, s)
 }
 
@@ -453,12 +460,16 @@ fn a_tenants_people_see_only_their_tenant() {
 #[test]
 fn hostile_names_and_summaries_are_escaped() {
     let (_dir, s) = start();
+    hostile(&s);
+}
+
+fn hostile(s: &Serve) {
     let mut body = approval("acme", DIGEST_A);
     body["agent"] = json!("<script>alert('agent')</script>");
     body["reason"] = json!("\"><img src=x onerror=alert(1)>");
     body["summary"] = json!({"note": "</pre><script>alert('summary')</script>", "amount": 7500});
-    let id = create(&s, &body);
-    let root = sign_in(&s, &s.admin);
+    let id = create(s, &body);
+    let root = sign_in(s, &s.admin);
     for path in [
         "/dashboard/approvals".to_owned(),
         format!("/dashboard/approvals/{id}"),
@@ -491,7 +502,21 @@ fn hostile_names_and_summaries_are_escaped() {
 #[test]
 fn the_cli_shows_what_the_pages_show() {
     let (_dir, s) = start();
-    let id = create(&s, &approval("acme", DIGEST_A));
+    parity(&s);
+}
+
+/// The same on PostgreSQL: the searches, the overview's sums and the
+/// gateways' fetches are SQL both stores must run alike.
+#[test]
+fn the_dashboard_on_postgres() {
+    let pg = TempPostgres::start().expect("PostgreSQL for the tests");
+    let (_dir, s) = start_on(&pg.url());
+    parity(&s);
+    hostile(&s);
+}
+
+fn parity(s: &Serve) {
+    let id = create(s, &approval("acme", DIGEST_A));
     let alice = s.token("approver", "acme", "alice");
     let out = s.cli(&alice, &["approvals", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -520,7 +545,7 @@ fn the_cli_shows_what_the_pages_show() {
         text.contains("default/research-agent  spent $0.00 of $20.00  leases 1  rps 5/s  pending 0  verdicts: no decision records"),
         "{text}"
     );
-    let root = sign_in(&s, &viewer);
+    let root = sign_in(s, &viewer);
     let page = root.get("/dashboard/agents").body;
     assert!(
         page.contains("research-agent")
