@@ -501,8 +501,8 @@ fn hostile(s: &Serve) {
 
 #[test]
 fn the_cli_shows_what_the_pages_show() {
-    let (_dir, s) = start();
-    parity(&s);
+    let (_dir, mut s) = start();
+    parity(&mut s);
 }
 
 /// The same on PostgreSQL: the searches, the overview's sums and the
@@ -510,12 +510,12 @@ fn the_cli_shows_what_the_pages_show() {
 #[test]
 fn the_dashboard_on_postgres() {
     let pg = TempPostgres::start().expect("PostgreSQL for the tests");
-    let (_dir, s) = start_on(&pg.url());
-    parity(&s);
+    let (_dir, mut s) = start_on(&pg.url());
+    parity(&mut s);
     hostile(&s);
 }
 
-fn parity(s: &Serve) {
+fn parity(s: &mut Serve) {
     let id = create(s, &approval("acme", DIGEST_A));
     let alice = s.token("approver", "acme", "alice");
     let out = s.cli(&alice, &["approvals", "list"]);
@@ -572,6 +572,45 @@ fn parity(s: &Serve) {
     assert!(String::from_utf8_lossy(&same.stdout).contains("explain the same"));
     let page = root.get("/dashboard/policy").body;
     assert!(page.contains("edge-1") && page.contains(&format!("<td>{rev}</td>")));
+
+    // A new revision: the policies change, the service restarts and
+    // publishes it; the gateway has not fetched it yet.
+    let policies = s.dir.join("policies.yaml");
+    let text = std::fs::read_to_string(&policies)
+        .unwrap()
+        .replace("daily_usd: 20, rps: 5", "daily_usd: 25, rps: 5");
+    std::fs::write(&policies, text).unwrap();
+    s.restart();
+    let (_, list) = s.get("/v1/bundles", Some(&viewer));
+    let newer = list["revisions"][0]["revision"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    assert_ne!(newer, rev);
+    assert_eq!(list["revisions"][0]["active_on"], json!([]), "{list}");
+    assert_eq!(list["revisions"][1]["active_on"][0]["gateway"], "edge-1");
+    let diff = s.cli(&viewer, &["bundles", "diff", &rev, &newer]);
+    assert_eq!(diff.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        out.contains(&format!("--- revision {rev}"))
+            && out.contains(&format!("+++ revision {newer}")),
+        "{out}"
+    );
+    // The session lives in the store: it outlives the process.
+    let root = Person {
+        base: s.url.clone(),
+        ..root
+    };
+    let page = root
+        .get(&format!("/dashboard/policy?a={rev}&b={newer}"))
+        .body;
+    assert!(
+        page.contains("lines changed")
+            && page.contains("<span class=\"del\">-")
+            && page.contains("<span class=\"add\">+"),
+        "{page}"
+    );
 
     // Audit: the same search.
     let text = String::from_utf8_lossy(

@@ -41,6 +41,13 @@ pub fn time(secs: i64) -> String {
     format!("{day} {:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// A Unix time in seconds as an HTML `datetime` value: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn iso(secs: i64) -> String {
+    let day = crate::day::utc_day(secs.saturating_mul(1000));
+    let s = secs.rem_euclid(86_400);
+    format!("{day}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// A duration in seconds for people: `42s`, `3m 05s`, `2h 10m`.
 pub fn duration(secs: i64) -> String {
     let secs = secs.max(0);
@@ -205,6 +212,7 @@ mod tests {
     #[test]
     fn times_and_durations() {
         assert_eq!(time(1_796_601_600 + 3661), "2026-12-07 01:01:01 UTC");
+        assert_eq!(iso(1_796_601_600 + 3661), "2026-12-07T01:01:01Z");
         assert_eq!(duration(42), "42s");
         assert_eq!(duration(185), "3m 05s");
         assert_eq!(duration(7800), "2h 10m");

@@ -2,7 +2,7 @@
 //! same functions, as the session's [`Caller`](crate::auth::Caller), and
 //! renders it with [`esc`] on every value that came from outside.
 
-use super::html::{bar, duration, esc, money, time, url, Section};
+use super::html::{bar, duration, esc, iso, money, time, url, Section};
 use super::{check_form, error_page, field, form, html_page, Session};
 use crate::api;
 use crate::error::ApiError;
@@ -115,7 +115,7 @@ fn approval_card(a: &Value, session: &Session, heading: &str) -> String {
         let _ = write!(
             c,
             "<p>Expires in <time data-expires=\"{expires}\" datetime=\"{}\">{}</time></p>",
-            esc(&time(expires)),
+            esc(&iso(expires)),
             esc(&duration(left))
         );
         if session.can_decide() {
