@@ -271,6 +271,11 @@ fn sign_in_is_a_strict_cookie_for_a_server_side_session_and_sign_out_ends_it() {
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
     assert_eq!(page.header("referrer-policy"), Some("same-origin"));
+    // No such page: a page saying so, with the same headers.
+    let missing = get(&s.url, "/dashboard/nope", Some(&id));
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("no such page"));
+    assert_eq!(missing.header("x-frame-options"), Some("DENY"));
     // A fresh nonce for every answer.
     let again = get(&s.url, "/dashboard/approvals", Some(&id));
     assert_ne!(again.header("content-security-policy").unwrap(), csp);
@@ -295,7 +300,11 @@ fn sign_in_is_a_strict_cookie_for_a_server_side_session_and_sign_out_ends_it() {
     assert_eq!(ins.len(), 1, "{v}");
     assert_eq!(ins[0]["actor"], "approver:alice");
     let (_, v) = s.get("/v1/audit?kind=dashboard.signout", Some(&s.admin));
-    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+    let outs = v["events"].as_array().unwrap();
+    assert_eq!(outs.len(), 1, "{v}");
+    // The pair names the same session, by a prefix of its hash only.
+    assert_eq!(ins[0]["data"]["session"], outs[0]["data"]["session"]);
+    assert_eq!(ins[0]["data"]["session"], stored[0].0[..16]);
 }
 
 #[test]

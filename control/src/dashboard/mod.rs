@@ -17,7 +17,7 @@ use crate::audit::chain::NewEvent;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::{new_id, now_ms};
+use crate::store::now_ms;
 use aegis_engine::trust::hex;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -54,8 +54,16 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/agents", get(pages::agents))
         .route("/dashboard/policy", get(pages::policy))
         .route("/dashboard/audit", get(pages::audit))
+        .route("/dashboard/{*rest}", get(not_found))
         .layer(axum::extract::DefaultBodyLimit::max(FORM_LIMIT))
         .layer(axum::middleware::from_fn(headers))
+}
+
+async fn not_found(session: Session) -> Response {
+    error_page(
+        Some(&session),
+        &ApiError::not_found("no such page on the dashboard"),
+    )
 }
 
 /// Headers on every dashboard answer, redirects and errors included. Pages
@@ -323,6 +331,12 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// How the audit log names a session: the start of its id's hash, enough
+/// to pair a sign-in with its sign-out and no help in forging the cookie.
+fn session_ref(id_sha256: &str) -> &str {
+    id_sha256.get(..16).unwrap_or(id_sha256)
+}
+
 fn session_cookie(s: &AppState, id: &str, max_age: i64) -> String {
     let secure = if s.settings.public_url.starts_with("https://") {
         "; Secure"
@@ -358,11 +372,14 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
             )
         }
         Err(why) => {
+            // Logged, not audited: a request without a valid token writes
+            // nothing to the chain.
             tracing::info!(reason = %why, "dashboard sign-in refused");
             return pages::login_page(StatusCode::UNAUTHORIZED, &next, &why);
         }
     };
     let id = random_hex(32);
+    let id_sha256 = sha256_hex(&id);
     let csrf = random_hex(32);
     let expires_ms =
         (claims.exp.saturating_mul(1000)).min(now.saturating_add(MAX_SESSION_SECS * 1000));
@@ -382,7 +399,7 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
             "INSERT INTO dashboard_sessions (id_sha256, role, tenant, subject, csrf, created_ms, expires_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(sha256_hex(&id))
+        .bind(&id_sha256)
         .bind(claims.role.as_str())
         .bind(&claims.tenant)
         .bind(&claims.sub)
@@ -391,8 +408,10 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
         .bind(expires_ms)
         .execute(&mut *w.tx)
         .await?;
-        let session_ref = new_id("ses");
-        let data = serde_json::json!({"role": claims.role.as_str(), "expires_at": expires_ms / 1000, "session": session_ref}).to_string();
+        let data =
+            serde_json::json!({"role": claims.role.as_str(), "expires_at": expires_ms / 1000,
+                                      "session": session_ref(&id_sha256)})
+            .to_string();
         w.audit(&NewEvent {
             at_ms: now,
             tenant: &claims.tenant,
@@ -428,6 +447,7 @@ async fn logout(
         return error_page(Some(&session), &e);
     }
     let now = now_ms();
+    let data = serde_json::json!({"session": session_ref(&session.id_sha256)}).to_string();
     let done = async {
         let mut w = s.store.write().await?;
         sqlx::query("DELETE FROM dashboard_sessions WHERE id_sha256 = $1")
@@ -440,7 +460,7 @@ async fn logout(
             actor: &session.caller.actor(),
             kind: "dashboard.signout",
             subject: &session.caller.subject,
-            data: "{}",
+            data: &data,
         })
         .await?;
         w.commit().await
