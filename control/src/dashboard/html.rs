@@ -121,7 +121,10 @@ a:focus-visible,button:focus-visible,input:focus-visible,textarea:focus-visible,
 pre{background:#fff;border:1px solid var(--line);padding:.5rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.85rem}
 .table-wrap{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:break-word}
+td code{display:block;min-width:14rem;overflow-wrap:anywhere}
+td.nowrap{white-space:nowrap}
+td.id{overflow-wrap:anywhere;min-width:8rem}
 th{background:var(--panel)}
 label{display:block;font-weight:600;margin:.5rem 0 .25rem}
 input[type=text],input[type=search],input[type=number],textarea,select{width:100%;max-width:40rem;font:inherit;padding:.4rem;border:1px solid #6b7280;border-radius:4px}

@@ -533,12 +533,13 @@ pub async fn audit(
         None => {
             let _ = write!(
                 b,
-                "<p><strong>Chain intact</strong>: verified up to record {} of {}; last signed checkpoint at record {}.</p>",
+                "<p><strong>Chain intact</strong>: verified up to record {} of {}; {}.</p>",
                 report.verified_upto,
                 report.records,
-                report
-                    .last_checkpoint
-                    .map_or_else(|| "none yet".to_owned(), |c| c.to_string())
+                report.last_checkpoint.map_or_else(
+                    || "no signed checkpoint yet".to_owned(),
+                    |c| format!("last signed checkpoint at record {c}")
+                )
             );
         }
         Some(br) => {
@@ -574,7 +575,7 @@ pub async fn audit(
         for r in &records {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                "<tr><td>{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td><code>{}</code></td></tr>",
                 r.seq,
                 esc(&time(r.at_ms / 1000)),
                 esc(&r.tenant),
