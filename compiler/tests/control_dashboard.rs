@@ -598,6 +598,20 @@ fn parity(s: &mut Serve) {
     assert_ne!(newer, rev);
     assert_eq!(list["revisions"][0]["active_on"], json!([]), "{list}");
     assert_eq!(list["revisions"][1]["active_on"][0]["gateway"], "edge-1");
+    // A gateway told it has the bundle already (304) is on it too.
+    let gw2 = s.token("gateway", "*", "edge-2");
+    let not_modified = agent()
+        .get(&format!("{}/v1/bundles/current", s.url))
+        .set("authorization", &format!("Bearer {gw2}"))
+        .set("if-none-match", "*")
+        .call()
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    let (_, list) = s.get("/v1/bundles", Some(&viewer));
+    assert_eq!(
+        list["revisions"][0]["active_on"][0]["gateway"], "edge-2",
+        "{list}"
+    );
     let diff = s.cli(&viewer, &["bundles", "diff", &rev, &newer]);
     assert_eq!(diff.status.code(), Some(1));
     let out = String::from_utf8_lossy(&diff.stdout);
