@@ -28,6 +28,7 @@ use aegis_e2e::repo_root;
 use aegis_e2e::upstream::{EchoServer, ECHO_HEADER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +38,9 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const STRIPE: &str = "api.stripe.com";
 const HOLD_MS: u64 = 30_000;
 
-/// chromedriver on a loopback port, killed when dropped.
+/// chromedriver on a loopback port, in a process group of its own with
+/// the browsers it starts: the whole group is killed when dropped, so a
+/// failed test leaves no Chromium behind.
 struct Driver {
     child: Child,
     url: String,
@@ -45,7 +48,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -53,6 +57,7 @@ impl Drop for Driver {
 fn start_driver(log: &Path) -> Driver {
     let port = free_ports(1).unwrap()[0];
     let child = Command::new(CHROMEDRIVER)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .arg(format!("--log-path={}", log.display()))
         .stdin(Stdio::null())
