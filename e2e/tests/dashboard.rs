@@ -361,12 +361,20 @@ fn a_person_approves_a_held_call_in_the_browser() {
         assert!(first.ends_with('s') || first.ends_with('m'), "{first}");
         shot(&c, "approvals").await;
 
-        // Approve with a comment, by keyboard-reachable controls.
-        let comment = c
-            .find(Locator::Css("article textarea[name=comment]"))
+        // Approve with a comment. The label names the box: clicking it
+        // puts the focus there, where the typing goes.
+        c.find(Locator::Css("article form label"))
+            .await
+            .unwrap()
+            .click()
             .await
             .unwrap();
-        comment.send_keys("vendor checked by phone").await.unwrap();
+        let focused = c.active_element().await.unwrap();
+        assert_eq!(
+            focused.attr("name").await.unwrap().as_deref(),
+            Some("comment")
+        );
+        focused.send_keys("vendor checked by phone").await.unwrap();
         c.find(Locator::Css("article button[value=approve]"))
             .await
             .unwrap()
