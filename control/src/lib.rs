@@ -9,6 +9,8 @@ mod api;
 mod audit;
 mod auth;
 mod bundles;
+mod dashboard;
+pub use dashboard::explain_diff;
 mod day;
 pub use day::utc_day;
 mod error;

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", post(api::tokens::exchange))
         .route("/v1/agents", post(api::tokens::create_agent))
         .route("/v1/agents/{id}/revoke", post(api::tokens::revoke_agent))
+        .route("/v1/agents/overview", get(api::agents::show))
         .route("/v1/keys/rotate", post(api::tokens::rotate))
         .route("/.well-known/jwks.json", get(api::tokens::jwks))
         .route("/v1/audit", get(api::audit::list))
@@ -152,15 +153,20 @@ pub fn router(state: AppState) -> Router {
             "/slack/interactions",
             post(crate::notify::slack::interactions),
         )
+        .route("/v1/bundles/{revision}/explain", get(api::bundles::explain))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit));
     let bundles = Router::new()
-        .route("/v1/bundles", post(api::bundles::publish))
+        .route(
+            "/v1/bundles",
+            post(api::bundles::publish).get(api::bundles::list),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::bundles::MAX_BUNDLE_BYTES,
         ));
     Router::new()
         .merge(api)
         .merge(bundles)
+        .merge(crate::dashboard::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

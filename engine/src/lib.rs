@@ -20,6 +20,8 @@ extern crate alloc;
 extern crate std;
 
 mod eval;
+#[cfg(feature = "std")]
+mod explain;
 mod http;
 mod index;
 mod listing;

@@ -85,9 +85,10 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
             }
             for i in &items {
                 println!(
-                    "{}  {:<8}  {}/{}  {} {}  {}",
+                    "{}  {:<8}  {:<18}  {}/{}  {} {}  {}",
                     s(i, "approval_id"),
                     s(i, "status"),
+                    timing(i),
                     s(i, "tenant"),
                     s(i, "agent"),
                     s(i, "tool"),
@@ -100,6 +101,29 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A duration for people: `42s`, `3m 05s`, `2h 10m`.
+fn duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h {:02}m", secs / 3600, secs / 60 % 60)
+    }
+}
+
+/// Time left of a pending approval, or how long its decision took.
+fn timing(v: &Value) -> String {
+    if let Some(left) = v.get("expires_in_secs").and_then(Value::as_i64) {
+        return format!("{} left", duration(left));
+    }
+    match v.get("time_to_decision_secs").and_then(Value::as_i64) {
+        Some(t) => format!("decided in {}", duration(t)),
+        None => "-".to_owned(),
+    }
+}
+
 fn print_one(v: &Value, format: Format) {
     match format {
         Format::Json => println!("{v}"),
@@ -109,6 +133,7 @@ fn print_one(v: &Value, format: Format) {
             println!("  call    {} {}", s(v, "tool"), s(v, "action"));
             println!("  rule    {}", s(v, "rule"));
             println!("  reason  {}", s(v, "reason"));
+            println!("  time    {}", timing(v));
             if let Some(summary) = v.get("summary").filter(|x| !x.is_null()) {
                 println!("  summary {summary}");
             }

@@ -1,8 +1,9 @@
-//! `aegis audit verify|export`: the control plane's hash-chained audit log,
-//! read through the API or straight from the store (`--db`).
+//! `aegis audit verify|export|list`: the control plane's hash-chained audit
+//! log, read through the API or straight from the store (`--db`); `list`
+//! searches it as the dashboard's audit page does.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{Client, Remote};
+use crate::client::{q, Client, Remote};
 use aegis_control::DbUrl;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -18,6 +19,34 @@ pub enum Cmd {
     /// Print events as JSON lines (`jsonl`) or OCSF API Activity events (`ocsf`).
     #[command(after_help = EXIT_CODES)]
     Export(ExportArgs),
+    /// Search events, newest first: by kind, actor, subject or text.
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Events of this kind only (`approval.decided`, `dashboard.signin`, ...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Events by this actor only (`approver:alice`, `gateway:edge-1`, ...).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Events about this subject only (an approval id, a revision, ...).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Text in the kind, actor, subject or details (ASCII case ignored).
+    #[arg(long)]
+    search: Option<String>,
+    /// Events before this sequence number (the next page).
+    #[arg(long)]
+    before: Option<i64>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 /// Read from the store directly instead of the server.
@@ -155,6 +184,61 @@ pub fn export(a: &ExportArgs) -> Result<ExitCode, Error> {
                     _ => break,
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
+    let mut path = format!(
+        "/v1/audit?limit={}&before={}",
+        a.limit,
+        a.before.unwrap_or(i64::MAX)
+    );
+    for (k, v) in [
+        ("kind", &a.kind),
+        ("actor", &a.actor),
+        ("subject", &a.subject),
+        ("search", &a.search),
+    ] {
+        if let Some(v) = v {
+            path.push_str(&format!("&{k}={}", q(v)));
+        }
+    }
+    let v = Client::new(&a.remote).get(&path)?;
+    if a.format == Format::Json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let events = v
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() {
+        println!("no events");
+    }
+    let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    for e in &events {
+        let ms = e.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
+        let secs = ms.div_euclid(1000).rem_euclid(86_400);
+        println!(
+            "{:>6}  {} {:02}:{:02}:{:02}Z  {}  {}  {}  {}  {}",
+            e.get("seq").and_then(Value::as_i64).unwrap_or(0),
+            aegis_control::utc_day(ms),
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            s(e, "tenant"),
+            s(e, "actor"),
+            s(e, "kind"),
+            s(e, "subject"),
+            e.get("data").map(Value::to_string).unwrap_or_default()
+        );
+    }
+    if let Some(next) = v.get("next_before").and_then(Value::as_i64) {
+        if i64::try_from(events.len()).unwrap_or(0) >= a.limit {
+            eprintln!("older events: --before {next}");
         }
     }
     Ok(ExitCode::SUCCESS)

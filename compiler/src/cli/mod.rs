@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod budgets;
 mod build;
+mod bundles;
 mod check;
 mod compile;
 mod error;
@@ -151,6 +152,9 @@ enum Cmd {
     /// Approval notifications (Slack, Teams, webhooks) and their delivery.
     #[command(subcommand)]
     Notifications(notifications::Cmd),
+    /// Policy revisions published to the control plane.
+    #[command(subcommand)]
+    Bundles(bundles::Cmd),
 }
 
 /// Parses arguments, runs the command and prints its error, if any.
@@ -192,6 +196,10 @@ pub fn main() -> ExitCode {
         Cmd::Audit(audit::Cmd::Verify(args)) => audit::verify(&args),
         Cmd::Audit(audit::Cmd::Export(args)) => audit::export(&args),
         Cmd::Notifications(notifications::Cmd::List(args)) => notifications::list(&args),
+        Cmd::Audit(audit::Cmd::List(args)) => audit::list(&args),
+        Cmd::Agents(agents::Cmd::List(args)) => agents::list(&args),
+        Cmd::Bundles(bundles::Cmd::List(args)) => bundles::list(&args),
+        Cmd::Bundles(bundles::Cmd::Diff(args)) => bundles::diff(&args),
     };
     result.unwrap_or_else(|e| e.report())
 }

@@ -71,6 +71,8 @@ fn from_row(r: &AnyRow, now: i64) -> Result<Approval, sqlx::Error> {
     let summary: String = r.try_get("summary")?;
     let decided_by: Option<String> = r.try_get("decided_by")?;
     let secs = |v: Option<i64>| v.map(|ms| ms / 1000);
+    let created_ms: i64 = r.try_get("created_ms")?;
+    let decided_ms: Option<i64> = r.try_get("decided_ms")?;
     let json = json!({
         "approval_id": id,
         "tenant": tenant,
@@ -83,11 +85,14 @@ fn from_row(r: &AnyRow, now: i64) -> Result<Approval, sqlx::Error> {
         "digest": r.try_get::<String, _>("digest")?,
         "summary": serde_json::from_str::<Value>(&summary).unwrap_or(Value::Null),
         "status": status,
-        "created_at": r.try_get::<i64, _>("created_ms")? / 1000,
+        "created_at": created_ms / 1000,
         "expires_at": expires_ms / 1000,
+        // Relative to the answer's time, so a client needs no clock of its own.
+        "expires_in_secs": (status == "pending").then(|| (expires_ms - now).max(0) / 1000),
         "requested_by": r.try_get::<String, _>("requested_by")?,
         "decided_by": decided_by,
-        "decided_at": secs(r.try_get("decided_ms")?),
+        "decided_at": secs(decided_ms),
+        "time_to_decision_secs": decided_ms.map(|d| (d - created_ms).max(0) / 1000),
         "comment": r.try_get::<Option<String>, _>("comment")?,
         "redeemed_at": secs(r.try_get("redeemed_ms")?),
     });
@@ -344,7 +349,7 @@ pub async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub status: Option<String>,
@@ -357,6 +362,28 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let out = list_for(&s, &caller, &q).await?;
+    Ok(Json(json!({ "approvals": out })))
+}
+
+/// One approval as `caller` may see it (the dashboard's approval page).
+pub async fn one(s: &AppState, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+    caller.require(&[Role::Viewer, Role::Approver])?;
+    let row = load(s, id).await?.ok_or_else(|| not_found(id))?;
+    let a = from_row(&row, now_ms())?;
+    if !caller.sees(&a.tenant) {
+        return Err(not_found(id));
+    }
+    Ok(a.json)
+}
+
+/// Approvals as `GET /v1/approvals` lists them, newest first: the API's
+/// list and the dashboard's queue and history.
+pub async fn list_for(
+    s: &AppState,
+    caller: &Caller,
+    q: &ListQuery,
+) -> Result<Vec<Value>, ApiError> {
     caller.require(&[Role::Viewer, Role::Approver])?;
     let tenant = match (&q.tenant, caller.tenant.as_str()) {
         (Some(t), _) => {
@@ -397,7 +424,7 @@ pub async fn list(
     for r in &rows {
         out.push(from_row(r, now)?.json);
     }
-    Ok(Json(json!({ "approvals": out })))
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,35 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// `jsonl` (default: the records) or `ocsf`.
     pub format: Option<String>,
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    /// Text in the kind, actor, subject or data (ASCII case ignored).
+    pub search: Option<String>,
+    /// Records before this seq, newest first (instead of `since`).
+    pub before: Option<i64>,
+}
+
+impl ListQuery {
+    /// The search this query asks `caller` for: their own tenant's records
+    /// only unless the token is for all tenants.
+    pub fn filter(&self, caller: &Caller, default_limit: i64) -> crate::audit::Filter {
+        let own = |v: &Option<String>| v.clone().unwrap_or_default();
+        crate::audit::Filter {
+            tenant: if caller.tenant == "*" {
+                String::new()
+            } else {
+                caller.tenant.clone()
+            },
+            kind: own(&self.kind),
+            actor: own(&self.actor),
+            subject: own(&self.subject),
+            text: own(&self.search),
+            since: self.since.unwrap_or(0),
+            before: self.before,
+            limit: self.limit.unwrap_or(default_limit).clamp(1, 10_000),
+        }
+    }
 }
 
 pub async fn list(
@@ -24,9 +53,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Viewer, Role::Approver])?;
-    let tenant = (caller.tenant != "*").then_some(caller.tenant.as_str());
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let records = crate::audit::records(&s.store, q.since.unwrap_or(0), limit, tenant).await?;
+    let records = crate::audit::search(&s.store, &q.filter(&caller, 1000)).await?;
     let format = q.format.as_deref().unwrap_or("jsonl");
     if format != "jsonl" && format != "ocsf" {
         return Err(ApiError::bad_request(
@@ -39,12 +66,20 @@ pub async fn list(
         .iter()
         .map(|r| crate::audit::render(r, format))
         .collect();
+    if q.before.is_some() {
+        return Ok(Json(json!({"events": events, "next_before": next})));
+    }
     Ok(Json(json!({"events": events, "next_since": next})))
 }
 
 pub async fn verify(State(s): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let report = chain_status(&s, &caller).await?;
+    Ok(Json(serde_json::to_value(&report).unwrap_or(Value::Null)))
+}
+
+/// The chain checked against the service key's checkpoints.
+pub async fn chain_status(s: &AppState, caller: &Caller) -> Result<crate::Report, ApiError> {
     caller.require(&[Role::Viewer, Role::Approver])?;
     let trusted = [s.keys.service.key.verifying_key().to_bytes()];
-    let report = crate::audit::verify(&s.store, &trusted).await?;
-    Ok(Json(serde_json::to_value(&report).unwrap_or(Value::Null)))
+    Ok(crate::audit::verify(&s.store, &trusted).await?)
 }

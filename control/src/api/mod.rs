@@ -1,5 +1,6 @@
 //! The API handlers, one module per resource of DESIGN section 7.
 
+pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod budgets;

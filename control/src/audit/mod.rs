@@ -58,6 +58,68 @@ pub async fn records(
     rows.iter().map(record).collect()
 }
 
+/// Which records a search returns (empty strings: any).
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// One tenant's records only; empty: all.
+    pub tenant: String,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    /// Text found, ignoring ASCII case, in the kind, actor, subject or data.
+    pub text: String,
+    /// Records after this seq, oldest first ...
+    pub since: i64,
+    /// ... or, when set, records before this seq, newest first.
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// `text` as a `LIKE` pattern matching it anywhere, with `%`, `_` and the
+/// escape character taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Records matching `f`: the audit page and `GET /v1/audit` with filters.
+pub async fn search(store: &Store, f: &Filter) -> Result<Vec<Record>, sqlx::Error> {
+    let (bound, order) = match f.before {
+        Some(_) => ("seq < $1", "DESC"),
+        None => ("seq > $1", "ASC"),
+    };
+    let pattern = if f.text.is_empty() {
+        String::new()
+    } else {
+        like_pattern(&f.text)
+    };
+    let sql = format!(
+        "SELECT seq, at_ms, tenant, actor, kind, subject, data, prev_hash, hash FROM audit \
+         WHERE {bound} AND ($2 = '' OR tenant = $2) AND ($3 = '' OR kind = $3) AND ($4 = '' OR actor = $4) \
+         AND ($5 = '' OR subject = $5) AND ($6 = '' OR LOWER(kind) LIKE $6 ESCAPE '\\' OR LOWER(actor) LIKE $6 ESCAPE '\\' \
+         OR LOWER(subject) LIKE $6 ESCAPE '\\' OR LOWER(data) LIKE $6 ESCAPE '\\') ORDER BY seq {order} LIMIT $7"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(f.before.unwrap_or(f.since))
+        .bind(&f.tenant)
+        .bind(&f.kind)
+        .bind(&f.actor)
+        .bind(&f.subject)
+        .bind(&pattern)
+        .bind(f.limit)
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(record).collect()
+}
+
 pub async fn checkpoints(store: &Store) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let rows = sqlx::query("SELECT seq, hash, at_ms, key, sig FROM audit_checkpoints ORDER BY seq")
         .fetch_all(store.pool())

@@ -7,7 +7,8 @@
 
 /// `(version, statements)`, applied in order, each version in one
 /// transaction, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
     1,
     &[
         // The audit chain: one row per event, and the head (last seq and
@@ -70,6 +71,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
              PRIMARY KEY (approval_id, target))",
             // Signatures of Slack interactions seen within the replay window.
             "CREATE TABLE slack_replays (signature TEXT PRIMARY KEY, seen_ms BIGINT NOT NULL)",
+        ],
+    ),
+    (
+        3,
+        &[
+            // Dashboard sign-ins: only a hash of the session id (the cookie)
+            // is kept, so a copy of the store signs no one in.
+            "CREATE TABLE dashboard_sessions (id_sha256 TEXT PRIMARY KEY, role TEXT NOT NULL, \
+             tenant TEXT NOT NULL, subject TEXT NOT NULL, csrf TEXT NOT NULL, \
+             created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL)",
+            // Which bundle revision each gateway (token subject) fetched last.
+            "CREATE TABLE gateway_fetches (subject TEXT PRIMARY KEY, tenant TEXT NOT NULL, \
+             revision BIGINT NOT NULL, fetched_ms BIGINT NOT NULL)",
         ],
     ),
 ];
