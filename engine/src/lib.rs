@@ -9,7 +9,8 @@
 //! give it a [`Request`] and a [`Caller`] with a [`Scratch`] made once, and
 //! read the [`Decision`]. Beside it, the contracts other crates share:
 //! [`jwt`] (agent tokens), [`digest`] (which call an approval is for),
-//! [`reply`] (how a refusal is worded and shaped),
+//! [`reply`] (how a refusal is worded and shaped), with `std` [`explain`]
+//! (the decision table for people),
 //! [`locator`] (where a blob holds its bundle), [`trust`] (which signers are
 //! accepted), and with `compile` the [`ir`] and its [`builder`].
 //! [`unstable`] is for the project's own tests and benches.
@@ -29,6 +30,8 @@ mod types;
 
 pub mod day;
 pub mod digest;
+#[cfg(feature = "std")]
+pub mod explain;
 pub mod jwt;
 pub mod locator;
 pub mod reply;
