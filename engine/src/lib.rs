@@ -8,7 +8,8 @@
 //! What users of the engine need is at the crate root: load a [`Bundle`],
 //! give it a [`Request`] and a [`Caller`] with a [`Scratch`] made once, and
 //! read the [`Decision`]. Beside it, the contracts other crates share:
-//! [`jwt`] (agent tokens), [`digest`] (which call an approval is for),
+//! [`jwt`] (agent tokens), [`digest`] (which call an approval is for;
+//! [`ApprovalSummary`] is what the person deciding it sees of the call),
 //! [`reply`] (how a refusal is worded and shaped), with `std` [`explain`]
 //! (the decision table for people),
 //! [`locator`] (where a blob holds its bundle), [`trust`] (which signers are
@@ -26,6 +27,7 @@ mod index;
 mod listing;
 mod mcp;
 mod reason;
+mod summary;
 mod types;
 
 pub mod day;
@@ -54,4 +56,5 @@ pub use http::{Headers, HttpError, Request};
 pub use listing::{Listing, ToolsList};
 pub use mcp::{MCP_GOVERNED, MCP_PLUMBING};
 pub use reason::Reason;
+pub use summary::ApprovalSummary;
 pub use types::{Approval, BodyKind, Detector, DlpAction, Mode, Verdict};
