@@ -165,6 +165,7 @@ pub struct ToolEntry {
     /// index is the slot.
     pub params: Vec<Vec<String>>,
     /// Anchored multi-pattern DFA over `METHOD path`; empty for MCP.
+    #[serde(with = "crate::dfa::as_bytes")]
     pub routes: Vec<u8>,
     /// Route pattern id -> action index.
     pub route_actions: Vec<u16>,
