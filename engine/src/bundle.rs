@@ -109,8 +109,9 @@ pub struct Model {
     pub dlp: Vec<DlpSpec>,
     /// The DLP set (of `dlp`) with every built-in detector, redacting,
     /// that masks the parameters a person deciding an approval is shown,
-    /// whatever the agent's own DLP does.
-    pub approval_dlp: u32,
+    /// whatever the agent's own DLP does; `None` when no rule asks for
+    /// approval.
+    pub approval_dlp: Option<u32>,
     /// What the policy said that evaluation does not need, kept so that
     /// the bundle explains itself as its policy does.
     pub source: Source,
@@ -658,9 +659,10 @@ fn validate(m: &Model) -> Result<(), String> {
             .all(|w| matches!(w, [a, b] if agent_key(a) < agent_key(b))),
         || "agents not sorted".into(),
     )?;
-    check((m.approval_dlp as usize) < m.dlp.len(), || {
-        "approval dlp out of range".into()
-    })?;
+    check(
+        m.approval_dlp.is_none_or(|d| (d as usize) < m.dlp.len()),
+        || "approval dlp out of range".into(),
+    )?;
     validate_source(m)?;
     for (i, a) in m.agents.iter().enumerate() {
         if let Some(d) = a.dlp {

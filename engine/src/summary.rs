@@ -63,9 +63,9 @@ impl Bundle {
             .agent(route.caller())
             .ok_or(RequestDigestError::Route)?;
         let own = agent.dlp.and_then(|d| self.scanners.get(d as usize));
-        let approval = match agent.dlp {
-            Some(d) if d == self.model.approval_dlp => None,
-            _ => self.scanners.get(self.model.approval_dlp as usize),
+        let approval = match (agent.dlp, self.model.approval_dlp) {
+            (Some(own), Some(all)) if own == all => None,
+            (_, all) => all.and_then(|d| self.scanners.get(d as usize)),
         };
         let mut masker = Masker {
             scanners: [own, approval],

@@ -62,53 +62,77 @@ fn agent(name: &str, dlp: Option<Dlp>) -> Agent {
     }
 }
 
-/// A JSON, a form and an MCP tool; agent `plain` has no DLP of its own,
-/// agent `guarded` a custom detector whose action is `mask`.
+/// The bundle of [`policy`].
 fn bundle() -> &'static Bundle {
     static B: OnceLock<Bundle> = OnceLock::new();
     B.get_or_init(|| {
-        let p = Policy {
-            version: "summary-1".into(),
-            identity: None,
-            tools: vec![
-                tool(
-                    "payments",
-                    "api.pay.test",
-                    BodyKind::Json,
-                    false,
-                    vec![action("pay", Some("POST"), Some("/v1/pay"))],
-                ),
-                tool(
-                    "forms",
-                    "forms.test",
-                    BodyKind::Form,
-                    false,
-                    vec![action("submit", Some("POST"), Some("/submit"))],
-                ),
-                tool(
-                    "files",
-                    "mcp.files.test",
-                    BodyKind::Json,
-                    true,
-                    vec![action("write_file", None, None)],
-                ),
-            ],
-            agents: vec![
-                agent("plain", None),
-                agent(
-                    "guarded",
-                    Some(Dlp {
-                        detectors: vec![Detector::Email],
-                        custom: vec![("ticket".into(), "TCK-[0-9]{6}".into())],
-                        action: DlpAction::Mask,
-                    }),
-                ),
-            ],
-            limits: Default::default(),
-        };
-        let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+        let bytes = compile(&policy(), &BuildOptions::default(), None).unwrap();
         Bundle::load(&bytes, &[]).unwrap()
     })
+}
+
+/// A JSON, a form and an MCP tool; agent `plain` has no DLP of its own,
+/// agent `guarded` a custom detector whose action is `mask`.
+fn policy() -> Policy {
+    Policy {
+        version: "summary-1".into(),
+        identity: None,
+        tools: vec![
+            tool(
+                "payments",
+                "api.pay.test",
+                BodyKind::Json,
+                false,
+                vec![action("pay", Some("POST"), Some("/v1/pay"))],
+            ),
+            tool(
+                "forms",
+                "forms.test",
+                BodyKind::Form,
+                false,
+                vec![action("submit", Some("POST"), Some("/submit"))],
+            ),
+            tool(
+                "files",
+                "mcp.files.test",
+                BodyKind::Json,
+                true,
+                vec![action("write_file", None, None)],
+            ),
+        ],
+        agents: vec![
+            agent("plain", None),
+            agent(
+                "guarded",
+                Some(Dlp {
+                    detectors: vec![Detector::Email],
+                    custom: vec![("ticket".into(), "TCK-[0-9]{6}".into())],
+                    action: DlpAction::Mask,
+                }),
+            ),
+        ],
+        limits: Default::default(),
+    }
+}
+
+/// The set of every built-in detector is carried only by bundles that
+/// ask for approvals.
+#[test]
+fn only_a_policy_that_asks_for_approval_carries_the_approval_dlp() {
+    let m = &bundle().model;
+    let set = &m.dlp[m.approval_dlp.unwrap() as usize];
+    assert_eq!(set.patterns.len(), Detector::ALL.len());
+    let mut p = policy();
+    for a in &mut p.agents {
+        for r in &mut a.rules {
+            r.approval = Approval::Never;
+        }
+    }
+    let bytes = compile(&p, &BuildOptions::default(), None).unwrap();
+    let b = Bundle::load(&bytes, &[]).unwrap();
+    assert_eq!(b.model.approval_dlp, None);
+    // Only the `guarded` agent's own set.
+    assert_eq!(b.model.dlp.len(), 1);
 }
 
 fn summary_of(

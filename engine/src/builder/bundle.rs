@@ -242,13 +242,21 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
     }
 
     // Approvals mask what they show with every built-in detector, also for
-    // agents whose own DLP lacks one.
-    let approval_dlp = match dlp_ids.iter().find(|(d, _)| {
+    // agents whose own DLP lacks one. A policy that never asks for approval
+    // does not carry the set (about 230 KB of DFAs in each worker).
+    let asks = policy
+        .agents
+        .iter()
+        .flat_map(|a| &a.rules)
+        .any(|r| r.approval != ir::Approval::Never);
+    let shared = dlp_ids.iter().find(|(d, _)| {
         d.custom.is_empty()
             && d.action == DlpAction::Redact
             && Detector::ALL.iter().all(|x| d.detectors.contains(x))
-    }) {
-        Some((_, id)) => *id,
+    });
+    let approval_dlp = match shared {
+        _ if !asks => None,
+        Some((_, id)) => Some(*id),
         None => {
             let all = ir::Dlp {
                 detectors: Detector::ALL.to_vec(),
@@ -263,7 +271,7 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
                 opts.dlp_hash_key,
             )?);
             dlp_ids.push((all, id));
-            id
+            Some(id)
         }
     };
     let mut regex_sources = alloc::vec![String::new(); regexes.len()];
