@@ -44,7 +44,8 @@ pub struct ApprovalSummary {
     /// A JSON object: parameter name -> value (a value given twice under
     /// one name, an array of them).
     pub params: String,
-    /// Parameters were left out or values cut to keep `params` small.
+    /// Parameters were left out, or values or the path cut, to keep the
+    /// summary small.
     pub truncated: bool,
     /// The request path and query, percent-decoded, with DLP applied.
     pub path: String,
