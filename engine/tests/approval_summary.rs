@@ -384,6 +384,14 @@ proptest! {
         let p: Value = serde_json::from_str(&s.params).unwrap();
         prop_assert!(p.is_object());
         prop_assert!(s.params.len() <= 4096);
+        // The same document as an MCP call's arguments.
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "write_file", "arguments": doc}});
+        let body = serde_json::to_vec(&call).unwrap();
+        let m = summary_of("guarded", "mcp.files.test", "/mcp", JSON, &body);
+        let p: Value = serde_json::from_str(&m.params).unwrap();
+        prop_assert!(p.is_object());
+        prop_assert!(m.params.len() <= 4096);
     }
 }
 
