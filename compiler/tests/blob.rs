@@ -433,6 +433,12 @@ fn build_then_verify_and_inspect() {
     let bundle = blob::extract(&wasm).unwrap().unwrap();
     let loaded = aegis_engine::Bundle::load(&bundle, &[]).unwrap();
     assert_eq!(loaded.model.policy_version, "fin-7");
+    // The module explains itself as its policies do.
+    let of_blob = text(&aegis(&["explain", &out]).stdout);
+    let of_policies = text(&aegis(&["explain", "policies/finance"]).stdout);
+    let table = |s: &str| s.split_once('\n').unwrap().1.to_string();
+    assert!(of_blob.starts_with("policy version fin-7\n"), "{of_blob}");
+    assert_eq!(table(&of_blob), table(&of_policies));
     // wasmsign2 accepts the blob with the public key from `aegis keygen`.
     let vk = aegis_compiler::keys::read_verifying_key(Path::new(&s.public)).unwrap();
     let mut raw = vec![0x01];

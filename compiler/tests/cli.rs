@@ -293,6 +293,38 @@ fn explain_output_snapshot() {
 }
 
 #[test]
+fn explain_a_compiled_bundle_as_its_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fin.bundle").display().to_string();
+    let o = aegis(&["compile", "policies/finance", "-o", &bundle]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for extra in [
+        &[][..],
+        &["--agent", "finance-agent"],
+        &["--format", "json"],
+    ] {
+        let of_policies = aegis(&[&["explain", "policies/finance"][..], extra].concat());
+        let of_bundle = aegis(&[&["explain", &bundle][..], extra].concat());
+        assert_eq!(of_bundle.status.code(), Some(0), "{}", stderr(&of_bundle));
+        assert_eq!(stdout(&of_bundle), stdout(&of_policies), "{extra:?}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&aegis(&["explain", &bundle, "--format", "json"]))).unwrap();
+    assert!(json["agents"].as_array().unwrap().len() > 1, "{json}");
+    // Not a bundle, not a module: read as a policy file, which it is not.
+    let junk = write(dir.path(), "junk.bin", "AEGISBN");
+    assert_ne!(aegis(&["explain", &junk]).status.code(), Some(0));
+    // A damaged bundle is refused, not explained.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let o = aegis(&["explain", &bundle]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not load"), "{}", stderr(&o));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(
         aegis(&["compile", "policies/finance"]).status.code(),

@@ -357,6 +357,10 @@ fn an_approved_payment_reaches_the_upstream_exactly_once() {
     assert_eq!(a["summary"]["host"], STRIPE);
     assert_eq!(a["summary"]["path"], "/v1/payment_intents");
     assert_eq!(a["summary"]["request_id"], request_id(&first));
+    assert_eq!(
+        a["summary"]["params"],
+        json!({"amount": "7500", "currency": "usd"})
+    );
 
     // Retried before anyone decided: still pending, same approval.
     let early = with_approval(retry(first.clone(), 1), &id);

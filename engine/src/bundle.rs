@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"AEGISBND";
 pub const SIG_MAGIC: &[u8; 8] = b"AEGISSIG";
-pub const FORMAT_VERSION: u16 = 9;
+pub const FORMAT_VERSION: u16 = 10;
 /// Header flag: the payload is deflate-compressed.
 pub const FLAG_DEFLATE: u16 = 1;
 /// Largest `Model` encoding a bundle may inflate to.
@@ -107,6 +107,46 @@ pub struct Model {
     /// Condition regex DFAs (serialized, unanchored).
     pub regexes: Vec<Vec<u8>>,
     pub dlp: Vec<DlpSpec>,
+    /// The DLP set (of `dlp`) with every built-in detector, redacting,
+    /// that masks the parameters a person deciding an approval is shown,
+    /// whatever the agent's own DLP does; `None` when no rule asks for
+    /// approval.
+    pub approval_dlp: Option<u32>,
+    /// What the policy said that evaluation does not need, kept so that
+    /// the bundle explains itself as its policy does.
+    pub source: Source,
+}
+
+/// The policy's own order and spelling where the evaluator's tables lose
+/// them: read only by [`Bundle::explain`], never per request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Indices into [`Model::agents`], in policy order.
+    pub agent_order: Vec<u32>,
+    /// By agent of [`Model::agents`].
+    pub agents: Vec<AgentSource>,
+    /// By regex of [`Model::regexes`]: its pattern as written.
+    pub regexes: Vec<String>,
+    /// By DLP set of [`Model::dlp`]: its detectors as listed.
+    pub dlp: Vec<DlpSource>,
+}
+
+/// One agent as its policy lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentSource {
+    /// `egress.allow_hosts` as listed (the table sorts them).
+    pub allow_hosts: Option<Vec<String>>,
+    /// Its rules, indices into [`Model::rules`], in policy order (the
+    /// table groups them by tool and action).
+    pub rules: Vec<u32>,
+}
+
+/// One DLP set as the policy lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DlpSource {
+    pub detectors: Vec<crate::types::Detector>,
+    /// `(name, regex)` of each custom detector.
+    pub custom: Vec<(String, String)>,
 }
 
 /// One tool: an entry of [`Model::tools`].
@@ -126,6 +166,7 @@ pub struct ToolEntry {
     /// index is the slot.
     pub params: Vec<Vec<String>>,
     /// Anchored multi-pattern DFA over `METHOD path`; empty for MCP.
+    #[serde(with = "crate::dfa::as_bytes")]
     pub routes: Vec<u8>,
     /// Route pattern id -> action index.
     pub route_actions: Vec<u16>,
@@ -618,6 +659,11 @@ fn validate(m: &Model) -> Result<(), String> {
             .all(|w| matches!(w, [a, b] if agent_key(a) < agent_key(b))),
         || "agents not sorted".into(),
     )?;
+    check(
+        m.approval_dlp.is_none_or(|d| (d as usize) < m.dlp.len()),
+        || "approval dlp out of range".into(),
+    )?;
+    validate_source(m)?;
     for (i, a) in m.agents.iter().enumerate() {
         if let Some(d) = a.dlp {
             check((d as usize) < m.dlp.len(), || {
@@ -661,6 +707,29 @@ fn validate(m: &Model) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The source's parallel lists match the model's and point inside it.
+fn validate_source(m: &Model) -> Result<(), String> {
+    let s = &m.source;
+    check(
+        s.agents.len() == m.agents.len()
+            && s.agent_order.len() == m.agents.len()
+            && s.regexes.len() == m.regexes.len()
+            && s.dlp.len() == m.dlp.len(),
+        || "source lists do not match the model".into(),
+    )?;
+    check(
+        s.agent_order.iter().all(|i| (*i as usize) < m.agents.len()),
+        || "source agent out of range".into(),
+    )?;
+    check(
+        s.agents
+            .iter()
+            .flat_map(|a| &a.rules)
+            .all(|r| (*r as usize) < m.rules.len()),
+        || "source rule out of range".into(),
+    )
 }
 
 /// Sort key of agents. `Option` rather than `""` for "no tenant": equal

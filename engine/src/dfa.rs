@@ -109,3 +109,76 @@ fn end_match(dfa: &Dfa, s: StateID) -> Option<usize> {
         .map(|i| dfa.match_pattern(s, i).as_usize())
         .min()
 }
+
+/// Serde for serialized DFAs (`#[serde(with = "crate::dfa::as_bytes")]`):
+/// one byte string, which postcard writes exactly as a sequence of `u8`
+/// (the length, then the bytes), so the format is the same; but it is
+/// read and written at once rather than value by value, which in an
+/// unoptimised build is most of the time a bundle takes to encode and load.
+pub mod as_bytes {
+    use alloc::vec::Vec;
+    use core::fmt;
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Bytes)
+    }
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        // Self-describing formats may write bytes as a sequence.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct AsSeq(Vec<u8>, u8);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct AsBytes(#[serde(with = "super::as_bytes")] Vec<u8>, u8);
+
+    #[test]
+    fn bytes_are_encoded_as_the_sequence_they_replace() {
+        for n in [0usize, 1, 127, 128, 300, 70_000] {
+            let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let seq = postcard::to_allocvec(&AsSeq(v.clone(), 9)).unwrap();
+            let bytes = postcard::to_allocvec(&AsBytes(v.clone(), 9)).unwrap();
+            assert_eq!(seq, bytes);
+            assert_eq!(
+                postcard::from_bytes::<AsBytes>(&seq).unwrap(),
+                AsBytes(v, 9)
+            );
+        }
+    }
+}

@@ -577,6 +577,21 @@ impl Bundle {
         action: &str,
         req: &Request<'_, H>,
     ) -> Result<[u8; 32], RequestDigestError> {
+        self.read_call(route, action, req, |call| {
+            approval_digest(call).map_err(RequestDigestError::Digest)
+        })?
+    }
+
+    /// Gives `f` the routed request as the engine reads it (see
+    /// [`Bundle::approval_digest`]): what an approval is for, digested or
+    /// shown to the person deciding.
+    pub(crate) fn read_call<H: Headers + ?Sized, R>(
+        &self,
+        route: &Routed,
+        action: &str,
+        req: &Request<'_, H>,
+        f: impl FnOnce(&Call<'_>) -> R,
+    ) -> Result<R, RequestDigestError> {
         let host = crate::http::host_of(req.authority).map_err(RequestDigestError::Http)?;
         let agent = self
             .agent(route.caller())
@@ -620,7 +635,7 @@ impl Bundle {
             query: query.unwrap_or_default(),
             body: shape,
         };
-        approval_digest(&call).map_err(RequestDigestError::Digest)
+        Ok(f(&call))
     }
 }
 

@@ -8,8 +8,10 @@
 //! What users of the engine need is at the crate root: load a [`Bundle`],
 //! give it a [`Request`] and a [`Caller`] with a [`Scratch`] made once, and
 //! read the [`Decision`]. Beside it, the contracts other crates share:
-//! [`jwt`] (agent tokens), [`digest`] (which call an approval is for),
-//! [`reply`] (how a refusal is worded and shaped),
+//! [`jwt`] (agent tokens), [`digest`] (which call an approval is for;
+//! [`ApprovalSummary`] is what the person deciding it sees of the call),
+//! [`reply`] (how a refusal is worded and shaped), with `std` [`explain`]
+//! (the decision table for people),
 //! [`locator`] (where a blob holds its bundle), [`trust`] (which signers are
 //! accepted), and with `compile` the [`ir`] and its [`builder`].
 //! [`unstable`] is for the project's own tests and benches.
@@ -20,17 +22,18 @@ extern crate alloc;
 extern crate std;
 
 mod eval;
-#[cfg(feature = "std")]
-mod explain;
 mod http;
 mod index;
 mod listing;
 mod mcp;
 mod reason;
+mod summary;
 mod types;
 
 pub mod day;
 pub mod digest;
+#[cfg(feature = "std")]
+pub mod explain;
 pub mod jwt;
 pub mod locator;
 pub mod reply;
@@ -53,4 +56,5 @@ pub use http::{Headers, HttpError, Request};
 pub use listing::{Listing, ToolsList};
 pub use mcp::{MCP_GOVERNED, MCP_PLUMBING};
 pub use reason::Reason;
+pub use summary::ApprovalSummary;
 pub use types::{Approval, BodyKind, Detector, DlpAction, Mode, Verdict};

@@ -67,14 +67,20 @@ pub struct NewApproval<'a> {
 }
 
 /// What a person deciding sees of the call, besides the reason: where it
-/// goes, not what it carries (the body may hold what DLP protects).
+/// goes and its parameters, with DLP applied to both
+/// (`Bundle::approval_summary`).
 #[derive(Debug, serde::Serialize)]
 pub struct Summary<'a> {
     pub method: &'a str,
     pub host: &'a str,
+    /// Path and query, percent-decoded and masked.
     pub path: &'a str,
     pub request_id: &'a str,
     pub body_bytes: usize,
+    /// Parameter name -> value, masked and bounded (a JSON object).
+    pub params: Option<Box<serde_json::value::RawValue>>,
+    /// Parameters were left out or values cut.
+    pub params_truncated: bool,
 }
 
 pub fn create_approval(a: &NewApproval<'_>) -> Call {

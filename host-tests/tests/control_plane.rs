@@ -96,7 +96,11 @@ impl Setup {
     }
 
     fn pay(&self, amount: u32, approval: Option<&str>) -> (HttpRequest, Vec<u8>) {
-        let body = format!("amount={amount}&currency=usd").into_bytes();
+        self.pay_with(&format!("amount={amount}&currency=usd"), approval)
+    }
+
+    fn pay_with(&self, body: &str, approval: Option<&str>) -> (HttpRequest, Vec<u8>) {
+        let body = body.as_bytes().to_vec();
         let token = self.issuer.token("payer", None, common::now_unix());
         let mut r = HttpRequest::new("POST", "https://pay.example.com/v1/pay")
             .header("authorization", &format!("Bearer {token}"))
@@ -137,7 +141,9 @@ fn an_approved_payment_goes_once_then_the_budget_runs_out() {
     let mut vm = s.host.plugin_with(s.options()).unwrap();
 
     // 7,500 needs a person: the agent is told which approval to wait for.
-    let (req, body) = s.pay(7500, None);
+    // The memo holds a card number (the agent has no DLP of its own).
+    let big = "amount=7500&currency=usd&memo=card+4111+1111+1111+1111";
+    let (req, body) = s.pay_with(big, None);
     let o = vm.request(&req, &[&body]).unwrap();
     let (status, j) = local(&o);
     assert_eq!(status, 403, "{j}");
@@ -151,6 +157,18 @@ fn an_approved_payment_goes_once_then_the_budget_runs_out() {
         Some(id.as_str())
     );
     assert!(!o.forwarded);
+    // What the person sees of the call: its parameters, the card number
+    // masked.
+    let shown =
+        s.cp.cli_json(&s.approver, &["approvals", "show", &id])
+            .unwrap();
+    assert_eq!(
+        shown["summary"]["params"],
+        serde_json::json!({
+            "amount": "7500", "currency": "usd", "memo": "card [REDACTED:credit_card]"
+        }),
+        "{shown}"
+    );
 
     // A person approves it with the CLI. The id is good for that call
     // only: another amount is another call, refused.
@@ -164,7 +182,7 @@ fn an_approved_payment_goes_once_then_the_budget_runs_out() {
         "{j}"
     );
     // The retry of the approved call goes upstream.
-    let (req, body) = s.pay(7500, Some(&id));
+    let (req, body) = s.pay_with(big, Some(&id));
     let o = vm.request(&req, &[&body]).unwrap();
     assert!(o.forwarded, "{:?}", o.local_response);
     assert_eq!(o.forwarded_header("x-aegis-approval"), None);

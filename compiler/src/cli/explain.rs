@@ -1,14 +1,23 @@
-//! `aegis explain PATH... [--agent ID]`: the decision table for humans.
+//! `aegis explain PATH... [--agent ID]`: the decision table for humans, of
+//! policies, a compiled bundle or a filter module from `aegis build`.
+//!
+//! Policies are compiled and explained from their bundle, as a published
+//! bundle is (`Bundle::explain`): the text of a policy and of the bundle
+//! built from it cannot drift apart.
 
 use super::{Error, Format, Output};
 use crate::frontend;
-use aegis_engine::ir::{Agent, Approval, Op, Policy, Predicate, Rule, Scalar};
-use std::fmt::Write;
-use std::path::PathBuf;
+use crate::package::bundle_from_file;
+use aegis_engine::builder::bundle::{compile, BuildOptions};
+use aegis_engine::explain::Explained;
+use aegis_engine::{Bundle, BUNDLE_MAGIC};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Policy files or directories, or one bundle (`aegis compile`) or
+    /// filter module (`aegis build`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Only this agent (`name` or `tenant/name`).
@@ -19,136 +28,61 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
-    let agent = args.agent.as_deref();
-    let loaded = frontend::load(&args.paths, None)
-        .map_err(|d| Error::diagnostics(d, Format::Human, args.output.verbose))?;
-    let p = &loaded.policy;
-    let agents: Vec<&Agent> = p
-        .agents
-        .iter()
-        .filter(|a| agent.is_none_or(|want| a.id == want || a.name == want))
-        .collect();
-    if agents.is_empty() {
+    let bundle = match compiled_file(&args.paths)? {
+        Some((path, bytes)) => {
+            let bytes = bundle_from_file(&bytes)
+                .map_err(|e| Error::input(format_args!("`{}`: {e}", path.display())))?;
+            // Explaining is not enforcing: the signature is checked against
+            // the key it names, no trust list is asked for.
+            Bundle::load(&bytes, &[]).map_err(|e| {
+                Error::failed(format_args!(
+                    "`{}`: the bundle does not load: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        None => compiled_policies(args)?,
+    };
+    let explained = bundle.explained(args.agent.as_deref());
+    if explained.agents.is_empty() {
         return Err(Error::failed(format_args!(
             "no agent `{}`",
-            agent.unwrap_or("")
+            args.agent.as_deref().unwrap_or("")
         )));
     }
     match args.output.format {
-        Format::Human => print!("{}", explain_text(p, &agents)),
-        Format::Json => println!("{}", explain_json(p, &agents)),
+        Format::Human => print!("{explained}"),
+        Format::Json => println!("{}", explain_json(&explained)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn scalar(s: &Scalar) -> String {
-    match s {
-        Scalar::Str(s) => format!("{s:?}"),
-        Scalar::Num(n) => n.to_string(),
-        Scalar::Bool(b) => b.to_string(),
-    }
-}
-
-fn list(v: &[Scalar]) -> String {
-    v.iter().map(scalar).collect::<Vec<_>>().join(", ")
-}
-
-/// One predicate in policy syntax, e.g. `amount <= 5000`.
-pub fn predicate(p: &Predicate) -> String {
-    let x = &p.param;
-    match &p.op {
-        Op::Eq(s) => format!("{x} == {}", scalar(s)),
-        Op::Ne(s) => format!("{x} != {}", scalar(s)),
-        Op::In(v) => format!("{x} in [{}]", list(v)),
-        Op::NotIn(v) => format!("{x} not in [{}]", list(v)),
-        Op::Lt(n) => format!("{x} < {n}"),
-        Op::Le(n) => format!("{x} <= {n}"),
-        Op::Gt(n) => format!("{x} > {n}"),
-        Op::Ge(n) => format!("{x} >= {n}"),
-        Op::Matches(r) => format!("{x} matches /{r}/"),
-        Op::NotMatches(r) => format!("{x} does not match /{r}/"),
-        Op::Exists => format!("{x} is present"),
-        Op::Absent => format!("{x} is absent"),
-    }
-}
-
-fn preds(v: &[Predicate]) -> String {
-    v.iter().map(predicate).collect::<Vec<_>>().join(" and ")
-}
-
-fn route(p: &Policy, r: &Rule) -> String {
-    let Some(t) = p.tools.get(r.tool) else {
-        return String::new();
+/// The one path given when it is a file holding a bundle or a module (by
+/// its first bytes), with its bytes.
+fn compiled_file(paths: &[PathBuf]) -> Result<Option<(&Path, Vec<u8>)>, Error> {
+    let [path] = paths else {
+        return Ok(None);
     };
-    let Some(a) = t.actions.get(r.action) else {
-        return String::new();
-    };
-    match (&t.mcp_path, &a.method, &a.path) {
-        (Some(mcp), _, _) => format!("mcp tools/call `{}` at {}{mcp}", a.name, t.hosts.join("|")),
-        (None, Some(m), Some(path)) => format!("{m} {}{path}", t.hosts.join("|")),
-        _ => String::new(),
+    if !path.is_file() {
+        return Ok(None);
     }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::input(format_args!("cannot read `{}`: {e}", path.display())))?;
+    let compiled = bytes.starts_with(BUNDLE_MAGIC) || bytes.starts_with(b"\0asm");
+    Ok(compiled.then_some((path.as_path(), bytes)))
 }
 
-fn outcome(r: &Rule) -> &'static str {
-    match (r.approval, r.conditions.is_empty()) {
-        (Approval::Always, true) => "approval_needed",
-        (Approval::Always, false) => "approval_needed; if a condition fails: deny",
-        (Approval::OnFailure, false) => "allow; if a condition fails: approval_needed",
-        (_, true) => "allow",
-        (Approval::Never, false) => "allow; if a condition fails: deny",
-    }
+fn compiled_policies(args: &Args) -> Result<Bundle, Error> {
+    let loaded = frontend::load(&args.paths, None)
+        .map_err(|d| Error::diagnostics(d, Format::Human, args.output.verbose))?;
+    let bytes = compile(&loaded.policy, &BuildOptions::default(), None).map_err(Error::failed)?;
+    Bundle::load(&bytes, &[])
+        .map_err(|e| Error::failed(format_args!("compiled bundle does not load: {e}")))
 }
 
-pub fn explain_text(p: &Policy, agents: &[&Agent]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "policy version {}", p.version);
-    for a in agents {
-        let _ = writeln!(s, "\nagent {} (mode {})", a.id, a.mode.as_str());
-        let egress = a.allow_hosts.as_ref().map_or_else(
-            || "any host (no egress restriction)".to_string(),
-            |h| h.join(", "),
-        );
-        let _ = writeln!(s, "  egress: {egress}");
-        if let Some(b) = &a.budget {
-            let mut parts = Vec::new();
-            if let Some(d) = b.daily_usd {
-                parts.push(format!("{d} usd/day"));
-            }
-            if let Some(r) = b.rps {
-                parts.push(format!("{r} requests/s"));
-            }
-            let _ = writeln!(s, "  budget: {}", parts.join(", "));
-        }
-        if let Some(d) = &a.dlp {
-            let mut names: Vec<String> = d.detectors.iter().map(|x| x.name().to_string()).collect();
-            names.extend(d.custom.iter().map(|(n, r)| format!("{n} /{r}/")));
-            let _ = writeln!(s, "  dlp: {} -> {}", names.join(", "), d.action.as_str());
-        }
-        if a.rules.is_empty() {
-            let _ = writeln!(s, "  (no tools allowed)");
-        }
-        for r in &a.rules {
-            let _ = writeln!(s, "  {}", r.id);
-            let _ = writeln!(s, "    call: {}", route(p, r));
-            if !r.when.is_empty() {
-                let _ = writeln!(s, "    when: {}", preds(&r.when));
-            }
-            if !r.conditions.is_empty() {
-                let _ = writeln!(s, "    require: {}", preds(&r.conditions));
-            }
-            let _ = writeln!(s, "    then: {}", outcome(r));
-            if let Some(c) = r.cost_usd {
-                let _ = writeln!(s, "    cost: {c} usd");
-            }
-        }
-        let _ = writeln!(s, "  anything else: deny");
-    }
-    s
-}
-
-fn explain_json(p: &Policy, agents: &[&Agent]) -> serde_json::Value {
-    let agents: Vec<_> = agents
+fn explain_json(e: &Explained<'_>) -> serde_json::Value {
+    let agents: Vec<_> = e
+        .agents
         .iter()
         .map(|a| {
             let rules: Vec<_> = a
@@ -157,12 +91,12 @@ fn explain_json(p: &Policy, agents: &[&Agent]) -> serde_json::Value {
                 .map(|r| {
                     serde_json::json!({
                         "id": r.id,
-                        "tool": p.tools.get(r.tool).map(|t| t.name.clone()),
-                        "action": p.tools.get(r.tool).and_then(|t| t.actions.get(r.action)).map(|x| x.name.clone()),
-                        "call": route(p, r),
-                        "when": r.when.iter().map(predicate).collect::<Vec<_>>(),
-                        "require": r.conditions.iter().map(predicate).collect::<Vec<_>>(),
-                        "then": outcome(r),
+                        "tool": r.tool,
+                        "action": r.action,
+                        "call": r.call,
+                        "when": r.when,
+                        "require": r.require,
+                        "then": r.then,
                         "cost_usd": r.cost_usd,
                     })
                 })
@@ -170,7 +104,7 @@ fn explain_json(p: &Policy, agents: &[&Agent]) -> serde_json::Value {
             serde_json::json!({
                 "agent": a.id,
                 "mode": a.mode.as_str(),
-                "egress": a.allow_hosts,
+                "egress": a.egress,
                 "dlp": a.dlp.as_ref().map(|d| serde_json::json!({
                     "detectors": d.detectors.iter().map(|x| x.name()).collect::<Vec<_>>(),
                     "custom": d.custom.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
@@ -180,5 +114,5 @@ fn explain_json(p: &Policy, agents: &[&Agent]) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({"policy_version": p.version, "agents": agents})
+    serde_json::json!({"policy_version": e.policy_version, "agents": agents})
 }

@@ -5,10 +5,10 @@ use super::dlp::build_dlp;
 use super::regex::{condition_dfa, describe, serialize};
 use super::BuildError;
 use crate::bundle::{
-    encode, ActionEntry, AgentBudget, AgentEntry, HostList, Lit, Model, PredEntry, PredOp,
-    RuleEntry, Span, TSeg, TableEntry, ToolEntry,
+    encode, ActionEntry, AgentBudget, AgentEntry, AgentSource, DlpSource, HostList, Lit, Model,
+    PredEntry, PredOp, RuleEntry, Source, Span, TSeg, TableEntry, ToolEntry,
 };
-use crate::ir::{self, Op, Predicate, Scalar};
+use crate::ir::{self, Detector, DlpAction, Op, Predicate, Scalar};
 use crate::params::MAX_PARAMS;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -127,17 +127,24 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
     let mut rules: Vec<RuleEntry> = Vec::new();
     let mut preds: Vec<PredEntry> = Vec::new();
 
-    let mut order: Vec<&ir::Agent> = policy.agents.iter().collect();
-    order.sort_by(|a, b| {
+    let mut order: Vec<(usize, &ir::Agent)> = policy.agents.iter().enumerate().collect();
+    order.sort_by(|(_, a), (_, b)| {
         (a.tenant.as_deref(), a.name.as_str()).cmp(&(b.tenant.as_deref(), b.name.as_str()))
     });
+    let mut agent_order = alloc::vec![0u32; order.len()];
+    let mut agent_sources = Vec::with_capacity(order.len());
     let mut agents = Vec::with_capacity(order.len());
-    for a in order {
-        // Group rules by (tool, action), keeping policy order within a group.
-        let mut groups: BTreeMap<(usize, usize), Vec<&ir::Rule>> = BTreeMap::new();
-        for r in &a.rules {
-            groups.entry((r.tool, r.action)).or_default().push(r);
+    for (sorted, (listed, a)) in order.into_iter().enumerate() {
+        if let Some(slot) = agent_order.get_mut(listed) {
+            *slot = len32(sorted)?;
         }
+        // Group rules by (tool, action), keeping policy order within a group.
+        let mut groups: BTreeMap<(usize, usize), Vec<(usize, &ir::Rule)>> = BTreeMap::new();
+        for (i, r) in a.rules.iter().enumerate() {
+            groups.entry((r.tool, r.action)).or_default().push((i, r));
+        }
+        // Where each rule, in policy order, lands in `rules`.
+        let mut rule_order = alloc::vec![0u32; a.rules.len()];
         let mut table = Vec::with_capacity(groups.len());
         for ((tool, action), rs) in groups {
             let tm: &ToolEntry = tools.get(tool).ok_or_else(|| {
@@ -148,7 +155,10 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
             let a16 = u16::try_from(action)
                 .map_err(|_| BuildError::Invalid("too many actions".into()))?;
             let start = len32(rules.len())?;
-            for r in rs {
+            for (listed, r) in rs {
+                if let Some(slot) = rule_order.get_mut(listed) {
+                    *slot = len32(rules.len())?;
+                }
                 let tool_ir = policy
                     .tools
                     .get(tool)
@@ -205,6 +215,10 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
                 }
             }),
         };
+        agent_sources.push(AgentSource {
+            allow_hosts: a.allow_hosts.clone(),
+            rules: rule_order,
+        });
         agents.push(AgentEntry {
             id: a.id.clone(),
             name: a.name.clone(),
@@ -227,6 +241,58 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
         }
     }
 
+    // Approvals mask what they show with every built-in detector, also for
+    // agents whose own DLP lacks one. A policy that never asks for approval
+    // does not carry the set (about 230 KB of DFAs in each worker).
+    let asks = policy
+        .agents
+        .iter()
+        .flat_map(|a| &a.rules)
+        .any(|r| r.approval != ir::Approval::Never);
+    let shared = dlp_ids.iter().find(|(d, _)| {
+        d.custom.is_empty()
+            && d.action == DlpAction::Redact
+            && Detector::ALL.iter().all(|x| d.detectors.contains(x))
+    });
+    let approval_dlp = match shared {
+        _ if !asks => None,
+        Some((_, id)) => Some(*id),
+        None => {
+            let all = ir::Dlp {
+                detectors: Detector::ALL.to_vec(),
+                custom: Vec::new(),
+                action: DlpAction::Redact,
+            };
+            let id = len32(dlp.len())?;
+            dlp.push(build_dlp(
+                &all.detectors,
+                &all.custom,
+                all.action,
+                opts.dlp_hash_key,
+            )?);
+            dlp_ids.push((all, id));
+            Some(id)
+        }
+    };
+    let mut regex_sources = alloc::vec![String::new(); regexes.len()];
+    for (src, id) in regex_ids {
+        if let Some(slot) = regex_sources.get_mut(id as usize) {
+            *slot = src;
+        }
+    }
+    let source = Source {
+        agent_order,
+        agents: agent_sources,
+        regexes: regex_sources,
+        dlp: dlp_ids
+            .into_iter()
+            .map(|(d, _)| DlpSource {
+                detectors: d.detectors,
+                custom: d.custom,
+            })
+            .collect(),
+    };
+
     Ok(Model {
         policy_version: policy.version.clone(),
         compiler_version: COMPILER_VERSION.into(),
@@ -240,6 +306,8 @@ pub fn build_model(policy: &ir::Policy, opts: &BuildOptions) -> Result<Model, Bu
         preds,
         regexes,
         dlp,
+        approval_dlp,
+        source,
     })
 }
 

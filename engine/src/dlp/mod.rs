@@ -65,8 +65,10 @@ pub struct DlpSpec {
     /// Pattern `i` of both DFAs; at most [`MAX_PATTERNS`].
     pub patterns: Vec<DlpPattern>,
     /// Unanchored leftmost-first forward dense DFA, little endian.
+    #[serde(with = "crate::dfa::as_bytes")]
     pub forward: Vec<u8>,
     /// Anchored reverse dense DFA (match kind all), little endian.
+    #[serde(with = "crate::dfa::as_bytes")]
     pub reverse: Vec<u8>,
     pub action: DlpAction,
     /// HMAC-SHA256 key of the `hash` action.

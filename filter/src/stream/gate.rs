@@ -280,6 +280,21 @@ impl<H: Host> Stream<H> {
                 .t0
                 .saturating_add(u64::from(cp.approval_hold_ms).saturating_mul(1_000_000));
         }
+        // What the person deciding sees of the call, DLP applied; the
+        // reading is the digest's, so it fails only where the digest did.
+        let shown = shared
+            .bundle
+            .approval_summary(route, action, &req)
+            .map_err(|e| {
+                self.host.log(
+                    Level::Warn,
+                    &format!("aegis: the approval shows no parameters: {e}"),
+                );
+            })
+            .ok();
+        let params = shown
+            .as_ref()
+            .and_then(|s| serde_json::value::RawValue::from_string(s.params.clone()).ok());
         let agent = shared.bundle.agent_of(route);
         let new = NewApproval {
             tenant: agent.map_or("default", |(t, _)| t.unwrap_or("default")),
@@ -293,9 +308,15 @@ impl<H: Host> Stream<H> {
             summary: Summary {
                 method: req.method,
                 host: &host,
-                path: req.path,
+                // Without its parameters when they could not be masked.
+                path: shown.as_ref().map_or_else(
+                    || req.path.split('?').next().unwrap_or_default(),
+                    |s| s.path.as_str(),
+                ),
                 request_id: cx.request_id,
                 body_bytes: cx.body.len(),
+                params,
+                params_truncated: shown.as_ref().is_some_and(|s| s.truncated),
             },
         };
         let create = callout::create_approval(&new);

@@ -101,6 +101,43 @@ fn a_call_that_needs_approval_creates_one_and_is_answered_with_its_id() {
 }
 
 #[test]
+fn the_approval_shows_the_calls_parameters_with_dlp_applied() {
+    let sh = shared_with(CONTROL);
+    // The finance agent has no DLP of its own: an approver still never
+    // sees the card number or the SSN.
+    let m = request(
+        "finance-agent",
+        "POST",
+        "api.stripe.com",
+        "/v1/payment_intents?note=ssn%20123-45-6789",
+        &[],
+        b"amount=7500&currency=usd&card=4111+1111+1111+1111",
+    );
+    let _ = run(&sh, &m, 1);
+    let call = last_call(&m);
+    assert_eq!(call.header(":path"), Some("/v1/approvals"));
+    let j = call.json();
+    assert_eq!(
+        j["summary"]["params"],
+        serde_json::json!({
+            "note": "ssn [REDACTED:ssn]",
+            "amount": "7500",
+            "currency": "usd",
+            "card": "[REDACTED:credit_card]",
+        })
+    );
+    assert_eq!(j["summary"]["params_truncated"], false);
+    assert_eq!(
+        j["summary"]["path"],
+        "/v1/payment_intents?note=ssn [REDACTED:ssn]"
+    );
+    let body = String::from_utf8(call.body.clone().unwrap()).unwrap();
+    for secret in ["4111", "6789"] {
+        assert!(!body.contains(secret), "{body}");
+    }
+}
+
+#[test]
 fn the_retry_redeems_the_approval_for_the_same_call_only() {
     let sh = shared_with(CONTROL);
     let first = payment(7500, &[]);
