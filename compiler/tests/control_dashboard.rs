@@ -401,6 +401,7 @@ fn a_forged_form_is_refused_and_records_nothing() {
         Some(&s.admin),
     );
     assert_eq!(ev["events"][0]["actor"], "approver:alice", "{ev}");
+    assert_eq!(ev["events"][0]["data"]["via"], "dashboard", "{ev}");
     // A second decision is refused by the one decision path.
     let p = alice.decide(&id, &[("decision", "deny"), ("csrf", &alice.csrf)]);
     assert_eq!(p.status, 409);

@@ -489,6 +489,17 @@ fn slack_buttons_decide_as_the_mapped_approver_and_the_message_follows() {
     assert!(out.status.success(), "{out:?}");
     assert!(shown.contains(": approved"), "{shown}");
     assert!(shown.contains("decided by alice"), "{shown}");
+    // The audit record names the approver and the Slack user who clicked.
+    let (_, ev) = s.get(
+        &format!("/v1/audit?kind=approval.decided&subject={id}"),
+        Some(&s.admin),
+    );
+    assert_eq!(ev["events"][0]["actor"], "approver:alice", "{ev}");
+    assert_eq!(
+        ev["events"][0]["data"]["via"],
+        format!("slack:{ALICE}"),
+        "{ev}"
+    );
     // The message says so, without its buttons.
     let update = slack.wait_for("/api/chat.update", |h| h.body.contains(&id));
     assert_eq!(

@@ -433,6 +433,11 @@ pub struct DecisionRequest {
     pub approve: bool,
     #[serde(default)]
     pub comment: Option<String>,
+    /// Where the person decided, when not through the API (`dashboard`,
+    /// `slack:<user id>`): kept in the audit record. Never read from a
+    /// request body.
+    #[serde(skip)]
+    pub via: Option<String>,
 }
 
 pub async fn decide(
@@ -493,7 +498,7 @@ pub async fn decide_as(
         .bind(id)
         .execute(&mut *w.tx)
         .await?;
-    let data = json!({"approve": r.approve, "comment": r.comment, "decided_by": who}).to_string();
+    let data = json!({"approve": r.approve, "comment": r.comment, "decided_by": who, "via": r.via.as_deref().unwrap_or("api")}).to_string();
     w.audit(&NewEvent {
         at_ms: now,
         tenant: &a.tenant,

@@ -281,7 +281,11 @@ pub async fn decide(
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
-    let r = api::approvals::DecisionRequest { approve, comment };
+    let r = api::approvals::DecisionRequest {
+        approve,
+        comment,
+        via: Some("dashboard".into()),
+    };
     match api::approvals::decide_as(&st, &session.caller, &id, &r).await {
         Ok(_) => Redirect::to(&format!(
             "/dashboard/approvals/{}?done={}",

@@ -502,6 +502,7 @@ pub async fn interactions(State(s): State<AppState>, req: Request) -> Response {
     let decision = DecisionRequest {
         approve,
         comment: None,
+        via: Some(format!("slack:{user}")),
     };
     match decide_as(&s, &caller, &id, &decision).await {
         // The message is updated by the outbox, as after any decision.
