@@ -180,6 +180,20 @@ impl Caller {
         }
     }
 
+    /// The tenant a list call reads: the one `asked` for (if the caller
+    /// may see it), else the caller's own; empty means every tenant (a `*`
+    /// caller that asked for none).
+    pub fn list_tenant(&self, asked: Option<&str>) -> Result<String, ApiError> {
+        match (asked, self.tenant.as_str()) {
+            (Some(t), _) => {
+                self.require_tenant(t)?;
+                Ok(t.to_owned())
+            }
+            (None, "*") => Ok(String::new()),
+            (None, own) => Ok(own.to_owned()),
+        }
+    }
+
     /// The audit log's name for the caller: `role:subject`.
     pub fn actor(&self) -> String {
         format!("{}:{}", self.role.as_str(), self.subject)

@@ -385,14 +385,7 @@ pub async fn list_for(
     q: &ListQuery,
 ) -> Result<Vec<Value>, ApiError> {
     caller.require(&[Role::Viewer, Role::Approver])?;
-    let tenant = match (&q.tenant, caller.tenant.as_str()) {
-        (Some(t), _) => {
-            caller.require_tenant(t)?;
-            t.clone()
-        }
-        (None, "*") => String::new(),
-        (None, own) => own.to_owned(),
-    };
+    let tenant = caller.list_tenant(q.tenant.as_deref())?;
     let status = q.status.clone().unwrap_or_default();
     if !["", "pending", "approved", "denied", "expired", "redeemed"].contains(&status.as_str()) {
         return Err(ApiError::bad_request(
