@@ -9,6 +9,7 @@ mod api;
 mod audit;
 mod auth;
 mod bundles;
+mod call;
 mod dashboard;
 pub use dashboard::explain_diff;
 mod day;
