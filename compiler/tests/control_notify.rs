@@ -588,6 +588,61 @@ fn post_ts(slack: &Receiver, id: &str) -> String {
 }
 
 #[test]
+fn an_approval_expired_undecided_updates_its_slack_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::slack();
+    let path = dir.path().join("notify.yaml");
+    std::fs::write(&path, slack_config(dir.path(), &slack.url)).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let s = Serve::start(
+        &db,
+        dir.path(),
+        &[
+            "--notify",
+            path.to_str().unwrap(),
+            "--public-url",
+            PUBLIC_URL,
+            "--approval-ttl",
+            "2s",
+        ],
+    );
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let (st, a) = s.post(
+        "/v1/approvals",
+        Some(&gw),
+        &gateway_approval("acme", DIGEST_A),
+    );
+    assert_eq!(st, 201, "{a}");
+    let id = a["approval_id"].as_str().unwrap().to_owned();
+    slack.wait_for("/api/chat.postMessage", |h| h.body.contains(&id));
+
+    // Nobody decides, nobody reads it: the service notices the expiry
+    // and the message says so, without its buttons.
+    let u = slack
+        .wait_for("/api/chat.update", |h| h.body.contains(&id))
+        .json();
+    assert_eq!(u["ts"], post_ts(&slack, &id));
+    assert_eq!(u["blocks"][0]["text"]["text"], "Expired");
+    assert!(!types(&u["blocks"]).contains(&"actions"), "{u}");
+    let text = u["blocks"].to_string();
+    assert!(
+        text.contains("not decided") && !text.contains("aegis_approve"),
+        "{text}"
+    );
+    let viewer = s.token("viewer", "acme", "auditor");
+    let (_, shown) = s.get(&format!("/v1/approvals/{id}"), Some(&viewer));
+    assert_eq!(shown["status"], "expired", "{shown}");
+    let (_, audit) = s.get("/v1/audit", Some(&s.admin));
+    let expired = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "approval.expired" && e["subject"] == id.as_str())
+        .count();
+    assert_eq!(expired, 1, "{audit}");
+}
+
+#[test]
 fn teams_gets_an_adaptive_card_and_slack_webhooks_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(Box::new(|_, _| Reply::Answer(202, String::new())));

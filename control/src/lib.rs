@@ -350,6 +350,9 @@ fn spawn_housekeeping(state: server::AppState, checkpoint_every: u64) {
                     let _ = w.commit().await;
                 }
             }
+            if let Err(e) = api::approvals::expire_due(&state, store::now_ms()).await {
+                tracing::warn!(error = %e, "cannot record expired approvals");
+            }
             if last_cp.elapsed().as_secs() >= checkpoint_every {
                 last_cp = std::time::Instant::now();
                 if let Err(e) = audit::checkpoint(&state.store, &state.keys.service.key).await {

@@ -152,6 +152,7 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
         let by = a.get("decided_by").and_then(Value::as_str);
         let at = a.get("decided_at").and_then(Value::as_i64);
         let mut line = match (status, by, at) {
+            ("expired", _, None) => format!("Expired {}, not decided", date(expires)),
             ("expired", _, _) => format!("Expired {}", date(expires)),
             (_, Some(by), Some(at)) => {
                 let verb = if status == "denied" {
@@ -250,7 +251,7 @@ async fn api(s: &AppState, method: &str, body: &Value) -> Result<Value, Outcome>
 }
 
 /// Delivers a bot notification: posts the message (created) or updates
-/// it (decided).
+/// it (decided, or expired undecided).
 pub async fn deliver(s: &AppState, t: &Tenant, job: &Job, a: &Value) -> Outcome {
     let Some(channel) = t.slack.as_ref().and_then(|c| c.channel.as_ref()) else {
         return Outcome::Dropped("the tenant has no slack channel any more".into());
