@@ -504,6 +504,25 @@ fn hostile(s: &Serve) {
     assert!(page
         .body
         .contains("&lt;/pre&gt;&lt;script&gt;alert(&#39;summary&#39;)"));
+
+    // A summary as the gateway sends it reads as the call's line, its
+    // parameters one a line, and the request id and size; escaped too.
+    let mut body = approval("acme", &"c".repeat(64));
+    body["summary"] = json!({"method": "POST", "host": "api.stripe.com", "path": "/v1/<b>x</b>",
+        "request_id": "req-1", "body_bytes": 61, "params_truncated": true,
+        "params": {"amount": "7500", "memo": "</pre><script>alert('param')</script>"}});
+    let id = create(s, &body);
+    let page = root.get(&format!("/dashboard/approvals/{id}"));
+    assert!(page
+        .body
+        .contains("<code class=\"call\">POST api.stripe.com /v1/&lt;b&gt;x&lt;/b&gt;</code>"));
+    assert!(page.body.contains(
+        "amount: 7500\nmemo: &lt;/pre&gt;&lt;script&gt;alert(&#39;param&#39;)&lt;/script&gt;</pre>"
+    ));
+    assert!(page
+        .body
+        .contains("request id req-1 · 61 bytes · the gateway left parameters out"));
+    assert_eq!(page.body.matches("<script").count(), 1);
     // The audit search takes LIKE's wildcards literally.
     let none = root.get("/dashboard/audit?search=%25%25%25zz");
     assert!(none.body.contains("No events match"));

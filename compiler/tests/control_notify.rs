@@ -374,6 +374,16 @@ tenants:
     )
 }
 
+/// An approval as the gateway asks for one: the call's summary with its
+/// parameters already masked.
+fn gateway_approval(tenant: &str, digest: &str) -> Value {
+    let mut a = approval(tenant, digest);
+    a["summary"] = json!({"method": "POST", "host": "api.stripe.com", "path": "/v1/payment_intents",
+        "request_id": "req-7500", "body_bytes": 61, "params_truncated": false,
+        "params": {"amount": "7500", "currency": "usd", "description": "card [REDACTED:credit_card]"}});
+    a
+}
+
 #[test]
 fn slack_buttons_decide_as_the_mapped_approver_and_the_message_follows() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,7 +391,11 @@ fn slack_buttons_decide_as_the_mapped_approver_and_the_message_follows() {
     let s = serve(dir.path(), &slack_config(dir.path(), &slack.url));
     let gw = s.token("gateway", "acme", "edge-acme");
     let viewer = s.token("viewer", "acme", "auditor");
-    let (st, a) = s.post("/v1/approvals", Some(&gw), &approval("acme", DIGEST_A));
+    let (st, a) = s.post(
+        "/v1/approvals",
+        Some(&gw),
+        &gateway_approval("acme", DIGEST_A),
+    );
     assert_eq!(st, 201, "{a}");
     let id = a["approval_id"].as_str().unwrap().to_owned();
 
@@ -398,7 +412,7 @@ fn slack_buttons_decide_as_the_mapped_approver_and_the_message_follows() {
     let blocks = &m["blocks"];
     assert_eq!(
         types(blocks),
-        ["header", "section", "section", "section", "context", "actions"],
+        ["header", "section", "section", "section", "section", "context", "context", "actions"],
         "{m}"
     );
     let text = blocks.to_string();
@@ -412,12 +426,21 @@ fn slack_buttons_decide_as_the_mapped_approver_and_the_message_follows() {
     ] {
         assert!(text.contains(want), "{want} not in {text}");
     }
-    let call = blocks[3]["text"]["text"].as_str().unwrap();
-    assert!(
-        call.starts_with("*Call*\n```") && call.contains("\"amount\": 7500"),
-        "{call}"
+    // The call: where it goes, its parameters as masked by the gateway,
+    // the request id and size in small text.
+    assert_eq!(
+        blocks[3]["text"]["text"],
+        "*Call*\n`POST api.stripe.com /v1/payment_intents`"
     );
-    let buttons = blocks[5]["elements"].as_array().unwrap();
+    assert_eq!(
+        blocks[4]["text"]["text"],
+        "```amount: 7500\ncurrency: usd\ndescription: card [REDACTED:credit_card]```"
+    );
+    assert_eq!(
+        blocks[5]["elements"][0]["text"],
+        "request id req-7500 · 61 bytes"
+    );
+    let buttons = blocks[7]["elements"].as_array().unwrap();
     let ids: Vec<&str> = buttons
         .iter()
         .map(|b| b["action_id"].as_str().unwrap())
@@ -576,6 +599,61 @@ fn post_ts(slack: &Receiver, id: &str) -> String {
 }
 
 #[test]
+fn an_approval_expired_undecided_updates_its_slack_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::slack();
+    let path = dir.path().join("notify.yaml");
+    std::fs::write(&path, slack_config(dir.path(), &slack.url)).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let s = Serve::start(
+        &db,
+        dir.path(),
+        &[
+            "--notify",
+            path.to_str().unwrap(),
+            "--public-url",
+            PUBLIC_URL,
+            "--approval-ttl",
+            "2s",
+        ],
+    );
+    let gw = s.token("gateway", "acme", "edge-acme");
+    let (st, a) = s.post(
+        "/v1/approvals",
+        Some(&gw),
+        &gateway_approval("acme", DIGEST_A),
+    );
+    assert_eq!(st, 201, "{a}");
+    let id = a["approval_id"].as_str().unwrap().to_owned();
+    slack.wait_for("/api/chat.postMessage", |h| h.body.contains(&id));
+
+    // Nobody decides, nobody reads it: the service notices the expiry
+    // and the message says so, without its buttons.
+    let u = slack
+        .wait_for("/api/chat.update", |h| h.body.contains(&id))
+        .json();
+    assert_eq!(u["ts"], post_ts(&slack, &id));
+    assert_eq!(u["blocks"][0]["text"]["text"], "Expired");
+    assert!(!types(&u["blocks"]).contains(&"actions"), "{u}");
+    let text = u["blocks"].to_string();
+    assert!(
+        text.contains("not decided") && !text.contains("aegis_approve"),
+        "{text}"
+    );
+    let viewer = s.token("viewer", "acme", "auditor");
+    let (_, shown) = s.get(&format!("/v1/approvals/{id}"), Some(&viewer));
+    assert_eq!(shown["status"], "expired", "{shown}");
+    let (_, audit) = s.get("/v1/audit", Some(&s.admin));
+    let expired = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "approval.expired" && e["subject"] == id.as_str())
+        .count();
+    assert_eq!(expired, 1, "{audit}");
+}
+
+#[test]
 fn teams_gets_an_adaptive_card_and_slack_webhooks_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(Box::new(|_, _| Reply::Answer(202, String::new())));
@@ -595,7 +673,11 @@ tenants:
     );
     let s = serve(dir.path(), &config);
     let gw = s.token("gateway", "acme", "edge-acme");
-    let (st, a) = s.post("/v1/approvals", Some(&gw), &approval("acme", DIGEST_A));
+    let (st, a) = s.post(
+        "/v1/approvals",
+        Some(&gw),
+        &gateway_approval("acme", DIGEST_A),
+    );
     assert_eq!(st, 201, "{a}");
     let id = a["approval_id"].as_str().unwrap().to_owned();
     let link = format!("{PUBLIC_URL}/dashboard/approvals/{id}");
@@ -635,6 +717,21 @@ tenants:
     assert_eq!(
         titles,
         ["Agent", "Tool", "Action", "Rule", "Reason", "Expires", "Approval"]
+    );
+    let texts: Vec<&str> = c["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts[texts.len() - 3..],
+        [
+            "POST api.stripe.com /v1/payment_intents",
+            "amount: 7500\ncurrency: usd\ndescription: card [REDACTED:credit_card]",
+            "request id req-7500 · 61 bytes"
+        ],
+        "{c}"
     );
     assert_eq!(c["actions"][0]["type"], "Action.OpenUrl");
     assert_eq!(c["actions"][0]["url"], link.as_str());

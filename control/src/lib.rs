@@ -9,6 +9,7 @@ mod api;
 mod audit;
 mod auth;
 mod bundles;
+mod call;
 mod dashboard;
 pub use dashboard::explain_diff;
 mod day;
@@ -348,6 +349,9 @@ fn spawn_housekeeping(state: server::AppState, checkpoint_every: u64) {
                 if ok {
                     let _ = w.commit().await;
                 }
+            }
+            if let Err(e) = api::approvals::expire_due(&state, store::now_ms()).await {
+                tracing::warn!(error = %e, "cannot record expired approvals");
             }
             if last_cp.elapsed().as_secs() >= checkpoint_every {
                 last_cp = std::time::Instant::now();

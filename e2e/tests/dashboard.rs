@@ -2,9 +2,12 @@
 //! `chromium-driver`, driven over WebDriver), against a real `aegis serve`
 //! and a real Envoy holding an agent's payment for approval.
 //!
-//! A person signs in with a token, sees the held call in the queue,
-//! approves it with a comment, and the agent's call completes upstream,
-//! once; the decision shows in the history and the audit page. A viewer
+//! A person signs in with a token, sees the held call in the queue (its
+//! parameters, the card number in its description masked), approves it
+//! with a comment, and the agent's call completes upstream, once; the
+//! decision shows in the history and the audit page. Allowed payments
+//! spend the agent's daily budget, shown partly spent; a second revision
+//! of the policies is diffed by an admin. A viewer
 //! sees no buttons and a POST of theirs is refused; a form without the
 //! CSRF token is refused; every page fits a phone's width. Screenshots of
 //! each page go to `target/e2e-screenshots/` (the ones in
@@ -37,6 +40,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const STRIPE: &str = "api.stripe.com";
 const HOLD_MS: u64 = 30_000;
+/// A test card number, form-encoded; masked, it reads as `MASKED`.
+const CARD: &str = "4242+4242+4242+4242";
+const MASKED: &str = "description: card [REDACTED:credit_card]";
 
 /// chromedriver on a loopback port, in a process group of its own with
 /// the browsers it starts: the whole group is killed when dropped, so a
@@ -238,6 +244,8 @@ async fn overflows(c: &Client) -> (i64, i64) {
     (v[0].as_i64().unwrap(), v[1].as_i64().unwrap())
 }
 
+/// The finance policies, the seed agent given a daily budget its allowed
+/// payments spend from (the agents page shows it partly spent).
 fn policies(dir: &Path) -> PathBuf {
     let root = dir.join("dash-policies");
     std::fs::create_dir_all(&root).unwrap();
@@ -248,9 +256,29 @@ fn policies(dir: &Path) -> PathBuf {
             std::fs::copy(&p, root.join(&name)).unwrap();
         }
     }
+    edit(
+        &root,
+        "agent: finance-agent\n",
+        "agent: finance-agent\nbudget: {daily_usd: 10}\n",
+    );
+    edit(
+        &root,
+        "      - create_payment\n",
+        "      - create_payment\n    cost_usd: 1.5\n",
+    );
     root
 }
 
+/// Replaces `from` by `to` in the seed policy.
+fn edit(root: &Path, from: &str, to: &str) {
+    let path = root.join("seed.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "no `{from}` in {text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A payment with a card number in its description: what a person sees of
+/// it is masked.
 fn payment(p: &corpus::Prepared, id: &str, amount: u32) -> Req {
     Req {
         method: "POST".into(),
@@ -267,7 +295,7 @@ fn payment(p: &corpus::Prepared, id: &str, amount: u32) -> Req {
                 "application/x-www-form-urlencoded".into(),
             ),
         ],
-        body: Some(format!("amount={amount}&currency=usd").into_bytes()),
+        body: Some(format!("amount={amount}&currency=usd&description=card+{CARD}").into_bytes()),
     }
 }
 
@@ -287,10 +315,12 @@ fn a_person_approves_a_held_call_in_the_browser() {
     let policy_key = fresh_key(dir.path(), "policy").unwrap();
     let token_key = fresh_key(dir.path(), "tokens").unwrap();
     let p = corpus::prepare(&folder, dir.path(), &policy_key, &token_key).unwrap();
-    let cp = ControlPlane::start(&dir.path().join("control"), &[root]).unwrap();
+    let mut cp =
+        ControlPlane::start(&dir.path().join("control"), std::slice::from_ref(&root)).unwrap();
     let gateway = cp.token("gateway", "default", "edge-1").unwrap();
     let alice = cp.token("approver", "default", "alice").unwrap();
     let vic = cp.token("viewer", "default", "vic").unwrap();
+    let admin = cp.token("admin", "*", "root").unwrap();
     let upstream = EchoServer::start().unwrap();
     let listener = |name: &str, hold: u64| {
         let mut overrides = serde_json::Map::new();
@@ -298,6 +328,10 @@ fn a_person_approves_a_held_call_in_the_browser() {
         overrides.insert("approval_hold_ms".into(), hold.into());
         // Polls `/v1/bundles/current`: the policy page shows the gateway.
         overrides.insert("bundle_poll_ms".into(), 1000.into());
+        // A lease per call, settled soon: the agents page shows what was
+        // spent, nothing left reserved.
+        overrides.insert("lease_calls".into(), 1.into());
+        overrides.insert("settle_ms".into(), 200.into());
         CpListener {
             listener: Listener {
                 name: name.into(),
@@ -347,10 +381,16 @@ fn a_person_approves_a_held_call_in_the_browser() {
         )
         .await;
         assert!(page.contains("Pending (1)"), "{page}");
+        // The call: where it goes, the amount, the card masked.
         assert!(
-            page.contains("finance-agent") && page.contains("api.stripe.com"),
+            page.contains("finance-agent")
+                && page.contains("POST api.stripe.com /v1/payment_intents")
+                && page.contains("amount: 7700")
+                && page.contains(MASKED)
+                && page.contains("request id dash-held-1"),
             "{page}"
         );
+        assert!(!page.contains("4242"), "{page}");
         assert!(
             upstream.with_id("dash-held-1").is_empty(),
             "reached the upstream before its approval"
@@ -395,6 +435,12 @@ fn a_person_approves_a_held_call_in_the_browser() {
             .strip_prefix("/dashboard/approvals/")
             .unwrap()
             .to_owned();
+        let page = source(&c).await;
+        assert!(
+            page.contains("amount: 7700") && page.contains(MASKED),
+            "{page}"
+        );
+        assert!(!page.contains("4242"), "{page}");
         shot(&c, "approval").await;
 
         // The agent's call completes upstream, once, with the upstream's answer.
@@ -430,18 +476,67 @@ fn a_person_approves_a_held_call_in_the_browser() {
         }
         c.goto(&format!("{base}/dashboard/audit")).await.unwrap();
         shot(&c, "audit").await;
-        c.goto(&format!("{base}/dashboard/agents")).await.unwrap();
-        let page = source(&c).await;
-        assert!(page.contains("finance-agent"), "{page}");
+
+        // Three payments under the ceiling go through and spend the
+        // agent's budget: the agents page shows it partly spent once the
+        // gateway settled.
+        for n in 1..=3 {
+            let resp = send(answer_port, &payment(&p, &format!("dash-paid-{n}"), 1200)).unwrap();
+            assert_eq!(resp.status, 200, "{}", resp.text());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (page, spent) = loop {
+            c.goto(&format!("{base}/dashboard/agents")).await.unwrap();
+            let page = source(&c).await;
+            let card = page
+                .split("<h2>finance-agent</h2>")
+                .nth(1)
+                .and_then(|t| t.split("</article>").next())
+                .unwrap_or_default()
+                .to_owned();
+            let spent = card
+                .split("Spend today: $")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if spent >= 4.5 && card.contains("of $10.00 ($0.00 reserved)") {
+                assert!(card.contains("<svg class=\"bar\""), "{card}");
+                break (page, spent);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agents page never showed $4.50 spent, nothing reserved:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(spent < 10.0, "{spent}: {page}");
         shot(&c, "agents").await;
-        wait_for_text(
+
+        // A second revision raises the ceiling; someone with a token for
+        // all tenants sees what changed.
+        edit(&root, "max_amount: 5000", "max_amount: 6000");
+        cp.restart().unwrap();
+        sign_out(&c).await;
+        sign_in(&c, &base, &admin).await;
+        let page = wait_for_text(
             &c,
             &format!("{base}/dashboard/policy"),
             "edge-1",
             Duration::from_secs(10),
         )
         .await;
+        assert!(
+            page.contains("lines changed")
+                && page.contains("<span class=\"del\">-")
+                && page.contains("<span class=\"add\">+")
+                && page.contains("6000"),
+            "{page}"
+        );
+        // Tall enough to show the revisions and the changed rule.
+        c.set_window_size(1280, 1500).await.unwrap();
         shot(&c, "policy").await;
+        c.set_window_size(1280, 900).await.unwrap();
 
         // A second payment, answered at once with a pending approval.
         let second = send(answer_port, &payment(&p, "dash-answer-1", 7800)).unwrap();

@@ -4,7 +4,8 @@
 //! Approve as Slack would (a `block_actions` payload, form-encoded and
 //! signed with the app's signing secret), and the held call reaches the
 //! upstream, once, and the agent gets the upstream's answer. The message
-//! is then updated to say who approved it.
+//! shows the call's parameters, a card number masked, and is then updated
+//! to say who approved it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -194,8 +195,9 @@ fn a_click_in_slack_releases_the_call_held_in_envoy() {
     )
     .unwrap();
 
-    // The agent's $7,700 payment needs a person: Envoy holds it.
-    let body = "amount=7700&currency=usd";
+    // The agent's $7,700 payment needs a person: Envoy holds it. Its
+    // description carries a card number.
+    let body = "amount=7700&currency=usd&description=card+4242+4242+4242+4242";
     let req = Req {
         method: "POST".into(),
         authority: "api.stripe.com".into(),
@@ -232,12 +234,23 @@ fn a_click_in_slack_releases_the_call_held_in_envoy() {
     let approve = &actions["elements"][0];
     assert_eq!(approve["action_id"], "aegis_approve");
     let id = approve["value"].as_str().unwrap().to_owned();
-    // The call as the filter summarised it, in a code block.
-    let call = m["blocks"][3]["text"]["text"].as_str().unwrap();
-    assert!(
-        call.starts_with("*Call*\n```") && call.contains("/v1/payment_intents"),
+    // The call as the filter summarised it: where it goes, then its
+    // parameters in a code block, the card masked; never the card number.
+    assert_eq!(
+        m["blocks"][3]["text"]["text"], "*Call*\n`POST api.stripe.com /v1/payment_intents`",
         "{m}"
     );
+    assert_eq!(
+        m["blocks"][4]["text"]["text"],
+        "```amount: 7700\ncurrency: usd\ndescription: card [REDACTED:credit_card]```",
+        "{m}"
+    );
+    assert_eq!(
+        m["blocks"][5]["elements"][0]["text"],
+        format!("request id slack-1 · {} bytes", body.len()),
+        "{m}"
+    );
+    assert!(!m.to_string().contains("4242"), "{m}");
     assert!(
         upstream.with_id("slack-1").is_empty(),
         "held, not forwarded"
@@ -303,4 +316,9 @@ fn a_click_in_slack_releases_the_call_held_in_envoy() {
         "{u}"
     );
     assert!(!u["blocks"].to_string().contains("aegis_approve"), "{u}");
+    assert!(
+        u["blocks"].to_string().contains("[REDACTED:credit_card]")
+            && !u.to_string().contains("4242"),
+        "{u}"
+    );
 }

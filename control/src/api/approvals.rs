@@ -172,7 +172,7 @@ pub async fn create(
             return Ok((StatusCode::OK, Json(body)).into_response());
         }
         // Expired while pending: record that, then open a new one.
-        mark_expired(&mut w, &a, now).await?;
+        mark_expired(&s, &mut w, &a, now).await?;
         s.metrics.approval("expired");
     }
     let id = new_id("apr");
@@ -241,15 +241,37 @@ fn check_digest(digest: &str) -> Result<(), ApiError> {
 }
 
 async fn mark_expired(
+    s: &AppState,
     w: &mut crate::store::Write,
     a: &Approval,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    let done = sqlx::query("UPDATE approvals SET status = 'expired' WHERE id = $1 AND status IN ('pending', 'approved')")
-        .bind(&a.id)
-        .execute(&mut *w.tx)
+) -> Result<bool, sqlx::Error> {
+    let undecided =
+        sqlx::query("UPDATE approvals SET status = 'expired' WHERE id = $1 AND status = 'pending'")
+            .bind(&a.id)
+            .execute(&mut *w.tx)
+            .await?;
+    let approved = sqlx::query(
+        "UPDATE approvals SET status = 'expired' WHERE id = $1 AND status = 'approved'",
+    )
+    .bind(&a.id)
+    .execute(&mut *w.tx)
+    .await?;
+    if undecided.rows_affected() == 1 {
+        // Its Slack message still has buttons: it now says so. (An
+        // approved one keeps saying who approved it.)
+        crate::notify::outbox::enqueue(
+            w,
+            &s.notify,
+            crate::notify::outbox::Event::Expired,
+            &a.tenant,
+            &a.id,
+            now,
+        )
         .await?;
-    if done.rows_affected() == 1 {
+        s.notify.wake.notify_one();
+    }
+    if undecided.rows_affected() + approved.rows_affected() == 1 {
         let data = json!({"expired_at": a.expires_ms / 1000}).to_string();
         w.audit(&NewEvent {
             at_ms: now,
@@ -261,7 +283,34 @@ async fn mark_expired(
         })
         .await?;
     }
-    Ok(())
+    Ok(undecided.rows_affected() + approved.rows_affected() == 1)
+}
+
+/// Records the expiry of approvals past their time that nobody read since
+/// (a read records it too), a few at a time: their Slack messages are
+/// updated. Returns how many.
+pub(crate) async fn expire_due(s: &AppState, now: i64) -> Result<usize, sqlx::Error> {
+    let mut w = s.store.write().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE status IN ('pending', 'approved') AND expires_ms <= $1 \
+         ORDER BY expires_ms LIMIT 100"
+    ))
+    .bind(now)
+    .fetch_all(&mut *w.tx)
+    .await?;
+    let mut recorded = 0;
+    for row in &rows {
+        let a = from_row(row, now)?;
+        // Another replica may have recorded it first.
+        if mark_expired(s, &mut w, &a, now).await? {
+            recorded += 1;
+        }
+    }
+    w.commit().await?;
+    for _ in 0..recorded {
+        s.metrics.approval("expired");
+    }
+    Ok(recorded)
 }
 
 /// Approval `id` as the API shows it (for notifications, which are not
@@ -465,7 +514,7 @@ pub async fn decide_as(
     match a.status.as_str() {
         "pending" => {}
         "expired" => {
-            mark_expired(&mut w, &a, now).await?;
+            mark_expired(s, &mut w, &a, now).await?;
             w.commit().await?;
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -556,7 +605,7 @@ pub async fn redeem(
     };
     if let Err(e) = outcome {
         if a.status == "expired" {
-            mark_expired(&mut w, &a, now).await?;
+            mark_expired(&s, &mut w, &a, now).await?;
         }
         let data = json!({"refused": e.code, "digest": r.digest}).to_string();
         w.audit(&NewEvent {

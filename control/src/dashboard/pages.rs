@@ -5,6 +5,7 @@
 use super::html::{bar, duration, esc, iso, money, time, url, Section};
 use super::{check_form, error_page, field, form, html_page, Session};
 use crate::api;
+use crate::call;
 use crate::error::ApiError;
 use crate::server::AppState;
 use axum::extract::{Path, Query, State};
@@ -106,8 +107,32 @@ fn approval_card(a: &Value, session: &Session, heading: &str) -> String {
         i(a, "created_at").map(time).unwrap_or_default()
     );
     if let Some(summary) = a.get("summary").filter(|v| !v.is_null()) {
-        let text = serde_json::to_string_pretty(summary).unwrap_or_default();
-        let _ = write!(c, "<p>Call</p><pre>{}</pre>", esc(&text));
+        match call::view(summary) {
+            Some(v) => {
+                let _ = write!(
+                    c,
+                    "<p>Call <code class=\"call\">{}</code></p><pre aria-label=\"parameters\">{}</pre>",
+                    esc(&v.line),
+                    esc(&v.params_text())
+                );
+                let mut small = v.meta.clone();
+                if v.truncated {
+                    if !small.is_empty() {
+                        small.push_str(" · ");
+                    }
+                    small.push_str(
+                        "the gateway left parameters out or cut them to keep the summary small",
+                    );
+                }
+                if !small.is_empty() {
+                    let _ = write!(c, "<p class=\"meta\">{}</p>", esc(&small));
+                }
+            }
+            None => {
+                let text = call::raw(Some(summary));
+                let _ = write!(c, "<p>Call</p><pre>{}</pre>", esc(&text));
+            }
+        }
     }
     if s(a, "status") == "pending" {
         let expires = i(a, "expires_at").unwrap_or(0);

@@ -29,6 +29,9 @@ const PARALLEL: usize = 8;
 pub enum Event {
     Created,
     Decided,
+    /// Expired undecided: only the Slack message is updated (its buttons
+    /// would answer that the approval expired).
+    Expired,
 }
 
 impl Event {
@@ -36,6 +39,7 @@ impl Event {
         match self {
             Event::Created => "approval.created",
             Event::Decided => "approval.decided",
+            Event::Expired => "approval.expired",
         }
     }
 }
@@ -66,14 +70,17 @@ fn targets(t: &Tenant, event: Event) -> Vec<(&'static str, String)> {
         match (&s.channel, event) {
             (Some(c), _) => out.push((SLACK, c.clone())),
             (None, Event::Created) => out.push((SLACK_WEBHOOK, String::new())),
-            (None, Event::Decided) => {}
+            (None, Event::Decided | Event::Expired) => {}
         }
     }
     if t.teams.is_some() && event == Event::Created {
         out.push((TEAMS, String::new()));
     }
-    for w in &t.webhooks {
-        out.push((WEBHOOK, w.url.clone()));
+    // The webhook's events are `approval.created` and `approval.decided`.
+    if event != Event::Expired {
+        for w in &t.webhooks {
+            out.push((WEBHOOK, w.url.clone()));
+        }
     }
     out
 }

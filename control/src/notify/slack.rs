@@ -15,6 +15,7 @@ use super::outbox::{self, Job, Outcome};
 use super::{bounded, dashboard_url, utc_text, Http, Tenant};
 use crate::api::approvals::{decide_as, DecisionRequest};
 use crate::auth::{Caller, Role};
+use crate::call;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::store::{now_ms, Store};
@@ -117,11 +118,6 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
         "denied" => "Denied",
         _ => "Expired",
     };
-    let summary = a
-        .get("summary")
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
-        .unwrap_or_else(|| "(none)".into());
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": header}}),
         json!({"type": "section", "fields": [
@@ -132,9 +128,8 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
         ]}),
         json!({"type": "section", "text": {"type": "mrkdwn",
             "text": format!("*Reason*\n{}", fit(s(a, "reason"), 2000, escape))}}),
-        json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*Call*\n```{}```", fit(&summary, MAX_SUMMARY_BYTES, code))}}),
     ];
+    blocks.extend(call_blocks(a.get("summary")));
     let expires = a.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
     if status == "pending" {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
@@ -157,6 +152,7 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
         let by = a.get("decided_by").and_then(Value::as_str);
         let at = a.get("decided_at").and_then(Value::as_i64);
         let mut line = match (status, by, at) {
+            ("expired", _, None) => format!("Expired {}, not decided", date(expires)),
             ("expired", _, _) => format!("Expired {}", date(expires)),
             (_, Some(by), Some(at)) => {
                 let verb = if status == "denied" {
@@ -179,6 +175,38 @@ pub fn message(a: &Value, public_url: &str, buttons: bool) -> (String, Vec<Value
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}));
     }
     (text, blocks)
+}
+
+/// The call: `METHOD host path`, its parameters in a code block, the
+/// request id and size in small text; a summary of another shape as its
+/// JSON.
+fn call_blocks(summary: Option<&Value>) -> Vec<Value> {
+    let Some(v) = summary.and_then(call::view) else {
+        let text = call::raw(summary);
+        return vec![json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("*Call*\n```{}```", fit(&text, MAX_SUMMARY_BYTES, code))}})];
+    };
+    let mut small = v.meta.clone();
+    if v.truncated {
+        if !small.is_empty() {
+            small.push_str(" · ");
+        }
+        small.push_str("parameters left out or cut to keep the message small");
+    }
+    // Inline code keeps a host from being linked; a backtick of the call's
+    // own would end it early.
+    let line = |t: &str| escape(t).replace('`', "'");
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("*Call*\n`{}`", fit(&v.line, 1000, line))}}),
+        json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("```{}```", fit(&v.params_text(), MAX_SUMMARY_BYTES, code))}}),
+    ];
+    if !small.is_empty() {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": fit(&small, 1000, escape)}]}));
+    }
+    blocks
 }
 
 /// Calls a Web API method with the bot token.
@@ -223,7 +251,7 @@ async fn api(s: &AppState, method: &str, body: &Value) -> Result<Value, Outcome>
 }
 
 /// Delivers a bot notification: posts the message (created) or updates
-/// it (decided).
+/// it (decided, or expired undecided).
 pub async fn deliver(s: &AppState, t: &Tenant, job: &Job, a: &Value) -> Outcome {
     let Some(channel) = t.slack.as_ref().and_then(|c| c.channel.as_ref()) else {
         return Outcome::Dropped("the tenant has no slack channel any more".into());
@@ -563,10 +591,21 @@ mod tests {
 
     #[test]
     fn texts_fit_slack_limits_once_escaped() {
-        let a = json!({"approval_id": "apr_1", "status": "pending", "reason": "<".repeat(5000),
-                       "summary": {"memo": "<>&".repeat(3000)}, "tool": "t", "action": "a"});
-        let (_, blocks) = message(&a, "https://x", true);
-        for b in &blocks {
+        let big = "<>&`".repeat(3000);
+        for summary in [
+            json!({"memo": big}),
+            json!({"method": big, "host": big, "path": big, "request_id": big, "body_bytes": 1,
+                   "params_truncated": true, "params": {"memo": big, big.clone(): 1}}),
+        ] {
+            let a = json!({"approval_id": "apr_1", "status": "pending", "reason": "<".repeat(5000),
+                           "summary": summary, "tool": "t", "action": "a"});
+            let (_, blocks) = message(&a, "https://x", true);
+            fits(&blocks);
+        }
+    }
+
+    fn fits(blocks: &[Value]) {
+        for b in blocks {
             if let Some(t) = b["text"]["text"].as_str() {
                 assert!(t.len() <= 3000, "{}", t.len());
                 assert!(!t.contains("&l… (cut)") && !t.contains("&a… (cut)"));
@@ -574,7 +613,52 @@ mod tests {
             for f in b["fields"].as_array().into_iter().flatten() {
                 assert!(f["text"].as_str().unwrap_or_default().len() <= 2000);
             }
+            for e in b["elements"].as_array().into_iter().flatten() {
+                assert!(e["text"].as_str().unwrap_or_default().len() <= 3000);
+            }
         }
+    }
+
+    /// Every mrkdwn text of the message, in order.
+    fn texts(blocks: &[Value]) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in blocks {
+            out.extend(b["text"]["text"].as_str().map(str::to_owned));
+            for e in b["elements"].as_array().into_iter().flatten() {
+                out.extend(e["text"].as_str().map(str::to_owned));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_call_reads_as_a_line_and_its_parameters() {
+        let a = json!({"approval_id": "apr_1", "status": "pending", "tool": "t", "action": "a",
+            "summary": {"method": "POST", "host": "api.stripe.com", "path": "/v1/payment_intents",
+                "request_id": "r-1", "body_bytes": 64, "params_truncated": true,
+                "params": {"amount": "7500", "memo": "<!channel> card [REDACTED:credit_card]"}}});
+        let (_, blocks) = message(&a, "https://x", true);
+        let texts = texts(&blocks);
+        let at = texts.iter().position(|t| t.starts_with("*Call*")).unwrap();
+        assert_eq!(
+            texts[at],
+            "*Call*\n`POST api.stripe.com /v1/payment_intents`"
+        );
+        assert_eq!(
+            texts[at + 1],
+            "```amount: 7500\nmemo: &lt;!channel&gt; card [REDACTED:credit_card]```"
+        );
+        assert_eq!(
+            texts[at + 2],
+            "request id r-1 · 64 bytes · parameters left out or cut to keep the message small"
+        );
+    }
+
+    #[test]
+    fn a_summary_of_another_shape_is_shown_as_json() {
+        let a = json!({"approval_id": "apr_1", "status": "pending", "summary": {"memo": "x"}});
+        let (_, blocks) = message(&a, "https://x", true);
+        assert!(texts(&blocks).contains(&"*Call*\n```{\n  \"memo\": \"x\"\n}```".to_owned()));
     }
 
     #[test]
