@@ -3,7 +3,7 @@
 //! agent JWT at `POST /v1/tokens` (see [`crate::tokens`]).
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -15,10 +15,12 @@ pub use dashboard::explain_diff;
 mod day;
 pub use day::utc_day;
 mod error;
+mod extract;
 mod keys;
 mod metrics;
 mod notify;
 mod server;
+mod state;
 mod store;
 
 pub use audit::chain::{Break, BreakKind, Record, Report};
@@ -141,7 +143,7 @@ pub async fn serve(cfg: Config) -> Result<(), Error> {
         body_limit: cfg.body_limit,
         trusted: cfg.trusted_publishers,
     });
-    let state = server::AppState {
+    let state = state::AppState {
         store: store.clone(),
         keys: keys.clone(),
         settings: settings.clone(),
@@ -167,7 +169,7 @@ pub async fn serve(cfg: Config) -> Result<(), Error> {
     Ok(())
 }
 
-async fn start_bundle(state: &server::AppState, build: PolicySource) -> Result<(), Error> {
+async fn start_bundle(state: &state::AppState, build: PolicySource) -> Result<(), Error> {
     let current = state.bundles.current(&state.store).await?;
     let after = current
         .as_ref()
@@ -336,7 +338,7 @@ pub async fn export_audit(
 }
 
 /// Expires leases and approvals past their time and signs checkpoints.
-fn spawn_housekeeping(state: server::AppState, checkpoint_every: u64) {
+fn spawn_housekeeping(state: state::AppState, checkpoint_every: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut last_cp = std::time::Instant::now();

@@ -8,7 +8,7 @@ use crate::auth::{Caller, Role};
 use crate::bundles::DEFAULT_TENANT;
 use crate::day::utc_day;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::now_ms;
 use axum::extract::State;
 use axum::Json;

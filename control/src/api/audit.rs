@@ -3,7 +3,8 @@
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::server::{ApiQuery, AppState};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;

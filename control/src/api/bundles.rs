@@ -6,7 +6,8 @@
 use crate::auth::{Caller, Role};
 use crate::bundles::publish as store_publish;
 use crate::error::ApiError;
-use crate::server::{ApiPath, AppState};
+use crate::extract::ApiPath;
+use crate::state::AppState;
 use crate::store::now_ms;
 use aegis_engine::Bundle;
 use axum::body::Bytes;

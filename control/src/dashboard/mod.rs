@@ -16,7 +16,7 @@ pub use diff::unified as explain_diff;
 use crate::audit::chain::NewEvent;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::now_ms;
 use aegis_engine::trust::hex;
 use axum::extract::{FromRequestParts, Request, State};

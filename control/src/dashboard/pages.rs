@@ -7,7 +7,7 @@ use super::{check_form, error_page, field, form, html_page, Session};
 use crate::api;
 use crate::call;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};

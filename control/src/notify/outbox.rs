@@ -10,7 +10,8 @@
 use super::{Notifier, Tenant};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::server::{ApiQuery, AppState};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
 use crate::store::{new_id, now_ms, Write};
 use axum::extract::State;
 use axum::Json;

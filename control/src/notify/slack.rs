@@ -17,7 +17,7 @@ use crate::api::approvals::{decide_as, DecisionRequest};
 use crate::auth::{Caller, Role};
 use crate::call;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{now_ms, Store};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -419,14 +419,14 @@ pub async fn interactions(State(s): State<AppState>, req: Request) -> Response {
             .map(str::to_owned)
     };
     let body = match tokio::time::timeout(
-        crate::server::HEADER_READ_TIMEOUT,
+        crate::extract::HEADER_READ_TIMEOUT,
         axum::body::to_bytes(body, MAX_BODY_BYTES),
     )
     .await
     {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
-            return crate::server::body_error(StatusCode::PAYLOAD_TOO_LARGE, String::new())
+            return crate::extract::body_error(StatusCode::PAYLOAD_TOO_LARGE, String::new())
                 .into_response()
         }
         Err(_) => {

@@ -8,7 +8,7 @@
 use super::outbox::Outcome;
 use super::{bounded, dashboard_url, utc_text, Tenant};
 use crate::call;
-use crate::server::AppState;
+use crate::state::AppState;
 use serde_json::{json, Value};
 
 /// The content type of an Adaptive Card attachment.

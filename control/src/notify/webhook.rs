@@ -12,7 +12,7 @@
 
 use super::outbox::{Job, Outcome};
 use super::{dashboard_url, Tenant};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::now_ms;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
