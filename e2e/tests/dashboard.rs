@@ -164,22 +164,7 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/dashboard/approvals")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "sign-in did not land on the approvals page: {} {}",
-            c.current_url().await.unwrap(),
-            source(c).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_path(c, "/dashboard/approvals", "sign-in").await;
 }
 
 async fn sign_out(c: &Client) {
@@ -189,17 +174,18 @@ async fn sign_out(c: &Client) {
         .click()
         .await
         .unwrap();
+    wait_for_path(c, "/dashboard/login", "sign-out").await;
+}
+
+/// Waits until the browser is on a page whose path ends with `path`.
+async fn wait_for_path(c: &Client, path: &str, after: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !c
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/dashboard/login")
-    {
+    while !c.current_url().await.unwrap().path().ends_with(path) {
         assert!(
             Instant::now() < deadline,
-            "sign-out did not land on the sign-in page"
+            "{after} did not lead to `{path}`: {} {}",
+            c.current_url().await.unwrap(),
+            source(c).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
