@@ -39,6 +39,8 @@ mod state_keys;
 mod stream;
 
 #[cfg(test)]
+mod istio_manifests;
+#[cfg(test)]
 mod mock;
 #[cfg(test)]
 mod tests;
