@@ -788,3 +788,92 @@ fn a_typo_in_a_manifest_fails_naming_the_key() {
         "{errors:?}"
     );
 }
+
+fn read(path: &str) -> Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(istio_dir().join(path)).unwrap()).unwrap()
+}
+
+#[test]
+fn the_mesh_keeps_every_label_and_metric_of_the_filter() {
+    let mesh = read("mesh-config.yaml");
+    let proxy = &mesh["spec"]["meshConfig"]["defaultConfig"];
+    let tags: Vec<&str> = proxy["extraStatTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for tag in crate::metrics::TAGS {
+        assert!(tags.contains(&tag), "extraStatTags lacks `{tag}`");
+    }
+    let regexps = proxy["proxyStatsMatcher"]["inclusionRegexps"]
+        .as_array()
+        .unwrap();
+    for metric in [
+        "aegis_decision_total",
+        "aegis_policy_violation_total",
+        "aegis_budget_remaining",
+        "aegis_request_latency_ms",
+    ] {
+        // Envoy matches the stat's full name, labels still in it.
+        let name = format!("wasmcustom.agent=.=a;.;decision=.=allow;.;{metric}");
+        assert!(
+            regexps.iter().any(
+                |r| regex::Regex::new(&format!("^(?:{})$", r.as_str().unwrap()))
+                    .unwrap()
+                    .is_match(&name)
+            ),
+            "no inclusionRegexps keeps {name}"
+        );
+    }
+    assert_eq!(
+        mesh["spec"]["meshConfig"]["outboundTrafficPolicy"]["mode"],
+        "REGISTRY_ONLY"
+    );
+}
+
+#[test]
+fn the_control_plane_runs_unprivileged_with_its_probes() {
+    let d = read("control-plane/deployment.yaml");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert!(c["image"].as_str().unwrap().contains("@sha256:"));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args.first(), Some(&"serve"));
+    let listen = args.iter().position(|a| *a == "--listen").unwrap();
+    assert_eq!(args[listen + 1], "0.0.0.0:9000");
+    assert!(args.contains(&"--public-url"));
+    // The store's URL comes from the Secret; every writable path is a volume.
+    assert_eq!(c["env"][0]["name"], "AEGIS_DB");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        read("control-plane/secret.yaml")["metadata"]["name"]
+    );
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&"/var/lib/aegis"), "{mounts:?}");
+    let service = read("control-plane/service.yaml");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        c["ports"][0]["name"]
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        d["spec"]["template"]["metadata"]["labels"]
+    );
+}
