@@ -97,6 +97,14 @@ impl Client {
 }
 
 /// Percent-encodes a query value.
+/// The array under `key` of an API answer (`{"approvals": [...]}`), empty
+/// when the answer has none.
+pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
 pub fn q(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {

@@ -5,7 +5,7 @@
 //! page shows: today's spend against budget, leases, rate, verdict mix.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{Client, Remote};
+use crate::client::{items, Client, Remote};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -88,11 +88,7 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let agents = v
-        .get("agents")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let agents = items(&v, "agents");
     println!(
         "agents on {} (UTC){}",
         v.get("day").and_then(Value::as_str).unwrap_or("-"),
@@ -105,7 +101,7 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         println!("no agents");
     }
     let usd = |x: &Value, k: &str| x.get(k).and_then(Value::as_f64);
-    for x in &agents {
+    for x in agents {
         let spent = usd(x, "spent_usd").unwrap_or(0.0);
         let budget = match usd(x, "limit_usd") {
             Some(l) => format!("${spent:.2} of ${l:.2}"),

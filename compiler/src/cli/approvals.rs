@@ -2,7 +2,7 @@
 //! terminal, the same calls the dashboard makes.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{q, Client, Remote};
+use crate::client::{items, q, Client, Remote};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -72,18 +72,14 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         path.push_str(&format!("&tenant={}", q(t)));
     }
     let v = Client::new(&a.remote).get(&path)?;
-    let items = v
-        .get("approvals")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = items(&v, "approvals");
     match a.format {
         Format::Json => println!("{v}"),
         Format::Human => {
             if items.is_empty() {
                 println!("no approvals");
             }
-            for i in &items {
+            for i in items {
                 println!(
                     "{}  {:<8}  {:<18}  {}/{}  {} {}  {}",
                     s(i, "approval_id"),

@@ -3,7 +3,7 @@
 //! searches it as the dashboard's audit page does.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{q, Client, Remote};
+use crate::client::{items, q, Client, Remote};
 use aegis_control::DbUrl;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -171,12 +171,8 @@ pub fn export(a: &ExportArgs) -> Result<ExitCode, Error> {
                 let v = client.get(&format!(
                     "/v1/audit?since={since}&limit=5000&format={format}"
                 ))?;
-                let events = v
-                    .get("events")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                for e in &events {
+                let events = items(&v, "events");
+                for e in events {
                     println!("{e}");
                 }
                 match v.get("next_since").and_then(Value::as_i64) {
@@ -210,16 +206,12 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let events = v
-        .get("events")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let events = items(&v, "events");
     if events.is_empty() {
         println!("no events");
     }
     let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-    for e in &events {
+    for e in events {
         let ms = e.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
         let secs = ms.div_euclid(1000).rem_euclid(86_400);
         println!(

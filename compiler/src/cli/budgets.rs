@@ -1,7 +1,7 @@
 //! `aegis budgets show`: an agent's (or a tenant's) spend for a UTC day.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{q, Client, Remote};
+use crate::client::{items, q, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -40,15 +40,11 @@ pub fn show(a: &ShowArgs) -> Result<ExitCode, Error> {
         Format::Json => println!("{v}"),
         Format::Human => {
             let day = v.get("day").and_then(Value::as_str).unwrap_or("-");
-            let agents = v
-                .get("agents")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let agents = items(&v, "agents");
             if agents.is_empty() {
                 println!("no budget activity for tenant `{}` on {day}", a.tenant);
             }
-            for ag in &agents {
+            for ag in agents {
                 let f = |k: &str| ag.get(k).and_then(Value::as_f64).unwrap_or(0.0);
                 println!(
                     "{}/{} {day}: spent ${:.2} + reserved ${:.2} of ${:.2} (${:.2} left, {} open leases)",

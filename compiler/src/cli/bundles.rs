@@ -3,7 +3,7 @@
 //! between two of them, as the dashboard's policy page shows.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{Client, Remote};
+use crate::client::{items, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -43,15 +43,11 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let revs = v
-        .get("revisions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let revs = items(&v, "revisions");
     if revs.is_empty() {
         println!("no bundle is published yet");
     }
-    for r in &revs {
+    for r in revs {
         let active: Vec<&str> = r
             .get("active_on")
             .and_then(Value::as_array)

@@ -3,7 +3,7 @@
 //! with `--status retrying` or `--status failed`.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{q, Client, Remote};
+use crate::client::{items, q, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -46,18 +46,14 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         }
     }
     let v = Client::new(&a.remote).get(&path)?;
-    let items = v
-        .get("notifications")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = items(&v, "notifications");
     match a.format {
         Format::Json => println!("{v}"),
         Format::Human => {
             if items.is_empty() {
                 println!("no notifications");
             }
-            for i in &items {
+            for i in items {
                 let attempts = i.get("attempts").and_then(Value::as_i64).unwrap_or(0);
                 let error = i
                     .get("last_error")
