@@ -18,6 +18,7 @@ mod export;
 mod inspect;
 mod keygen;
 mod notifications;
+mod package;
 mod publish;
 mod serve;
 mod test;
@@ -115,6 +116,9 @@ enum Cmd {
     /// Verify a bundle's, or a filter .wasm's, signatures against a public key.
     #[command(after_help = EXIT_CODES)]
     Verify(verify::Args),
+    /// Package a filter .wasm as an OCI image for Istio's WasmPlugin; push it with --push.
+    #[command(after_help = EXIT_CODES)]
+    Package(package::Args),
     /// Evaluate recorded requests; prints one JSON object per case.
     #[command(after_help = EXIT_CODES)]
     Eval(eval::Args),
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
         Cmd::Build(args) => build::run(&args),
         Cmd::Inspect(args) => inspect::run(&args),
         Cmd::Verify(args) => verify::run(&args),
+        Cmd::Package(args) => package::run(&args),
         Cmd::Eval(args) => eval::run(&args),
         Cmd::Test(args) => test::run(&args),
         Cmd::Token(token::Cmd::Issue(args)) => token::run(&args),

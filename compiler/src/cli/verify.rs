@@ -44,7 +44,7 @@ fn verify_bundle(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<u64, 
 
 /// Both signatures of a blob: the module's and the embedded bundle's; the
 /// bundle's revision once both hold.
-fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<u64, String> {
+pub(super) fn verify_blob(bytes: &[u8], vk: &ed25519_dalek::VerifyingKey) -> Result<u64, String> {
     crate::package::wasmsig::verify(bytes, vk).map_err(|e| format!("module signature: {e}"))?;
     let bundle = crate::package::blob::extract(bytes)
         .map_err(|e| e.to_string())?

@@ -1,10 +1,13 @@
 //! Packaging for Envoy: the blob (the generic filter module with a
 //! compiled bundle embedded, [`blob`]) and the WebAssembly module signature
-//! over it ([`wasmsig`]). `aegis build` and `aegis verify` go through here,
+//! over it ([`wasmsig`]); the module as an OCI image for Istio ([`oci`])
+//! and its push to a registry ([`registry`]). `aegis build` and `aegis verify` go through here,
 //! and so does whatever takes a bundle from either kind of file
 //! ([`bundle_from_file`]).
 
 pub mod blob;
+pub mod oci;
+pub mod registry;
 pub mod wasmsig;
 
 use aegis_engine::BUNDLE_MAGIC;
