@@ -50,12 +50,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
 fi
 
-step "docker-registry and skopeo (aegis package pushes to a registry the tests start; skopeo pulls it back)"
-if [ ! -x /usr/bin/docker-registry ] || ! command -v skopeo >/dev/null 2>&1; then
+step "docker-registry, skopeo, openssl (aegis package pushes to a registry the tests start; skopeo pulls it back)"
+if [ ! -x /usr/bin/docker-registry ] || ! command -v skopeo >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry skopeo
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry skopeo openssl
 fi
 
 step "envoy --mode validate on envoy/*.yaml"

@@ -67,6 +67,17 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: aegis-test\n    path: {}\n",
+                p.display()
+            )
+        });
+        Registry::start_with(dir, &auth)
+    }
+
+    /// With `auth`, the `auth:` section of its configuration.
+    fn start_with(dir: &Path, auth: &str) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} not found: install Debian's `docker-registry` package (scripts/test.sh does)"
@@ -78,12 +89,6 @@ impl Registry {
             .port();
         std::fs::create_dir_all(dir).unwrap();
         let storage = dir.join("storage");
-        let auth = htpasswd.map_or(String::new(), |p| {
-            format!(
-                "auth:\n  htpasswd:\n    realm: aegis-test\n    path: {}\n",
-                p.display()
-            )
-        });
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
@@ -482,4 +487,263 @@ fn what_is_not_a_policy_blob_or_names_another_digest_is_refused() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("registry host"));
+}
+
+/// A token service as the distribution spec describes it, for a registry
+/// configured with `auth: token`: it answers `GET /token?scope&service`
+/// for `ci:s3cret-pw` (Basic) with an ES256 JWT whose `x5c` is a
+/// self-signed certificate the registry trusts (`rootcertbundle`), granting
+/// what the scope asks. Key, certificate and signatures come from the
+/// `openssl` command line. It records each scope asked for.
+struct TokenService {
+    port: u16,
+    scopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An ECDSA signature from DER (`SEQUENCE { INTEGER r, INTEGER s }`) to
+/// JWS's 64 bytes `r || s`.
+fn ecdsa_raw(der: &[u8]) -> Vec<u8> {
+    let mut at = if der[1] & 0x80 != 0 {
+        2 + usize::from(der[1] & 0x7f)
+    } else {
+        2
+    };
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(der[at], 2, "an INTEGER");
+        let len = usize::from(der[at + 1]);
+        let value = &der[at + 2..at + 2 + len];
+        let value: Vec<u8> = value.iter().copied().skip_while(|b| *b == 0).collect();
+        out.extend(std::iter::repeat_n(0u8, 32 - value.len()));
+        out.extend(value);
+        at += 2 + len;
+    }
+    out
+}
+
+impl TokenService {
+    fn start(dir: &Path) -> (TokenService, PathBuf) {
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=aegis-test-token",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("`openssl` not found");
+        assert!(st.success());
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = scopes.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                TokenService::answer(stream, &key, &x5c, &seen);
+            }
+        });
+        (TokenService { port, scopes }, cert)
+    }
+
+    fn answer(
+        mut stream: std::net::TcpStream,
+        key: &Path,
+        x5c: &str,
+        seen: &std::sync::Mutex<Vec<String>>,
+    ) {
+        use std::io::{BufRead, BufReader, Write};
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            lines.push(line.trim_end().to_string());
+        }
+        let target = lines
+            .first()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or("")
+            .to_string();
+        let query: std::collections::HashMap<String, String> = target
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        let authorized = lines
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Basic Y2k6czNjcmV0LXB3"));
+        let scope = query.get("scope").cloned().unwrap_or_default();
+        seen.lock().unwrap().push(scope.clone());
+        let reply = if authorized {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+            let claims = serde_json::json!({
+                "iss": "aegis-test-issuer", "sub": "ci", "aud": query.get("service"),
+                "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", seen.lock().unwrap().len()),
+                "access": [{"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+            });
+            let signing_input = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
+            let der = child.wait_with_output().unwrap().stdout;
+            let token = format!("{signing_input}.{}", b64url(&ecdsa_raw(&der)));
+            let body = serde_json::json!({"token": token}).to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user or password"}]}"#;
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let _ = stream.write_all(reply.as_bytes());
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_registry_with_token_auth_gets_a_push_token_from_its_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wasm, _) = blob(dir.path());
+    let (tokens, cert) = TokenService::start(dir.path());
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: aegis-test-registry\n    issuer: aegis-test-issuer\n    rootcertbundle: {}\n",
+        tokens.port,
+        cert.display()
+    );
+    let registry = Registry::start_with(&dir.path().join("registry"), &auth);
+    let reference = format!("{}/aegis/filter:v3", registry.host());
+    let push = |authfile: Option<&Path>| {
+        let layout = dir.path().join("layout");
+        let mut args = vec![
+            "package",
+            wasm.to_str().unwrap(),
+            "-o",
+            layout.to_str().unwrap(),
+            "--push",
+            &reference,
+            "--plain-http",
+        ];
+        if let Some(file) = authfile {
+            args.extend_from_slice(&["--authfile", file.to_str().unwrap()]);
+        }
+        aegis(&args)
+    };
+
+    // Anonymous: the token service refuses, and says so.
+    let out = push(None);
+    assert_eq!(out.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("for a token: answered 401"), "{why}");
+    assert!(why.contains("wrong user or password"), "{why}");
+
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"ci","password":"s3cret-pw"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let out = ok(&push(Some(&auth_file)));
+    assert!(out.contains("(2 blobs sent, 0 already there)"), "{out}");
+    // One token, asked for the scope of a push.
+    assert!(tokens
+        .scopes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s == "repository:aegis/filter:pull,push"));
+
+    // skopeo goes through the same token service and finds the image.
+    let inspect = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "ci:s3cret-pw",
+        &format!("docker://{reference}"),
+    ]);
+    let seen: serde_json::Value = serde_json::from_str(&ok(&inspect)).unwrap();
+    assert!(out.contains(seen["Digest"].as_str().unwrap()), "{out}");
 }

@@ -39,7 +39,7 @@ pub enum PushError {
     },
     #[error("cannot reach {url}: {why}")]
     Transport { url: String, why: String },
-    #[error("{what}: the registry answered {status}{detail}")]
+    #[error("{what}: answered {status}{detail}")]
     Status {
         what: String,
         status: u16,
@@ -383,11 +383,14 @@ impl Client {
                 "the token realm `{realm}` is not an https URL"
             )));
         }
-        let default_scope = format!("repository:{}:pull,push", self.repository);
+        // The scope of a push, whatever the first challenge named: the
+        // first request is a `HEAD`, for which registries ask `pull` only,
+        // and a token for that is refused at the upload.
+        let scope = format!("repository:{}:pull,push", self.repository);
         let mut url = format!(
             "{realm}{}scope={}",
             if realm.contains('?') { '&' } else { '?' },
-            query_escape(get("scope").unwrap_or(&default_scope))
+            query_escape(&scope)
         );
         if let Some(service) = get("service") {
             url.push_str(&format!("&service={}", query_escape(service)));
