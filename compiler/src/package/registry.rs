@@ -259,7 +259,9 @@ impl Client {
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.repository, blob.digest);
         let answer = self.send("HEAD", &url, None, None)?;
         match answer.status() {
-            200 => Ok(true),
+            // A registry on object storage answers with a redirect to where
+            // the blob is: it has it.
+            200 | 302 | 303 | 307 | 308 => Ok(true),
             404 => Ok(false),
             _ => expect(answer, &[], &format!("checking blob {}", blob.digest)).map(|_| false),
         }
