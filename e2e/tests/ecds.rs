@@ -25,7 +25,8 @@
 //!   (`config_fail`) and the previous policy keeps judging, also when the
 //!   resource asks for `FAIL_OPEN`; a resource of another filter type (an
 //!   RBAC filter with no rules, which would let everything through) is
-//!   rejected too; a good blob delivered next is applied;
+//!   rejected too, and so is a resource naming a module that is not
+//!   there; a good blob delivered next is applied;
 //! - after the last swap, every request sent after Envoy reported it
 //!   applied is judged by the new policy;
 //! - the first configuration: with no resource file Envoy does not start;
@@ -425,6 +426,15 @@ fn wait_rejected(envoy: &Envoy, before: &Ecds) -> Ecds {
     }
 }
 
+/// The module file a resource written by `ecds-deliver.sh` names.
+fn module_path(resource: &str) -> String {
+    let r: Value = serde_saphyr::from_str(resource).unwrap();
+    r["resources"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Writes `resource` as the operator's script does: a temporary file in
 /// the watched folder, renamed over the watched path.
 fn write_resource(dir: &Path, resource: &str) {
@@ -509,7 +519,7 @@ impl Load {
             .arg(&out)
             .stdin(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run python3 benches/envoy/loadbench.py: {e}"));
         Load {
             child: Some(child),
             out,
@@ -682,6 +692,17 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     assert_eq!(after.version_text, before.version_text);
     assert_eq!(probe(port, &token, &mut probes), Policy::B);
 
+    // A resource naming a module that is not there.
+    let before = ecds(envoy);
+    let module = module_path(&refused);
+    let missing = refused
+        .replace(&module, &format!("{module}.gone"))
+        .replace(&untrusted_version, "missing-module");
+    write_resource(&gw_dir, &missing);
+    let after = wait_rejected(envoy, &before);
+    assert_eq!(after.version_text, before.version_text);
+    assert_eq!(probe(port, &token, &mut probes), Policy::B);
+
     // Another filter in place of Aegis (an RBAC filter without rules lets
     // everything through): not a Wasm filter, rejected by `type_urls`.
     let before = ecds(envoy);
@@ -718,8 +739,11 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     let samples = load.finish();
 
     // Every request answered, and judged whole by one policy.
+    // A request that failed may have no access-log line: it is reported
+    // below with its error.
     let ids: Vec<String> = samples
         .iter()
+        .filter(|s| s.get("error").is_none())
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     let lines = envoy.access_log_for(&ids, Duration::from_secs(30)).unwrap();
@@ -794,7 +818,7 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
         by_policy.len() == 2 && by_policy.values().all(|&n| n > 100),
         "the load saw {by_policy:?}"
     );
-    assert_eq!(end.config_fail, 3, "{end:?}");
+    assert_eq!(end.config_fail, 4, "{end:?}");
     // Nothing reached the upstream half sent; only allowed calls reached it.
     let reached = upstream.requests();
     assert!(reached.iter().all(|r| r.complete && !r.aborted));
