@@ -681,6 +681,13 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     // module still fails its configure step on the main thread, and Envoy
     // rejects the resource (`failure_policy` governs a VM that fails
     // later, on a worker).
+    let not_trusted = || {
+        envoy
+            .log()
+            .matches("bundle is signed by a key that is not trusted")
+            .count()
+    };
+    let refusals = not_trusted();
     let before = ecds(envoy);
     let refused = std::fs::read_to_string(gw_dir.join("ecds").join("aegis.yaml")).unwrap();
     assert!(refused.contains("failure_policy: FAIL_CLOSED"), "{refused}");
@@ -690,6 +697,10 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     write_resource(&gw_dir, &fail_open);
     let after = wait_rejected(envoy, &before);
     assert_eq!(after.version_text, before.version_text);
+    assert!(
+        not_trusted() > refusals,
+        "the module did not run and refuse"
+    );
     assert_eq!(probe(port, &token, &mut probes), Policy::B);
 
     // A resource naming a module that is not there.
@@ -701,6 +712,13 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     write_resource(&gw_dir, &missing);
     let after = wait_rejected(envoy, &before);
     assert_eq!(after.version_text, before.version_text);
+    assert!(
+        envoy.log().contains(&format!(
+            "config update rejected: Invalid path: {module}.gone"
+        )),
+        "{}",
+        envoy.log_tail(10)
+    );
     assert_eq!(probe(port, &token, &mut probes), Policy::B);
 
     // Another filter in place of Aegis (an RBAC filter without rules lets
@@ -720,6 +738,13 @@ fn policy_swaps_through_ecds_under_load_judge_every_request_whole() {
     );
     let after = wait_rejected(envoy, &before);
     assert_eq!(after.version_text, before.version_text);
+    assert!(
+        envoy.log().contains(
+            "filter config has type URL envoy.extensions.filters.http.rbac.v3.RBAC but expect"
+        ),
+        "{}",
+        envoy.log_tail(10)
+    );
     assert_eq!(probe(port, &token, &mut probes), Policy::B);
 
     // A good blob after the refusals is applied.
