@@ -247,3 +247,61 @@ fn shipped_configs_say_what_the_design_says() {
         );
     }
 }
+
+/// `envoy/ecds.yaml` is `envoy/sidecar.yaml` with the filter through ECDS:
+/// only a Wasm filter may arrive, and nothing stands in for it before one
+/// does (no `default_config`: Envoy answers 500 until then).
+#[test]
+fn the_ecds_config_takes_only_a_wasm_filter_and_has_no_default() {
+    let ecds = config::load(&repo_root().join("envoy").join("ecds.yaml")).unwrap();
+    let sidecar = config::load(&Mode::Sidecar.config_file()).unwrap();
+    let hcm = |b: &Value| {
+        b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            .clone()
+    };
+    let (e, s) = (hcm(&ecds), hcm(&sidecar));
+    let names = |h: &Value| -> Vec<String> {
+        h["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&e), names(&s));
+    let discovery = &e["http_filters"][0]["config_discovery"];
+    assert_eq!(
+        discovery["type_urls"],
+        serde_json::json!(["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"])
+    );
+    assert!(discovery.get("default_config").is_none(), "{discovery}");
+    assert!(
+        discovery
+            .get("apply_default_config_without_warming")
+            .is_none(),
+        "{discovery}"
+    );
+    let source = &discovery["config_source"]["path_config_source"];
+    assert_eq!(source["path"], "out/envoy/ecds/aegis.yaml");
+    assert_eq!(source["watched_directory"]["path"], "out/envoy/ecds");
+    // Everything else as in the sidecar: listener, routes, access log,
+    // stats tags, admin on loopback, the upstream cluster.
+    for key in [
+        "access_log",
+        "route_config",
+        "stat_prefix",
+        "preserve_external_request_id",
+    ] {
+        assert_eq!(e[key], s[key], "{key}");
+    }
+    assert_eq!(ecds["stats_config"], sidecar["stats_config"]);
+    assert_eq!(ecds["admin"], sidecar["admin"]);
+    assert_eq!(
+        ecds["static_resources"]["clusters"],
+        sidecar["static_resources"]["clusters"]
+    );
+    assert_eq!(
+        ecds["static_resources"]["listeners"][0]["address"],
+        sidecar["static_resources"]["listeners"][0]["address"]
+    );
+}
