@@ -4,11 +4,16 @@
 # Validation loads the wasm module and runs the filter's configure step, so
 # the blob the configs name (out/envoy/filter.wasm) must exist and be
 # signed by a key in their `trusted_keys`: envoy/demo-blob.sh builds it.
+# envoy/ecds.yaml needs the ECDS resource it watches to exist
+# (envoy/ecds-deliver.sh writes it); validation does not read the
+# resource, so its filter is not configured here (the e2e tests validate
+# it inlined and run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 envoy="$(scripts/install-envoy.sh)"
 envoy/demo-blob.sh >/dev/null
+envoy/ecds-deliver.sh out/envoy/filter.wasm >/dev/null
 
 status=0
 for config in envoy/*.yaml; do

@@ -32,6 +32,10 @@ ratio (or difference) between listeners measured in that round.
 
 run.sh builds the pieces and calls this script; it is not meant to be run
 alone (it needs the paths run.sh passes). Standard library only.
+
+`--load-only URL` is the one mode that runs alone: a steady, bounded load
+on one listener with one JSON line per answer (see `load_only`), which the
+e2e test of policy swaps through ECDS drives.
 """
 
 from __future__ import annotations
@@ -1591,7 +1595,112 @@ def aegis_eval(aegis: str, policy: Path, cases: list[dict], path: Path) -> list[
     return results
 
 
+# ---------------------------------------------------------------- load only
+
+
+def load_only(argv: list[str]) -> None:
+    """`--load-only URL`: steady, bounded load against one listener, one JSON
+    line per answer, for tests that judge every response (e2e/tests/ecds.rs).
+    No Envoy, oha or nginx of its own: the caller runs those.
+
+    Request n (0, 1, ...) is the line n modulo the count of `--requests`
+    (JSON lines: method, path, host, headers, body), with `x-request-id:
+    <--id-prefix>-<n>`, due at n / `--rps` seconds after the start. Each of
+    `--connections` threads sends one request at a time on its own
+    keep-alive connection, so at most that many are in flight: a request
+    due while all are busy waits, none is queued past them. Sends stop after
+    `--seconds`, or once standard input closes with `--stop-on-eof` (the
+    caller holds it open while it needs the load). Output, one line per
+    request as it is answered: id, t (wall-clock time it was sent, Unix
+    seconds), status, decision (`x-aegis-decision`), upstream (the echo
+    upstream's `x-echo-upstream` header was there), body (of answers not
+    from the upstream, 4 KiB at most), or error (the request failed: reset,
+    closed, timed out)."""
+    ap = argparse.ArgumentParser(prog="loadbench.py --load-only")
+    ap.add_argument("--load-only", required=True, metavar="URL", help="http://127.0.0.1:PORT")
+    ap.add_argument("--requests", required=True, type=Path, help="JSON lines: method, path, host, headers, body")
+    ap.add_argument("--rps", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=60.0, help="send for this long at most")
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--id-prefix", default="load")
+    ap.add_argument("--out", type=Path, help="the JSON lines (default: standard output)")
+    ap.add_argument("--stop-on-eof", action="store_true", help="stop sending once standard input closes")
+    args = ap.parse_args(argv)
+    m = re.fullmatch(r"http://([^/:]+):(\d+)/?", args.load_only)
+    if not m:
+        die(f"--load-only {args.load_only!r}: give http://HOST:PORT")
+    host, port = m.group(1), int(m.group(2))
+    reqs = [json.loads(line) for line in args.requests.read_text().splitlines() if line.strip()]
+    if not reqs or args.rps <= 0 or args.connections < 1:
+        die("--load-only needs at least one request, --rps > 0 and --connections >= 1")
+
+    stop = threading.Event()
+    if args.stop_on_eof:
+
+        def watch_stdin() -> None:
+            sys.stdin.buffer.read()
+            stop.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    out = open(args.out, "w") if args.out else sys.stdout
+    lock = threading.Lock()
+    counter = iter(range(int(args.rps * args.seconds)))
+    start = time.monotonic()
+
+    def worker() -> None:
+        conn = None
+        while not stop.is_set():
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            due = start + n / args.rps
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return
+            r = reqs[n % len(reqs)]
+            rid = f"{args.id_prefix}-{n}"
+            headers = {"host": r["host"], **r.get("headers", {}), "x-request-id": rid}
+            body = r.get("body")
+            rec: dict = {"id": rid, "t": time.time()}
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(host, port, timeout=20)
+                conn.request(r["method"], r["path"], body=body.encode() if body is not None else None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                rec["status"] = resp.status
+                rec["decision"] = resp.getheader("x-aegis-decision")
+                rec["upstream"] = resp.getheader("x-echo-upstream") is not None
+                if not rec["upstream"]:
+                    rec["body"] = data[:4096].decode("utf-8", "replace")
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                rec["error"] = f"{type(e).__name__}: {e}"
+                if conn is not None:
+                    conn.close()
+                conn = None
+            line = json.dumps(rec)
+            with lock:
+                out.write(line + "\n")
+                out.flush()
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(args.connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if out is not sys.stdout:
+        out.close()
+
+
 def main() -> None:
+    if "--load-only" in sys.argv[1:]:
+        load_only(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--oha", required=True)

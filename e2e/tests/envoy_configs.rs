@@ -1,5 +1,8 @@
 //! The shipped Envoy configs (`envoy/*.yaml`): they validate with the real
 //! Envoy exactly as they are, and they say what `filter/README.md` and `envoy/README.md` say.
+//! `envoy/ecds.yaml` takes its filter from the ECDS resource
+//! `envoy/ecds-deliver.sh` writes, which validation does not read: that
+//! resource is validated inlined into the same bootstrap.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -34,6 +37,37 @@ fn blob_at_config_path(cwd: &Path, key: &ed25519_dalek::SigningKey) {
         &out.join("filter.wasm"),
     )
     .unwrap();
+    // The ECDS resource envoy/ecds.yaml watches (out/envoy/ecds/aegis.yaml),
+    // delivered as the README says.
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("envoy").join("ecds-deliver.sh"))
+        .arg("out/envoy/filter.wasm")
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn is_ecds(config: &Path) -> bool {
+    config.file_name().is_some_and(|n| n == "ecds.yaml")
+}
+
+/// `envoy/ecds.yaml` with the filter of the delivered ECDS resource in
+/// place of its `config_discovery`: what Envoy runs once it has read the
+/// resource, as a bootstrap validation does load.
+fn ecds_inlined(cwd: &Path) -> std::path::PathBuf {
+    let mut b = config::load(&repo_root().join("envoy").join("ecds.yaml")).unwrap();
+    let resource = config::load(&cwd.join("out/envoy/ecds/aegis.yaml")).unwrap();
+    let typed_config = resource["resources"][0]["typed_config"].clone();
+    let filters = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array_mut()
+        .unwrap();
+    let aegis = filters.iter_mut().find(|f| f["name"] == "aegis").unwrap();
+    *aegis = serde_json::json!({"name": "aegis", "typed_config": typed_config});
+    let path = cwd.join("ecds-inlined.json");
+    std::fs::write(&path, b.to_string()).unwrap();
+    path
 }
 
 #[test]
@@ -46,7 +80,11 @@ fn shipped_configs_validate_as_they_are() {
     blob_at_config_path(dir.path(), &demo_key());
     let configs = config::shipped_configs().unwrap();
     assert!(configs.len() >= 2, "{configs:?}");
-    for c in &configs {
+    let mut checked = configs.clone();
+    if configs.iter().any(|c| is_ecds(c)) {
+        checked.push(ecds_inlined(dir.path()));
+    }
+    for c in &checked {
         let out = envoy::validate(&envoy, c, dir.path()).unwrap();
         let log = format!(
             "{}{}",
@@ -59,8 +97,11 @@ fn shipped_configs_validate_as_they_are() {
             c.display()
         );
         assert!(log.contains("' OK"), "{}:\n{log}", c.display());
-        // Validation really ran the filter's configure step.
-        assert!(log.contains("aegis: ready:"), "{}:\n{log}", c.display());
+        // Validation really ran the filter's configure step (not for a
+        // filter that comes through ECDS: its inlined copy runs it).
+        if !is_ecds(c) {
+            assert!(log.contains("aegis: ready:"), "{}:\n{log}", c.display());
+        }
     }
 }
 
@@ -84,6 +125,11 @@ fn validation_runs_the_filter_and_refuses_an_untrusted_blob() {
     let other = blob::fresh_key(dir.path(), "other").unwrap();
     blob_at_config_path(dir.path(), &other);
     for c in config::shipped_configs().unwrap() {
+        let c = if is_ecds(&c) {
+            ecds_inlined(dir.path())
+        } else {
+            c
+        };
         let out = envoy::validate(&envoy, &c, dir.path()).unwrap();
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -200,4 +246,62 @@ fn shipped_configs_say_what_the_design_says() {
             "127.0.0.1"
         );
     }
+}
+
+/// `envoy/ecds.yaml` is `envoy/sidecar.yaml` with the filter through ECDS:
+/// only a Wasm filter may arrive, and nothing stands in for it before one
+/// does (no `default_config`: Envoy answers 500 until then).
+#[test]
+fn the_ecds_config_takes_only_a_wasm_filter_and_has_no_default() {
+    let ecds = config::load(&repo_root().join("envoy").join("ecds.yaml")).unwrap();
+    let sidecar = config::load(&Mode::Sidecar.config_file()).unwrap();
+    let hcm = |b: &Value| {
+        b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            .clone()
+    };
+    let (e, s) = (hcm(&ecds), hcm(&sidecar));
+    let names = |h: &Value| -> Vec<String> {
+        h["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&e), names(&s));
+    let discovery = &e["http_filters"][0]["config_discovery"];
+    assert_eq!(
+        discovery["type_urls"],
+        serde_json::json!(["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"])
+    );
+    assert!(discovery.get("default_config").is_none(), "{discovery}");
+    assert!(
+        discovery
+            .get("apply_default_config_without_warming")
+            .is_none(),
+        "{discovery}"
+    );
+    let source = &discovery["config_source"]["path_config_source"];
+    assert_eq!(source["path"], "out/envoy/ecds/aegis.yaml");
+    assert_eq!(source["watched_directory"]["path"], "out/envoy/ecds");
+    // Everything else as in the sidecar: listener, routes, access log,
+    // stats tags, admin on loopback, the upstream cluster.
+    for key in [
+        "access_log",
+        "route_config",
+        "stat_prefix",
+        "preserve_external_request_id",
+    ] {
+        assert_eq!(e[key], s[key], "{key}");
+    }
+    assert_eq!(ecds["stats_config"], sidecar["stats_config"]);
+    assert_eq!(ecds["admin"], sidecar["admin"]);
+    assert_eq!(
+        ecds["static_resources"]["clusters"],
+        sidecar["static_resources"]["clusters"]
+    );
+    assert_eq!(
+        ecds["static_resources"]["listeners"][0]["address"],
+        sidecar["static_resources"]["listeners"][0]["address"]
+    );
 }
