@@ -179,6 +179,25 @@ fn package(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(&aegis(&all))).unwrap()
 }
 
+/// `aegis package WASM -o DIR/layout --push REFERENCE --plain-http`, with
+/// `--authfile` when given.
+fn push(dir: &Path, wasm: &Path, reference: &str, authfile: Option<&Path>) -> Output {
+    let layout = dir.join("layout");
+    let mut args = vec![
+        "package",
+        wasm.to_str().unwrap(),
+        "-o",
+        layout.to_str().unwrap(),
+        "--push",
+        reference,
+        "--plain-http",
+    ];
+    if let Some(file) = authfile {
+        args.extend_from_slice(&["--authfile", file.to_str().unwrap()]);
+    }
+    aegis(&args)
+}
+
 /// The one file of a tar.gz layer, by name.
 fn file_in_layer(layer: &[u8], name: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
@@ -374,23 +393,9 @@ fn a_registry_that_asks_for_a_password_gets_the_one_skopeo_login_wrote() {
     std::fs::write(&htpasswd, format!("ci:{hash}\n")).unwrap();
     let registry = Registry::start(&dir.path().join("registry"), Some(&htpasswd));
     let reference = format!("{}/aegis/filter:v2", registry.host());
-    let layout = dir.path().join("layout");
-    let push = |extra: &[&str]| {
-        let mut args = vec![
-            "package",
-            wasm.to_str().unwrap(),
-            "-o",
-            layout.to_str().unwrap(),
-            "--push",
-            &reference,
-            "--plain-http",
-        ];
-        args.extend_from_slice(extra);
-        aegis(&args)
-    };
 
     // No credentials: refused, and the message says how to log in.
-    let out = push(&[]);
+    let out = push(dir.path(), &wasm, &reference, None);
     assert_eq!(out.status.code(), Some(1));
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("asks for a user name and password"), "{why}");
@@ -406,7 +411,7 @@ fn a_registry_that_asks_for_a_password_gets_the_one_skopeo_login_wrote() {
         ),
     )
     .unwrap();
-    let out = push(&["--authfile", wrong.to_str().unwrap()]);
+    let out = push(dir.path(), &wasm, &reference, Some(&wrong));
     assert_eq!(out.status.code(), Some(1));
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("answered 401"), "{why}");
@@ -424,7 +429,7 @@ fn a_registry_that_asks_for_a_password_gets_the_one_skopeo_login_wrote() {
         "s3cret-pw",
         &registry.host(),
     ]));
-    let out = ok(&push(&["--authfile", auth.to_str().unwrap()]));
+    let out = ok(&push(dir.path(), &wasm, &reference, Some(&auth)));
     assert!(out.contains("(2 blobs sent, 0 already there)"), "{out}");
     let inspect = skopeo(&[
         "inspect",
@@ -693,25 +698,9 @@ fn a_registry_with_token_auth_gets_a_push_token_from_its_realm() {
     );
     let registry = Registry::start_with(&dir.path().join("registry"), &auth);
     let reference = format!("{}/aegis/filter:v3", registry.host());
-    let push = |authfile: Option<&Path>| {
-        let layout = dir.path().join("layout");
-        let mut args = vec![
-            "package",
-            wasm.to_str().unwrap(),
-            "-o",
-            layout.to_str().unwrap(),
-            "--push",
-            &reference,
-            "--plain-http",
-        ];
-        if let Some(file) = authfile {
-            args.extend_from_slice(&["--authfile", file.to_str().unwrap()]);
-        }
-        aegis(&args)
-    };
 
     // Anonymous: the token service refuses, and says so.
-    let out = push(None);
+    let out = push(dir.path(), &wasm, &reference, None);
     assert_eq!(out.status.code(), Some(1));
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("for a token: answered 401"), "{why}");
@@ -726,7 +715,7 @@ fn a_registry_with_token_auth_gets_a_push_token_from_its_realm() {
         ),
     )
     .unwrap();
-    let out = ok(&push(Some(&auth_file)));
+    let out = ok(&push(dir.path(), &wasm, &reference, Some(&auth_file)));
     assert!(out.contains("(2 blobs sent, 0 already there)"), "{out}");
     // One token, asked for the scope of a push.
     assert!(tokens
