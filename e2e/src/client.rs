@@ -20,6 +20,33 @@ pub struct Req {
     pub body: Option<Vec<u8>>,
 }
 
+impl Req {
+    /// A form `POST` as an agent sends it: its token as the bearer, its
+    /// request id, an `application/x-www-form-urlencoded` body.
+    pub fn form_post(
+        authority: &str,
+        path: &str,
+        request_id: &str,
+        token: &str,
+        body: &str,
+    ) -> Req {
+        Req {
+            method: "POST".into(),
+            authority: authority.into(),
+            path: path.into(),
+            headers: vec![
+                ("x-request-id".into(), request_id.into()),
+                ("authorization".into(), format!("Bearer {token}")),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+            ],
+            body: Some(body.as_bytes().to_vec()),
+        }
+    }
+}
+
 /// What came back.
 #[derive(Debug, Clone, Default)]
 pub struct Resp {

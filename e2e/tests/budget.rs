@@ -145,20 +145,13 @@ fn world(label: &'static str) -> Option<World> {
 impl World {
     fn req(&self, path: &str) -> Req {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
-        Req {
-            method: "POST".into(),
-            authority: HOST.into(),
-            path: path.into(),
-            headers: vec![
-                ("x-request-id".into(), format!("{}-{n}", self.label)),
-                ("authorization".into(), format!("Bearer {}", self.token)),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-            ],
-            body: Some(format!("q=call-{n}").into_bytes()),
-        }
+        Req::form_post(
+            HOST,
+            path,
+            &format!("{}-{n}", self.label),
+            &self.token,
+            &format!("q=call-{n}"),
+        )
     }
 
     /// One paid search through proxy `gw`, judged: 200 from the upstream

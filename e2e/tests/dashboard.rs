@@ -266,23 +266,13 @@ fn edit(root: &Path, from: &str, to: &str) {
 /// A payment with a card number in its description: what a person sees of
 /// it is masked.
 fn payment(p: &corpus::Prepared, id: &str, amount: u32) -> Req {
-    Req {
-        method: "POST".into(),
-        authority: STRIPE.into(),
-        path: "/v1/payment_intents".into(),
-        headers: vec![
-            ("x-request-id".into(), id.into()),
-            (
-                "authorization".into(),
-                format!("Bearer {}", p.token("finance-agent", None)),
-            ),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ],
-        body: Some(format!("amount={amount}&currency=usd&description=card+{CARD}").into_bytes()),
-    }
+    Req::form_post(
+        STRIPE,
+        "/v1/payment_intents",
+        id,
+        &p.token("finance-agent", None),
+        &format!("amount={amount}&currency=usd&description=card+{CARD}"),
+    )
 }
 
 #[test]

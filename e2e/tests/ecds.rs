@@ -444,20 +444,13 @@ fn write_resource(dir: &Path, resource: &str) {
 }
 
 fn request(token: &str, id: &str, action: &str, amount: u64) -> Req {
-    Req {
-        method: "POST".into(),
-        authority: HOST.into(),
-        path: path_of(action).into(),
-        headers: vec![
-            ("x-request-id".into(), id.into()),
-            ("authorization".into(), format!("Bearer {token}")),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ],
-        body: Some(format!("amount={amount}").into_bytes()),
-    }
+    Req::form_post(
+        HOST,
+        path_of(action),
+        id,
+        token,
+        &format!("amount={amount}"),
+    )
 }
 
 /// The policy that judges a request sent now.

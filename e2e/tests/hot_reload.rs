@@ -173,20 +173,7 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn request(token: &str, id: &str, amount: u64) -> Req {
-    Req {
-        method: "POST".into(),
-        authority: HOST.into(),
-        path: "/v1/probe".into(),
-        headers: vec![
-            ("x-request-id".into(), id.into()),
-            ("authorization".into(), format!("Bearer {token}")),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ],
-        body: Some(format!("amount={amount}").into_bytes()),
-    }
+    Req::form_post(HOST, "/v1/probe", id, token, &format!("amount={amount}"))
 }
 
 /// `aegis_bundle_reload_total{outcome}` of the proxy.

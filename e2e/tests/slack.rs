@@ -198,23 +198,13 @@ fn a_click_in_slack_releases_the_call_held_in_envoy() {
     // The agent's $7,700 payment needs a person: Envoy holds it. Its
     // description carries a card number.
     let body = "amount=7700&currency=usd&description=card+4242+4242+4242+4242";
-    let req = Req {
-        method: "POST".into(),
-        authority: "api.stripe.com".into(),
-        path: "/v1/payment_intents".into(),
-        headers: vec![
-            ("x-request-id".into(), "slack-1".into()),
-            (
-                "authorization".into(),
-                format!("Bearer {}", p.token("finance-agent", None)),
-            ),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ],
-        body: Some(body.as_bytes().to_vec()),
-    };
+    let req = Req::form_post(
+        "api.stripe.com",
+        "/v1/payment_intents",
+        "slack-1",
+        &p.token("finance-agent", None),
+        body,
+    );
     let port = gw.ports[0];
     let agent = {
         let req = req.clone();
