@@ -76,15 +76,10 @@ pub enum ImageError {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    format!(
+        "sha256:{}",
+        aegis_engine::trust::hex(&Sha256::digest(bytes))
+    )
 }
 
 impl Image {

@@ -9,6 +9,7 @@
 //! one `docker login` and `skopeo login` write.
 
 use super::oci::{Blob, Image, MANIFEST_MEDIA_TYPE};
+use crate::client::q;
 use base64::Engine as _;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -392,10 +393,10 @@ impl Client {
         let mut url = format!(
             "{realm}{}scope={}",
             if realm.contains('?') { '&' } else { '?' },
-            query_escape(&scope)
+            q(&scope)
         );
         if let Some(service) = get("service") {
-            url.push_str(&format!("&service={}", query_escape(service)));
+            url.push_str(&format!("&service={}", q(service)));
         }
         let mut request = self.agent.get(&url);
         if let Some(c) = &self.credentials {
@@ -508,17 +509,6 @@ fn challenge_params(text: &str) -> Vec<(String, String)> {
         rest = next.trim_start_matches([',', ' ']);
     }
     out
-}
-
-fn query_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The auth file to read: the one given, or the first that exists of the
@@ -658,7 +648,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            query_escape("repository:a/b:pull,push"),
+            q("repository:a/b:pull,push"),
             "repository%3Aa%2Fb%3Apull%2Cpush"
         );
     }
