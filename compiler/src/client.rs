@@ -96,7 +96,6 @@ impl Client {
     }
 }
 
-/// Percent-encodes a query value.
 /// The array under `key` of an API answer (`{"approvals": [...]}`), empty
 /// when the answer has none.
 pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
@@ -105,6 +104,24 @@ pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// The string under `key` of an API answer, `-` when it has none (how the
+/// commands print a gap).
+pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// `path` (which has its `?` already) with `&key=value` for each value
+/// given, percent-encoded.
+pub fn with_query(mut path: String, params: &[(&str, Option<&str>)]) -> String {
+    for (key, value) in params {
+        if let Some(value) = value {
+            path.push_str(&format!("&{key}={}", q(value)));
+        }
+    }
+    path
+}
+
+/// Percent-encodes a query value.
 pub fn q(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {

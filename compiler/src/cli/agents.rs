@@ -5,7 +5,7 @@
 //! page shows: today's spend against budget, leases, rate, verdict mix.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, Client, Remote};
+use crate::client::{items, text, Client, Remote};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -61,7 +61,7 @@ pub fn create(a: &CreateArgs) -> Result<ExitCode, Error> {
     match a.format {
         Format::Json => println!("{v}"),
         Format::Human => {
-            let cred = v.get("credential").and_then(Value::as_str).unwrap_or("-");
+            let cred = text(&v, "credential");
             eprintln!(
                 "credential for {}/{} (shown once; store it as the agent's secret):",
                 a.tenant, a.agent
@@ -91,7 +91,7 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
     let agents = items(&v, "agents");
     println!(
         "agents on {} (UTC){}",
-        v.get("day").and_then(Value::as_str).unwrap_or("-"),
+        text(&v, "day"),
         v.get("policy_revision")
             .and_then(Value::as_i64)
             .map(|r| format!(", policy revision {r}"))
@@ -118,8 +118,8 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         };
         println!(
             "{}/{}  spent {budget}  leases {}  rps {rps}  pending {}  verdicts: {verdicts}",
-            x.get("tenant").and_then(Value::as_str).unwrap_or("-"),
-            x.get("agent").and_then(Value::as_str).unwrap_or("-"),
+            text(x, "tenant"),
+            text(x, "agent"),
             x.get("open_leases").and_then(Value::as_i64).unwrap_or(0),
             x.get("pending_approvals")
                 .and_then(Value::as_i64)

@@ -2,7 +2,7 @@
 //! terminal, the same calls the dashboard makes.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, q, Client, Remote};
+use crate::client::{items, q, text, with_query, Client, Remote};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -59,18 +59,14 @@ pub struct DecideArgs {
     remote: Remote,
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("-")
-}
-
 pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
-    let mut path = "/v1/approvals?limit=200".to_owned();
-    if let Some(st) = &a.status {
-        path.push_str(&format!("&status={}", q(st)));
-    }
-    if let Some(t) = &a.tenant {
-        path.push_str(&format!("&tenant={}", q(t)));
-    }
+    let path = with_query(
+        "/v1/approvals?limit=200".to_owned(),
+        &[
+            ("status", a.status.as_deref()),
+            ("tenant", a.tenant.as_deref()),
+        ],
+    );
     let v = Client::new(&a.remote).get(&path)?;
     let items = items(&v, "approvals");
     match a.format {
@@ -82,14 +78,14 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
             for i in items {
                 println!(
                     "{}  {:<8}  {:<18}  {}/{}  {} {}  {}",
-                    s(i, "approval_id"),
-                    s(i, "status"),
+                    text(i, "approval_id"),
+                    text(i, "status"),
                     timing(i),
-                    s(i, "tenant"),
-                    s(i, "agent"),
-                    s(i, "tool"),
-                    s(i, "action"),
-                    s(i, "reason")
+                    text(i, "tenant"),
+                    text(i, "agent"),
+                    text(i, "tool"),
+                    text(i, "action"),
+                    text(i, "reason")
                 );
             }
         }
@@ -124,11 +120,11 @@ fn print_one(v: &Value, format: Format) {
     match format {
         Format::Json => println!("{v}"),
         Format::Human => {
-            println!("approval {}: {}", s(v, "approval_id"), s(v, "status"));
-            println!("  agent   {}/{}", s(v, "tenant"), s(v, "agent"));
-            println!("  call    {} {}", s(v, "tool"), s(v, "action"));
-            println!("  rule    {}", s(v, "rule"));
-            println!("  reason  {}", s(v, "reason"));
+            println!("approval {}: {}", text(v, "approval_id"), text(v, "status"));
+            println!("  agent   {}/{}", text(v, "tenant"), text(v, "agent"));
+            println!("  call    {} {}", text(v, "tool"), text(v, "action"));
+            println!("  rule    {}", text(v, "rule"));
+            println!("  reason  {}", text(v, "reason"));
             println!("  time    {}", timing(v));
             if let Some(summary) = v.get("summary").filter(|x| !x.is_null()) {
                 println!("  summary {summary}");

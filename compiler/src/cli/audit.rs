@@ -3,7 +3,7 @@
 //! searches it as the dashboard's audit page does.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, q, Client, Remote};
+use crate::client::{items, text, with_query, Client, Remote};
 use aegis_control::DbUrl;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode, Error> {
             Some(b) => println!(
                 "audit chain broken at record {}: {}",
                 b.get("seq").and_then(Value::as_i64).unwrap_or(0),
-                b.get("message").and_then(Value::as_str).unwrap_or("-")
+                text(b, "message")
             ),
             None => println!(
                 "audit chain intact: {} records, last checkpoint at record {}",
@@ -186,21 +186,19 @@ pub fn export(a: &ExportArgs) -> Result<ExitCode, Error> {
 }
 
 pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
-    let mut path = format!(
-        "/v1/audit?limit={}&before={}",
-        a.limit,
-        a.before.unwrap_or(i64::MAX)
+    let path = with_query(
+        format!(
+            "/v1/audit?limit={}&before={}",
+            a.limit,
+            a.before.unwrap_or(i64::MAX)
+        ),
+        &[
+            ("kind", a.kind.as_deref()),
+            ("actor", a.actor.as_deref()),
+            ("subject", a.subject.as_deref()),
+            ("search", a.search.as_deref()),
+        ],
     );
-    for (k, v) in [
-        ("kind", &a.kind),
-        ("actor", &a.actor),
-        ("subject", &a.subject),
-        ("search", &a.search),
-    ] {
-        if let Some(v) = v {
-            path.push_str(&format!("&{k}={}", q(v)));
-        }
-    }
     let v = Client::new(&a.remote).get(&path)?;
     if a.format == Format::Json {
         println!("{v}");
@@ -210,7 +208,6 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
     if events.is_empty() {
         println!("no events");
     }
-    let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
     for e in events {
         let ms = e.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
         let secs = ms.div_euclid(1000).rem_euclid(86_400);
@@ -221,10 +218,10 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
             secs / 3600,
             secs / 60 % 60,
             secs % 60,
-            s(e, "tenant"),
-            s(e, "actor"),
-            s(e, "kind"),
-            s(e, "subject"),
+            text(e, "tenant"),
+            text(e, "actor"),
+            text(e, "kind"),
+            text(e, "subject"),
             e.get("data").map(Value::to_string).unwrap_or_default()
         );
     }

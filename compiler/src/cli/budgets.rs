@@ -1,7 +1,7 @@
 //! `aegis budgets show`: an agent's (or a tenant's) spend for a UTC day.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, q, Client, Remote};
+use crate::client::{items, q, text, with_query, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -28,18 +28,15 @@ pub struct ShowArgs {
 }
 
 pub fn show(a: &ShowArgs) -> Result<ExitCode, Error> {
-    let mut path = format!("/v1/budgets?tenant={}", q(&a.tenant));
-    if let Some(agent) = &a.agent {
-        path.push_str(&format!("&agent={}", q(agent)));
-    }
-    if let Some(day) = &a.day {
-        path.push_str(&format!("&day={}", q(day)));
-    }
+    let path = with_query(
+        format!("/v1/budgets?tenant={}", q(&a.tenant)),
+        &[("agent", a.agent.as_deref()), ("day", a.day.as_deref())],
+    );
     let v = Client::new(&a.remote).get(&path)?;
     match a.format {
         Format::Json => println!("{v}"),
         Format::Human => {
-            let day = v.get("day").and_then(Value::as_str).unwrap_or("-");
+            let day = text(&v, "day");
             let agents = items(&v, "agents");
             if agents.is_empty() {
                 println!("no budget activity for tenant `{}` on {day}", a.tenant);
@@ -49,7 +46,7 @@ pub fn show(a: &ShowArgs) -> Result<ExitCode, Error> {
                 println!(
                     "{}/{} {day}: spent ${:.2} + reserved ${:.2} of ${:.2} (${:.2} left, {} open leases)",
                     a.tenant,
-                    ag.get("agent").and_then(Value::as_str).unwrap_or("-"),
+                    text(ag, "agent"),
                     f("spent_usd"),
                     f("reserved_usd"),
                     f("limit_usd"),

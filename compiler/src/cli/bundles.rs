@@ -3,7 +3,7 @@
 //! between two of them, as the dashboard's policy page shows.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, Client, Remote};
+use crate::client::{items, text, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -59,10 +59,8 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
         println!(
             "revision {}  policy {}  published by {} on {}  active on {}",
             r.get("revision").and_then(Value::as_i64).unwrap_or(0),
-            r.get("policy_version")
-                .and_then(Value::as_str)
-                .unwrap_or("-"),
-            r.get("published_by").and_then(Value::as_str).unwrap_or("-"),
+            text(r, "policy_version"),
+            text(r, "published_by"),
             aegis_control::utc_day(at.saturating_mul(1000)),
             if active.is_empty() {
                 "no gateway known".to_owned()

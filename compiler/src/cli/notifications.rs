@@ -3,7 +3,7 @@
 //! with `--status retrying` or `--status failed`.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{items, q, Client, Remote};
+use crate::client::{items, text, with_query, Client, Remote};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -30,21 +30,15 @@ pub struct ListArgs {
     remote: Remote,
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("-")
-}
-
 pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
-    let mut path = "/v1/notifications?limit=200".to_owned();
-    for (k, v) in [
-        ("status", &a.status),
-        ("tenant", &a.tenant),
-        ("approval", &a.approval),
-    ] {
-        if let Some(v) = v {
-            path.push_str(&format!("&{k}={}", q(v)));
-        }
-    }
+    let path = with_query(
+        "/v1/notifications?limit=200".to_owned(),
+        &[
+            ("status", a.status.as_deref()),
+            ("tenant", a.tenant.as_deref()),
+            ("approval", a.approval.as_deref()),
+        ],
+    );
     let v = Client::new(&a.remote).get(&path)?;
     let items = items(&v, "notifications");
     match a.format {
@@ -62,12 +56,12 @@ pub fn list(a: &ListArgs) -> Result<ExitCode, Error> {
                     .unwrap_or_default();
                 println!(
                     "{}  {:<9}  {}  {}  {} {}  attempts {attempts}{error}",
-                    s(i, "notification_id"),
-                    s(i, "status"),
-                    s(i, "approval_id"),
-                    s(i, "event"),
-                    s(i, "channel"),
-                    s(i, "target"),
+                    text(i, "notification_id"),
+                    text(i, "status"),
+                    text(i, "approval_id"),
+                    text(i, "event"),
+                    text(i, "channel"),
+                    text(i, "target"),
                 );
             }
         }

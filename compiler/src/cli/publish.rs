@@ -3,7 +3,7 @@
 //! refuses it unless a trusted key signed it and its revision is newer.
 
 use super::{Error, Format, EXIT_CODES};
-use crate::client::{Client, Remote};
+use crate::client::{text, Client, Remote};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,10 +30,8 @@ pub fn run(a: &Args) -> Result<ExitCode, Error> {
         Format::Human => println!(
             "published revision {} (policy version {}, hash {})",
             v.get("revision").and_then(Value::as_i64).unwrap_or(0),
-            v.get("policy_version")
-                .and_then(Value::as_str)
-                .unwrap_or("-"),
-            v.get("hash").and_then(Value::as_str).unwrap_or("-"),
+            text(&v, "policy_version"),
+            text(&v, "hash"),
         ),
     }
     Ok(ExitCode::SUCCESS)
